@@ -1,0 +1,1 @@
+"""SKIM (Scalable Knowledge Infusion for Missing labels) as a Dagster code location."""

@@ -1,0 +1,80 @@
+"""Datasets: canonical tables imported from a registered dataset folder, and click-log drops."""
+
+
+import time
+
+import dagster as dg
+import polars as pl
+
+from ..lib.clicklogs import aggregate_click_logs, click_log_files
+from ..lib.datasets import CLICKS_FOLDER, import_tables, read_spec
+from ..partitions import dataset_partitions
+from ..resources import StorageResource
+from .common import table_metadata
+
+DATASET_TABLES = {"documents": "documents", "queries": "queries", "relevance_labels": "qrels"}
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("documents", description="doc_id, title (short text the retriever sees), metadata (long text)."),
+        dg.AssetSpec("queries", description="query_id, text, split ('train' / 'test')."),
+        dg.AssetSpec("relevance_labels", description="All known labels: query_id, doc_id, relevance."),
+    ],
+    partitions_def=dataset_partitions,
+    group_name="datasets",
+    can_subset=False,
+)
+def dataset_tables(context: dg.AssetExecutionContext, storage: StorageResource):
+    """Import the registered dataset (`<root>/inputs/<dataset>/dataset.json`) into canonical Parquet tables.
+
+    The whole input is validated before anything is written, so bad input leaves the previous tables intact.
+    """
+    dataset = context.partition_key
+    started = time.monotonic()
+    folder = storage.inputs(dataset)
+    spec = read_spec(folder)
+    tables = import_tables(folder, spec)
+    context.log.info(f"imported {dataset} ({spec.format}) in {time.monotonic() - started:.1f}s: "
+                     f"{tables.documents.height} documents, {tables.queries.height} queries, {tables.qrels.height} labels")
+    notes = {k: dg.MetadataValue.int(int(v)) for k, v in (tables.notes or {}).items() if isinstance(v, int)}
+    for asset, attribute in DATASET_TABLES.items():
+        frame = getattr(tables, attribute)
+        path = storage.write_table(asset, dataset, frame)
+        metadata = table_metadata(frame, path)
+        if asset == "documents":
+            metadata |= notes | {"format": spec.format, "source": str(spec.source)}
+        if asset == "queries":
+            counts = dict(frame.group_by("split").len().iter_rows())
+            metadata |= {f"{split}_queries": dg.MetadataValue.int(int(counts.get(split, 0))) for split in ("train", "test")}
+        yield dg.MaterializeResult(asset_key=asset, metadata=metadata)
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name="datasets",
+    deps=["documents", "queries"],
+)
+def click_log_pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """Click-log drops under `<root>/inputs/<dataset>/clicks/` aggregated (DuckDB) into training pairs.
+
+    Every drop is validated first (unknown doc ids, empty queries, bad clicks or timestamps fail the whole
+    ingest with the file, row and field named). Queries seen only in click logs are kept in table `queries`.
+    """
+    dataset = context.partition_key
+    files = click_log_files(storage.inputs(dataset) / CLICKS_FOLDER)
+    documents = storage.read_table("documents", dataset, )
+    queries = storage.read_table("queries", dataset)
+    pairs, new_queries, aggregate = aggregate_click_logs(files, documents, queries)
+    storage.write_table("click_log_pairs", dataset, new_queries, "queries")
+    storage.write_table("click_log_pairs", dataset, aggregate, "aggregate")
+    path = storage.write_table("click_log_pairs", dataset, pairs)
+    context.log.info(f"{len(files)} click-log file(s) -> {pairs.height} pairs, {new_queries.height} new queries")
+    return dg.MaterializeResult(
+        metadata=table_metadata(pairs, path)
+        | {
+            "files": dg.MetadataValue.int(len(files)),
+            "new_queries": dg.MetadataValue.int(new_queries.height),
+            "total_clicks": dg.MetadataValue.int(int(aggregate["clicks"].sum()) if aggregate.height else 0),
+        }
+    )

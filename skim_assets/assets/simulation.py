@@ -1,0 +1,93 @@
+"""Biased simulated datasets (Algorithm 1): click train pairs, a MAR sample, the oracle labels, and test sets."""
+
+
+import dagster as dg
+import polars as pl
+
+from ..lib.datasets import read_spec
+from ..lib.dual_encoder import rank_documents
+from ..lib.metrics import metrics_table_markdown
+from ..lib.plots import line_plot, markdown_image
+from ..lib.simulation import (
+    DEFAULT_EXPOSURE_KS,
+    exposure_curve,
+    labels_as_pairs,
+    missing_at_random_sample,
+    simulate_clicks,
+)
+from ..partitions import dataset_partitions
+from ..resources import EncoderResource, StorageResource
+from .common import table_metadata
+
+SIMULATION_OUTPUTS = {
+    "click_train_pairs": "Train pairs that survived as clicks (Algorithm 1), or the dataset's own train labels.",
+    "mar_train_pairs": "A uniform random sample of train labels, as many as the clicks (missing at random).",
+    "oracle_train_pairs": "Every train label: what a model could learn with complete labels.",
+    "biased_test_qrels": "Test labels that survived the same exposure process (a click-log test set).",
+    "unbiased_test_qrels": "Every test label (complete labels).",
+}
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec(name, description=text, deps=["documents", "queries", "relevance_labels"])
+           for name, text in SIMULATION_OUTPUTS.items()],
+    partitions_def=dataset_partitions,
+    group_name="simulation",
+    can_subset=False,
+)
+def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource, encoder: EncoderResource):
+    """Simulate click bias on a dataset with complete labels (paper's Algorithm 1).
+
+    A pretrained retriever (the encoder resource; titles only) ranks all documents for every query; a relevant
+    pair survives as a click only inside its top-K exposure window (optionally with probability sigmoid(score)).
+    Datasets registered with `simulate_bias: false` already are click logs: their labels pass through unchanged.
+    """
+    dataset = context.partition_key
+    spec = read_spec(storage.inputs(dataset))
+    documents = storage.read_table("documents", dataset)
+    queries = storage.read_table("queries", dataset)
+    qrels = storage.read_table("relevance_labels", dataset).join(queries.select("query_id", "split"), on="query_id")
+    train_labels, test_labels = (qrels.filter(pl.col("split") == s).drop("split") for s in ("train", "test"))
+    metadata: dict[str, dict] = {name: {} for name in SIMULATION_OUTPUTS}
+
+    if spec.simulate_bias:
+        depth = min(max(spec.exposure_k, max(DEFAULT_EXPOSURE_KS)), documents.height)
+        context.log.info(f"ranking {documents.height} documents for {queries.height} queries (top {depth}, zero-shot)")
+        ranked = rank_documents(encoder.load(), queries, documents, depth,
+                                query_max_length=encoder.query_max_length, doc_max_length=encoder.doc_max_length)
+        kwargs = dict(exposure_k=spec.exposure_k, sigmoid_sampling=spec.sigmoid_sampling,
+                      score_scale=spec.score_scale, seed=spec.seed)
+        clicks = simulate_clicks(ranked, train_labels, **kwargs)
+        biased_test = simulate_clicks(ranked, test_labels, **kwargs).select(
+            "query_id", "doc_id", pl.col("weight").alias("relevance"))
+        curve = exposure_curve(ranked, train_labels, [k for k in DEFAULT_EXPOSURE_KS if k <= depth])
+        plot = line_plot({"train labels kept": (curve["exposure_k"].to_list(), curve["fraction_kept"].to_list())},
+                         "Labels surviving exposure", "exposure window K", "fraction kept",
+                         storage.artifact_dir("click_train_pairs", dataset) / "exposure_curve.png")
+        metadata["click_train_pairs"] = {
+            "exposure_k": spec.exposure_k,
+            "sigmoid_sampling": spec.sigmoid_sampling,
+            "fraction_of_labels_kept": dg.MetadataValue.float(round(clicks.height / max(train_labels.height, 1), 4)),
+            "per_k": dg.MetadataValue.md(metrics_table_markdown(curve.to_dicts(), curve.columns)),
+            "exposure_curve": dg.MetadataValue.md(markdown_image(plot, "exposure curve")),
+        }
+        metadata["biased_test_qrels"] = {
+            "fraction_of_labels_kept": dg.MetadataValue.float(round(biased_test.height / max(test_labels.height, 1), 4)),
+        }
+    else:
+        context.log.info("simulate_bias is false: the dataset's train labels are the clicks; no unbiased test set")
+        clicks = labels_as_pairs(train_labels, "click")
+        biased_test = test_labels.filter(pl.col("relevance") > 0)
+        metadata["unbiased_test_qrels"] = {"note": "no complete labels: same as the biased test set"}
+
+    frames = {
+        "click_train_pairs": clicks,
+        "mar_train_pairs": missing_at_random_sample(train_labels, clicks.height, seed=spec.seed),
+        "oracle_train_pairs": labels_as_pairs(train_labels, "oracle"),
+        "biased_test_qrels": biased_test,
+        "unbiased_test_qrels": test_labels.filter(pl.col("relevance") > 0) if spec.simulate_bias else biased_test,
+    }
+    for name, frame in frames.items():
+        path = storage.write_table(name, dataset, frame)
+        yield dg.MaterializeResult(asset_key=name, metadata=table_metadata(frame, path) | metadata[name]
+                                   | {"queries_with_labels": dg.MetadataValue.int(frame["query_id"].n_unique())})

@@ -1,0 +1,166 @@
+"""The `skim` command: generate and run the demo, import datasets, materialize them, print reports."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEMO_DATASET = "demo"
+
+
+def _use_root(root: str) -> Path:
+    """Point every resource default and the Dagster instance at `root` (before definitions are imported)."""
+    root_path = Path(root).expanduser().resolve()
+    os.environ["SKIM_DATA_ROOT"] = str(root_path)
+    os.environ.setdefault("DAGSTER_HOME", str(root_path / ".dagster"))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    return root_path
+
+
+def _instance():
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def register_dataset(name: str, instance) -> None:
+    from .partitions import dataset_partitions
+
+    if not instance.has_dynamic_partition(dataset_partitions.name, name):
+        instance.add_dynamic_partitions(dataset_partitions.name, [name])
+
+
+def materialize_dataset(name: str, instance, run_config: dict | None = None) -> bool:
+    """Run the whole graph for one dataset partition in this process; returns success."""
+    from .definitions import defs
+
+    job = defs.resolve_job_def("skim_pipeline")
+    result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config or {},
+                                    raise_on_error=False)
+    return result.success
+
+
+def print_report(root: Path, name: str) -> int:
+    import polars as pl
+
+    from .assets.evaluation import TABLE_COLUMNS
+    from .lib.catalogue import refresh_catalogue
+    from .lib.metrics import metrics_table_markdown
+
+    path = root / "retrieval_metrics" / name / "data.parquet"
+    if not path.exists():
+        print(f"no metrics for dataset {name!r} yet ({path} is missing)", file=sys.stderr)
+        return 1
+    table = pl.read_parquet(path)
+    print(f"\nRetrieval metrics for dataset '{name}' (percent; queries without labels excluded):\n")
+    print(metrics_table_markdown(table.to_dicts(), TABLE_COLUMNS))
+    views = refresh_catalogue(root)
+    print(f"\nDuckDB catalogue: {root / 'skim.duckdb'} ({len(views)} views, e.g. "
+          f"`SELECT * FROM retrieval_metrics WHERE dataset = '{name}'`)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    root = _use_root(args.root)
+    from .lib.demo import DemoWorldConfig, write_demo_dataset
+
+    counts = write_demo_dataset(root / "inputs" / DEMO_DATASET, DemoWorldConfig(n_documents=args.documents))
+    print(f"demo world written to {root / 'inputs' / DEMO_DATASET}: {counts}", flush=True)
+    instance = _instance()
+    register_dataset(DEMO_DATASET, instance)
+    if not materialize_dataset(DEMO_DATASET, instance):
+        print("the demo run failed: see the log above", file=sys.stderr)
+        return 1
+    return print_report(root, DEMO_DATASET)
+
+
+def cmd_import(args) -> int:
+    root = _use_root(args.root)
+    from .lib.datasets import DatasetSpec, check_dataset_name, import_tables, write_spec
+    from .lib.formats import DataError
+
+    name = check_dataset_name(args.name)
+    source = Path(args.source).expanduser().resolve()
+    spec = DatasetSpec(format=args.format, source=str(source), title_words=args.title_words,
+                       dev_split=args.dev_split, simulate_bias=not args.no_simulate_bias,
+                       exposure_k=args.exposure_k, sigmoid_sampling=args.sigmoid_sampling,
+                       propensity_a=args.propensity_a, propensity_b=args.propensity_b,
+                       prompt_style=args.prompt_style, tau=args.tau, seed=args.seed)
+    folder = root / "inputs" / name
+    try:
+        tables = import_tables(folder, spec)  # validate everything before registering anything
+    except DataError as error:
+        print(f"import failed: {error}", file=sys.stderr)
+        return 2
+    write_spec(folder, spec)
+    instance = _instance()
+    register_dataset(name, instance)
+    print(f"registered dataset {name!r}: {tables.documents.height} documents, {tables.queries.height} queries, "
+          f"{tables.qrels.height} labels ({spec.format} from {source})")
+    if args.materialize:
+        if not materialize_dataset(name, instance):
+            return 1
+        return print_report(root, name)
+    return 0
+
+
+def cmd_materialize(args) -> int:
+    root = _use_root(args.root)
+    instance = _instance()
+    register_dataset(args.name, instance)
+    if not materialize_dataset(args.name, instance):
+        return 1
+    return print_report(root, args.name)
+
+
+def cmd_report(args) -> int:
+    return print_report(_use_root(args.root), args.name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .lib.datasets import DatasetSpec
+    from .lib.demo import DemoWorldConfig
+
+    defaults = DatasetSpec()
+    parser = argparse.ArgumentParser(prog="skim", description=__doc__)
+    parser.add_argument("--root", default=os.environ.get("SKIM_DATA_ROOT", "data"), help="storage root (default ./data)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="generate the demo world, materialize every asset, print the metrics")
+    demo.add_argument("--documents", type=int, default=DemoWorldConfig().n_documents, help="demo world size")
+    demo.set_defaults(func=cmd_demo)
+
+    imp = sub.add_parser("import", help="validate and register a dataset folder as a partition")
+    imp.add_argument("name", help="dataset (partition) name")
+    imp.add_argument("source", help="folder with the raw files")
+    imp.add_argument("--format", choices=["beir", "xc-raw", "xc-bow"], default="beir")
+    imp.add_argument("--title-words", type=int, default=defaults.title_words)
+    imp.add_argument("--dev-split", choices=["ignore", "train", "test"], default=defaults.dev_split)
+    imp.add_argument("--no-simulate-bias", action="store_true", help="labels already are clicks")
+    imp.add_argument("--exposure-k", type=int, default=defaults.exposure_k)
+    imp.add_argument("--sigmoid-sampling", action="store_true")
+    imp.add_argument("--propensity-a", type=float, default=defaults.propensity_a)
+    imp.add_argument("--propensity-b", type=float, default=defaults.propensity_b)
+    imp.add_argument("--prompt-style", choices=["url-queries", "wiki-categories"], default=defaults.prompt_style)
+    imp.add_argument("--tau", type=float, default=defaults.tau)
+    imp.add_argument("--seed", type=int, default=defaults.seed)
+    imp.add_argument("--materialize", action="store_true", help="also run the whole graph for it")
+    imp.set_defaults(func=cmd_import)
+
+    mat = sub.add_parser("materialize", help="run the whole graph for a registered dataset")
+    mat.add_argument("name")
+    mat.set_defaults(func=cmd_materialize)
+
+    rep = sub.add_parser("report", help="print a dataset's metrics table and refresh the DuckDB catalogue")
+    rep.add_argument("name")
+    rep.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""A DEXML-style dual encoder for retrieval / extreme classification.
+
+One shared encoder embeds queries and document titles. Each training pair (q, d+, w) gets a softmax over the
+batch's documents (in-batch positives of other pairs plus mined hard negatives) in which q's *other* positives are
+removed from the denominator ("decoupled softmax", Gupta et al., DEXML, ICLR 2024), and its loss is weighted by w
+(1 for clicks, the mapping score for SKIM pairs). Hard negatives are the current encoder's top-ranked
+non-positive documents, re-mined every `remine_every` epochs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import polars as pl
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from .encoders import TextEncoder
+from .retrieval import exact_topk, hnsw_topk, topk_frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DualEncoderConfig:
+    """Training settings. Defaults were chosen on SciFact train -> test (see BENCHMARKS.md / RESULTS.md)."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    temperature: float = 0.05  # softmax scale 20, as sentence-transformers' MultipleNegativesRankingLoss
+    hard_negatives: int = 2  # per pair, sampled from its query's mined negatives
+    hard_negative_depth: int = 20  # negatives are mined from the top this-many non-positive documents
+    remine_every: int = 1  # epochs between re-mining; 0 = mine once with the initial encoder
+    query_max_length: int = 32
+    doc_max_length: int = 32
+    seed: int = 0
+    log_every_s: float = 20.0
+
+
+@dataclass
+class TrainingReport:
+    pairs: int
+    queries: int
+    steps: int
+    seconds: float
+    pairs_per_second: float
+    loss_curve: list[float] = field(default_factory=list)  # mean loss per logging window
+    epoch_losses: list[float] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+
+def _mine_negatives(
+    encoder: TextEncoder,
+    query_texts: list[str],
+    doc_texts: list[str],
+    positives: list[set[int]],
+    depth: int,
+    config: DualEncoderConfig,
+) -> list[np.ndarray]:
+    q = encoder.encode(query_texts, batch_size=128, max_length=config.query_max_length)
+    d = encoder.encode(doc_texts, batch_size=128, max_length=config.doc_max_length)
+    max_pos = max((len(p) for p in positives), default=0)
+    top, _ = exact_topk(q, d, depth + max_pos)
+    return [np.array([j for j in row if j not in pos][:depth], dtype=np.int64) for row, pos in zip(top, positives)]
+
+
+def train_dual_encoder(
+    encoder: TextEncoder,
+    pairs: pl.DataFrame,
+    queries: pl.DataFrame,
+    documents: pl.DataFrame,
+    config: DualEncoderConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TrainingReport:
+    """Fine-tune `encoder` in place on weighted (query_id, doc_id, weight) pairs.
+
+    `queries` has query_id, text; `documents` has doc_id, title. Pairs must reference known ids.
+    """
+    config = config or DualEncoderConfig()
+    say = progress or log.info
+    if pairs.height == 0:
+        raise ValueError("no training pairs")
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+
+    train_query_ids = pairs["query_id"].unique(maintain_order=True)
+    query_index = {qid: i for i, qid in enumerate(train_query_ids.to_list())}
+    text_of = dict(zip(queries["query_id"].to_list(), queries["text"].to_list()))
+    query_texts = [text_of[qid] for qid in train_query_ids.to_list()]
+    doc_ids = documents["doc_id"].to_list()
+    doc_index = {d: i for i, d in enumerate(doc_ids)}
+    doc_texts = documents["title"].to_list()
+
+    pair_q = np.array([query_index[q] for q in pairs["query_id"].to_list()], dtype=np.int64)
+    pair_d = np.array([doc_index[d] for d in pairs["doc_id"].to_list()], dtype=np.int64)
+    pair_w = pairs["weight"].to_numpy().astype(np.float32)
+    positives: list[set[int]] = [set() for _ in query_texts]
+    for qi, di in zip(pair_q, pair_d):
+        positives[qi].add(int(di))
+
+    steps_per_epoch = math.ceil(len(pair_q) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(encoder.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
+    use_negatives = config.hard_negatives > 0 and len(doc_ids) > 1
+
+    report = TrainingReport(pairs=len(pair_q), queries=len(query_texts), steps=total_steps, seconds=0.0,
+                            pairs_per_second=0.0, config=asdict(config))
+    started = last_log = time.monotonic()
+    window: list[float] = []
+    negatives: list[np.ndarray] = []
+    step = 0
+    for epoch in range(config.epochs):
+        if use_negatives and (epoch == 0 or (config.remine_every and epoch % config.remine_every == 0)):
+            negatives = _mine_negatives(encoder, query_texts, doc_texts, positives, config.hard_negative_depth, config)
+        encoder.model.train()
+        order = rng.permutation(len(pair_q))
+        epoch_loss = 0.0
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            bq, bd, bw = pair_q[batch], pair_d[batch], pair_w[batch]
+            batch_docs = list(dict.fromkeys(bd.tolist()))
+            if use_negatives:
+                for qi in bq:
+                    pool = negatives[qi]
+                    if len(pool):
+                        batch_docs.extend(rng.choice(pool, size=min(config.hard_negatives, len(pool)), replace=False).tolist())
+                batch_docs = list(dict.fromkeys(batch_docs))
+            column = {d: j for j, d in enumerate(batch_docs)}
+            # a query with several positives can appear more than once in a batch: encode it once
+            unique_queries, query_rows = np.unique(bq, return_inverse=True)
+            q_emb = encoder.embed([query_texts[i] for i in unique_queries], config.query_max_length)[query_rows]
+            d_emb = encoder.embed([doc_texts[j] for j in batch_docs], config.doc_max_length)
+            logits = q_emb @ d_emb.T / config.temperature
+            # decoupled softmax: a query's other positives are not negatives
+            mask = torch.zeros_like(logits, dtype=torch.bool)
+            for row, (qi, di) in enumerate(zip(bq, bd)):
+                for pos in positives[qi]:
+                    if pos != di and pos in column:
+                        mask[row, column[pos]] = True
+            logits = logits.masked_fill(mask, float("-inf"))
+            targets = torch.tensor([column[int(d)] for d in bd], device=logits.device)
+            weights = torch.tensor(bw, device=logits.device)
+            per_pair = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+            loss = (per_pair * weights).sum() / weights.sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(encoder.model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            window.append(loss.item())
+            epoch_loss += loss.item() * len(batch)
+            now = time.monotonic()
+            if now - last_log > config.log_every_s or step == total_steps:
+                report.loss_curve.append(float(np.mean(window)))
+                window = []
+                last_log = now
+                say(f"dual encoder: epoch {epoch + 1}/{config.epochs} step {step}/{total_steps} "
+                    f"loss {report.loss_curve[-1]:.4f} ({step * config.batch_size / (now - started):.1f} pairs/s)")
+        report.epoch_losses.append(epoch_loss / len(order))
+    encoder.model.eval()
+    report.seconds = time.monotonic() - started
+    report.pairs_per_second = len(pair_q) * config.epochs / max(report.seconds, 1e-9)
+    return report
+
+
+def rank_documents(
+    encoder: TextEncoder,
+    queries: pl.DataFrame,
+    documents: pl.DataFrame,
+    k: int = 100,
+    use_hnsw: bool = False,
+    query_max_length: int = 32,
+    doc_max_length: int = 32,
+) -> pl.DataFrame:
+    """Top-k documents (by title embedding) for each query: query_id, doc_id, score, rank."""
+    q = encoder.encode(queries["text"].to_list(), max_length=query_max_length)
+    d = encoder.encode(documents["title"].to_list(), max_length=doc_max_length)
+    search = hnsw_topk if use_hnsw else exact_topk
+    indices, scores = search(q, d, k)
+    return topk_frame(queries["query_id"], documents["doc_id"], indices, scores)

@@ -1,0 +1,147 @@
+"""Canonical tables of a dataset, their schemas, and validation with errors that name file, row and field.
+
+Tables (one set per dataset partition):
+  documents  doc_id, title (the short text the retriever sees), metadata (long unstructured text)
+  queries    query_id, text, split ('train' / 'test')
+  qrels      query_id, doc_id, relevance        (all known labels of train and test queries)
+  pairs      query_id, doc_id, weight, source   (training pairs: 'click', 'skim', 'mar', ...)
+  clicks     query, doc_id, clicks, timestamp   (one click-log drop, before aggregation)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+DOCUMENTS_SCHEMA = {"doc_id": pl.String, "title": pl.String, "metadata": pl.String}
+QUERIES_SCHEMA = {"query_id": pl.String, "text": pl.String, "split": pl.String}
+QRELS_SCHEMA = {"query_id": pl.String, "doc_id": pl.String, "relevance": pl.Float64}
+PAIRS_SCHEMA = {"query_id": pl.String, "doc_id": pl.String, "weight": pl.Float64, "source": pl.String}
+CLICKS_SCHEMA = {"query": pl.String, "doc_id": pl.String, "clicks": pl.Int64, "timestamp": pl.Datetime("us")}
+SPLITS = ("train", "test")
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file, the row (1-based line or record number) and the field."""
+
+    def __init__(self, path: str | Path, message: str, *, row: int | None = None, field: str | None = None):
+        self.path, self.row, self.field = str(path), row, field
+        where = self.path
+        if row is not None:
+            where += f", row {row}"
+        if field is not None:
+            where += f", field '{field}'"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a frame came from, so errors can point at the file line of a frame row."""
+
+    path: str | Path
+    first_row: int = 1  # file row number of frame row 0 (e.g. 2 for a TSV with a header line)
+
+    def row(self, index: int) -> int:
+        return self.first_row + index
+
+
+def empty_frame(schema: dict) -> pl.DataFrame:
+    return pl.DataFrame(schema=schema)
+
+
+def require_columns(frame: pl.DataFrame, columns: list[str] | dict, source: Source) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(source.path, f"missing column(s) {missing}; found {frame.columns}", field=missing[0])
+
+
+def _first_index(mask: pl.Series) -> int:
+    return int(mask.arg_true()[0])
+
+
+def require_nonempty_strings(frame: pl.DataFrame, column: str, source: Source) -> None:
+    values = frame[column]
+    bad = values.is_null() | (values.str.strip_chars().str.len_chars() == 0)
+    if bad.any():
+        i = _first_index(bad)
+        raise DataError(source.path, f"empty {column} ({int(bad.sum())} such rows)", row=source.row(i), field=column)
+
+
+def require_unique(frame: pl.DataFrame, columns: list[str], source: Source) -> None:
+    duplicated = frame.select(columns).is_duplicated()
+    if duplicated.any():
+        i = _first_index(duplicated)
+        key = ", ".join(f"{c}={frame[c][i]!r}" for c in columns)
+        raise DataError(source.path, f"duplicate {key}", row=source.row(i), field=columns[-1])
+
+
+def require_known(frame: pl.DataFrame, column: str, known: pl.Series, source: Source, what: str) -> None:
+    unknown = ~frame[column].is_in(known.implode())
+    if unknown.any():
+        i = _first_index(unknown)
+        raise DataError(
+            source.path, f"unknown {what} {frame[column][i]!r} ({int(unknown.sum())} such rows)",
+            row=source.row(i), field=column,
+        )
+
+
+def validate_documents(documents: pl.DataFrame, source: Source) -> pl.DataFrame:
+    require_columns(documents, DOCUMENTS_SCHEMA, source)
+    documents = documents.select(pl.col(c).cast(t) for c, t in DOCUMENTS_SCHEMA.items())
+    require_nonempty_strings(documents, "doc_id", source)
+    require_unique(documents, ["doc_id"], source)
+    require_nonempty_strings(documents, "title", source)
+    documents = documents.with_columns(pl.col("metadata").fill_null(""))
+    return documents
+
+
+def validate_queries(queries: pl.DataFrame, source: Source) -> pl.DataFrame:
+    require_columns(queries, QUERIES_SCHEMA, source)
+    queries = queries.select(pl.col(c).cast(t) for c, t in QUERIES_SCHEMA.items())
+    require_nonempty_strings(queries, "query_id", source)
+    require_unique(queries, ["query_id"], source)
+    require_nonempty_strings(queries, "text", source)
+    bad_split = ~queries["split"].is_in(list(SPLITS))
+    if bad_split.any():
+        i = _first_index(bad_split)
+        raise DataError(source.path, f"split must be one of {SPLITS}, got {queries['split'][i]!r}",
+                        row=source.row(i), field="split")
+    return queries
+
+
+def validate_qrels(qrels: pl.DataFrame, documents: pl.DataFrame, queries: pl.DataFrame, source: Source) -> pl.DataFrame:
+    require_columns(qrels, QRELS_SCHEMA, source)
+    qrels = qrels.select(pl.col(c).cast(t) for c, t in QRELS_SCHEMA.items())
+    require_known(qrels, "query_id", queries["query_id"], source, "query id")
+    require_known(qrels, "doc_id", documents["doc_id"], source, "doc id")
+    require_unique(qrels, ["query_id", "doc_id"], source)
+    return qrels
+
+
+def validate_pairs(pairs: pl.DataFrame, source: Source) -> pl.DataFrame:
+    require_columns(pairs, PAIRS_SCHEMA, source)
+    pairs = pairs.select(pl.col(c).cast(t) for c, t in PAIRS_SCHEMA.items())
+    bad_weight = pairs["weight"].is_null() | ~pairs["weight"].is_finite() | (pairs["weight"] <= 0)
+    if bad_weight.any():
+        i = _first_index(bad_weight)
+        raise DataError(source.path, "weight must be a finite positive number", row=source.row(i), field="weight")
+    return pairs
+
+
+@dataclass
+class DatasetTables:
+    """The canonical tables of one dataset, validated and ready to write."""
+
+    documents: pl.DataFrame
+    queries: pl.DataFrame
+    qrels: pl.DataFrame
+    notes: dict | None = None  # importer remarks shown in asset metadata (dropped rows, derived titles, ...)
+
+    def validate(self, source: str | Path = "<dataset>") -> DatasetTables:
+        src = Source(source)
+        self.documents = validate_documents(self.documents, src)
+        self.queries = validate_queries(self.queries, src)
+        self.qrels = validate_qrels(self.qrels, self.documents, self.queries, src)
+        return self

@@ -1,0 +1,443 @@
+"""Read external dataset formats into canonical, validated tables.
+
+Every function here only reads: it returns validated frames or raises `DataError` naming the file, the 1-based
+line (or data row) and the field, so the caller writes nothing unless the whole input is sound.
+
+Formats: BEIR (`read_beir`), Extreme Classification "LF raw" JSON lines (`read_xc_raw`), XC text plus sparse
+label matrix (`read_xc_bow`), and click-log drops as CSV or Parquet (`read_click_log`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import polars as pl
+
+from .formats import (
+    CLICKS_SCHEMA,
+    DOCUMENTS_SCHEMA,
+    QRELS_SCHEMA,
+    QUERIES_SCHEMA,
+    SPLITS,
+    DataError,
+    DatasetTables,
+    Source,
+    require_columns,
+    require_known,
+    require_nonempty_strings,
+)
+
+DEV_SPLITS = ("ignore", *SPLITS)
+
+# ----------------------------------------------------------------------------------------------------------- lines
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_lines(path: str | Path, field: str | None = None) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, line without its ending) from a plain or .gz file, decoding strictly as UTF-8.
+
+    Lines split on b"\\n" only, so U+2028 and friends inside a text stay in their line.
+    `field` names the field the whole line holds (for one-value-per-line files), used in UTF-8 errors.
+    """
+    path = Path(path)
+    line_no = 0
+    try:
+        with _open_binary(path) as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(path, f"invalid UTF-8 at byte {e.start} of the line", row=line_no,
+                                    field=field) from None
+                if line_no == 1:
+                    text = text.removeprefix("\ufeff")
+                yield line_no, text.rstrip("\r\n")
+    except (OSError, EOFError, zlib.error) as e:  # unreadable, corrupt or truncated gzip
+        raise DataError(path, f"cannot read file: {e}", row=line_no + 1, field=field) from None
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Yield (1-based line number, record) for each non-blank line of a JSON-lines file (plain or .gz)."""
+    for line_no, text in read_lines(path):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(path, f"invalid JSON: {e.msg} at column {e.colno}", row=line_no) from None
+        if not isinstance(record, dict):
+            raise DataError(path, f"expected a JSON object, got {type(record).__name__}", row=line_no)
+        yield line_no, record
+
+
+def _find(folder: Path, name: str, *, required: bool = True) -> Path | None:
+    """`folder/name` or `folder/name.gz` (exactly one of them)."""
+    found = [p for p in (folder / name, folder / f"{name}.gz") if p.is_file()]
+    if len(found) > 1:
+        raise DataError(folder / name, "both the plain and the .gz file exist; keep one")
+    if not found and required:
+        raise DataError(folder / name, "file not found (looked for it and its .gz)")
+    return found[0] if found else None
+
+
+def _id(record: dict, key: str, path: Path, line: int) -> str:
+    value = record.get(key)
+    # Integer ids are accepted and kept as strings; bool is an int subclass but never an id.
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise DataError(path, f"missing or empty {key!r} (got {value!r})", row=line, field=key)
+    return str(value)
+
+
+def _text(record: dict, key: str, path: Path, line: int, *, required: bool = False, nonempty: bool = False) -> str:
+    if key not in record and required:
+        raise DataError(path, f"missing key {key!r}", row=line, field=key)
+    value = record.get(key)
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise DataError(path, f"{key!r} must be a string, got {type(value).__name__}", row=line, field=key)
+    if nonempty and not value.strip():
+        raise DataError(path, f"empty {key!r}", row=line, field=key)
+    return value
+
+
+def _tables(documents: list[tuple], queries: list[tuple], qrels: list[tuple], notes: dict,
+            source: Path) -> DatasetTables:
+    frames = [pl.DataFrame(rows, schema=schema, orient="row")
+              for rows, schema in ((documents, DOCUMENTS_SCHEMA), (queries, QUERIES_SCHEMA), (qrels, QRELS_SCHEMA))]
+    # The checks above already name file lines; validate() is the final guarantee of the canonical schemas.
+    return DatasetTables(*frames, notes=notes).validate(source)
+
+
+# ------------------------------------------------------------------------------------------------------------ BEIR
+
+
+def _read_qrels_tsv(path: Path) -> Iterator[tuple[int, str, str, float]]:
+    """Yield (line, query-id, corpus-id, score); line 1 is a header when its score column is not a number."""
+    columns = ("query-id", "corpus-id", "score")
+    for line, text in read_lines(path):
+        if not text.strip():
+            continue
+        parts = [p.strip() for p in text.split("\t")]
+        if len(parts) != 3:
+            field = columns[len(parts)] if len(parts) < 3 else "score"
+            raise DataError(path, f"expected 3 tab-separated columns {columns}, found {len(parts)}",
+                            row=line, field=field)
+        try:
+            score = float(parts[2])
+        except ValueError:
+            if line == 1:
+                continue
+            raise DataError(path, f"score {parts[2]!r} is not a number", row=line, field="score") from None
+        if not math.isfinite(score):
+            raise DataError(path, f"score {parts[2]!r} is not finite", row=line, field="score")
+        yield line, parts[0], parts[1], score
+
+
+def read_beir(folder: str | Path, *, title_words: int = 12, dev_split: str = "ignore") -> DatasetTables:
+    """Import a BEIR dataset folder (corpus.jsonl, queries.jsonl, qrels/{train,test[,dev]}.tsv; each may be .gz).
+
+    A query's split is the qrels file it appears in; dev qrels are ignored or counted as `dev_split`.
+    Queries without (positive) labels and qrels with score <= 0 are dropped and counted in `notes`.
+    """
+    if dev_split not in DEV_SPLITS:
+        raise ValueError(f"dev_split must be one of {DEV_SPLITS}, got {dev_split!r}")
+    if title_words < 1:
+        raise ValueError(f"title_words must be at least 1, got {title_words}")
+    folder = Path(folder)
+    corpus_path, queries_path = _find(folder, "corpus.jsonl"), _find(folder, "queries.jsonl")
+    qrels_paths = {name: _find(folder / "qrels", f"{name}.tsv", required=name != "dev")
+                   for name in ("train", "test", "dev")}
+    notes = dict.fromkeys(["derived_titles", "dropped_unlabeled_queries", "dropped_nonpositive_qrels",
+                           "ignored_dev_qrels"], 0)
+
+    documents, doc_ids = [], set()
+    for line, record in read_jsonl(corpus_path):
+        doc_id = _id(record, "_id", corpus_path, line)
+        if doc_id in doc_ids:
+            raise DataError(corpus_path, f"duplicate _id {doc_id!r}", row=line, field="_id")
+        doc_ids.add(doc_id)
+        title, text = _text(record, "title", corpus_path, line), _text(record, "text", corpus_path, line)
+        if not title.strip():  # e.g. NFCorpus: the retriever needs a short title, so take the text's first words
+            title = " ".join(text.split()[:title_words])
+            if not title:
+                raise DataError(corpus_path, "title and text are both empty", row=line, field="title")
+            notes["derived_titles"] += 1
+        documents.append((doc_id, title, text))
+
+    query_text: dict[str, str] = {}
+    for line, record in read_jsonl(queries_path):
+        query_id = _id(record, "_id", queries_path, line)
+        if query_id in query_text:
+            raise DataError(queries_path, f"duplicate _id {query_id!r}", row=line, field="_id")
+        query_text[query_id] = _text(record, "text", queries_path, line, required=True, nonempty=True)
+
+    split_of: dict[str, tuple[str, str, int]] = {}  # query -> (split, file name, line) where first labelled
+    pairs: set[tuple[str, str]] = set()
+    qrels = []
+    for name, path in qrels_paths.items():
+        if path is None:
+            continue
+        split = dev_split if name == "dev" else name
+        for line, query_id, doc_id, score in _read_qrels_tsv(path):
+            # Ignored dev rows are still checked: a broken file is reported even where its rows are unused.
+            if query_id not in query_text:
+                raise DataError(path, f"unknown query id {query_id!r}", row=line, field="query-id")
+            if doc_id not in doc_ids:
+                raise DataError(path, f"unknown corpus id {doc_id!r}", row=line, field="corpus-id")
+            if split == "ignore":
+                notes["ignored_dev_qrels"] += 1
+                continue
+            first = split_of.setdefault(query_id, (split, path.name, line))
+            if first[0] != split:
+                raise DataError(path, f"query {query_id!r} is labelled for {split} here but for {first[0]} in "
+                                f"{first[1]} line {first[2]}", row=line, field="query-id")
+            if (query_id, doc_id) in pairs:
+                raise DataError(path, f"duplicate label ({query_id!r}, {doc_id!r})", row=line, field="corpus-id")
+            pairs.add((query_id, doc_id))
+            if score <= 0:
+                notes["dropped_nonpositive_qrels"] += 1
+                continue
+            qrels.append((query_id, doc_id, score))
+
+    labelled = {q for q, _, _ in qrels}
+    queries = [(q, text, split_of[q][0]) for q, text in query_text.items() if q in labelled]
+    notes["dropped_unlabeled_queries"] = len(query_text) - len(queries)
+    return _tables(documents, queries, qrels, notes, folder)
+
+
+# ---------------------------------------------------------------------------------------------------- XC (LF raw)
+
+
+def _count_unlabelled(queries: list[tuple], qrels: list[tuple], notes: dict) -> dict:
+    # XC queries keep their split without labels (unlike BEIR), so they are kept and only counted.
+    labelled = {q for q, _, _ in qrels}
+    return notes | {"queries_without_labels": sum(q not in labelled for q, _, _ in queries)}
+
+
+def _label_list(record: dict, key: str, path: Path, line: int, kind: type | tuple) -> list | None:
+    value = record.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, kind) for v in value):
+        what = "integers" if kind is int else "numbers"
+        raise DataError(path, f"{key!r} must be a list of {what}", row=line, field=key)
+    return value
+
+
+def read_xc_raw(folder: str | Path) -> DatasetTables:
+    """Import an XC-repository "LF raw" folder: lbl.json.gz (documents), trn/tst.json.gz (queries and labels).
+
+    `target_ind` indexes the records of lbl.json.gz in file order; `target_rel` defaults to 1.0.
+    Labels with relevance <= 0 are dropped and counted; queries without labels are kept and counted.
+    """
+    folder = Path(folder)
+    lbl_path = _find(folder, "lbl.json")
+    documents, doc_ids = [], set()
+    for line, record in read_jsonl(lbl_path):
+        uid = _id(record, "uid", lbl_path, line)
+        if uid in doc_ids:
+            raise DataError(lbl_path, f"duplicate uid {uid!r}", row=line, field="uid")
+        doc_ids.add(uid)
+        title = _text(record, "title", lbl_path, line, required=True, nonempty=True)
+        documents.append((uid, title, _text(record, "content", lbl_path, line)))
+
+    notes = {"dropped_nonpositive_qrels": 0, "queries_without_labels": 0}
+    queries, qrels, first_seen = [], [], {}
+    for split, stem in (("train", "trn"), ("test", "tst")):
+        path = _find(folder, f"{stem}.json")
+        for line, record in read_jsonl(path):
+            uid = _id(record, "uid", path, line)
+            if uid in first_seen:
+                raise DataError(path, f"duplicate uid {uid!r} (first in {first_seen[uid]})", row=line, field="uid")
+            first_seen[uid] = f"{path.name} line {line}"
+            queries.append((uid, _text(record, "title", path, line, required=True, nonempty=True), split))
+            if "target_ind" not in record:
+                raise DataError(path, "missing key 'target_ind'", row=line, field="target_ind")
+            indices = _label_list(record, "target_ind", path, line, int) or []
+            relevances = _label_list(record, "target_rel", path, line, (int, float))
+            relevances = [1.0] * len(indices) if relevances is None else relevances
+            if len(relevances) != len(indices):
+                raise DataError(path, f"target_rel has {len(relevances)} values but target_ind has {len(indices)}",
+                                row=line, field="target_rel")
+            seen = set()
+            for index, relevance in zip(indices, relevances):
+                if not 0 <= index < len(documents):
+                    raise DataError(path, f"label index {index} is outside lbl.json ({len(documents)} labels)",
+                                    row=line, field="target_ind")
+                if index in seen:
+                    raise DataError(path, f"label index {index} repeated", row=line, field="target_ind")
+                seen.add(index)
+                if not math.isfinite(relevance):
+                    raise DataError(path, f"relevance {relevance!r} is not finite", row=line, field="target_rel")
+                if relevance <= 0:
+                    notes["dropped_nonpositive_qrels"] += 1
+                    continue
+                qrels.append((uid, documents[index][0], float(relevance)))
+    return _tables(documents, queries, qrels, _count_unlabelled(queries, qrels, notes), folder)
+
+
+# ---------------------------------------------------------------------------------------------- XC (text + sparse)
+
+
+def _nonempty_lines(path: Path, field: str) -> list[str]:
+    texts = []
+    for line, text in read_lines(path, field):
+        if not text.strip():
+            raise DataError(path, f"empty {field}", row=line, field=field)
+        texts.append(text)
+    return texts
+
+
+def read_xc_bow(folder: str | Path) -> DatasetTables:
+    """Import XC text + sparse labels: Y.txt [+ Y_metadata.txt], {trn,tst}_X.txt and {trn,tst}_X_Y.txt.
+
+    query_id is `trn-<row>` / `tst-<row>` and doc_id the label's row in Y.txt (both 0-based).
+    Labels with value <= 0 are dropped and counted; queries without labels are kept and counted.
+    """
+    folder = Path(folder)
+    y_path = _find(folder, "Y.txt")
+    titles = _nonempty_lines(y_path, "title")
+    meta_path = _find(folder, "Y_metadata.txt", required=False)
+    metadata = [text for _, text in read_lines(meta_path, "metadata")] if meta_path else [""] * len(titles)
+    if len(metadata) != len(titles):
+        raise DataError(meta_path, f"{len(metadata)} lines but {y_path.name} has {len(titles)}",
+                        row=min(len(metadata), len(titles)) + 1, field="metadata")
+    documents = [(str(i), title, meta) for i, (title, meta) in enumerate(zip(titles, metadata))]
+
+    notes = {"dropped_nonpositive_qrels": 0, "queries_without_labels": 0}
+    queries, qrels = [], []
+    for split, stem in (("train", "trn"), ("test", "tst")):
+        x_path, xy_path = _find(folder, f"{stem}_X.txt"), _find(folder, f"{stem}_X_Y.txt")
+        texts = _nonempty_lines(x_path, "text")
+        queries += [(f"{stem}-{row}", text, split) for row, text in enumerate(texts)]
+        lines = read_lines(xy_path, "labels")
+        header = next(lines, (1, ""))[1].split()
+        if len(header) != 2 or not all(h.isascii() and h.isdigit() for h in header):
+            raise DataError(xy_path, f"header must be 'rows labels', got {' '.join(header)!r}", row=1, field="header")
+        n_rows, n_labels = map(int, header)
+        if n_labels != len(titles):
+            raise DataError(xy_path, f"header says {n_labels} labels but {y_path.name} has {len(titles)} lines",
+                            row=1, field="labels")
+        if n_rows != len(texts):
+            raise DataError(xy_path, f"header says {n_rows} rows but {x_path.name} has {len(texts)} lines",
+                            row=1, field="rows")
+        n_lines = 0
+        for line, text in lines:
+            n_lines += 1
+            query_id, seen = f"{stem}-{line - 2}", set()
+            for token in text.split():
+                label, colon, value = token.partition(":")
+                try:
+                    index, weight = int(label), float(value)
+                    if not colon or not math.isfinite(weight):
+                        raise ValueError
+                except ValueError:
+                    raise DataError(xy_path, f"malformed label:value token {token!r}", row=line,
+                                    field="label:value") from None
+                if not 0 <= index < n_labels or index in seen:
+                    problem = "repeated" if index in seen else f"outside Y.txt ({n_labels} labels)"
+                    raise DataError(xy_path, f"label index {index} {problem}", row=line, field="label")
+                seen.add(index)
+                if weight <= 0:
+                    notes["dropped_nonpositive_qrels"] += 1
+                    continue
+                qrels.append((query_id, str(index), weight))
+        if n_lines != n_rows:
+            raise DataError(xy_path, f"header says {n_rows} rows but {n_lines} lines follow", row=1, field="rows")
+    return _tables(documents, queries, qrels, _count_unlabelled(queries, qrels, notes), folder)
+
+
+# ------------------------------------------------------------------------------------------------------ click logs
+
+# ISO 8601 shapes accepted for string timestamps; anything else is an error, never a silent null.
+_NAIVE_FORMATS = [f"%Y-%m-%d{sep}{time}" for sep in ("T", " ") for time in ("%H:%M:%S%.f", "%H:%M")]
+_ZONED_FORMATS = [f"{fmt}%#z" for fmt in _NAIVE_FORMATS]
+
+
+def _read_csv_strings(path: Path) -> pl.DataFrame:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_start = data.rfind(b"\n", 0, e.start) + 1
+        prefix = data[line_start:e.start]
+        header = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip().split(",")
+        # Name the column when the line is simple enough to count commas (no quoting before the bad byte).
+        column = prefix.count(b",")
+        field = header[column] if b'"' not in prefix and column < len(header) else None
+        raise DataError(path, "invalid UTF-8", row=data.count(b"\n", 0, e.start) + 1, field=field) from None
+    return pl.read_csv(data, infer_schema=False)  # all strings: values are parsed strictly below
+
+
+def _parse_clicks(values: pl.Series) -> pl.Series:
+    if values.dtype.is_integer():
+        return values.cast(pl.Int64, strict=False)
+    if values.dtype.is_float():  # 3.0 is an integer count; 2.5 is not
+        return pl.select(pl.when(values == values.round()).then(values).cast(pl.Int64, strict=False)).to_series()
+    if values.dtype == pl.String:
+        return values.str.strip_chars().cast(pl.Int64, strict=False)
+    return pl.Series(values.name, [None] * len(values), pl.Int64)
+
+
+def _parse_timestamps(values: pl.Series) -> pl.Series:
+    if isinstance(values.dtype, pl.Datetime):
+        if values.dtype.time_zone is not None:  # store instants as naive UTC
+            values = values.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        return values.cast(pl.Datetime("us"))
+    if values.dtype == pl.Date:
+        return values.cast(pl.Datetime("us"))
+    if values.dtype != pl.String:
+        return pl.Series(values.name, [None] * len(values), pl.Datetime("us"))
+    text = pl.col(values.name).str.strip_chars()
+    parsed = [text.str.to_datetime(f, time_unit="us", strict=False) for f in _NAIVE_FORMATS]
+    parsed += [text.str.to_datetime(f, time_unit="us", strict=False).dt.replace_time_zone(None) for f in _ZONED_FORMATS]
+    parsed.append(text.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")))
+    return values.to_frame().select(pl.coalesce(parsed)).to_series()
+
+
+def _reject_first(bad: pl.Series, original: pl.Series, source: Source, message: str) -> None:
+    if bad.any():
+        i = int(bad.arg_true()[0])
+        raise DataError(source.path, f"{message}, got {original[i]!r} ({int(bad.sum())} such rows)",
+                        row=source.row(i), field=original.name)
+
+
+def read_click_log(path: str | Path, known_doc_ids: pl.Series | None = None) -> pl.DataFrame:
+    """Read one click-log drop (.parquet or .csv) into CLICKS_SCHEMA: query, doc_id, clicks, timestamp.
+
+    Rows are 1-based data rows for Parquet and file lines (header = line 1) for CSV. Timestamps are datetimes
+    or ISO 8601 strings; zoned values are converted to naive UTC.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv"):
+        raise DataError(path, f"unsupported click-log format {suffix!r}; expected .parquet or .csv")
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    source = Source(path, first_row=2 if suffix == ".csv" else 1)
+    try:
+        frame = _read_csv_strings(path) if suffix == ".csv" else pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise DataError(path, f"cannot parse: {e}") from None
+    require_columns(frame, CLICKS_SCHEMA, source)
+    frame = frame.select(pl.col("query", "doc_id").cast(pl.String), "clicks", "timestamp")
+    require_nonempty_strings(frame, "query", source)
+    require_nonempty_strings(frame, "doc_id", source)
+    clicks = _parse_clicks(frame["clicks"])
+    _reject_first(clicks.is_null() | (clicks <= 0), frame["clicks"], source, "clicks must be a positive integer")
+    timestamps = _parse_timestamps(frame["timestamp"])
+    _reject_first(timestamps.is_null(), frame["timestamp"], source, "timestamp must be a datetime or ISO 8601 string")
+    if known_doc_ids is not None:
+        require_known(frame, "doc_id", known_doc_ids.cast(pl.String), source, "doc id")
+    return frame.with_columns(clicks=clicks, timestamp=timestamps).select(
+        pl.col(c).cast(t) for c, t in CLICKS_SCHEMA.items())
