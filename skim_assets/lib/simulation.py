@@ -46,7 +46,7 @@ def simulate_clicks(
     exposed = exposed_relevant_pairs(ranked, qrels, exposure_k)
     if sigmoid_sampling:
         rng = np.random.default_rng(seed)
-        keep_probability = 1.0 / (1.0 + np.exp(-score_scale * exposed["score"].to_numpy()))
+        keep_probability = 0.5 * (1.0 + np.tanh(0.5 * score_scale * exposed["score"].to_numpy()))  # sigmoid
         exposed = exposed.filter(pl.Series(rng.random(exposed.height) < keep_probability))
     return _as_pairs(exposed, source)
 

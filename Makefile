@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine with Python 3.11:
+#   make demo   create .venv, install everything (offline models included), run the whole graph on the demo world
+#   make test   create .venv if needed and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+ROOT ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(ROOT)/.dagster
+export SKIM_DATA_ROOT ?= $(ROOT)
+export HF_HUB_OFFLINE = 1
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: install demo test ui validate clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py pyproject.toml
+	@echo ">>> creating $(VENV) and installing skim_assets (torch 2.13.0 CPU, dagster, transformers, peft, hnswlib, polars, duckdb, MiniLM)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --progress-bar off -e '.[dev]'
+	@touch $@
+
+demo: install
+	@mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/skim --root $(ROOT) demo
+
+test: install
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider skim_assets_tests
+
+validate: install
+	@mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+ui: install
+	@mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf $(VENV) build *.egg-info

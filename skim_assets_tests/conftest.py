@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny demo world on disk and a storage root per test."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# The bundled models load from site-packages; never reach for a hub during tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY_WORLD = dict(n_documents=24, docs_per_fact=3.0, train_phrasings=1, exposure_k=3, seed=5)
+
+
+@pytest.fixture
+def storage_root(tmp_path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def tiny_demo(storage_root) -> Path:
+    """A 24-document demo world registered as dataset 'tiny' under the storage root."""
+    from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
+
+    folder = storage_root / "inputs" / "tiny"
+    write_demo_dataset(folder, DemoWorldConfig(**TINY_WORLD))
+    return folder
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent (the shared real datasets are only on development machines)")
+    return path

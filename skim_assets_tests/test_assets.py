@@ -1,0 +1,149 @@
+"""Dagster layer: the whole graph end to end on a tiny world, import failures, click logs, the sensor."""
+
+import json
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+
+from skim_assets.assets.datasets import click_log_pairs, dataset_tables
+from skim_assets.assets.training import RetrieverTrainingConfig, train_pairs
+from skim_assets.definitions import ASSETS, defs
+from skim_assets.partitions import dataset_partitions
+from skim_assets.resources import EncoderResource, StorageResource
+from skim_assets.sensors import dataset_folder_sensor
+
+QUICK_TRAINING = RetrieverTrainingConfig(epochs=2, learning_rate=1e-4, hard_negatives=1)
+
+
+def _resources(root):
+    return {"storage": StorageResource(root=str(root)), "encoder": EncoderResource(device="cpu")}
+
+
+def _instance(*datasets):
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(dataset_partitions.name, list(datasets))
+    return instance
+
+
+def _materialize(assets, root, dataset, instance=None, **kwargs):
+    return dg.materialize(assets, partition_key=dataset, instance=instance or _instance(dataset),
+                          resources=_resources(root), raise_on_error=False, **kwargs)
+
+
+def test_definitions_load_with_every_asset_and_the_pipeline_job():
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"documents", "queries", "relevance_labels", "click_train_pairs", "unbiased_test_qrels",
+            "base_retriever", "oracle_retriever", "retrieval_metrics"} <= keys
+    assert defs.resolve_job_def("skim_pipeline") is not None
+
+
+def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo):
+    run_config = dg.RunConfig(ops={"base_retriever": QUICK_TRAINING, "oracle_retriever": QUICK_TRAINING})
+    result = _materialize(ASSETS, storage_root, "tiny", run_config=run_config)
+    assert result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {a.to_user_string() for asset in ASSETS for a in asset.keys}
+
+    metrics = pl.read_parquet(storage_root / "retrieval_metrics" / "tiny" / "data.parquet")
+    assert set(metrics["model"]) == {"zero_shot", "base_retriever", "oracle_retriever"}
+    assert set(metrics["test_set"]) == {"biased", "unbiased"}
+    for column in ("P@5", "R@10", "R@25", "R@100", "nDCG@10", "PSP@5"):
+        assert metrics[column].is_between(0, 1).all()
+    # every model sees the whole (tiny) corpus in its top 100, so unbiased R@100 is exactly 1
+    assert metrics.filter(pl.col("test_set") == "unbiased")["R@100"].to_list() == pytest.approx([1.0] * 3)
+
+    events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert "| zero_shot | biased |" in events["retrieval_metrics"]["metrics"].value
+    assert events["click_train_pairs"]["fraction_of_labels_kept"].value < 1.0  # the bias removed labels
+    assert events["oracle_retriever"]["training_pairs"].value > events["base_retriever"]["training_pairs"].value
+    assert (storage_root / "oracle_retriever" / "tiny" / "encoder" / "model.safetensors").exists()
+
+    with duckdb.connect(str(storage_root / "skim.duckdb")) as con:
+        rows = con.execute("SELECT count(*) FROM retrieval_metrics WHERE dataset = 'tiny'").fetchall()[0][0]
+    assert rows == 6
+
+
+def test_reimport_is_idempotent_and_bad_input_keeps_the_previous_tables(storage_root, tiny_demo):
+    assert _materialize([dataset_tables], storage_root, "tiny").success
+    documents = storage_root / "documents" / "tiny" / "data.parquet"
+    before = pl.read_parquet(documents)
+    assert _materialize([dataset_tables], storage_root, "tiny").success
+    assert pl.read_parquet(documents).equals(before)
+
+    qrels = tiny_demo / "qrels" / "train.tsv"
+    qrels.write_text(qrels.read_text() + "Q00000\tNO-SUCH-DOC\t1\n")
+    result = _materialize([dataset_tables], storage_root, "tiny")
+    assert not result.success
+    error = result.get_step_failure_events()[0].event_specific_data.error.to_string()
+    assert "train.tsv" in error and "NO-SUCH-DOC" in error and "corpus-id" in error
+    assert pl.read_parquet(documents).equals(before)
+    assert not list((storage_root / "documents" / "tiny").glob(".*"))  # no temp files left
+
+
+def test_click_log_drops_become_training_pairs(storage_root, tiny_demo):
+    instance = _instance("tiny")
+    assert _materialize([dataset_tables], storage_root, "tiny", instance).success
+    doc_ids = pl.read_parquet(storage_root / "documents" / "tiny" / "data.parquet")["doc_id"].to_list()
+    train_query = pl.read_parquet(storage_root / "queries" / "tiny" / "data.parquet").filter(
+        pl.col("split") == "train").row(0, named=True)
+    clicks = tiny_demo / "clicks"
+    clicks.mkdir()
+    pl.DataFrame({
+        "query": [train_query["text"], "a brand new query", "a brand new query"],
+        "doc_id": [doc_ids[0], doc_ids[1], doc_ids[1]],
+        "clicks": [3, 1, 2],
+        "timestamp": ["2026-11-01T10:00:00", "2026-11-02T10:00:00", "2026-11-03T10:00:00"],
+    }).write_csv(clicks / "drop-001.csv")
+    result = _materialize([click_log_pairs], storage_root, "tiny", instance)
+    assert result.success
+    pairs = pl.read_parquet(storage_root / "click_log_pairs" / "tiny" / "data.parquet")
+    assert pairs.height == 2 and set(pairs["source"]) == {"click_log"}
+    assert train_query["query_id"] in pairs["query_id"].to_list()  # known text reuses the query id
+    aggregate = pl.read_parquet(storage_root / "click_log_pairs" / "tiny" / "aggregate.parquet")
+    assert aggregate.filter(pl.col("query") == "a brand new query")["clicks"].to_list() == [3]
+
+    # a bad drop fails the whole ingest, names file, row and field, and keeps the previous pairs
+    pl.DataFrame({"query": ["x"], "doc_id": ["NOPE"], "clicks": [1], "timestamp": ["2026-11-04T00:00:00"]}).write_csv(
+        clicks / "drop-002.csv")
+    result = _materialize([click_log_pairs], storage_root, "tiny", instance)
+    assert not result.success
+    error = result.get_step_failure_events()[0].event_specific_data.error.to_string()
+    assert "drop-002.csv" in error and "row 2" in error and "doc_id" in error
+    assert pl.read_parquet(storage_root / "click_log_pairs" / "tiny" / "data.parquet").equals(pairs)
+
+
+def test_train_pairs_union_clicks_and_click_logs(storage_root):
+    from skim_assets.lib.storage import write_parquet_atomic
+
+    write_parquet_atomic(pl.DataFrame({"query_id": ["q1", "q2"], "doc_id": ["d1", "d2"], "weight": [1.0, 1.0],
+                                       "source": ["click", "click"]}),
+                         storage_root / "click_train_pairs" / "x" / "data.parquet")
+    write_parquet_atomic(pl.DataFrame({"query_id": ["q2", "q3"], "doc_id": ["d2", "d3"], "weight": [1.0, 1.0],
+                                       "source": ["click_log", "click_log"]}),
+                         storage_root / "click_log_pairs" / "x" / "data.parquet")
+    result = train_pairs(dg.build_asset_context(partition_key="x"), storage=StorageResource(root=str(storage_root)))
+    pairs = pl.read_parquet(storage_root / "train_pairs" / "x" / "data.parquet")
+    assert pairs.sort("query_id").rows() == [("q1", "d1", 1.0, "click"), ("q2", "d2", 1.0, "click"),
+                                             ("q3", "d3", 1.0, "click_log")]
+    assert result.metadata["pairs_click"].value == 2
+
+
+def test_dataset_sensor_registers_new_folders_once(storage_root, tiny_demo):
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"storage": StorageResource(root=str(storage_root))}
+    context = dg.build_sensor_context(instance=instance, cursor=None, resources=resources)
+    result = dataset_folder_sensor(context)
+    assert [r.partition_key for r in result.run_requests] == ["tiny"]
+    assert result.run_requests[0].run_key == "register:tiny"
+    assert result.dynamic_partitions_requests[0].partition_keys == ["tiny"]
+    assert result.cursor == "tiny"
+
+    again = dataset_folder_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, resources=resources))
+    assert again.run_requests == [] and again.dynamic_partitions_requests == []
+
+    (storage_root / "inputs" / "bad name!").mkdir()
+    (storage_root / "inputs" / "bad name!" / "dataset.json").write_text(json.dumps({"format": "beir"}))
+    ignored = dataset_folder_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, resources=resources))
+    assert ignored.run_requests == []

@@ -1,0 +1,49 @@
+"""The `skim` command: import validates before it registers anything; report needs metrics."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from skim_assets.cli import main
+from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    monkeypatch.setenv("SKIM_DATA_ROOT", str(root))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    return root
+
+
+def test_import_validates_then_registers_the_partition(cli_env, tmp_path, capsys):
+    source = tmp_path / "raw"
+    write_demo_dataset(source, DemoWorldConfig(n_documents=20))
+    assert main(["--root", str(cli_env), "import", "mini", str(source), "--exposure-k", "5"]) == 0
+    spec = json.loads((cli_env / "inputs" / "mini" / "dataset.json").read_text())
+    assert spec["source"] == str(source) and spec["exposure_k"] == 5
+    assert "registered dataset 'mini': 20 documents" in capsys.readouterr().out
+    instance = dg.DagsterInstance.get()
+    assert instance.get_dynamic_partitions("dataset") == ["mini"]
+
+
+def test_import_of_bad_data_names_the_problem_and_registers_nothing(cli_env, tmp_path, capsys):
+    source = tmp_path / "raw"
+    write_demo_dataset(source, DemoWorldConfig(n_documents=20))
+    corpus = source / "corpus.jsonl"
+    corpus.write_bytes(corpus.read_bytes() + b'{"_id": "D00001", "title": "dup", "text": "x"}\n')
+    assert main(["--root", str(cli_env), "import", "mini", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert "corpus.jsonl" in err and "row 21" in err and "_id" in err
+    assert not (cli_env / "inputs" / "mini").exists()
+
+
+def test_bad_dataset_name_is_refused(cli_env, tmp_path):
+    with pytest.raises(ValueError, match="dataset name"):
+        main(["--root", str(cli_env), "import", "../escape", str(tmp_path)])
+
+
+def test_report_without_metrics_fails_clearly(cli_env, capsys):
+    assert main(["--root", str(cli_env), "report", "nothing"]) == 1
+    assert "no metrics for dataset 'nothing'" in capsys.readouterr().err

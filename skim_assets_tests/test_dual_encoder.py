@@ -1,0 +1,58 @@
+"""The DEXML-style trainer turns labels into recall, and a saved encoder reloads to the same embeddings."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from skim_assets.lib.dual_encoder import DualEncoderConfig, rank_documents, train_dual_encoder
+from skim_assets.lib.encoders import TextEncoder
+from skim_assets.lib.metrics import evaluate_rankings
+
+# Opaque titles: nothing in a title says what its queries are about, so only training can connect them.
+DOCUMENTS = pl.DataFrame({
+    "doc_id": ["a", "b", "c", "d", "e", "f"],
+    "title": ["Zorvex 1142", "Quillan 4210", "Marlo 9921", "Tessik 3310", "Voren 7781", "Ulbra 5512"],
+})
+QUERIES = pl.DataFrame({
+    "query_id": ["q1", "q2", "q3", "q4", "q5", "q6"],
+    "text": ["remedy for migraine", "made in Lyon", "contains lavender", "products by Nordwind Labs",
+             "treatment for insomnia", "goods from Porto"],
+})
+PAIRS = pl.DataFrame({"query_id": ["q1", "q2", "q3", "q4", "q5", "q6"], "doc_id": ["a", "b", "c", "d", "e", "f"],
+                      "weight": [1.0] * 6})
+QRELS = PAIRS.select("query_id", "doc_id", pl.col("weight").alias("relevance"))
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TextEncoder(device="cpu")
+
+
+def test_training_on_labels_raises_recall(encoder):
+    before = evaluate_rankings(rank_documents(encoder, QUERIES, DOCUMENTS, k=6), QRELS, ks=(1,))["P@1"]
+    config = DualEncoderConfig(epochs=12, batch_size=6, learning_rate=2e-4, warmup_fraction=0.0, hard_negatives=2,
+                               hard_negative_depth=3, log_every_s=0.0)
+    messages = []
+    report = train_dual_encoder(encoder, PAIRS, QUERIES, DOCUMENTS, config, progress=messages.append)
+    after = evaluate_rankings(rank_documents(encoder, QUERIES, DOCUMENTS, k=6), QRELS, ks=(1,))["P@1"]
+    assert after >= 5 / 6 > before
+    assert report.epoch_losses[-1] < report.epoch_losses[0]
+    assert report.pairs == 6 and report.steps == 12 and len(messages) == 12  # progress logged every step here
+
+
+def test_an_empty_training_set_is_rejected(encoder):
+    with pytest.raises(ValueError, match="no training pairs"):
+        train_dual_encoder(encoder, PAIRS.head(0), QUERIES, DOCUMENTS, DualEncoderConfig(epochs=1))
+
+
+def test_saved_encoder_reloads_identically(encoder, tmp_path):
+    encoder.save(tmp_path / "enc")
+    reloaded = TextEncoder(tmp_path / "enc", device="cpu")
+    texts = QUERIES["text"].to_list()
+    np.testing.assert_allclose(encoder.encode(texts), reloaded.encode(texts), atol=1e-5)
+    assert (tmp_path / "enc" / "1_Pooling" / "config.json").exists()
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        TextEncoder(tmp_path)
