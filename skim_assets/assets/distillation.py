@@ -1,0 +1,174 @@
+"""Knowledge distillation: teacher demonstrations, the base small LM, and its LoRA adapter."""
+
+import json
+import time
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from ..lib.datasets import read_spec
+from ..lib.demonstrations import (
+    known_queries_by_doc,
+    parse_outputs,
+    sample_documents,
+    student_examples,
+    teacher_requests,
+)
+from ..lib.distillation import LoraSftConfig, train_lora_adapter
+from ..lib.plots import line_plot, markdown_image
+from ..lib.slm import export_gguf_as_hf
+from ..lib.storage import atomic_directory
+from ..lib.teachers import TeacherRequest
+from ..partitions import dataset_partitions
+from ..resources import GeneratorResource, StorageResource, TeacherResource
+from .common import all_queries, directory_metadata, table_metadata
+
+GPU_POOL = "gpu"
+_LORA = LoraSftConfig()
+
+
+class TeacherDemonstrationsConfig(dg.Config):
+    max_documents: int = Field(default=50_000, description="Documents sampled for demonstrations (paper: ~50K).")
+    queries_per_document: int = Field(default=10, description="Queries kept per document after parsing.")
+    seed: int = Field(default=0, description="Seed of the document sample.")
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name="distillation",
+    deps=["documents", "queries", "train_pairs"],
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
+)
+def teacher_demonstrations(
+    context: dg.AssetExecutionContext, config: TeacherDemonstrationsConfig, storage: StorageResource,
+    teacher: TeacherResource, generator: GeneratorResource,
+) -> dg.MaterializeResult:
+    """A teacher writes up to ~10 diverse queries per sampled document from its metadata only (the paper's
+    URL+queries or Wikipedia-categories prompt, with worked examples); outputs are parsed and filtered.
+
+    Answers are cached by prompt hash under `<root>/teacher_cache/`, so a rerun or a resumed crash never pays twice.
+    """
+    dataset = context.partition_key
+    spec = read_spec(storage.inputs(dataset))
+    documents = storage.read_table("documents", dataset)
+    known = known_queries_by_doc(storage.read_table("train_pairs", dataset), all_queries(storage, dataset))
+    sample = sample_documents(documents, config.max_documents, config.seed)
+    model = teacher.build(storage.root_path / "teacher_cache", fallback_model_path=_base_model_dir(storage, generator))
+    context.log.info(f"teacher {model.backend}:{model.model} on {sample.height} documents ({spec.prompt_style} prompt)")
+    started = time.monotonic()
+    responses = model.complete(teacher_requests(sample, known, spec.prompt_style, TeacherRequest), progress=context.log.info)
+    seconds = time.monotonic() - started
+    errors = [r for r in responses if r.error]
+    if len(errors) == len(responses):
+        raise RuntimeError(f"the teacher failed on every document; first error: {errors[0].error}")
+    demonstrations, stats = parse_outputs([r.key for r in responses], [r.text for r in responses], documents, known,
+                                          spec.prompt_style, config.queries_per_document)
+    raw = pl.DataFrame({"doc_id": [r.key for r in responses], "text": [r.text for r in responses],
+                        "error": [r.error for r in responses], "cached": [r.cached for r in responses]},
+                       schema={"doc_id": pl.String, "text": pl.String, "error": pl.String, "cached": pl.Boolean})
+    storage.write_table("teacher_demonstrations", dataset, raw, "raw")
+    path = storage.write_table("teacher_demonstrations", dataset, demonstrations)
+    usage = getattr(model, "stats", {}) or {}
+    return dg.MaterializeResult(
+        metadata=table_metadata(demonstrations, path)
+        | {
+            "teacher_backend": model.backend,
+            "teacher_model": model.model,
+            "documents": dg.MetadataValue.int(sample.height),
+            "parse_rate": dg.MetadataValue.float(round(stats["parse_rate"], 4)),
+            "queries_per_document": dg.MetadataValue.float(round(stats["queries_per_document"], 2)),
+            "rejected": dg.MetadataValue.json(stats["rejected"]),
+            "errors": dg.MetadataValue.int(len(errors)),
+            "cached_answers": dg.MetadataValue.int(sum(r.cached for r in responses)),
+            "prompt_tokens": dg.MetadataValue.int(sum(r.prompt_tokens for r in responses)),
+            "completion_tokens": dg.MetadataValue.int(sum(r.completion_tokens for r in responses)),
+            "cost_usd": dg.MetadataValue.float(round(float(usage.get("cost_usd", 0.0)), 4)),
+            "seconds": dg.MetadataValue.float(round(seconds, 1)),
+        }
+    )
+
+
+def _base_model_dir(storage: StorageResource, generator: GeneratorResource) -> str:
+    return generator.base_model_path or str(storage.root_path / "base_slm" / "model")
+
+
+@dg.asset(group_name="distillation", kinds={"pytorch"})
+def base_slm(context: dg.AssetExecutionContext, storage: StorageResource, generator: GeneratorResource):
+    """The small LM as a plain Hugging Face folder: the bundled SmolLM2-135M-Instruct (GGUF, de-quantized) or the
+    configured `base_model_path`, checked to load. Shared by every dataset."""
+    if generator.base_model_path:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(generator.base_model_path)
+        return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(generator.base_model_path),
+                                              "architecture": str(config.architectures), "bundled": False})
+    target = storage.root_path / "base_slm" / "model"
+    with atomic_directory(target) as tmp:
+        report = export_gguf_as_hf(tmp)
+    context.log.info(f"exported {report['source']} ({report['parameters'] / 1e6:.0f}M parameters) in {report['seconds']:.0f}s")
+    return dg.MaterializeResult(
+        metadata=directory_metadata(target)
+        | {"parameters": dg.MetadataValue.int(report["parameters"]), "source": report["source"], "bundled": True}
+    )
+
+
+class LoraAdapterConfig(dg.Config):
+    """LoRA SFT settings (paper/reference defaults); see `lib.distillation.LoraSftConfig`."""
+
+    r: int = Field(default=_LORA.r, description="LoRA rank.")
+    alpha: int = Field(default=_LORA.alpha, description="LoRA alpha.")
+    dropout: float = Field(default=_LORA.dropout, description="LoRA dropout.")
+    learning_rate: float = Field(default=_LORA.learning_rate, description="Peak learning rate (cosine, warmup).")
+    epochs: int = Field(default=_LORA.epochs, description="Passes over the demonstrations.")
+    effective_batch_size: int = Field(default=_LORA.effective_batch_size, description="Examples per optimizer step.")
+    micro_batch_size: int = Field(default=_LORA.micro_batch_size, description="Examples per forward pass.")
+    use_metadata: bool = Field(default=True, description="Show the metadata in the student prompt (off = ablation).")
+    seed: int = Field(default=_LORA.seed, description="Seed of the hold-out split and shuffling.")
+
+    def to_lib(self, device: str) -> LoraSftConfig:
+        return LoraSftConfig(**self.model_dump(exclude={"use_metadata"}), device=device)
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name="distillation",
+    deps=["teacher_demonstrations", "base_slm", "documents", "train_pairs"],
+    pool=GPU_POOL,
+    retry_policy=dg.RetryPolicy(max_retries=1, delay=30),
+    kinds={"pytorch"},
+    tags={"skim/resource": "gpu"},
+)
+def lora_adapter(
+    context: dg.AssetExecutionContext, config: LoraAdapterConfig, storage: StorageResource,
+    generator: GeneratorResource,
+) -> dg.MaterializeResult:
+    """The small LM LoRA-distilled (peft) on the teacher's demonstrations with the compact student prompt."""
+    dataset = context.partition_key
+    spec = read_spec(storage.inputs(dataset))
+    documents = storage.read_table("documents", dataset)
+    known = known_queries_by_doc(storage.read_table("train_pairs", dataset), all_queries(storage, dataset))
+    prompts, targets = student_examples(storage.read_table("teacher_demonstrations", dataset), documents, known,
+                                        spec.prompt_style, config.use_metadata)
+    target = storage.artifact_dir("lora_adapter", dataset)
+    with atomic_directory(target) as tmp:
+        report = train_lora_adapter(_base_model_dir(storage, generator), prompts, targets, tmp / "adapter",
+                                    config.to_lib(generator.device), progress=context.log.info)
+        plot = line_plot({"train loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
+                         "LoRA SFT loss", "log window", "target-token loss", tmp / "loss.png")
+        loss_md = markdown_image(plot, "loss curve")
+        (tmp / "base_model.json").write_text(json.dumps({"base_model_path": _base_model_dir(storage, generator)}))
+    return dg.MaterializeResult(
+        metadata=directory_metadata(target)
+        | {
+            "train_examples": dg.MetadataValue.int(report.train_examples),
+            "holdout_examples": dg.MetadataValue.int(report.holdout_examples),
+            "holdout_loss_before": dg.MetadataValue.float(round(report.holdout_loss_before, 4)),
+            "holdout_loss_after": dg.MetadataValue.float(round(report.holdout_loss_after, 4)),
+            "examples_per_second": dg.MetadataValue.float(round(report.examples_per_second, 2)),
+            "seconds": dg.MetadataValue.float(round(report.seconds, 1)),
+            "precision": report.precision,
+            "device": report.device,
+            "loss_curve": dg.MetadataValue.md(loss_md),
+        }
+    )

@@ -1,0 +1,96 @@
+"""Synthetic queries at scale: the distilled small LM writes queries for every document, shard by shard."""
+
+import dagster as dg
+from pydantic import Field
+
+from ..lib.datasets import read_spec
+from ..lib.demonstrations import duplicate_rate, known_queries_by_doc, parse_outputs, student_prompts
+from ..lib.generation import SamplingSettings, generate_sharded, make_backend
+from ..partitions import dataset_partitions
+from ..resources import GeneratorResource, StorageResource
+from .common import all_queries, table_metadata
+from .distillation import GPU_POOL, _base_model_dir
+
+_SAMPLING = SamplingSettings()
+
+
+class SyntheticQueriesConfig(dg.Config):
+    queries_per_document: int = Field(default=10, description="Parsed queries kept per document.")
+    temperature: float = Field(default=_SAMPLING.temperature, description="Sampling temperature (reference 0.8).")
+    top_k: int = Field(default=_SAMPLING.top_k, description="Top-k sampling (reference 200).")
+    max_new_tokens: int = Field(default=_SAMPLING.max_new_tokens, description="Generated-token cap per document.")
+    shard_size: int = Field(default=256, description="Documents per checkpointed shard.")
+    seed: int = Field(default=_SAMPLING.seed, description="Base seed; shard i samples with seed + i.")
+
+
+def build_synthetic_queries_asset(name: str, use_metadata: bool, description: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        partitions_def=dataset_partitions,
+        group_name="generation",
+        deps=["lora_adapter", "base_slm", "documents", "train_pairs"],
+        description=description,
+        pool=GPU_POOL,
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
+        kinds={"pytorch"},
+        tags={"skim/resource": "gpu"},
+    )
+    def _synthetic_queries(
+        context: dg.AssetExecutionContext, config: SyntheticQueriesConfig, storage: StorageResource,
+        generator: GeneratorResource,
+    ) -> dg.MaterializeResult:
+        dataset = context.partition_key
+        spec = read_spec(storage.inputs(dataset))
+        documents = storage.read_table("documents", dataset).sort("doc_id")
+        known = known_queries_by_doc(storage.read_table("train_pairs", dataset), all_queries(storage, dataset))
+        base = _base_model_dir(storage, generator)
+        adapter = storage.artifact_dir("lora_adapter", dataset) / "adapter"
+        prompts = student_prompts(documents, known, spec.prompt_style, use_metadata)
+        sampling = SamplingSettings(temperature=config.temperature, top_k=config.top_k,
+                                    max_new_tokens=config.max_new_tokens, seed=config.seed)
+        backend_name = []
+
+        def backend_factory():
+            backend = make_backend(generator.backend, base, adapter, device=generator.device,
+                                   batch_size=generator.batch_size, tensor_parallel_size=generator.tensor_parallel_size,
+                                   gpu_memory_utilization=generator.gpu_memory_utilization)
+            backend_name.append(backend.name)
+            return backend
+
+        # the adapter's weights file identifies it: a retrained adapter invalidates every checkpoint
+        adapter_stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns
+        raw, report = generate_sharded(
+            documents["doc_id"].to_list(), prompts, backend_factory, sampling,
+            checkpoint_dir=storage.root_path / f"{name}_shards" / dataset, shard_size=config.shard_size,
+            settings={"base": base, "adapter": str(adapter), "adapter_stamp": adapter_stamp, "backend": generator.backend},
+            progress=context.log.info,
+        )
+        queries, stats = parse_outputs(raw["doc_id"].to_list(), raw["text"].to_list(), documents, known,
+                                       spec.prompt_style, config.queries_per_document)
+        storage.write_table(name, dataset, raw, "raw")
+        path = storage.write_table(name, dataset, queries)
+        return dg.MaterializeResult(
+            metadata=table_metadata(queries, path)
+            | {
+                "backend": backend_name[0] if backend_name else "checkpoints only",
+                "use_metadata": use_metadata,
+                "documents": dg.MetadataValue.int(documents.height),
+                "shards": dg.MetadataValue.int(report.shards),
+                "shards_reused": dg.MetadataValue.int(report.shards_reused),
+                "docs_per_second": dg.MetadataValue.float(round(report.docs_per_second, 3)),
+                "generated_tokens_per_second": dg.MetadataValue.float(round(report.tokens_per_second, 1)),
+                "queries_per_document": dg.MetadataValue.float(round(stats["queries_per_document"], 2)),
+                "parse_rate": dg.MetadataValue.float(round(stats["parse_rate"], 4)),
+                "duplicate_rate": dg.MetadataValue.float(round(duplicate_rate(queries), 4)),
+                "empty_outputs": dg.MetadataValue.int(int((raw["text"].str.strip_chars() == "").sum())),
+                "rejected": dg.MetadataValue.json(stats["rejected"]),
+            }
+        )
+
+    return _synthetic_queries
+
+
+synthetic_queries = build_synthetic_queries_asset(
+    "synthetic_queries", use_metadata=True,
+    description="Queries the distilled small LM writes for every document from its title, known queries and metadata.",
+)

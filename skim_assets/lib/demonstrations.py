@@ -1,0 +1,94 @@
+"""SKIM's data steps around the language models: teacher demonstrations, student examples, parsed generations.
+
+Plain functions over polars frames; the models themselves sit behind `teachers` and `generation`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import polars as pl
+
+from .parsing import parse_generated_queries, parse_rate
+from .prompts import student_prompt, student_target, teacher_messages
+
+QUERIES_SCHEMA = {"doc_id": pl.String, "query": pl.String, "rank": pl.Int32}
+KNOWN_QUERIES_IN_PROMPT = 3  # the paper shows a few of a document's known queries
+
+
+def known_queries_by_doc(pairs: pl.DataFrame, queries: pl.DataFrame, limit: int = KNOWN_QUERIES_IN_PROMPT) -> dict:
+    """doc_id -> up to `limit` texts of its known (clicked) train queries, highest weight first."""
+    known = (
+        pairs.join(queries.select("query_id", "text"), on="query_id")
+        .sort(["doc_id", "weight", "text"], descending=[False, True, False])
+        .group_by("doc_id", maintain_order=True)
+        .agg(pl.col("text").head(limit))
+    )
+    return dict(zip(known["doc_id"].to_list(), known["text"].to_list()))
+
+
+def sample_documents(documents: pl.DataFrame, max_documents: int, seed: int) -> pl.DataFrame:
+    """A seeded sample of at most `max_documents` documents with non-empty metadata, in doc_id order."""
+    candidates = documents.filter(pl.col("metadata").str.strip_chars().str.len_chars() > 0).sort("doc_id")
+    if candidates.height <= max_documents:
+        return candidates
+    chosen = np.sort(np.random.default_rng(seed).choice(candidates.height, size=max_documents, replace=False))
+    return candidates[chosen]
+
+
+def teacher_requests(documents: pl.DataFrame, known: dict, style: str, request_type: type) -> list:
+    return [
+        request_type(key=row["doc_id"], messages=teacher_messages(row["title"], row["metadata"], known.get(row["doc_id"], []), style),
+                     title=row["title"], metadata=row["metadata"])
+        for row in documents.iter_rows(named=True)
+    ]
+
+
+def parse_outputs(
+    doc_ids: list[str], texts: list[str | None], documents: pl.DataFrame, known: dict, style: str, max_queries: int
+) -> tuple[pl.DataFrame, dict]:
+    """Parse raw model outputs into (doc_id, query, rank) rows; returns the rows and parse statistics."""
+    title_of = dict(zip(documents["doc_id"].to_list(), documents["title"].to_list()))
+    rows, results, rejected = [], [], Counter()
+    for doc_id, text in zip(doc_ids, texts):
+        result = parse_generated_queries(text or "", title=title_of.get(doc_id, ""), known_queries=known.get(doc_id, []),
+                                         max_queries=max_queries, style=style)
+        results.append(result)
+        rejected.update(result.rejected)
+        rows.extend((doc_id, q, rank) for rank, q in enumerate(result.queries, start=1))
+    frame = pl.DataFrame(rows, schema=QUERIES_SCHEMA, orient="row")
+    stats = {
+        "outputs": len(texts),
+        "parse_rate": parse_rate(results) if results else 0.0,
+        "queries": frame.height,
+        "queries_per_document": frame.height / max(len(texts), 1),
+        "rejected": dict(sorted(rejected.items())),
+    }
+    return frame, stats
+
+
+def student_examples(
+    demonstrations: pl.DataFrame, documents: pl.DataFrame, known: dict, style: str, use_metadata: bool = True
+) -> tuple[list[str], list[str]]:
+    """(prompt, target) pairs for LoRA SFT: the compact student prompt and the teacher's queries, per document."""
+    grouped = demonstrations.sort("doc_id", "rank").group_by("doc_id", maintain_order=True).agg("query")
+    docs = documents.join(grouped, on="doc_id").sort("doc_id")
+    prompts = student_prompts(docs, known, style, use_metadata)
+    targets = [student_target(queries) for queries in docs["query"].to_list()]
+    return prompts, targets
+
+
+def student_prompts(documents: pl.DataFrame, known: dict, style: str, use_metadata: bool = True) -> list[str]:
+    return [
+        student_prompt(row["title"], row["metadata"] if use_metadata else "", known.get(row["doc_id"], []), style)
+        for row in documents.iter_rows(named=True)
+    ]
+
+
+def duplicate_rate(queries: pl.DataFrame) -> float:
+    """Fraction of generated queries whose normalised text already occurs (for any document)."""
+    if queries.height == 0:
+        return 0.0
+    normalised = queries["query"].str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+    return 1.0 - normalised.n_unique() / queries.height

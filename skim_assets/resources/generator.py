@@ -1,0 +1,13 @@
+import dagster as dg
+from pydantic import Field
+
+
+class GeneratorResource(dg.ConfigurableResource):
+    """The small LM that is distilled and then writes queries for every document."""
+
+    base_model_path: str = Field(default="", description="Local HF causal-LM folder; empty = bundled SmolLM2-135M-Instruct.")
+    backend: str = Field(default="auto", description="'auto' (vLLM when installed), 'vllm' or 'transformers'.")
+    device: str = Field(default="auto", description="Device for transformers generation and LoRA training.")
+    batch_size: int = Field(default=16, description="Prompts per transformers generate() call.")
+    tensor_parallel_size: int = Field(default=1, description="vLLM tensor parallelism (GPUs per engine).")
+    gpu_memory_utilization: float = Field(default=0.85, description="vLLM GPU memory fraction.")

@@ -1,0 +1,118 @@
+"""LoRA SFT on a tiny causal LM, and sharded generation that resumes to the same output."""
+
+import polars as pl
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from skim_assets.lib.distillation import LoraSftConfig, train_lora_adapter
+from skim_assets.lib.generation import SamplingSettings, TransformersBackend, generate_sharded, make_backend
+
+PROMPTS = [f"Document: Item {i}\nText: a herbal tea for migraine number {i}.\nQueries:\n" for i in range(20)]
+TARGETS = ["herbal tea\nmigraine relief\n<end>"] * 20
+# a random tiny model needs every linear layer adapted and a big learning rate to learn in seconds
+FAST = LoraSftConfig(epochs=12, learning_rate=5e-2, r=16, effective_batch_size=8, micro_batch_size=8,
+                     warmup_fraction=0.0, holdout_fraction=0.2, log_every_s=0.0,
+                     target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_causal_lm, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adapter") / "adapter"
+    report = train_lora_adapter(tiny_causal_lm, PROMPTS, TARGETS, out, FAST)
+    return out, report
+
+
+def test_lora_sft_lowers_held_out_loss_and_saves_a_peft_adapter(adapter):
+    path, report = adapter
+    assert report.train_examples == 16 and report.holdout_examples == 4
+    assert report.holdout_loss_after < report.holdout_loss_before / 2
+    assert (path / "adapter_config.json").exists() and (path / "adapter_model.safetensors").exists()
+    assert report.loss_curve and report.precision == "fp32"
+
+
+def test_adapter_changes_the_models_outputs(tiny_causal_lm, adapter):
+    path, _ = adapter
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm)
+    ids = tokenizer(PROMPTS[0], return_tensors="pt", add_special_tokens=False)
+    base = AutoModelForCausalLM.from_pretrained(tiny_causal_lm)
+    greedy = dict(do_sample=False, max_new_tokens=8, pad_token_id=tokenizer.eos_token_id)
+    with torch.inference_mode():
+        before = base.generate(**ids, **greedy)[0, ids["input_ids"].shape[1]:]
+    tuned = TransformersBackend(tiny_causal_lm, path, device="cpu")
+    with torch.inference_mode():
+        after = tuned.model.generate(**ids, **greedy)[0, ids["input_ids"].shape[1]:]
+    assert before.tolist() != after.tolist()
+    assert "migraine relief" in tokenizer.decode(after)  # it learned to write the demonstrations
+
+
+def test_bad_examples_are_rejected(tiny_causal_lm, tmp_path):
+    with pytest.raises(ValueError, match="equally many"):
+        train_lora_adapter(tiny_causal_lm, PROMPTS, TARGETS[:3], tmp_path / "a", FAST)
+
+
+class CountingFactory:
+    def __init__(self, base, adapter):
+        self.base, self.adapter, self.calls, self.prompts = base, adapter, 0, 0
+
+    def __call__(self):
+        self.calls += 1
+        backend = TransformersBackend(self.base, self.adapter, device="cpu", batch_size=4)
+        original = backend.generate
+
+        def counted(prompts, sampling):
+            self.prompts += len(prompts)
+            return original(prompts, sampling)
+
+        backend.generate = counted
+        return backend
+
+
+def test_killed_generation_resumes_without_redoing_shards_and_matches_a_clean_run(tiny_causal_lm, adapter, tmp_path):
+    path, _ = adapter
+    doc_ids = [f"d{i:02d}" for i in range(10)]
+    prompts = PROMPTS[:10]
+    sampling = SamplingSettings(max_new_tokens=6, seed=7)
+
+    clean, clean_report = generate_sharded(doc_ids, prompts, CountingFactory(tiny_causal_lm, path), sampling,
+                                           tmp_path / "clean", shard_size=4)
+    assert clean_report.shards == 3 and clean_report.shards_generated == 3
+
+    def crash_after_first_shard(shard):
+        if shard == 0:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_sharded(doc_ids, prompts, CountingFactory(tiny_causal_lm, path), sampling, tmp_path / "resumed",
+                         shard_size=4, on_shard_done=crash_after_first_shard)
+    factory = CountingFactory(tiny_causal_lm, path)
+    resumed, report = generate_sharded(doc_ids, prompts, factory, sampling, tmp_path / "resumed", shard_size=4)
+    assert report.shards_reused == 1 and report.shards_generated == 2
+    assert factory.prompts == 6  # only the 6 documents of the unfinished shards were generated again
+    assert resumed.equals(clean)
+    assert clean["text"].str.len_chars().sum() > 0
+
+    # fully checkpointed: no model is even loaded; changed settings regenerate
+    idle = CountingFactory(tiny_causal_lm, path)
+    again, _ = generate_sharded(doc_ids, prompts, idle, sampling, tmp_path / "resumed", shard_size=4)
+    assert idle.calls == 0 and again.equals(clean)
+    changed = CountingFactory(tiny_causal_lm, path)
+    generate_sharded(doc_ids, prompts, changed, SamplingSettings(max_new_tokens=6, seed=8), tmp_path / "resumed", shard_size=4)
+    assert changed.prompts == 10
+
+
+def test_unknown_backend_is_refused(tiny_causal_lm):
+    with pytest.raises(ValueError, match="unknown generation backend"):
+        make_backend("llama.cpp", tiny_causal_lm)
+
+
+def test_auto_backend_is_transformers_without_vllm(tiny_causal_lm, adapter):
+    pytest.importorskip("transformers")
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    backend = make_backend("auto", tiny_causal_lm, adapter[0], device="cpu")
+    assert backend.name == "transformers"
+    out = backend.generate(PROMPTS[:2], SamplingSettings(max_new_tokens=4))
+    assert len(out) == 2 and all(o.generated_tokens <= 4 for o in out)
