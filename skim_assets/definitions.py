@@ -4,11 +4,12 @@ import os
 
 import dagster as dg
 
+from .assets.baselines import baseline_pair_assets
 from .assets.datasets import click_log_pairs, dataset_tables
-from .assets.distillation import base_slm, lora_adapter, teacher_demonstrations
+from .assets.distillation import base_slm, lora_adapter, lora_adapter_no_metadata, teacher_demonstrations
 from .assets.evaluation import retrieval_metrics
-from .assets.generation import synthetic_queries
-from .assets.mapping import augmented_train_pairs, mapped_pairs
+from .assets.generation import generation_assets
+from .assets.mapping import mapping_assets
 from .assets.simulation import simulated_clicks
 from .assets.training import retriever_assets, train_pairs
 from .jobs import skim_pipeline_job
@@ -17,7 +18,8 @@ from .sensors import dataset_folder_sensor
 
 ASSETS = [
     dataset_tables, click_log_pairs, simulated_clicks, train_pairs, *retriever_assets, retrieval_metrics,
-    teacher_demonstrations, base_slm, lora_adapter, synthetic_queries, mapped_pairs, augmented_train_pairs,
+    teacher_demonstrations, base_slm, lora_adapter, lora_adapter_no_metadata, *generation_assets, *mapping_assets,
+    *baseline_pair_assets,
 ]
 TEACHER_API_KEY_ENV = "SKIM_TEACHER_API_KEY"
 

@@ -10,7 +10,7 @@ import pytest
 from skim_assets.assets.datasets import click_log_pairs, dataset_tables
 from skim_assets.assets.simulation import simulated_clicks
 from skim_assets.assets.distillation import LoraAdapterConfig, TeacherDemonstrationsConfig, teacher_demonstrations
-from skim_assets.assets.generation import SyntheticQueriesConfig
+from skim_assets.assets.generation import SyntheticQueriesConfig, generation_assets
 from skim_assets.assets.training import RETRIEVERS, RetrieverTrainingConfig, train_pairs
 from skim_assets.definitions import ASSETS, defs
 from skim_assets.partitions import dataset_partitions
@@ -50,8 +50,9 @@ def test_definitions_load_with_every_asset_and_the_pipeline_job():
 def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_causal_lm):
     run_config = dg.RunConfig(ops={
         **{name: QUICK_TRAINING for name in RETRIEVERS},
-        "lora_adapter": LoraAdapterConfig(epochs=1, effective_batch_size=8, micro_batch_size=8),
-        "synthetic_queries": SyntheticQueriesConfig(max_new_tokens=12, shard_size=10),
+        **{name: LoraAdapterConfig(epochs=1, effective_batch_size=8, micro_batch_size=8)
+           for name in ("lora_adapter", "lora_adapter_no_metadata")},
+        **{asset.key.path[-1]: SyntheticQueriesConfig(max_new_tokens=12, shard_size=10) for asset in generation_assets},
     })
     result = _materialize(ASSETS, storage_root, "tiny", base_model_path=tiny_causal_lm, run_config=run_config)
     assert result.success

@@ -30,10 +30,12 @@ def directory_metadata(path: Path) -> dict:
     }
 
 
-def all_queries(storage, dataset: str) -> pl.DataFrame:
-    """The dataset's queries plus those that only occur in click logs (their text is needed for training)."""
+def all_queries(storage, dataset: str, pairs_asset: str | None = None) -> pl.DataFrame:
+    """The dataset's queries plus those that only occur in click logs and, when `pairs_asset` is given, the
+    training points that asset created (a pairs table may carry a side table `queries`, e.g. Gandalf's)."""
     queries = storage.read_table("queries", dataset)
-    click_queries = storage.table_path("click_log_pairs", dataset, "queries")
-    if click_queries.exists():
-        queries = pl.concat([queries, pl.read_parquet(click_queries)])
+    for asset in ("click_log_pairs", pairs_asset):
+        extra = storage.table_path(asset, dataset, "queries") if asset else None
+        if extra is not None and extra.exists():
+            queries = pl.concat([queries, pl.read_parquet(extra)])
     return queries

@@ -123,52 +123,64 @@ class LoraAdapterConfig(dg.Config):
     epochs: int = Field(default=_LORA.epochs, description="Passes over the demonstrations.")
     effective_batch_size: int = Field(default=_LORA.effective_batch_size, description="Examples per optimizer step.")
     micro_batch_size: int = Field(default=_LORA.micro_batch_size, description="Examples per forward pass.")
-    use_metadata: bool = Field(default=True, description="Show the metadata in the student prompt (off = ablation).")
     seed: int = Field(default=_LORA.seed, description="Seed of the hold-out split and shuffling.")
 
     def to_lib(self, device: str) -> LoraSftConfig:
-        return LoraSftConfig(**self.model_dump(exclude={"use_metadata"}), device=device)
+        return LoraSftConfig(**self.model_dump(), device=device)
 
 
-@dg.asset(
-    partitions_def=dataset_partitions,
-    group_name="distillation",
-    deps=["teacher_demonstrations", "base_slm", "documents", "train_pairs"],
-    pool=GPU_POOL,
-    retry_policy=dg.RetryPolicy(max_retries=1, delay=30),
-    kinds={"pytorch"},
-    tags={"skim/resource": "gpu"},
-)
-def lora_adapter(
-    context: dg.AssetExecutionContext, config: LoraAdapterConfig, storage: StorageResource,
-    generator: GeneratorResource,
-) -> dg.MaterializeResult:
-    """The small LM LoRA-distilled (peft) on the teacher's demonstrations with the compact student prompt."""
-    dataset = context.partition_key
-    spec = read_spec(storage.inputs(dataset))
-    documents = storage.read_table("documents", dataset)
-    known = known_queries_by_doc(storage.read_table("train_pairs", dataset), all_queries(storage, dataset))
-    prompts, targets = student_examples(storage.read_table("teacher_demonstrations", dataset), documents, known,
-                                        spec.prompt_style, config.use_metadata)
-    target = storage.artifact_dir("lora_adapter", dataset)
-    with atomic_directory(target) as tmp:
-        report = train_lora_adapter(_base_model_dir(storage, generator), prompts, targets, tmp / "adapter",
-                                    config.to_lib(generator.device), progress=context.log.info)
-        plot = line_plot({"train loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
-                         "LoRA SFT loss", "log window", "target-token loss", tmp / "loss.png")
-        loss_md = markdown_image(plot, "loss curve")
-        (tmp / "base_model.json").write_text(json.dumps({"base_model_path": _base_model_dir(storage, generator)}))
-    return dg.MaterializeResult(
-        metadata=directory_metadata(target)
-        | {
-            "train_examples": dg.MetadataValue.int(report.train_examples),
-            "holdout_examples": dg.MetadataValue.int(report.holdout_examples),
-            "holdout_loss_before": dg.MetadataValue.float(round(report.holdout_loss_before, 4)),
-            "holdout_loss_after": dg.MetadataValue.float(round(report.holdout_loss_after, 4)),
-            "examples_per_second": dg.MetadataValue.float(round(report.examples_per_second, 2)),
-            "seconds": dg.MetadataValue.float(round(report.seconds, 1)),
-            "precision": report.precision,
-            "device": report.device,
-            "loss_curve": dg.MetadataValue.md(loss_md),
-        }
+def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) -> dg.AssetsDefinition:
+    """A LoRA adapter distilled with (or, for the ablation, without) the metadata in the student prompt."""
+
+    @dg.asset(
+        name=name,
+        partitions_def=dataset_partitions,
+        group_name="distillation",
+        deps=["teacher_demonstrations", "base_slm", "documents", "train_pairs"],
+        description=description,
+        pool=GPU_POOL,
+        retry_policy=dg.RetryPolicy(max_retries=1, delay=30),
+        kinds={"pytorch"},
+        tags={"skim/resource": "gpu"},
     )
+    def _lora_adapter(
+        context: dg.AssetExecutionContext, config: LoraAdapterConfig, storage: StorageResource,
+        generator: GeneratorResource,
+    ) -> dg.MaterializeResult:
+        dataset = context.partition_key
+        spec = read_spec(storage.inputs(dataset))
+        documents = storage.read_table("documents", dataset)
+        known = known_queries_by_doc(storage.read_table("train_pairs", dataset), all_queries(storage, dataset))
+        prompts, targets = student_examples(storage.read_table("teacher_demonstrations", dataset), documents, known,
+                                            spec.prompt_style, use_metadata)
+        target = storage.artifact_dir(name, dataset)
+        with atomic_directory(target) as tmp:
+            report = train_lora_adapter(_base_model_dir(storage, generator), prompts, targets, tmp / "adapter",
+                                        config.to_lib(generator.device), progress=context.log.info)
+            plot = line_plot({"train loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
+                             "LoRA SFT loss", "log window", "target-token loss", tmp / "loss.png")
+            loss_md = markdown_image(plot, "loss curve")
+            (tmp / "base_model.json").write_text(json.dumps({"base_model_path": _base_model_dir(storage, generator)}))
+        return dg.MaterializeResult(
+            metadata=directory_metadata(target)
+            | {
+                "use_metadata": use_metadata,
+                "train_examples": dg.MetadataValue.int(report.train_examples),
+                "holdout_examples": dg.MetadataValue.int(report.holdout_examples),
+                "holdout_loss_before": dg.MetadataValue.float(round(report.holdout_loss_before, 4)),
+                "holdout_loss_after": dg.MetadataValue.float(round(report.holdout_loss_after, 4)),
+                "examples_per_second": dg.MetadataValue.float(round(report.examples_per_second, 2)),
+                "seconds": dg.MetadataValue.float(round(report.seconds, 1)),
+                "precision": report.precision,
+                "device": report.device,
+                "loss_curve": dg.MetadataValue.md(loss_md),
+            }
+        )
+
+    return _lora_adapter
+
+
+lora_adapter = build_lora_adapter_asset(
+    "lora_adapter", True, "The small LM LoRA-distilled (peft) on the teacher's demonstrations with the compact student prompt.")
+lora_adapter_no_metadata = build_lora_adapter_asset(
+    "lora_adapter_no_metadata", False, "Ablation: the student distilled without the metadata in its prompt.")

@@ -9,7 +9,8 @@ import polars as pl
 from ..lib.catalogue import refresh_catalogue
 from ..lib.datasets import read_spec
 from ..lib.dual_encoder import rank_documents
-from ..lib.metrics import evaluate_rankings, jain_propensities, metrics_table_markdown
+from ..lib.baselines import click_propensities
+from ..lib.metrics import evaluate_rankings, metrics_table_markdown
 from ..lib.plots import bar_plot, markdown_image
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
@@ -27,11 +28,8 @@ def evaluate_models(models: dict, storage: StorageResource, encoder: EncoderReso
     test_sets = {name: storage.read_table(asset, dataset) for name, asset in TEST_SETS.items()}
     test_query_ids = pl.concat([t.select("query_id") for t in test_sets.values()]).unique()
     queries = storage.read_table("queries", dataset).join(test_query_ids, on="query_id").sort("query_id")
-    clicks = storage.read_table("train_pairs", dataset)
-    propensities = jain_propensities(
-        documents.select("doc_id").join(clicks.group_by("doc_id").len("count"), on="doc_id", how="left").fill_null(0),
-        n_train_points=max(clicks["query_id"].n_unique(), 2), a=spec.propensity_a, b=spec.propensity_b,
-    )
+    propensities = click_propensities(documents, storage.read_table("train_pairs", dataset),
+                                      spec.propensity_a, spec.propensity_b)
     rows, rankings = [], []
     for model_name, path in models.items():
         started = time.monotonic()

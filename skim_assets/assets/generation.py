@@ -6,6 +6,7 @@ from pydantic import Field
 from ..lib.datasets import read_spec
 from ..lib.demonstrations import duplicate_rate, known_queries_by_doc, parse_outputs, student_prompts
 from ..lib.generation import SamplingSettings, generate_sharded, make_backend
+from ..lib.prompts import teacher_messages
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource
 from .common import all_queries, table_metadata
@@ -23,12 +24,17 @@ class SyntheticQueriesConfig(dg.Config):
     seed: int = Field(default=_SAMPLING.seed, description="Base seed; shard i samples with seed + i.")
 
 
-def build_synthetic_queries_asset(name: str, use_metadata: bool, description: str) -> dg.AssetsDefinition:
+def build_synthetic_queries_asset(
+    name: str, adapter_asset: str | None, use_metadata: bool, description: str
+) -> dg.AssetsDefinition:
+    """Generation by the base SLM plus `adapter_asset` (the compact student prompt), or, with no adapter, by the
+    base SLM prompted few-shot with the teacher's chat prompt (UDAPDR-style generation)."""
+
     @dg.asset(
         name=name,
         partitions_def=dataset_partitions,
         group_name="generation",
-        deps=["lora_adapter", "base_slm", "documents", "train_pairs"],
+        deps=[*([adapter_asset] if adapter_asset else []), "base_slm", "documents", "train_pairs"],
         description=description,
         pool=GPU_POOL,
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
@@ -44,8 +50,11 @@ def build_synthetic_queries_asset(name: str, use_metadata: bool, description: st
         documents = storage.read_table("documents", dataset).sort("doc_id")
         known = known_queries_by_doc(storage.read_table("train_pairs", dataset), all_queries(storage, dataset))
         base = _base_model_dir(storage, generator)
-        adapter = storage.artifact_dir("lora_adapter", dataset) / "adapter"
-        prompts = student_prompts(documents, known, spec.prompt_style, use_metadata)
+        adapter = storage.artifact_dir(adapter_asset, dataset) / "adapter" if adapter_asset else None
+        if adapter is not None:
+            prompts = student_prompts(documents, known, spec.prompt_style, use_metadata)
+        else:
+            prompts = few_shot_prompts(base, documents, known, spec.prompt_style, use_metadata)
         sampling = SamplingSettings(temperature=config.temperature, top_k=config.top_k,
                                     max_new_tokens=config.max_new_tokens, seed=config.seed)
         backend_name = []
@@ -58,11 +67,11 @@ def build_synthetic_queries_asset(name: str, use_metadata: bool, description: st
             return backend
 
         # the adapter's weights file identifies it: a retrained adapter invalidates every checkpoint
-        adapter_stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns
+        adapter_stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns if adapter else None
         raw, report = generate_sharded(
             documents["doc_id"].to_list(), prompts, backend_factory, sampling,
             checkpoint_dir=storage.root_path / f"{name}_shards" / dataset, shard_size=config.shard_size,
-            settings={"base": base, "adapter": str(adapter), "adapter_stamp": adapter_stamp, "backend": generator.backend},
+            settings={"base": base, "adapter": str(adapter) if adapter else None, "adapter_stamp": adapter_stamp, "backend": generator.backend},
             progress=context.log.info,
         )
         queries, stats = parse_outputs(raw["doc_id"].to_list(), raw["text"].to_list(), documents, known,
@@ -91,6 +100,29 @@ def build_synthetic_queries_asset(name: str, use_metadata: bool, description: st
 
 
 synthetic_queries = build_synthetic_queries_asset(
-    "synthetic_queries", use_metadata=True,
+    "synthetic_queries", "lora_adapter", use_metadata=True,
     description="Queries the distilled small LM writes for every document from its title, known queries and metadata.",
 )
+synthetic_queries_no_metadata = build_synthetic_queries_asset(
+    "synthetic_queries_no_metadata", "lora_adapter_no_metadata", use_metadata=False,
+    description="Ablation: queries from the student distilled and prompted without metadata (title and known queries).",
+)
+synthetic_queries_udapdr = build_synthetic_queries_asset(
+    "synthetic_queries_udapdr", None, use_metadata=False,
+    description="UDAPDR-style baseline: the undistilled SLM prompted few-shot with each document's title only.",
+)
+generation_assets = [synthetic_queries, synthetic_queries_no_metadata, synthetic_queries_udapdr]
+
+
+def few_shot_prompts(base_model_path: str, documents, known: dict, style: str, use_metadata: bool) -> list[str]:
+    """The teacher's few-shot chat prompt rendered with the base model's chat template."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_path)
+    return [
+        tokenizer.apply_chat_template(
+            teacher_messages(row["title"], row["metadata"] if use_metadata else "", known.get(row["doc_id"], []), style),
+            add_generation_prompt=True, tokenize=False,
+        )
+        for row in documents.iter_rows(named=True)
+    ]

@@ -106,3 +106,19 @@ mapped_pairs = build_mapped_pairs_asset(
 augmented_train_pairs = build_augmented_pairs_asset(
     "augmented_train_pairs", "mapped_pairs", "Click pairs plus SKIM's mapped pairs (column `source`).",
 )
+mapped_pairs_no_metadata = build_mapped_pairs_asset(
+    "mapped_pairs_no_metadata", "synthetic_queries_no_metadata", "skim_no_metadata",
+    "Ablation: the same mapping for queries generated without metadata.",
+)
+augmented_train_pairs_no_metadata = build_augmented_pairs_asset(
+    "augmented_train_pairs_no_metadata", "mapped_pairs_no_metadata", "Clicks plus the no-metadata ablation's pairs.",
+)
+mapped_pairs_udapdr = build_mapped_pairs_asset(
+    "mapped_pairs_udapdr", "synthetic_queries_udapdr", "udapdr",
+    "UDAPDR-style: few-shot generation without metadata, then the same mapping.",
+)
+augmented_train_pairs_udapdr = build_augmented_pairs_asset(
+    "augmented_train_pairs_udapdr", "mapped_pairs_udapdr", "Clicks plus the UDAPDR-style pairs.",
+)
+mapping_assets = [mapped_pairs, augmented_train_pairs, mapped_pairs_no_metadata, augmented_train_pairs_no_metadata,
+                  mapped_pairs_udapdr, augmented_train_pairs_udapdr]

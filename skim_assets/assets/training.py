@@ -78,7 +78,7 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.A
         dataset = context.partition_key
         pairs = storage.read_table(pairs_asset, dataset)
         documents = storage.read_table("documents", dataset)
-        queries = all_queries(storage, dataset)
+        queries = all_queries(storage, dataset, pairs_asset)
         model = encoder.load()
         context.log.info(f"training {name} on {pairs.height} pairs ({pairs_asset}) on {model.device}")
         report = train_dual_encoder(model, pairs, queries, documents, config.to_lib(encoder), progress=context.log.info)
@@ -109,6 +109,13 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.A
 RETRIEVERS = {
     "base_retriever": ("train_pairs", "Trained on the click-log pairs only: what click logs alone can teach."),
     "oracle_retriever": ("oracle_train_pairs", "Trained on every train label: the ceiling label repair could reach."),
+    "mar_retriever": ("mar_train_pairs", "Trained on a random sample of labels as large as the clicks (missing at random)."),
+    "ips_retriever": ("ips_train_pairs", "Trained on clicks re-weighted by inverse propensities (IPS)."),
+    "lever_retriever": ("lever_train_pairs", "Trained on clicks plus LEVER's siamese-teacher soft labels."),
+    "lever_ips_retriever": ("lever_ips_train_pairs", "LEVER's soft labels plus IPS-weighted clicks."),
+    "gandalf_retriever": ("gandalf_train_pairs", "Clicks plus Gandalf's label-text points with co-occurrence targets."),
+    "udapdr_retriever": ("augmented_train_pairs_udapdr", "Clicks plus UDAPDR-style pairs (generation without metadata)."),
+    "skim_no_metadata_retriever": ("augmented_train_pairs_no_metadata", "Ablation: SKIM without the metadata."),
     "skim_retriever": ("augmented_train_pairs", "Trained on clicks plus SKIM's mapped pairs (knowledge infusion)."),
 }
 retriever_assets = [build_retriever_asset(name, pairs, text) for name, (pairs, text) in RETRIEVERS.items()]

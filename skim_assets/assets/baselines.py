@@ -1,0 +1,80 @@
+"""Training sets of the baselines SKIM is compared with: MAR is simulated; IPS, LEVER, LEVER+IPS, Gandalf here."""
+
+import dagster as dg
+import polars as pl
+
+from ..lib.baselines import click_propensities, gandalf_pairs, ips_pairs, lever_pairs
+from ..lib.datasets import read_spec
+from ..partitions import dataset_partitions
+from ..resources import EncoderResource, StorageResource
+from .common import all_queries, table_metadata
+from .mapping import MAPPING_ENCODER
+from .training import RETRIEVER_FOLDER
+
+LEVER_THRESHOLD = 0.8
+GANDALF_THRESHOLD = 0.1
+
+
+def _pairs_result(storage: StorageResource, name: str, dataset: str, pairs: pl.DataFrame) -> dg.MaterializeResult:
+    path = storage.write_table(name, dataset, pairs)
+    by_source = dict(pairs.group_by("source").len().iter_rows())
+    return dg.MaterializeResult(metadata=table_metadata(pairs, path)
+                                | {f"pairs_{s}": dg.MetadataValue.int(n) for s, n in by_source.items()}
+                                | {"mean_weight": dg.MetadataValue.float(round(float(pairs["weight"].mean()), 4))})
+
+
+def _ips(storage: StorageResource, dataset: str, clicks: pl.DataFrame) -> pl.DataFrame:
+    spec = read_spec(storage.inputs(dataset))
+    propensities = click_propensities(storage.read_table("documents", dataset), storage.read_table("train_pairs", dataset),
+                                      spec.propensity_a, spec.propensity_b)
+    return ips_pairs(clicks, propensities)
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name="baselines", deps=["train_pairs", "documents"])
+def ips_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """Click pairs re-weighted by inverse Jain propensities (A, B from the dataset config)."""
+    dataset = context.partition_key
+    return _pairs_result(storage, "ips_train_pairs", dataset, _ips(storage, dataset, storage.read_table("train_pairs", dataset)))
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name="baselines",
+          deps=["train_pairs", MAPPING_ENCODER, "documents", "queries", "click_log_pairs"])
+def lever_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource,
+                      encoder: EncoderResource) -> dg.MaterializeResult:
+    """Clicks plus LEVER's soft labels: documents a siamese teacher (the click-trained dual encoder) ranks near a
+    train query with (1+cos)/2 >= 0.8, found with hnswlib."""
+    dataset = context.partition_key
+    clicks = storage.read_table("train_pairs", dataset)
+    queries = all_queries(storage, dataset).filter(pl.col("split") == "train")
+    documents = storage.read_table("documents", dataset)
+    teacher = encoder.load(str(storage.artifact_dir(MAPPING_ENCODER, dataset) / RETRIEVER_FOLDER))
+    pairs = lever_pairs(clicks, queries["query_id"].to_list(),
+                        teacher.encode(queries["text"].to_list(), max_length=encoder.query_max_length),
+                        documents["doc_id"].to_list(),
+                        teacher.encode(documents["title"].to_list(), max_length=encoder.doc_max_length),
+                        threshold=LEVER_THRESHOLD, seed=read_spec(storage.inputs(dataset)).seed)
+    return _pairs_result(storage, "lever_train_pairs", dataset, pairs)
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name="baselines", deps=["lever_train_pairs", "train_pairs", "documents"])
+def lever_ips_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """LEVER's imputed soft labels plus IPS-weighted clicks."""
+    dataset = context.partition_key
+    lever = storage.read_table("lever_train_pairs", dataset)
+    clicks = _ips(storage, dataset, lever.filter(pl.col("source") != "lever").with_columns(pl.lit(1.0).alias("weight")))
+    pairs = pl.concat([clicks, lever.filter(pl.col("source") == "lever")])
+    return _pairs_result(storage, "lever_ips_train_pairs", dataset, pairs)
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name="baselines", deps=["train_pairs", "documents"])
+def gandalf_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """Clicks plus Gandalf's label-text training points with co-occurrence soft targets (threshold 0.1); the new
+    points' texts are in table `queries`."""
+    dataset = context.partition_key
+    pairs, new_queries = gandalf_pairs(storage.read_table("train_pairs", dataset),
+                                       storage.read_table("documents", dataset), GANDALF_THRESHOLD)
+    storage.write_table("gandalf_train_pairs", dataset, new_queries, "queries")
+    return _pairs_result(storage, "gandalf_train_pairs", dataset, pairs)
+
+
+baseline_pair_assets = [ips_train_pairs, lever_train_pairs, lever_ips_train_pairs, gandalf_train_pairs]
