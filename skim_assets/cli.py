@@ -54,6 +54,12 @@ def print_report(root: Path, name: str) -> int:
     table = pl.read_parquet(path)
     print(f"\nRetrieval metrics for dataset '{name}' (percent; queries without labels excluded):\n")
     print(metrics_table_markdown(table.to_dicts(), TABLE_COLUMNS))
+    comparison = root / "comparison_report" / name / "data.parquet"
+    if comparison.exists():
+        report = pl.read_parquet(comparison)
+        columns = ["method", *[c for c in report.columns if "unbiased" in c]]
+        print(f"\nComparison on the unbiased test set (all methods; full table: {comparison}):\n")
+        print(metrics_table_markdown(report.select(columns).to_dicts(), columns))
     views = refresh_catalogue(root)
     print(f"\nDuckDB catalogue: {root / 'skim.duckdb'} ({len(views)} views, e.g. "
           f"`SELECT * FROM retrieval_metrics WHERE dataset = '{name}'`)")

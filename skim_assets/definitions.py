@@ -7,9 +7,10 @@ import dagster as dg
 from .assets.baselines import baseline_pair_assets
 from .assets.datasets import click_log_pairs, dataset_tables
 from .assets.distillation import base_slm, lora_adapter, lora_adapter_no_metadata, teacher_demonstrations
-from .assets.evaluation import retrieval_metrics
+from .assets.evaluation import comparison_report, retrieval_metrics
 from .assets.generation import generation_assets
 from .assets.mapping import mapping_assets
+from .assets.ova import ova_assets
 from .assets.simulation import simulated_clicks
 from .assets.training import retriever_assets, train_pairs
 from .jobs import skim_pipeline_job
@@ -17,7 +18,8 @@ from .resources import EncoderResource, GeneratorResource, StorageResource, Teac
 from .sensors import dataset_folder_sensor
 
 ASSETS = [
-    dataset_tables, click_log_pairs, simulated_clicks, train_pairs, *retriever_assets, retrieval_metrics,
+    dataset_tables, click_log_pairs, simulated_clicks, train_pairs, *retriever_assets, *ova_assets,
+    retrieval_metrics, comparison_report,
     teacher_demonstrations, base_slm, lora_adapter, lora_adapter_no_metadata, *generation_assets, *mapping_assets,
     *baseline_pair_assets,
 ]

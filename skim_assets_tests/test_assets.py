@@ -11,7 +11,8 @@ from skim_assets.assets.datasets import click_log_pairs, dataset_tables
 from skim_assets.assets.simulation import simulated_clicks
 from skim_assets.assets.distillation import LoraAdapterConfig, TeacherDemonstrationsConfig, teacher_demonstrations
 from skim_assets.assets.generation import SyntheticQueriesConfig, generation_assets
-from skim_assets.assets.training import RETRIEVERS, RetrieverTrainingConfig, train_pairs
+from skim_assets.assets.ova import OVA_HEADS
+from skim_assets.assets.training import METHODS, RETRIEVERS, RetrieverTrainingConfig, train_pairs
 from skim_assets.definitions import ASSETS, defs
 from skim_assets.partitions import dataset_partitions
 from skim_assets.resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource
@@ -60,12 +61,14 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert materialized == {a.to_user_string() for asset in ASSETS for a in asset.keys}
 
     metrics = pl.read_parquet(storage_root / "retrieval_metrics" / "tiny" / "data.parquet")
-    assert set(metrics["model"]) == {"zero_shot", *RETRIEVERS} >= {"base_retriever", "oracle_retriever", "skim_retriever"}
+    assert set(metrics["model"]) == {"zero_shot", *RETRIEVERS, *OVA_HEADS}
+    assert {"base_retriever", "oracle_retriever", "skim_retriever", "skim_ova_head"} <= set(metrics["model"])
+    n_models = 1 + len(RETRIEVERS) + len(OVA_HEADS)
     assert set(metrics["test_set"]) == {"biased", "unbiased"}
     for column in ("P@5", "R@10", "R@25", "R@100", "nDCG@10", "PSP@5"):
         assert metrics[column].is_between(0, 1).all()
     # every model sees the whole (tiny) corpus in its top 100, so unbiased R@100 is exactly 1
-    assert metrics.filter(pl.col("test_set") == "unbiased")["R@100"].to_list() == pytest.approx([1.0] * (1 + len(RETRIEVERS)))
+    assert metrics.filter(pl.col("test_set") == "unbiased")["R@100"].to_list() == pytest.approx([1.0] * n_models)
 
     events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     assert "| zero_shot | biased |" in events["retrieval_metrics"]["metrics"].value
@@ -91,7 +94,12 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
 
     with duckdb.connect(str(storage_root / "skim.duckdb")) as con:
         rows = con.execute("SELECT count(*) FROM retrieval_metrics WHERE dataset = 'tiny'").fetchall()[0][0]
-    assert rows == 2 * (1 + len(RETRIEVERS))
+    assert rows == 2 * n_models
+
+    report = pl.read_parquet(storage_root / "comparison_report" / "tiny" / "data.parquet")
+    assert report["method"].to_list() == list(METHODS)
+    assert "ova_head unbiased R@100" in report.columns and "dual_encoder biased P@5" in report.columns
+    assert "**dual_encoder**" in events["comparison_report"]["table"].value
 
 
 def test_reimport_is_idempotent_and_bad_input_keeps_the_previous_tables(storage_root, tiny_demo):

@@ -1,28 +1,57 @@
-"""Evaluation: every retriever on the biased (click-log) and the unbiased (complete-label) test sets."""
-
+"""Evaluation: every model on the biased (click-log) and the unbiased (complete-label) test sets, and the
+paper's comparison table."""
 
 import time
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
+from ..lib.baselines import click_propensities
 from ..lib.catalogue import refresh_catalogue
 from ..lib.datasets import read_spec
 from ..lib.dual_encoder import rank_documents
-from ..lib.baselines import click_propensities
 from ..lib.metrics import evaluate_rankings, metrics_table_markdown
+from ..lib.ova_head import ova_topk
 from ..lib.plots import bar_plot, markdown_image
+from ..lib.retrieval import topk_frame
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
-from .training import RETRIEVER_FOLDER, RETRIEVERS
+from .ova import HEAD_FILE, OVA_HEADS, pretrained_embeddings
+from .training import METHODS, RETRIEVER_FOLDER, RETRIEVERS
 
 EVAL_KS = (1, 5, 10, 25, 100)
 TABLE_COLUMNS = ["model", "test_set", "P@1", "P@5", "R@10", "R@25", "R@100", "nDCG@10", "PSP@5", "queries"]
+REPORT_METRICS = ("P@5", "R@10", "R@25", "R@100")
 TEST_SETS = {"biased": "biased_test_qrels", "unbiased": "unbiased_test_qrels"}
+BASE_MODELS = {"dual_encoder": "_retriever", "ova_head": "_ova_head"}
 
 
-def evaluate_models(models: dict, storage: StorageResource, encoder: EncoderResource, dataset: str, log) -> pl.DataFrame:
-    """Rank the test queries with each model and score both test sets; `models` maps name -> encoder path or None."""
+def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, queries: pl.DataFrame,
+            documents: pl.DataFrame):
+    """(model name, method, base model, ranking function) for the zero-shot encoder and every trained model."""
+
+    def dual_encoder(path):
+        return lambda: rank_documents(encoder.load(path), queries, documents, max(EVAL_KS),
+                                      query_max_length=encoder.query_max_length, doc_max_length=encoder.doc_max_length)
+
+    def ova_head(path):
+        def rank():
+            head = np.load(path)
+            vectors = pretrained_embeddings(storage, encoder, dataset, queries["text"].to_list(), encoder.query_max_length)
+            indices, scores = ova_topk(vectors, head["weights"], head["biases"], max(EVAL_KS))
+            return topk_frame(queries["query_id"], head["doc_ids"].tolist(), indices, scores)
+        return rank
+
+    yield "zero_shot", "zero_shot", "zero_shot", dual_encoder(None)
+    for method in METHODS:
+        yield (f"{method}_retriever", method, "dual_encoder",
+               dual_encoder(str(storage.artifact_dir(f"{method}_retriever", dataset) / RETRIEVER_FOLDER)))
+        yield f"{method}_ova_head", method, "ova_head", ova_head(storage.artifact_dir(f"{method}_ova_head", dataset) / HEAD_FILE)
+
+
+def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset: str, log):
+    """Rank the test queries with every model and score both test sets: (metrics table, rankings)."""
     spec = read_spec(storage.inputs(dataset))
     documents = storage.read_table("documents", dataset)
     test_sets = {name: storage.read_table(asset, dataset) for name, asset in TEST_SETS.items()}
@@ -31,49 +60,84 @@ def evaluate_models(models: dict, storage: StorageResource, encoder: EncoderReso
     propensities = click_propensities(documents, storage.read_table("train_pairs", dataset),
                                       spec.propensity_a, spec.propensity_b)
     rows, rankings = [], []
-    for model_name, path in models.items():
+    for model, method, base_model, rank in _models(storage, encoder, dataset, queries, documents):
         started = time.monotonic()
-        ranked = rank_documents(encoder.load(path), queries, documents, max(EVAL_KS),
-                                query_max_length=encoder.query_max_length, doc_max_length=encoder.doc_max_length)
-        rankings.append(ranked.with_columns(pl.lit(model_name).alias("model")))
+        ranked = rank()
+        rankings.append(ranked.with_columns(pl.lit(model).alias("model")))
         for test_name, qrels in test_sets.items():
             metrics = evaluate_rankings(ranked, qrels, EVAL_KS, propensities)
-            rows.append({"model": model_name, "test_set": test_name, **metrics})
-        log(f"evaluated {model_name} in {time.monotonic() - started:.1f}s")
+            rows.append({"model": model, "method": method, "base_model": base_model, "test_set": test_name, **metrics})
+        log(f"evaluated {model} in {time.monotonic() - started:.1f}s")
     return pl.DataFrame(rows), pl.concat(rankings)
 
 
 @dg.asset(
     partitions_def=dataset_partitions,
     group_name="evaluation",
-    deps=[*RETRIEVERS, *TEST_SETS.values(), "train_pairs"],
+    deps=[*RETRIEVERS, *OVA_HEADS, *TEST_SETS.values(), "train_pairs"],
 )
 def retrieval_metrics(context: dg.AssetExecutionContext, storage: StorageResource, encoder: EncoderResource):
     """P@k, R@k, nDCG@k and PSP@k (Jain propensities from the click pairs) of the zero-shot encoder and every
-    trained retriever, on the biased and the unbiased test sets. Queries without labels are excluded."""
+    trained model, on the biased and the unbiased test sets. Queries without labels are excluded."""
     dataset = context.partition_key
-    models = {"zero_shot": None} | {
-        name: str(storage.artifact_dir(name, dataset) / RETRIEVER_FOLDER) for name in RETRIEVERS
-    }
-    table, rankings = evaluate_models(models, storage, encoder, dataset, context.log.info)
+    table, rankings = evaluate_models(storage, encoder, dataset, context.log.info)
     path = storage.write_table("retrieval_metrics", dataset, table)
     storage.write_table("retrieval_metrics", dataset, rankings, "rankings")
     markdown = metrics_table_markdown(table.to_dicts(), TABLE_COLUMNS)
     context.log.info(f"retrieval metrics for {dataset}:\n{markdown}")
-    unbiased = table.filter(pl.col("test_set") == "unbiased")
-    chart = bar_plot(unbiased["model"].to_list(), {m: unbiased[m].to_list() for m in ("R@10", "R@100")},
-                     f"{dataset}: unbiased test", "recall", storage.artifact_dir("retrieval_metrics", dataset) / "chart.png")
     try:
         views = refresh_catalogue(storage.root_path)
     except Exception as error:  # a user holding the DuckDB file open must not fail the evaluation
         context.log.warning(f"DuckDB catalogue not refreshed: {error}")
         views = []
+    unbiased = table.filter(pl.col("test_set") == "unbiased")
     return dg.MaterializeResult(
         metadata={
             "metrics": dg.MetadataValue.md(markdown),
-            "chart": dg.MetadataValue.md(markdown_image(chart, "unbiased recall")),
             "path": dg.MetadataValue.path(str(path)),
             "catalogue_views": dg.MetadataValue.int(len(views)),
             **{f"unbiased_R@100/{r['model']}": dg.MetadataValue.float(round(r["R@100"], 4)) for r in unbiased.to_dicts()},
         }
     )
+
+
+def comparison_table(metrics: pl.DataFrame) -> pl.DataFrame:
+    """The paper's Table 1 layout: one row per method, columns <base model> <test set> <metric>."""
+    trained = metrics.filter(pl.col("base_model") != "zero_shot")
+    wide = trained.select(
+        "method",
+        (pl.col("base_model") + " " + pl.col("test_set")).alias("column"),
+        *REPORT_METRICS,
+    ).unpivot(index=["method", "column"], on=list(REPORT_METRICS), variable_name="metric").with_columns(
+        (pl.col("column") + " " + pl.col("metric")).alias("column")
+    ).pivot(on="column", index="method", values="value")
+    order = {m: i for i, m in enumerate(METHODS)}
+    columns = [f"{b} {t} {m}" for b in BASE_MODELS for t in TEST_SETS for m in REPORT_METRICS]
+    return wide.sort(pl.col("method").replace_strict(order, return_dtype=pl.Int32)).select("method", *columns)
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name="evaluation", deps=["retrieval_metrics"])
+def comparison_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """Every method x base model on the biased and unbiased test sets (P@5, R@10, R@25, R@100), as in the paper's
+    Table 1/8: Markdown here, Parquet on disk, and a chart of unbiased R@100."""
+    dataset = context.partition_key
+    metrics = storage.read_table("retrieval_metrics", dataset)
+    table = comparison_table(metrics)
+    path = storage.write_table("comparison_report", dataset, table)
+    sections = []
+    for base_model in BASE_MODELS:
+        columns = [c for c in table.columns if c.startswith(base_model)]
+        sub = table.select("method", *columns).rename({c: c.removeprefix(base_model + " ") for c in columns})
+        sections.append(f"**{base_model}**\n\n" + metrics_table_markdown(sub.to_dicts(), sub.columns))
+    chart = bar_plot(table["method"].to_list(),
+                     {b: table[f"{b} unbiased R@100"].to_list() for b in BASE_MODELS},
+                     f"{dataset}: unbiased R@100 by method", "R@100", path.parent / "chart.png")
+    markdown = "\n\n".join(sections)
+    context.log.info(f"comparison for {dataset}:\n{markdown}")
+    skim, base = (table.filter(pl.col("method") == m)["dual_encoder unbiased R@100"].item() for m in ("skim", "base"))
+    return dg.MaterializeResult(metadata={
+        "table": dg.MetadataValue.md(markdown),
+        "chart": dg.MetadataValue.md(markdown_image(chart, "unbiased R@100")),
+        "path": dg.MetadataValue.path(str(path)),
+        "skim_minus_base_unbiased_R@100": dg.MetadataValue.float(round(skim - base, 4)),
+    })

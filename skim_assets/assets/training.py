@@ -105,17 +105,18 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.A
     return _retriever
 
 
-# Each training-data method is its own asset so the lineage graph shows what feeds what.
-RETRIEVERS = {
-    "base_retriever": ("train_pairs", "Trained on the click-log pairs only: what click logs alone can teach."),
-    "oracle_retriever": ("oracle_train_pairs", "Trained on every train label: the ceiling label repair could reach."),
-    "mar_retriever": ("mar_train_pairs", "Trained on a random sample of labels as large as the clicks (missing at random)."),
-    "ips_retriever": ("ips_train_pairs", "Trained on clicks re-weighted by inverse propensities (IPS)."),
-    "lever_retriever": ("lever_train_pairs", "Trained on clicks plus LEVER's siamese-teacher soft labels."),
-    "lever_ips_retriever": ("lever_ips_train_pairs", "LEVER's soft labels plus IPS-weighted clicks."),
-    "gandalf_retriever": ("gandalf_train_pairs", "Clicks plus Gandalf's label-text points with co-occurrence targets."),
-    "udapdr_retriever": ("augmented_train_pairs_udapdr", "Clicks plus UDAPDR-style pairs (generation without metadata)."),
-    "skim_no_metadata_retriever": ("augmented_train_pairs_no_metadata", "Ablation: SKIM without the metadata."),
-    "skim_retriever": ("augmented_train_pairs", "Trained on clicks plus SKIM's mapped pairs (knowledge infusion)."),
+# Each training-data method is its own asset so the lineage graph shows what feeds what. Method -> (pairs, text).
+METHODS = {
+    "base": ("train_pairs", "Click-log pairs only: what click logs alone can teach."),
+    "oracle": ("oracle_train_pairs", "Every train label: the ceiling label repair could reach."),
+    "mar": ("mar_train_pairs", "A random sample of labels as large as the clicks (missing at random)."),
+    "ips": ("ips_train_pairs", "Clicks re-weighted by inverse propensities (IPS)."),
+    "lever": ("lever_train_pairs", "Clicks plus LEVER's siamese-teacher soft labels."),
+    "lever_ips": ("lever_ips_train_pairs", "LEVER's soft labels plus IPS-weighted clicks."),
+    "gandalf": ("gandalf_train_pairs", "Clicks plus Gandalf's label-text points with co-occurrence targets."),
+    "udapdr": ("augmented_train_pairs_udapdr", "Clicks plus UDAPDR-style pairs (generation without metadata)."),
+    "skim_no_metadata": ("augmented_train_pairs_no_metadata", "Ablation: SKIM without the metadata."),
+    "skim": ("augmented_train_pairs", "Clicks plus SKIM's mapped pairs (knowledge infusion)."),
 }
+RETRIEVERS = {f"{method}_retriever": (pairs, f"DEXML-style dual encoder. {text}") for method, (pairs, text) in METHODS.items()}
 retriever_assets = [build_retriever_asset(name, pairs, text) for name, (pairs, text) in RETRIEVERS.items()]

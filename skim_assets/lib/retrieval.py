@@ -6,26 +6,36 @@ import numpy as np
 import polars as pl
 
 
+def topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of each row's k largest scores, best first, ties broken by the lower index."""
+    k = min(k, scores.shape[1])
+    if k < scores.shape[1]:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)  # last key is primary: score desc, then index asc
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
+
+
 def exact_topk(queries: np.ndarray, items: np.ndarray, k: int, block_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Indices and cosine scores of each query's k best items (unit-norm inputs), best first.
 
     Ties are broken by the lower item index, so results are deterministic. Blocks bound memory at
     block_size x n_items floats.
     """
-    k = min(k, items.shape[0])
+    return blocked_topk(queries, lambda block: block @ items.T, items.shape[0], k, block_size)
+
+
+def blocked_topk(queries: np.ndarray, score_block, n_items: int, k: int, block_size: int = 4096):
+    """Top-k over `score_block(query_block) -> [block, n_items]` scores, one block of queries at a time."""
+    k = min(k, n_items)
     indices = np.zeros((queries.shape[0], k), dtype=np.int64)
     scores = np.zeros((queries.shape[0], k), dtype=np.float32)
     for start in range(0, queries.shape[0], block_size):
-        block = queries[start : start + block_size] @ items.T
-        if k < items.shape[0]:
-            part = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        else:
-            part = np.tile(np.arange(items.shape[0]), (block.shape[0], 1))
-        part_scores = np.take_along_axis(block, part, axis=1)
-        # lexsort: last key is primary -> sort by score desc, then index asc
-        order = np.lexsort((part, -part_scores), axis=1)
-        indices[start : start + block_size] = np.take_along_axis(part, order, axis=1)
-        scores[start : start + block_size] = np.take_along_axis(part_scores, order, axis=1)
+        block_indices, block_scores = topk_rows(score_block(queries[start : start + block_size]), k)
+        indices[start : start + block_size] = block_indices
+        scores[start : start + block_size] = block_scores
     return indices, scores
 
 

@@ -1,0 +1,104 @@
+"""A Renée-style one-vs-all classifier head: one weight vector (and bias) per document over encoder features.
+
+The second base model of the comparison. Queries are embedded by the frozen pretrained encoder; each document's
+classifier starts at its title embedding and is trained with binary cross-entropy over the query's positives
+(weighted by pair weight) and a shortlist of hard negatives (the current head's top-scored non-positives),
+as Renée does with its negative shortlist. Scores are q . w_d + b_d.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .retrieval import blocked_topk, topk_rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OvaHeadConfig:
+    epochs: int = 30
+    learning_rate: float = 0.02
+    batch_size: int = 256  # queries per step
+    shortlist: int = 20  # hard negatives per query, re-mined every epoch
+    scale: float = 10.0  # logits = scale * (q . w_d) + b_d, so unit-norm features give useful margins
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class OvaHeadReport:
+    queries: int
+    pairs: int
+    seconds: float
+    epoch_losses: list[float] = field(default_factory=list)
+
+
+def train_ova_head(
+    query_vectors: np.ndarray,
+    pair_query_index: np.ndarray,
+    pair_doc_index: np.ndarray,
+    pair_weights: np.ndarray,
+    doc_vectors: np.ndarray,
+    config: OvaHeadConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, OvaHeadReport]:
+    """Train per-document classifiers; returns (weights [n_docs, dim], biases [n_docs], report)."""
+    config = config or OvaHeadConfig()
+    say = progress or log.info
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    n_queries, n_docs = query_vectors.shape[0], doc_vectors.shape[0]
+    queries = torch.from_numpy(query_vectors.astype(np.float32))
+    weights = torch.nn.Parameter(torch.from_numpy(doc_vectors.astype(np.float32)).clone())
+    biases = torch.nn.Parameter(torch.zeros(n_docs))
+    optimizer = torch.optim.Adam([weights, biases], lr=config.learning_rate, weight_decay=config.weight_decay)
+    positives: list[dict[int, float]] = [{} for _ in range(n_queries)]
+    for q, d, w in zip(pair_query_index, pair_doc_index, pair_weights):
+        positives[q][int(d)] = max(float(w), positives[q].get(int(d), 0.0))
+    trained = np.array([i for i in range(n_queries) if positives[i]])
+    report = OvaHeadReport(queries=len(trained), pairs=len(pair_query_index), seconds=0.0)
+    started = time.monotonic()
+    for epoch in range(config.epochs):
+        with torch.no_grad():
+            scores = (queries[trained] @ weights.T).numpy() * config.scale + biases.numpy()
+        depth = min(n_docs, config.shortlist + max(len(positives[i]) for i in trained))
+        shortlist, _ = topk_rows(scores, depth)
+        total = 0.0
+        order = rng.permutation(len(trained))
+        for start in range(0, len(trained), config.batch_size):
+            rows = order[start : start + config.batch_size]
+            q_idx, d_idx, target, sample_weight = [], [], [], []
+            for row in rows:
+                qi = trained[row]
+                for d, w in positives[qi].items():
+                    q_idx.append(qi), d_idx.append(d), target.append(1.0), sample_weight.append(w)
+                negatives = [d for d in shortlist[row] if d not in positives[qi]][: config.shortlist]
+                for d in negatives:
+                    q_idx.append(qi), d_idx.append(d), target.append(0.0), sample_weight.append(1.0)
+            q_t, d_t = torch.tensor(q_idx), torch.tensor(d_idx)
+            logits = (queries[q_t] * weights[d_t]).sum(-1) * config.scale + biases[d_t]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, torch.tensor(target), weight=torch.tensor(sample_weight), reduction="sum") / len(rows)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(rows)
+        report.epoch_losses.append(total / max(len(trained), 1))
+    report.seconds = time.monotonic() - started
+    say(f"one-vs-all head: {len(trained)} queries, {n_docs} documents, {config.epochs} epochs in {report.seconds:.1f}s; "
+        f"loss {report.epoch_losses[0]:.4f} -> {report.epoch_losses[-1]:.4f}")
+    return weights.detach().numpy(), biases.detach().numpy(), report
+
+
+def ova_topk(query_vectors: np.ndarray, weights: np.ndarray, biases: np.ndarray, k: int, scale: float = 10.0,
+             block_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k documents by head score, best first (ties by lower index)."""
+    return blocked_topk(query_vectors, lambda block: (block @ weights.T) * scale + biases, weights.shape[0], k,
+                        block_size)
