@@ -37,6 +37,7 @@ class SamplingSettings:
     top_k: int = 200
     max_new_tokens: int = 250
     seed: int = 0
+    min_new_tokens: int = 0  # > 0 forces equal-length outputs (throughput benchmarks)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class TransformersBackend:
                 generated = self.model.generate(
                     **batch, do_sample=sampling.temperature > 0, temperature=sampling.temperature or None,
                     top_k=sampling.top_k, max_new_tokens=sampling.max_new_tokens,
+                    min_new_tokens=sampling.min_new_tokens or None,
                     stop_strings=[STOP_MARKER], tokenizer=self.tokenizer,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
@@ -127,7 +129,8 @@ class VLLMBackend:
         from vllm.lora.request import LoRARequest
 
         params = SamplingParams(temperature=sampling.temperature, top_k=sampling.top_k,
-                                max_tokens=sampling.max_new_tokens, seed=sampling.seed, stop=[STOP_MARKER])
+                                max_tokens=sampling.max_new_tokens, seed=sampling.seed, stop=[STOP_MARKER],
+                                min_tokens=sampling.min_new_tokens, ignore_eos=sampling.min_new_tokens > 0)
         lora = LoRARequest("skim-student", 1, self.adapter_path) if self.adapter_path else None
         results = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
         return [Generation(r.outputs[0].text, len(r.outputs[0].token_ids)) for r in results]
