@@ -11,6 +11,7 @@ from .assets.evaluation import comparison_report, retrieval_metrics
 from .assets.generation import generation_assets
 from .assets.mapping import mapping_assets
 from .assets.ova import ova_assets
+from .checks import all_checks
 from .assets.simulation import simulated_clicks
 from .assets.training import retriever_assets, train_pairs
 from .jobs import skim_pipeline_job
@@ -48,6 +49,7 @@ def build_resources() -> dict:
 
 defs = dg.Definitions(
     assets=ASSETS,
+    asset_checks=all_checks,
     jobs=[skim_pipeline_job],
     sensors=[dataset_folder_sensor],
     resources=build_resources(),

@@ -13,6 +13,7 @@ from skim_assets.assets.distillation import LoraAdapterConfig, TeacherDemonstrat
 from skim_assets.assets.generation import SyntheticQueriesConfig, generation_assets
 from skim_assets.assets.ova import OVA_HEADS
 from skim_assets.assets.training import METHODS, RETRIEVERS, RetrieverTrainingConfig, train_pairs
+from skim_assets.checks import all_checks
 from skim_assets.definitions import ASSETS, defs
 from skim_assets.partitions import dataset_partitions
 from skim_assets.resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource
@@ -55,8 +56,13 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
            for name in ("lora_adapter", "lora_adapter_no_metadata")},
         **{asset.key.path[-1]: SyntheticQueriesConfig(max_new_tokens=12, shard_size=10) for asset in generation_assets},
     })
-    result = _materialize(ASSETS, storage_root, "tiny", base_model_path=tiny_causal_lm, run_config=run_config)
+    result = _materialize([*ASSETS, *all_checks], storage_root, "tiny", base_model_path=tiny_causal_lm,
+                          run_config=run_config)
     assert result.success
+    checks = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    assert len(checks) == len(all_checks)
+    blocking_failures = [k for k, e in checks.items() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+    assert blocking_failures == []
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == {a.to_user_string() for asset in ASSETS for a in asset.keys}
 

@@ -47,3 +47,14 @@ def test_bad_dataset_name_is_refused(cli_env, tmp_path):
 def test_report_without_metrics_fails_clearly(cli_env, capsys):
     assert main(["--root", str(cli_env), "report", "nothing"]) == 1
     assert "no metrics for dataset 'nothing'" in capsys.readouterr().err
+
+
+def test_demo_profile_is_valid_run_config_for_the_pipeline():
+    import dagster as dg
+
+    from skim_assets.cli import demo_run_config
+    from skim_assets.definitions import defs
+
+    config = demo_run_config()
+    assert config["ops"]["skim_retriever"]["config"]["epochs"] == 3
+    dg.validate_run_config(defs.resolve_job_def("skim_pipeline"), config)  # raises on unknown ops or fields

@@ -91,10 +91,10 @@ FILLER = [
 class DemoWorldConfig:
     """Size and shape of the demo world. Defaults keep the whole graph to a few minutes on 2 CPU cores."""
 
-    n_documents: int = 240
+    n_documents: int = 160
     docs_per_fact: float = 4.0  # mean number of products sharing one condition / ingredient / place / maker
     title_category_rate: float = 0.6  # fraction of titles that show the product category
-    train_phrasings: int = 2  # phrasings per fact in the train split (plus one held-out test phrasing)
+    train_phrasings: int = 1  # phrasings per fact in the train split (plus one held-out test phrasing)
     exposure_k: int = 10  # Algorithm 1's window for this world (small corpus)
     seed: int = 13
 

@@ -1,0 +1,430 @@
+"""Asset checks on small hand-written artifacts: a passing and a failing case per check, called directly with
+`dg.build_asset_check_context` (no partition key: the check evaluates every dataset folder under the root), and
+one partitioned in-process run showing the partition key and blocking at work."""
+
+import json
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from safetensors.numpy import save_file
+from safetensors.torch import save_file as save_torch_file
+
+from skim_assets import checks
+from skim_assets.assets.ova import OVA_HEADS
+from skim_assets.assets.training import RETRIEVERS
+from skim_assets.partitions import dataset_partitions
+from skim_assets.resources import StorageResource
+
+ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+DATASET = "toy"
+
+
+@pytest.fixture
+def storage(tmp_path) -> StorageResource:
+    return StorageResource(root=str(tmp_path))
+
+
+def run(check, storage: StorageResource) -> dg.AssetCheckResult:
+    result = check(dg.build_asset_check_context(resources={"storage": storage}))
+    assert isinstance(result, dg.AssetCheckResult)
+    return result
+
+
+def spec_of(check) -> dg.AssetCheckSpec:
+    (spec,) = check.check_specs
+    return spec
+
+
+def find(group, asset: str):
+    return next(c for c in group if spec_of(c).asset_key.to_user_string() == asset)
+
+
+def meta(result: dg.AssetCheckResult, key: str):
+    return result.metadata[key].value
+
+
+def write(storage, asset, frame, table="data", dataset=DATASET):
+    storage.write_table(asset, dataset, pl.DataFrame(frame) if isinstance(frame, dict) else frame, table)
+
+
+def documents(n=4, **overrides):
+    frame = {"doc_id": [f"d{i}" for i in range(n)], "title": [f"title {i}" for i in range(n)],
+             "metadata": [f"meta {i}" for i in range(n)]}
+    return pl.DataFrame(frame | overrides)
+
+
+def queries(**overrides):
+    frame = {"query_id": ["q0", "q1", "q2"], "text": ["alpha", "beta", "gamma"], "split": ["train", "train", "test"]}
+    return pl.DataFrame(frame | overrides)
+
+
+def qrels(**overrides):
+    frame = {"query_id": ["q0", "q1", "q2"], "doc_id": ["d0", "d1", "d2"], "relevance": [1.0, 1.0, 1.0]}
+    return pl.DataFrame(frame | overrides)
+
+
+@pytest.fixture
+def dataset_tables(storage):
+    write(storage, "documents", documents())
+    write(storage, "queries", queries())
+    write(storage, "relevance_labels", qrels())
+    return storage
+
+
+# ----------------------------------------------------------------------------------------------- dataset tables
+
+
+def test_dataset_table_checks_pass_on_canonical_tables(dataset_tables):
+    for check in (checks.documents_check, checks.queries_check, checks.relevance_labels_check):
+        result = run(check, dataset_tables)
+        assert result.passed, result.description
+        assert meta(result, "dataset") == DATASET
+        assert meta(result, "missing_columns") == [] and meta(result, "extra_columns") == []
+    assert meta(run(checks.queries_check, dataset_tables), "test_queries") == 1
+
+
+def test_documents_check_fails_on_duplicate_ids_and_empty_titles(storage):
+    write(storage, "documents", documents(doc_id=["d0", "d0", "d2", "d3"], title=["a", " ", "c", None]))
+    result = run(checks.documents_check, storage)
+    assert not result.passed and result.severity == ERROR
+    assert meta(result, "duplicate_doc_ids") == 1
+    assert meta(result, "empty_titles") == 2
+    assert "duplicate doc ids" in result.description
+
+
+def test_documents_check_fails_on_non_canonical_columns(storage):
+    write(storage, "documents", documents().drop("metadata").with_columns(pl.lit(1).alias("score")))
+    result = run(checks.documents_check, storage)
+    assert not result.passed and result.severity == ERROR
+    assert meta(result, "missing_columns") == ["metadata"]
+    assert meta(result, "extra_columns") == ["score"]
+
+
+def test_queries_check_fails_on_wrong_dtype_and_on_empty_text(storage):
+    write(storage, "queries", queries(split=[1, 1, 2]))
+    result = run(checks.queries_check, storage)
+    assert not result.passed and result.severity == ERROR
+    assert meta(result, "wrong_dtypes") == {"split": "Int64"}
+
+    write(storage, "queries", queries(text=["alpha", "", "gamma"]))
+    result = run(checks.queries_check, storage)
+    assert not result.passed and result.severity == ERROR
+    assert meta(result, "empty_texts") == 1 and meta(result, "duplicate_query_ids") == 0
+
+
+def test_relevance_labels_check_fails_on_unknown_ids(dataset_tables):
+    write(dataset_tables, "relevance_labels", qrels(query_id=["q0", "q1", "q9"], doc_id=["d0", "d7", "d7"]))
+    result = run(checks.relevance_labels_check, dataset_tables)
+    assert not result.passed and result.severity == ERROR
+    assert meta(result, "unknown_query_ids") == 1 and meta(result, "unknown_doc_ids") == 1
+    assert meta(result, "unknown_doc_id_examples") == ["d7"]
+
+
+def test_dataset_table_check_reports_a_missing_table_as_error(storage):
+    write(storage, "relevance_labels", qrels())  # no documents / queries tables
+    result = run(checks.relevance_labels_check, storage)
+    assert not result.passed and result.severity == ERROR
+    assert "missing" in result.description
+
+
+# ----------------------------------------------------------------------------------------------- teacher, generation
+
+
+def demonstrations(doc_ids):
+    return pl.DataFrame({"doc_id": doc_ids, "query": [f"q {i}" for i in range(len(doc_ids))],
+                         "rank": list(range(1, len(doc_ids) + 1))}, schema={"doc_id": pl.String, "query": pl.String,
+                                                                            "rank": pl.Int32})
+
+
+def raw_outputs(doc_ids, texts=None):
+    return pl.DataFrame({"doc_id": doc_ids, "text": texts or ["1. a query"] * len(doc_ids),
+                         "error": [None] * len(doc_ids)}, schema={"doc_id": pl.String, "text": pl.String, "error": pl.String})
+
+
+@pytest.mark.parametrize("parsed_docs, passed, severity, rate", [
+    (["d0", "d0", "d1", "d2", "d3"], True, ERROR, 1.0),
+    (["d0", "d1", "d2"], False, WARN, 0.75),
+    (["d0"], False, ERROR, 0.25),
+])
+def test_teacher_parse_rate(storage, parsed_docs, passed, severity, rate):
+    write(storage, "teacher_demonstrations", raw_outputs(["d0", "d1", "d2", "d3"]), "raw")
+    write(storage, "teacher_demonstrations", demonstrations(parsed_docs))
+    result = run(checks.teacher_demonstrations_check, storage)
+    assert result.passed is passed
+    if not passed:
+        assert result.severity == severity
+    assert meta(result, "parse_rate") == rate
+    assert meta(result, "documents") == 4
+    assert meta(result, "parsed_documents") == len(set(parsed_docs))
+
+
+def synthetic(query_texts, doc_ids=None):
+    doc_ids = doc_ids or [f"d{i % 4}" for i in range(len(query_texts))]
+    return pl.DataFrame({"doc_id": doc_ids, "query": query_texts, "rank": [1] * len(query_texts)},
+                        schema={"doc_id": pl.String, "query": pl.String, "rank": pl.Int32})
+
+
+def synthetic_check(asset="synthetic_queries"):
+    return find(checks.synthetic_queries_checks, asset)
+
+
+def test_synthetic_queries_pass_with_distinct_queries(storage):
+    write(storage, "synthetic_queries", synthetic(["red shoes", "blue hat", "green scarf", "tall boots"]))
+    write(storage, "synthetic_queries", raw_outputs(["d0", "d1", "d2", "d3"]), "raw")
+    result = run(synthetic_check(), storage)
+    assert result.passed
+    assert meta(result, "duplicate_rate") == 0.0 and meta(result, "empty_output_rate") == 0.0
+    assert meta(result, "queries") == 4
+
+
+def test_synthetic_queries_warn_on_duplicates_and_empty_outputs(storage):
+    write(storage, "synthetic_queries", synthetic(["Red Shoes", "red  shoes", "red shoes ", "blue hat"]))
+    write(storage, "synthetic_queries", raw_outputs(["d0", "d1", "d2", "d3"], ["1. x", "", "  ", "1. y"]), "raw")
+    result = run(synthetic_check(), storage)
+    assert not result.passed and result.severity == WARN
+    assert meta(result, "duplicate_rate") == 0.5
+    assert meta(result, "empty_output_rate") == 0.5
+    assert "duplicate rate" in result.description and "empty-output rate" in result.description
+
+
+def test_synthetic_queries_error_when_nothing_parsed(storage):
+    write(storage, "synthetic_queries_udapdr", synthetic([]))
+    write(storage, "synthetic_queries_udapdr", raw_outputs(["d0", "d1"], ["", "???"]), "raw")
+    result = run(synthetic_check("synthetic_queries_udapdr"), storage)
+    assert not result.passed and result.severity == ERROR
+    assert meta(result, "queries") == 0 and meta(result, "generations") == 2
+
+
+# ----------------------------------------------------------------------------------------------- mapped pairs
+
+
+def pairs(weights, doc_ids=None):
+    doc_ids = doc_ids or [f"d{i % 4}" for i in range(len(weights))]
+    return pl.DataFrame({"query_id": ["q0"] * len(weights), "doc_id": doc_ids, "weight": weights,
+                         "source": ["skim"] * len(weights)},
+                        schema={"query_id": pl.String, "doc_id": pl.String, "weight": pl.Float64, "source": pl.String})
+
+
+def mapped_check(asset="mapped_pairs"):
+    return find(checks.mapped_pairs_checks, asset)
+
+
+def test_mapped_pairs_pass_within_the_datasets_tau(storage):
+    spec = storage.inputs(DATASET) / "dataset.json"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(json.dumps({"format": "beir", "tau": 0.7}))
+    write(storage, "documents", documents(n=4))
+    write(storage, "mapped_pairs", pairs([0.75, 0.9, 1.0], doc_ids=["d0", "d1", "d1"]))
+    result = run(mapped_check(), storage)
+    assert result.passed, result.description
+    assert meta(result, "tau") == 0.7
+    assert meta(result, "document_coverage") == 0.5 and meta(result, "covered_documents") == 2
+    assert meta(result, "min_weight") == 0.75 and meta(result, "weights_outside_range") == 0
+
+
+def test_mapped_pairs_fail_below_the_default_tau_and_above_one(storage):
+    write(storage, "documents", documents(n=4))  # no dataset.json: tau defaults to 0.8
+    write(storage, "mapped_pairs", pairs([0.79, 0.9, 1.01, float("nan")]))
+    result = run(mapped_check(), storage)
+    assert not result.passed and result.severity == ERROR
+    assert meta(result, "tau") == checks.DEFAULT_TAU
+    assert meta(result, "weights_outside_range") == 3
+
+
+def test_mapped_pairs_warn_when_no_pair_was_mapped(storage):
+    write(storage, "documents", documents(n=4))
+    write(storage, "mapped_pairs_no_metadata", pairs([]))
+    result = run(mapped_check("mapped_pairs_no_metadata"), storage)
+    assert not result.passed and result.severity == WARN
+    assert meta(result, "pairs") == 0 and meta(result, "document_coverage") == 0.0
+
+
+# ----------------------------------------------------------------------------------------------- model weights
+
+
+def retriever_file(storage, name="skim_retriever"):
+    folder = storage.artifact_dir(name, DATASET) / "encoder"
+    folder.mkdir(parents=True)
+    return folder / "model.safetensors"
+
+
+def test_retriever_weights_finite_pass(storage):
+    save_file({"embeddings.weight": np.ones((3, 4), dtype=np.float32), "position_ids": np.arange(4)},
+              str(retriever_file(storage)))
+    result = run(find(checks.retriever_weight_checks, "skim_retriever"), storage)
+    assert result.passed
+    assert meta(result, "tensors") == 2 and meta(result, "parameters") == 16
+    assert meta(result, "nonfinite_values") == 0
+
+
+def test_retriever_weights_with_nan_fail(storage):
+    weight = np.ones((3, 4), dtype=np.float32)
+    weight[1, 2] = np.nan
+    weight[0, 0] = np.inf
+    save_file({"embeddings.weight": weight, "bias": np.zeros(4, dtype=np.float32)}, str(retriever_file(storage)))
+    result = run(find(checks.retriever_weight_checks, "skim_retriever"), storage)
+    assert not result.passed and result.severity == ERROR
+    assert meta(result, "nonfinite_values") == 2
+    assert meta(result, "nonfinite_tensor_examples") == ["embeddings.weight"]
+
+
+def test_retriever_weights_missing_file_fail(storage):
+    storage.artifact_dir("base_retriever", DATASET).mkdir(parents=True)
+    result = run(find(checks.retriever_weight_checks, "base_retriever"), storage)
+    assert not result.passed and result.severity == ERROR
+    assert "no weights file" in result.description
+
+
+def lora_file(storage):
+    folder = storage.artifact_dir("lora_adapter", DATASET) / "adapter"
+    folder.mkdir(parents=True)
+    return folder / "adapter_model.safetensors"
+
+
+def test_lora_adapter_bf16_weights_pass(storage):
+    save_torch_file({"lora_A.weight": torch.ones(2, 8, dtype=torch.bfloat16)}, str(lora_file(storage)))
+    result = run(find(checks.lora_weight_checks, "lora_adapter"), storage)
+    assert result.passed and meta(result, "parameters") == 16
+
+
+def test_lora_adapter_inf_weights_fail(storage):
+    tensor = torch.ones(2, 8, dtype=torch.bfloat16)
+    tensor[1, 1] = float("-inf")
+    save_torch_file({"lora_A.weight": tensor, "lora_B.weight": torch.zeros(8, 2)}, str(lora_file(storage)))
+    result = run(find(checks.lora_weight_checks, "lora_adapter"), storage)
+    assert not result.passed and result.severity == ERROR
+    assert meta(result, "nonfinite_values") == 1 and meta(result, "nonfinite_tensors") == 1
+
+
+def ova_file(storage, name="base_ova_head"):
+    folder = storage.artifact_dir(name, DATASET)
+    folder.mkdir(parents=True)
+    return folder / "head.npz"
+
+
+def test_ova_head_finite_pass(storage):
+    np.savez(ova_file(storage), weights=np.ones((4, 3), dtype=np.float32), biases=np.zeros(4, dtype=np.float32),
+             doc_ids=np.array(["d0", "d1", "d2", "d3"]))
+    result = run(find(checks.ova_weight_checks, "base_ova_head"), storage)
+    assert result.passed
+    assert meta(result, "tensors") == 2 and meta(result, "parameters") == 16  # doc_ids (strings) skipped
+
+
+def test_ova_head_nonfinite_or_incomplete_fail(storage):
+    path = ova_file(storage)
+    np.savez(path, weights=np.full((4, 3), np.nan, dtype=np.float32), biases=np.zeros(4, dtype=np.float32))
+    check = find(checks.ova_weight_checks, "base_ova_head")
+    result = run(check, storage)
+    assert not result.passed and result.severity == ERROR
+    assert meta(result, "nonfinite_values") == 12
+
+    np.savez(path, weights=np.ones((4, 3), dtype=np.float32))
+    result = run(check, storage)
+    assert not result.passed and result.severity == ERROR
+    assert meta(result, "missing_tensors") == ["biases"]
+
+
+# ----------------------------------------------------------------------------------------------- retrieval metrics
+
+
+def metrics(skim_r100=0.6, base_r100=0.5, **overrides):
+    rows = [
+        {"model": model, "method": model.removesuffix("_retriever"), "base_model": "dual_encoder", "test_set": test_set,
+         "P@1": 0.5, "P@5": 0.3, "R@10": 0.4, "R@100": r100, "nDCG@10": 0.45, "PSP@5": 0.2, "queries": 10}
+        for model, r100 in (("skim_retriever", skim_r100), ("base_retriever", base_r100))
+        for test_set in ("biased", "unbiased")
+    ]
+    return pl.DataFrame(rows).with_columns(**{k: pl.lit(v) for k, v in overrides.items()})
+
+
+def test_metrics_in_unit_interval_pass(storage):
+    write(storage, "retrieval_metrics", metrics())
+    result = run(checks.metric_range_check, storage)
+    assert result.passed
+    assert "queries" not in meta(result, "metric_columns")
+    assert meta(result, "values_outside_0_1") == 0
+
+
+def test_metrics_outside_unit_interval_fail(storage):
+    frame = metrics().with_columns(pl.when(pl.col("test_set") == "biased").then(1.2).otherwise(pl.col("P@1")).alias("P@1"),
+                                   pl.lit(float("nan")).alias("nDCG@10"))
+    write(storage, "retrieval_metrics", frame)
+    result = run(checks.metric_range_check, storage)
+    assert not result.passed and result.severity == ERROR
+    assert meta(result, "bad_columns") == {"P@1": 2, "nDCG@10": 4}
+
+
+def test_skim_beats_base_passes(storage):
+    write(storage, "retrieval_metrics", metrics(skim_r100=0.62, base_r100=0.5))
+    result = run(checks.skim_beats_base_check, storage)
+    assert result.passed
+    assert meta(result, "skim_minus_base") == 0.12
+
+
+def test_skim_not_beating_base_warns(storage):
+    write(storage, "retrieval_metrics", metrics(skim_r100=0.5, base_r100=0.5))
+    result = run(checks.skim_beats_base_check, storage)
+    assert not result.passed and result.severity == WARN
+    assert meta(result, "skim_retriever") == 0.5 and meta(result, "base_retriever") == 0.5
+    assert spec_of(checks.skim_beats_base_check).blocking is False
+
+
+# ----------------------------------------------------------------------------------------------- partitions, wiring
+
+
+def test_without_partition_key_every_dataset_folder_is_checked(storage):
+    write(storage, "retrieval_metrics", metrics(), dataset="good")
+    write(storage, "retrieval_metrics", metrics(**{"R@10": 1.5}), dataset="bad")
+    result = run(checks.metric_range_check, storage)
+    assert not result.passed and result.severity == ERROR
+    assert meta(result, "datasets") == ["bad", "good"] and meta(result, "failed_datasets") == ["bad"]
+    assert meta(result, "good/values_outside_0_1") == 0 and meta(result, "bad/values_outside_0_1") == 4
+
+
+def test_no_materialized_dataset_is_an_error(storage):
+    result = run(checks.documents_check, storage)
+    assert not result.passed and result.severity == ERROR
+
+
+def test_partitioned_run_checks_its_partition_and_a_failing_blocking_check_skips_downstream(storage):
+    write(storage, "teacher_demonstrations", raw_outputs(["d0", "d1"]), "raw", dataset="good")
+    write(storage, "teacher_demonstrations", demonstrations(["d0", "d1"]), dataset="good")
+    write(storage, "teacher_demonstrations", raw_outputs(["d0", "d1"]), "raw", dataset="bad")
+    write(storage, "teacher_demonstrations", demonstrations([]), dataset="bad")
+
+    @dg.asset(name="teacher_demonstrations", partitions_def=dataset_partitions)
+    def stub() -> None:  # the tables are already on disk
+        pass
+
+    @dg.asset(partitions_def=dataset_partitions, deps=["teacher_demonstrations"])
+    def downstream() -> None:
+        pass
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(dataset_partitions.name, ["good", "bad"])
+    outcomes = {}
+    for dataset in ("good", "bad"):
+        result = dg.materialize([stub, downstream, checks.teacher_demonstrations_check], partition_key=dataset,
+                                instance=instance, resources={"storage": storage}, raise_on_error=False)
+        (evaluation,) = result.get_asset_check_evaluations()
+        materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        outcomes[dataset] = (evaluation.passed, evaluation.metadata["dataset"].value, "downstream" in materialized)
+    assert outcomes == {"good": (True, "good", True), "bad": (False, "bad", False)}
+
+
+def test_every_model_asset_has_a_blocking_weights_check_and_all_checks_load():
+    from skim_assets.definitions import ASSETS, build_resources
+
+    specs = [spec_of(c) for c in checks.all_checks]
+    weight_checked = {s.asset_key.to_user_string() for s in specs if s.name == "weights_finite" and s.blocking}
+    assert set(RETRIEVERS) | set(OVA_HEADS) | {"lora_adapter", "lora_adapter_no_metadata"} <= weight_checked
+    assert all(s.partitions_def == dataset_partitions for s in specs)
+    blocking = {s.key.to_user_string() for s in specs if s.blocking}
+    assert {"documents:documents_valid", "teacher_demonstrations:parse_rate", "mapped_pairs:weights_within_tau",
+            "skim_retriever:weights_finite", "retrieval_metrics:metrics_in_unit_interval"} <= blocking
+    assert "retrieval_metrics:skim_beats_base_unbiased_r100" not in blocking
+    defs = dg.Definitions(assets=ASSETS, asset_checks=checks.all_checks, resources=build_resources())
+    assert len(defs.resolve_asset_graph().asset_check_keys) == len(checks.all_checks)
