@@ -73,6 +73,7 @@ class TransformersBackend:
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(base_path)
         self.tokenizer.padding_side = "left"
+        self.tokenizer.truncation_side = "left"  # an over-long prompt loses its start, never the document and header
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
