@@ -30,11 +30,11 @@ def register_dataset(name: str, instance) -> None:
         instance.add_dynamic_partitions(dataset_partitions.name, [name])
 
 
-def materialize_dataset(name: str, instance, run_config: dict | None = None) -> bool:
-    """Run the whole graph for one dataset partition in this process; returns success."""
+def materialize_dataset(name: str, instance, run_config: dict | None = None, job_name: str = "skim_pipeline") -> bool:
+    """Run a job (default: the whole graph) for one dataset partition in this process; returns success."""
     from .definitions import defs
 
-    job = defs.resolve_job_def("skim_pipeline")
+    job = defs.resolve_job_def(job_name)
     result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config or {},
                                     raise_on_error=False)
     return result.success
@@ -72,19 +72,27 @@ def print_report(root: Path, name: str) -> int:
     return 0
 
 
-def demo_run_config() -> dict:
+def demo_run_config(job_name: str = "skim_pipeline") -> dict:
     """The demo's profile: sized for minutes on 2 CPU cores. The asset defaults follow the paper and SciFact;
     the demo world is small, so its models take fewer, larger steps: 3 epochs at lr 1e-4 for the dual encoders,
-    effective batch 16 for LoRA (a few hundred examples would give a handful of steps at 64), and 64 new tokens
-    per document (its queries are short keyphrases)."""
+    teacher demonstrations for 64 documents and LoRA at effective batch 8 (at 64 a few dozen examples would give a
+    handful of steps), and 64 new tokens per document (its queries are short keyphrases)."""
     from .assets.generation import generation_assets
     from .assets.training import RETRIEVERS
+    from .definitions import defs
 
-    return {"ops": {
+    in_job = set(defs.resolve_job_def(job_name).graph.node_dict)
+    ops = {
         **{name: {"config": {"epochs": 3, "learning_rate": 1e-4}} for name in RETRIEVERS},
-        **{name: {"config": {"effective_batch_size": 16}} for name in ("lora_adapter", "lora_adapter_no_metadata")},
+        "teacher_demonstrations": {"config": {"max_documents": 64}},
+        **{name: {"config": {"effective_batch_size": 8}} for name in ("lora_adapter", "lora_adapter_no_metadata")},
         **{asset.key.path[-1]: {"config": {"max_new_tokens": 64}} for asset in generation_assets},
-    }}
+    }
+    return {"ops": {name: config for name, config in ops.items() if name in in_job}}
+
+
+def demo_job(all_methods: bool) -> str:
+    return "skim_pipeline" if all_methods else "skim_core"
 
 
 def cmd_demo(args) -> int:
@@ -95,7 +103,8 @@ def cmd_demo(args) -> int:
     print(f"demo world written to {root / 'inputs' / DEMO_DATASET}: {counts}", flush=True)
     instance = _instance()
     register_dataset(DEMO_DATASET, instance)
-    if not materialize_dataset(DEMO_DATASET, instance, demo_run_config()):
+    job = demo_job(args.all_methods)
+    if not materialize_dataset(DEMO_DATASET, instance, demo_run_config(job), job):
         print("the demo run failed: see the log above", file=sys.stderr)
         return 1
     return print_report(root, DEMO_DATASET)
@@ -155,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="generate the demo world, materialize every asset, print the metrics")
     demo.add_argument("--documents", type=int, default=DemoWorldConfig().n_documents, help="demo world size")
+    demo.add_argument("--all-methods", action="store_true",
+                      help="also run the generation ablations (UDAPDR-style, SKIM without metadata)")
     demo.set_defaults(func=cmd_demo)
 
     imp = sub.add_parser("import", help="validate and register a dataset folder as a partition")

@@ -14,7 +14,7 @@ from .assets.ova import ova_assets
 from .checks import all_checks
 from .assets.simulation import simulated_clicks
 from .assets.training import retriever_assets, train_pairs
-from .jobs import skim_pipeline_job
+from .jobs import skim_core_job, skim_pipeline_job
 from .resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource
 from .sensors import dataset_folder_sensor
 
@@ -50,7 +50,7 @@ def build_resources() -> dict:
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=all_checks,
-    jobs=[skim_pipeline_job],
+    jobs=[skim_pipeline_job, skim_core_job],
     sensors=[dataset_folder_sensor],
     resources=build_resources(),
     # each step in its own process, so model memory (and GPU memory) is freed when a step ends

@@ -55,6 +55,9 @@ def test_demo_profile_is_valid_run_config_for_the_pipeline():
     from skim_assets.cli import demo_run_config
     from skim_assets.definitions import defs
 
-    config = demo_run_config()
-    assert config["ops"]["skim_retriever"]["config"]["epochs"] == 3
-    dg.validate_run_config(defs.resolve_job_def("skim_pipeline"), config)  # raises on unknown ops or fields
+    for job in ("skim_core", "skim_pipeline"):
+        config = demo_run_config(job)
+        assert config["ops"]["skim_retriever"]["config"]["epochs"] == 3
+        dg.validate_run_config(defs.resolve_job_def(job), config)  # raises on unknown ops or fields
+    assert "synthetic_queries_udapdr" not in demo_run_config("skim_core")["ops"]
+    assert "synthetic_queries_udapdr" in demo_run_config("skim_pipeline")["ops"]

@@ -45,9 +45,10 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
 
     yield "zero_shot", "zero_shot", "zero_shot", dual_encoder(None)
     for method in METHODS:
-        yield (f"{method}_retriever", method, "dual_encoder",
-               dual_encoder(str(storage.artifact_dir(f"{method}_retriever", dataset) / RETRIEVER_FOLDER)))
-        yield f"{method}_ova_head", method, "ova_head", ova_head(storage.artifact_dir(f"{method}_ova_head", dataset) / HEAD_FILE)
+        encoder_path = storage.artifact_dir(f"{method}_retriever", dataset) / RETRIEVER_FOLDER
+        head_path = storage.artifact_dir(f"{method}_ova_head", dataset) / HEAD_FILE
+        yield f"{method}_retriever", method, "dual_encoder", dual_encoder(str(encoder_path)) if encoder_path.exists() else None
+        yield f"{method}_ova_head", method, "ova_head", ova_head(head_path) if head_path.exists() else None
 
 
 def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset: str, log):
@@ -59,8 +60,11 @@ def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset:
     queries = storage.read_table("queries", dataset).join(test_query_ids, on="query_id").sort("query_id")
     propensities = click_propensities(documents, storage.read_table("train_pairs", dataset),
                                       spec.propensity_a, spec.propensity_b)
-    rows, rankings = [], []
+    rows, rankings, missing = [], [], []
     for model, method, base_model, rank in _models(storage, encoder, dataset, queries, documents):
+        if rank is None:  # a partial materialization (e.g. the `skim_core` job) leaves some models out
+            missing.append(model)
+            continue
         started = time.monotonic()
         ranked = rank()
         rankings.append(ranked.with_columns(pl.lit(model).alias("model")))
@@ -68,7 +72,9 @@ def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset:
             metrics = evaluate_rankings(ranked, qrels, EVAL_KS, propensities)
             rows.append({"model": model, "method": method, "base_model": base_model, "test_set": test_name, **metrics})
         log(f"evaluated {model} in {time.monotonic() - started:.1f}s")
-    return pl.DataFrame(rows), pl.concat(rankings)
+    if missing:
+        log(f"not materialized for {dataset}, so not evaluated: {', '.join(missing)}")
+    return pl.DataFrame(rows), pl.concat(rankings), missing
 
 
 @dg.asset(
@@ -80,7 +86,7 @@ def retrieval_metrics(context: dg.AssetExecutionContext, storage: StorageResourc
     """P@k, R@k, nDCG@k and PSP@k (Jain propensities from the click pairs) of the zero-shot encoder and every
     trained model, on the biased and the unbiased test sets. Queries without labels are excluded."""
     dataset = context.partition_key
-    table, rankings = evaluate_models(storage, encoder, dataset, context.log.info)
+    table, rankings, missing = evaluate_models(storage, encoder, dataset, context.log.info)
     path = storage.write_table("retrieval_metrics", dataset, table)
     storage.write_table("retrieval_metrics", dataset, rankings, "rankings")
     markdown = metrics_table_markdown(table.to_dicts(), TABLE_COLUMNS)
@@ -96,6 +102,7 @@ def retrieval_metrics(context: dg.AssetExecutionContext, storage: StorageResourc
             "metrics": dg.MetadataValue.md(markdown),
             "path": dg.MetadataValue.path(str(path)),
             "catalogue_views": dg.MetadataValue.int(len(views)),
+            "models_not_materialized": dg.MetadataValue.json(missing),
             **{f"unbiased_R@100/{r['model']}": dg.MetadataValue.float(round(r["R@100"], 4)) for r in unbiased.to_dicts()},
         }
     )
@@ -112,7 +119,8 @@ def comparison_table(metrics: pl.DataFrame) -> pl.DataFrame:
         (pl.col("column") + " " + pl.col("metric")).alias("column")
     ).pivot(on="column", index="method", values="value")
     order = {m: i for i, m in enumerate(METHODS)}
-    columns = [f"{b} {t} {m}" for b in BASE_MODELS for t in TEST_SETS for m in REPORT_METRICS]
+    columns = [c for c in (f"{b} {t} {m}" for b in BASE_MODELS for t in TEST_SETS for m in REPORT_METRICS)
+               if c in wide.columns]
     return wide.sort(pl.col("method").replace_strict(order, return_dtype=pl.Int32)).select("method", *columns)
 
 
@@ -130,14 +138,16 @@ def comparison_report(context: dg.AssetExecutionContext, storage: StorageResourc
         sub = table.select("method", *columns).rename({c: c.removeprefix(base_model + " ") for c in columns})
         sections.append(f"**{base_model}**\n\n" + metrics_table_markdown(sub.to_dicts(), sub.columns))
     chart = bar_plot(table["method"].to_list(),
-                     {b: table[f"{b} unbiased R@100"].to_list() for b in BASE_MODELS},
+                     {b: table[f"{b} unbiased R@100"].to_list() for b in BASE_MODELS if f"{b} unbiased R@100" in table.columns},
                      f"{dataset}: unbiased R@100 by method", "R@100", path.parent / "chart.png")
     markdown = "\n\n".join(sections)
     context.log.info(f"comparison for {dataset}:\n{markdown}")
-    skim, base = (table.filter(pl.col("method") == m)["dual_encoder unbiased R@100"].item() for m in ("skim", "base"))
-    return dg.MaterializeResult(metadata={
+    by_method = dict(zip(table["method"].to_list(), table["dual_encoder unbiased R@100"].to_list()))
+    gain = {"skim_minus_base_unbiased_R@100": dg.MetadataValue.float(round(by_method["skim"] - by_method["base"], 4))} \
+        if {"skim", "base"} <= set(by_method) else {}
+    return dg.MaterializeResult(metadata=gain | {
         "table": dg.MetadataValue.md(markdown),
         "chart": dg.MetadataValue.md(markdown_image(chart, "unbiased R@100")),
         "path": dg.MetadataValue.path(str(path)),
-        "skim_minus_base_unbiased_R@100": dg.MetadataValue.float(round(skim - base, 4)),
+        "methods": dg.MetadataValue.int(table.height),
     })
