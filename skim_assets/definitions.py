@@ -5,6 +5,7 @@ import os
 import dagster as dg
 
 from .assets.baselines import baseline_pair_assets
+from .assets.common import GPU_TAGS
 from .assets.datasets import click_log_pairs, dataset_tables
 from .assets.distillation import base_slm, lora_adapter, lora_adapter_no_metadata, teacher_demonstrations
 from .assets.evaluation import comparison_report, retrieval_metrics
@@ -55,6 +56,7 @@ defs = dg.Definitions(
     resources=build_resources(),
     # each step in its own process, so model memory (and GPU memory) is freed when a step ends
     executor=dg.multiprocess_executor.configured(
-        {"max_concurrent": 2, "tag_concurrency_limits": [{"key": "skim/resource", "value": "gpu", "limit": 1}]}
+        {"max_concurrent": 2,
+         "tag_concurrency_limits": [{"key": k, "value": v, "limit": 1} for k, v in GPU_TAGS.items()]}
     ),
 )

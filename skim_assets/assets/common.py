@@ -1,4 +1,4 @@
-"""Metadata helpers shared by the asset modules."""
+"""Metadata helpers and settings shared by the asset modules."""
 
 
 from pathlib import Path
@@ -7,6 +7,11 @@ import dagster as dg
 import polars as pl
 
 from ..lib.storage import directory_size_bytes
+
+# Model steps (training, distillation, generation) share the `gpu` pool and carry this tag, which the default
+# executor limits to one at a time (two torch processes on the same cores slow each other down many times over).
+GPU_POOL = "gpu"
+GPU_TAGS = {"skim/resource": "gpu"}
 
 
 def table_metadata(frame: pl.DataFrame, path: Path, preview_rows: int = 5) -> dict:

@@ -22,9 +22,8 @@ from ..lib.storage import atomic_directory
 from ..lib.teachers import TeacherRequest
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource, TeacherResource
-from .common import all_queries, directory_metadata, table_metadata
+from .common import GPU_POOL, GPU_TAGS, all_queries, directory_metadata, table_metadata
 
-GPU_POOL = "gpu"
 _LORA = LoraSftConfig()
 
 
@@ -141,7 +140,7 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
         pool=GPU_POOL,
         retry_policy=dg.RetryPolicy(max_retries=1, delay=30),
         kinds={"pytorch"},
-        tags={"skim/resource": "gpu"},
+        tags=GPU_TAGS,
     )
     def _lora_adapter(
         context: dg.AssetExecutionContext, config: LoraAdapterConfig, storage: StorageResource,

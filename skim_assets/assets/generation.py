@@ -9,8 +9,8 @@ from ..lib.generation import SamplingSettings, generate_sharded, make_backend
 from ..lib.prompts import teacher_messages
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource
-from .common import all_queries, table_metadata
-from .distillation import GPU_POOL, _base_model_dir
+from .common import GPU_POOL, GPU_TAGS, all_queries, table_metadata
+from .distillation import _base_model_dir
 
 _SAMPLING = SamplingSettings()
 
@@ -39,7 +39,7 @@ def build_synthetic_queries_asset(
         pool=GPU_POOL,
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
         kinds={"pytorch"},
-        tags={"skim/resource": "gpu"},
+        tags=GPU_TAGS,
     )
     def _synthetic_queries(
         context: dg.AssetExecutionContext, config: SyntheticQueriesConfig, storage: StorageResource,

@@ -14,9 +14,8 @@ from ..lib.plots import line_plot, markdown_image
 from ..lib.storage import atomic_directory
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
-from .common import all_queries, directory_metadata, table_metadata
+from .common import GPU_POOL, GPU_TAGS, all_queries, directory_metadata, table_metadata
 
-GPU_POOL = "gpu"
 TRAINING_RETRY = dg.RetryPolicy(max_retries=1, delay=30)
 _DEFAULTS = DualEncoderConfig()
 
@@ -69,7 +68,7 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.A
         pool=GPU_POOL,
         retry_policy=TRAINING_RETRY,
         kinds={"pytorch"},
-        tags={"skim/resource": "gpu"},
+        tags=GPU_TAGS,
     )
     def _retriever(
         context: dg.AssetExecutionContext, config: RetrieverTrainingConfig, storage: StorageResource,

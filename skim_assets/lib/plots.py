@@ -12,6 +12,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def line_plot(series: dict[str, tuple[list, list]], title: str, xlabel: str, ylabel: str, path: str | Path) -> Path:
     """Plot named (x, y) series to a PNG file."""
     fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
@@ -23,12 +32,7 @@ def line_plot(series: dict[str, tuple[list, list]], title: str, xlabel: str, yla
     if len(series) > 1:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def bar_plot(labels: list[str], groups: dict[str, list[float]], title: str, ylabel: str, path: str | Path) -> Path:
@@ -43,12 +47,7 @@ def bar_plot(labels: list[str], groups: dict[str, list[float]], title: str, ylab
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def markdown_image(path: str | Path, alt: str = "plot") -> str:
@@ -68,9 +67,4 @@ def histogram_plot(values: list[float], title: str, xlabel: str, path: str | Pat
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
