@@ -38,6 +38,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--prompts", type=int)
     parser.add_argument("--tokens", type=int)
+    parser.add_argument("--vllm-dtype", default="auto", help="vLLM dtype (auto picks bf16; float32 on CPUs without bf16)")
     args = parser.parse_args()
     n_prompts = args.prompts or (8 if args.quick else 64)
     n_tokens = args.tokens or (32 if args.quick else 128)
@@ -61,10 +62,10 @@ def main():
     if vllm_available():
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         started = time.monotonic()
-        engine = make_backend("vllm", base, args.adapter, max_model_len=1024)
+        engine = make_backend("vllm", base, args.adapter, max_model_len=1024, dtype=args.vllm_dtype)
         print(f"vLLM engine ready in {time.monotonic() - started:.0f}s", flush=True)
         engine.generate(prompts[:1], SamplingSettings(max_new_tokens=4))
-        results["vllm" + (" + LoRARequest" if args.adapter else "")] = timed(engine, prompts, sampling, len(prompts))
+        results[f"vllm ({args.vllm_dtype})" + (" + LoRARequest" if args.adapter else "")] = timed(engine, prompts, sampling, len(prompts))
 
     baseline = results["transformers one-at-a-time"]["tokens_per_s"]
     batched = results[f"transformers batched ({args.batch_size})"]["tokens_per_s"]

@@ -118,8 +118,11 @@ class VLLMBackend:
     def __init__(self, base_path: str | Path, adapter_path: str | Path | None = None, max_lora_rank: int = 16,
                  gpu_memory_utilization: float = 0.85, tensor_parallel_size: int = 1, max_model_len: int = 1024,
                  dtype: str = "auto"):
+        import torch
         from vllm import LLM
 
+        if dtype == "auto" and not torch.cuda.is_available():
+            dtype = "float32"  # vLLM's CPU default is bf16, 8x slower than fp32 on CPUs without bf16 units (BENCHMARKS.md)
         self.llm = LLM(model=str(base_path), enable_lora=adapter_path is not None, max_lora_rank=max_lora_rank,
                        gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
                        max_model_len=max_model_len, dtype=dtype, seed=0)
