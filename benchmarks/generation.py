@@ -69,7 +69,7 @@ def main():
 
     baseline = results["transformers one-at-a-time"]["tokens_per_s"]
     batched = results[f"transformers batched ({args.batch_size})"]["tokens_per_s"]
-    print(f"\n| backend | docs/s | generated tokens/s | x one-at-a-time | x batched |\n|---|---:|---:|---:|---:|")
+    print("\n| backend | docs/s | generated tokens/s | x one-at-a-time | x batched |\n|---|---:|---:|---:|---:|")
     for name, r in results.items():
         print(f"| {name} | {r['docs_per_s']:.2f} | {r['tokens_per_s']:.1f} | {r['tokens_per_s'] / baseline:.2f} | "
               f"{r['tokens_per_s'] / batched:.2f} |")

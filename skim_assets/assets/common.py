@@ -44,3 +44,10 @@ def all_queries(storage, dataset: str, pairs_asset: str | None = None) -> pl.Dat
         if extra is not None and extra.exists():
             queries = pl.concat([queries, pl.read_parquet(extra)])
     return queries
+
+
+def known_queries(storage, dataset: str) -> dict:
+    """doc_id -> texts of a few of its clicked train queries (what the teacher and student prompts show)."""
+    from ..lib.demonstrations import known_queries_by_doc
+
+    return known_queries_by_doc(storage.read_table("train_pairs", dataset), all_queries(storage, dataset))

@@ -4,7 +4,6 @@
 import time
 
 import dagster as dg
-import polars as pl
 
 from ..lib.clicklogs import aggregate_click_logs, click_log_files
 from ..lib.datasets import CLICKS_FOLDER, import_tables, read_spec
@@ -63,7 +62,7 @@ def click_log_pairs(context: dg.AssetExecutionContext, storage: StorageResource)
     """
     dataset = context.partition_key
     files = click_log_files(storage.inputs(dataset) / CLICKS_FOLDER)
-    documents = storage.read_table("documents", dataset, )
+    documents = storage.read_table("documents", dataset)
     queries = storage.read_table("queries", dataset)
     pairs, new_queries, aggregate = aggregate_click_logs(files, documents, queries)
     storage.write_table("click_log_pairs", dataset, new_queries, "queries")

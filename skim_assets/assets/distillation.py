@@ -9,7 +9,6 @@ from pydantic import Field
 
 from ..lib.datasets import read_spec
 from ..lib.demonstrations import (
-    known_queries_by_doc,
     parse_outputs,
     sample_documents,
     student_examples,
@@ -22,7 +21,7 @@ from ..lib.storage import atomic_directory
 from ..lib.teachers import TeacherRequest
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource, TeacherResource
-from .common import GPU_POOL, GPU_TAGS, all_queries, directory_metadata, table_metadata
+from .common import GPU_POOL, GPU_TAGS, directory_metadata, known_queries, table_metadata
 
 _LORA = LoraSftConfig()
 
@@ -51,7 +50,7 @@ def teacher_demonstrations(
     dataset = context.partition_key
     spec = read_spec(storage.inputs(dataset))
     documents = storage.read_table("documents", dataset)
-    known = known_queries_by_doc(storage.read_table("train_pairs", dataset), all_queries(storage, dataset))
+    known = known_queries(storage, dataset)
     sample = sample_documents(documents, config.max_documents, config.seed)
     model = teacher.build(storage.root_path / "teacher_cache", fallback_model_path=_base_model_dir(storage, generator))
     context.log.info(f"teacher {model.backend}:{model.model} on {sample.height} documents ({spec.prompt_style} prompt)")
@@ -149,7 +148,7 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
         dataset = context.partition_key
         spec = read_spec(storage.inputs(dataset))
         documents = storage.read_table("documents", dataset)
-        known = known_queries_by_doc(storage.read_table("train_pairs", dataset), all_queries(storage, dataset))
+        known = known_queries(storage, dataset)
         prompts, targets = student_examples(storage.read_table("teacher_demonstrations", dataset), documents, known,
                                             spec.prompt_style, use_metadata)
         target = storage.artifact_dir(name, dataset)

@@ -4,12 +4,12 @@ import dagster as dg
 from pydantic import Field
 
 from ..lib.datasets import read_spec
-from ..lib.demonstrations import duplicate_rate, known_queries_by_doc, parse_outputs, student_prompts
+from ..lib.demonstrations import duplicate_rate, parse_outputs, student_prompts
 from ..lib.generation import SamplingSettings, generate_sharded, make_backend
 from ..lib.prompts import teacher_messages
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource
-from .common import GPU_POOL, GPU_TAGS, all_queries, table_metadata
+from .common import GPU_POOL, GPU_TAGS, known_queries, table_metadata
 from .distillation import _base_model_dir
 
 _SAMPLING = SamplingSettings()
@@ -48,7 +48,7 @@ def build_synthetic_queries_asset(
         dataset = context.partition_key
         spec = read_spec(storage.inputs(dataset))
         documents = storage.read_table("documents", dataset).sort("doc_id")
-        known = known_queries_by_doc(storage.read_table("train_pairs", dataset), all_queries(storage, dataset))
+        known = known_queries(storage, dataset)
         base = _base_model_dir(storage, generator)
         adapter = storage.artifact_dir(adapter_asset, dataset) / "adapter" if adapter_asset else None
         if adapter is not None:

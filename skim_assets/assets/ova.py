@@ -2,7 +2,6 @@
 
 import dagster as dg
 import numpy as np
-import polars as pl
 from pydantic import Field
 
 from ..lib.mapping import embed_with_cache

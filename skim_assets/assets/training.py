@@ -2,7 +2,6 @@
 
 
 import json
-import time
 
 import dagster as dg
 import polars as pl

@@ -24,7 +24,7 @@ def refresh_catalogue(root: str | Path, database: str | Path | None = None) -> l
     database = Path(database) if database else root / "skim.duckdb"
     tables: dict[tuple[str, str], str] = defaultdict(str)
     for path in sorted(root.glob("*/*/*.parquet")):
-        asset, _dataset = path.parts[-3], path.parts[-2]
+        asset = path.parts[-3]
         if asset.startswith(".") or asset == "inputs":
             continue
         tables[(asset, path.stem)] = str(root / asset / "*" / f"{path.stem}.parquet")

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 
 log = logging.getLogger(__name__)
