@@ -27,15 +27,15 @@ def discover_datasets(storage: StorageResource) -> list[str]:
 def dataset_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
     """Adds a `dataset` partition for every new `<root>/inputs/<name>/dataset.json` and requests one pipeline run.
 
+    Datasets already registered (by `skim import` / `skim demo`) are only noted: their runs are the user's call.
     The cursor lists the datasets already seen; run keys make a re-seen dataset never run twice.
     """
     seen = set(filter(None, (context.cursor or "").split(",")))
     found = discover_datasets(storage)
-    new = [name for name in found if name not in seen]
     existing = set(context.instance.get_dynamic_partitions(dataset_partitions.name))
-    to_add = [name for name in new if name not in existing]
+    to_add = [name for name in found if name not in seen and name not in existing]
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=name, run_key=f"register:{name}") for name in new],
+        run_requests=[dg.RunRequest(partition_key=name, run_key=f"register:{name}") for name in to_add],
         dynamic_partitions_requests=[dataset_partitions.build_add_request(to_add)] if to_add else [],
         cursor=",".join(sorted(seen | set(found))),
     )

@@ -191,6 +191,12 @@ def test_dataset_sensor_registers_new_folders_once(storage_root, tiny_demo):
     ignored = dataset_folder_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, resources=resources))
     assert ignored.run_requests == []
 
+    # a dataset registered by `skim import` is noted in the cursor but not run again by the sensor
+    registered = dg.DagsterInstance.ephemeral()
+    registered.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
+    noted = dataset_folder_sensor(dg.build_sensor_context(instance=registered, cursor=None, resources=resources))
+    assert noted.run_requests == [] and noted.dynamic_partitions_requests == [] and noted.cursor == "tiny"
+
 
 def test_teacher_demonstrations_from_an_openai_compatible_server_are_cached(storage_root, tiny_demo, httpserver):
     """A real local HTTP server stands in for the API; the second materialization sends no request."""
