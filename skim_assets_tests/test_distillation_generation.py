@@ -1,6 +1,5 @@
 """LoRA SFT on a tiny causal LM, and sharded generation that resumes to the same output."""
 
-import polars as pl
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer

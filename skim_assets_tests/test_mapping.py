@@ -4,7 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from skim_assets.lib.mapping import MappingSettings, augment_pairs, embed_with_cache, map_to_train_queries
+from skim_assets.lib.formats import union_pairs
+from skim_assets.lib.mapping import MappingSettings, embed_with_cache, map_to_train_queries
 
 
 def _unit(rows):
@@ -68,4 +69,4 @@ def test_embedding_cache_embeds_only_new_text(tmp_path):
 def test_augment_keeps_clicks_where_both_name_a_pair():
     clicks = pl.DataFrame({"query_id": ["q1"], "doc_id": ["A"], "weight": [1.0], "source": ["click"]})
     mapped = pl.DataFrame({"query_id": ["q1", "q2"], "doc_id": ["A", "A"], "weight": [0.9, 0.85], "source": ["skim", "skim"]})
-    assert augment_pairs(clicks, mapped).rows() == [("q1", "A", 1.0, "click"), ("q2", "A", 0.85, "skim")]
+    assert union_pairs(clicks, mapped).rows() == [("q1", "A", 1.0, "click"), ("q2", "A", 0.85, "skim")]

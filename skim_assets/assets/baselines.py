@@ -7,7 +7,7 @@ from ..lib.baselines import click_propensities, gandalf_pairs, ips_pairs, lever_
 from ..lib.datasets import read_spec
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
-from .common import all_queries, table_metadata
+from .common import all_queries, pairs_result
 from .mapping import MAPPING_ENCODER
 from .training import RETRIEVER_FOLDER
 
@@ -16,11 +16,8 @@ GANDALF_THRESHOLD = 0.1
 
 
 def _pairs_result(storage: StorageResource, name: str, dataset: str, pairs: pl.DataFrame) -> dg.MaterializeResult:
-    path = storage.write_table(name, dataset, pairs)
-    by_source = dict(pairs.group_by("source").len().iter_rows())
-    return dg.MaterializeResult(metadata=table_metadata(pairs, path)
-                                | {f"pairs_{s}": dg.MetadataValue.int(n) for s, n in by_source.items()}
-                                | {"mean_weight": dg.MetadataValue.float(round(float(pairs["weight"].mean()), 4))})
+    return pairs_result(storage, name, dataset, pairs,
+                        {"mean_weight": dg.MetadataValue.float(round(float(pairs["weight"].mean()), 4))})
 
 
 def _ips(storage: StorageResource, dataset: str, clicks: pl.DataFrame) -> pl.DataFrame:

@@ -35,6 +35,16 @@ def directory_metadata(path: Path) -> dict:
     }
 
 
+def pairs_result(storage, asset: str, dataset: str, pairs: pl.DataFrame, extra: dict | None = None) -> dg.MaterializeResult:
+    """Write a training-pairs table and describe it: rows, preview and a count per `source`."""
+    path = storage.write_table(asset, dataset, pairs)
+    by_source = dict(pairs.group_by("source").len().iter_rows())
+    return dg.MaterializeResult(
+        metadata=table_metadata(pairs, path) | {f"pairs_{s}": dg.MetadataValue.int(n) for s, n in by_source.items()}
+        | (extra or {})
+    )
+
+
 def all_queries(storage, dataset: str, pairs_asset: str | None = None) -> pl.DataFrame:
     """The dataset's queries plus those that only occur in click logs and, when `pairs_asset` is given, the
     training points that asset created (a pairs table may carry a side table `queries`, e.g. Gandalf's)."""

@@ -10,7 +10,6 @@ import polars as pl
 from ..lib.baselines import click_propensities
 from ..lib.catalogue import refresh_catalogue
 from ..lib.datasets import read_spec
-from ..lib.dual_encoder import rank_documents
 from ..lib.metrics import evaluate_rankings, metrics_table_markdown
 from ..lib.ova_head import ova_topk
 from ..lib.plots import bar_plot, markdown_image
@@ -32,8 +31,7 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
     """(model name, method, base model, ranking function) for the zero-shot encoder and every trained model."""
 
     def dual_encoder(path):
-        return lambda: rank_documents(encoder.load(path), queries, documents, max(EVAL_KS),
-                                      query_max_length=encoder.query_max_length, doc_max_length=encoder.doc_max_length)
+        return lambda: encoder.rank(queries, documents, max(EVAL_KS), path)
 
     def ova_head(path):
         def rank():

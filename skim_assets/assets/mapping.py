@@ -7,11 +7,12 @@ import polars as pl
 from pydantic import Field
 
 from ..lib.datasets import read_spec
-from ..lib.mapping import MappingSettings, augment_pairs, embed_with_cache, map_to_train_queries
+from ..lib.formats import union_pairs
+from ..lib.mapping import MappingSettings, embed_with_cache, map_to_train_queries
 from ..lib.plots import histogram_plot, markdown_image
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
-from .common import all_queries, table_metadata
+from .common import all_queries, pairs_result, table_metadata
 from .training import RETRIEVER_FOLDER
 
 _MAPPING = MappingSettings()
@@ -89,12 +90,8 @@ def build_augmented_pairs_asset(name: str, mapped_asset: str, description: str) 
               description=description)
     def _augmented(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
         dataset = context.partition_key
-        pairs = augment_pairs(storage.read_table("train_pairs", dataset), storage.read_table(mapped_asset, dataset))
-        path = storage.write_table(name, dataset, pairs)
-        by_source = dict(pairs.group_by("source").len().iter_rows())
-        return dg.MaterializeResult(
-            metadata=table_metadata(pairs, path) | {f"pairs_{s}": dg.MetadataValue.int(n) for s, n in by_source.items()}
-        )
+        pairs = union_pairs(storage.read_table("train_pairs", dataset), storage.read_table(mapped_asset, dataset))
+        return pairs_result(storage, name, dataset, pairs)
 
     return _augmented
 

@@ -5,7 +5,6 @@ import dagster as dg
 import polars as pl
 
 from ..lib.datasets import read_spec
-from ..lib.dual_encoder import rank_documents
 from ..lib.metrics import metrics_table_markdown
 from ..lib.plots import line_plot, markdown_image
 from ..lib.simulation import (
@@ -53,8 +52,7 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
     if spec.simulate_bias:
         depth = min(max(spec.exposure_k, max(DEFAULT_EXPOSURE_KS)), documents.height)
         context.log.info(f"ranking {documents.height} documents for {queries.height} queries (top {depth}, zero-shot)")
-        ranked = rank_documents(encoder.load(), queries, documents, depth,
-                                query_max_length=encoder.query_max_length, doc_max_length=encoder.doc_max_length)
+        ranked = encoder.rank(queries, documents, depth)
         kwargs = dict(exposure_k=spec.exposure_k, sigmoid_sampling=spec.sigmoid_sampling,
                       score_scale=spec.score_scale, seed=spec.seed)
         clicks = simulate_clicks(ranked, train_labels, **kwargs)

@@ -4,16 +4,15 @@
 import json
 
 import dagster as dg
-import polars as pl
 from pydantic import Field
 
 from ..lib.dual_encoder import DualEncoderConfig, train_dual_encoder
-from ..lib.formats import PAIRS_SCHEMA
+from ..lib.formats import union_pairs
 from ..lib.plots import line_plot, markdown_image
 from ..lib.storage import atomic_directory
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
-from .common import GPU_POOL, GPU_TAGS, all_queries, directory_metadata, table_metadata
+from .common import GPU_POOL, GPU_TAGS, all_queries, directory_metadata, pairs_result
 
 TRAINING_RETRY = dg.RetryPolicy(max_retries=1, delay=30)
 _DEFAULTS = DualEncoderConfig()
@@ -26,13 +25,8 @@ def train_pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> 
     A (query, doc) pair present in both keeps one row (the first source, 'click').
     """
     dataset = context.partition_key
-    pairs = pl.concat([storage.read_table("click_train_pairs", dataset), storage.read_table("click_log_pairs", dataset)])
-    pairs = pairs.unique(["query_id", "doc_id"], keep="first", maintain_order=True).cast(PAIRS_SCHEMA)
-    path = storage.write_table("train_pairs", dataset, pairs)
-    by_source = dict(pairs.group_by("source").len().iter_rows())
-    return dg.MaterializeResult(
-        metadata=table_metadata(pairs, path) | {f"pairs_{s}": dg.MetadataValue.int(n) for s, n in by_source.items()}
-    )
+    pairs = union_pairs(storage.read_table("click_train_pairs", dataset), storage.read_table("click_log_pairs", dataset))
+    return pairs_result(storage, "train_pairs", dataset, pairs)
 
 
 class RetrieverTrainingConfig(dg.Config):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .formats import PAIRS_SCHEMA, QUERIES_SCHEMA
+from .formats import PAIRS_SCHEMA, QUERIES_SCHEMA, union_pairs
 from .retrieval import hnsw_topk
 
 GANDALF_PREFIX = "gandalf:"
@@ -52,8 +52,7 @@ def lever_pairs(
         "doc_id": np.asarray(doc_ids, dtype=object)[neighbours.reshape(-1)].tolist(),
         "weight": scores.reshape(-1).astype(np.float64),
     }).filter(pl.col("weight") >= threshold).with_columns(pl.lit("lever").alias("source"))
-    return pl.concat([clicks.cast(PAIRS_SCHEMA), imputed.cast(PAIRS_SCHEMA)]).unique(
-        ["query_id", "doc_id"], keep="first", maintain_order=True)
+    return union_pairs(clicks, imputed)
 
 
 def gandalf_pairs(clicks: pl.DataFrame, documents: pl.DataFrame, threshold: float = 0.1) -> tuple[pl.DataFrame, pl.DataFrame]:

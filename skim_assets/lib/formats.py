@@ -120,6 +120,12 @@ def validate_qrels(qrels: pl.DataFrame, documents: pl.DataFrame, queries: pl.Dat
     return qrels
 
 
+def union_pairs(*frames: pl.DataFrame) -> pl.DataFrame:
+    """Pair tables stacked in order; a (query, doc) pair present in several keeps its first row."""
+    return pl.concat([f.cast(PAIRS_SCHEMA) for f in frames]).unique(["query_id", "doc_id"], keep="first",
+                                                                     maintain_order=True)
+
+
 def validate_pairs(pairs: pl.DataFrame, source: Source) -> pl.DataFrame:
     require_columns(pairs, PAIRS_SCHEMA, source)
     pairs = pairs.select(pl.col(c).cast(t) for c, t in PAIRS_SCHEMA.items())

@@ -108,11 +108,3 @@ def hnsw_recall(queries: np.ndarray, items: np.ndarray, approx: np.ndarray, k: i
     sample = rng.choice(len(queries), size=min(settings.recall_sample, len(queries)), replace=False)
     exact, _ = exact_topk(queries[sample], items, k)
     return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx[sample], exact)]))
-
-
-def augment_pairs(clicks: pl.DataFrame, mapped: pl.DataFrame) -> pl.DataFrame:
-    """Clicks plus mapped pairs; where both name a (query, doc), the click (weight 1) is kept."""
-    return (
-        pl.concat([clicks.cast(PAIRS_SCHEMA), mapped.cast(PAIRS_SCHEMA)])
-        .unique(["query_id", "doc_id"], keep="first", maintain_order=True)
-    )

@@ -16,3 +16,10 @@ class EncoderResource(dg.ConfigurableResource):
     def load(self, path: str | None = None) -> TextEncoder:
         """The pretrained encoder, or a fine-tuned one saved at `path`."""
         return TextEncoder(path or self.model_path or None, device=self.device, max_length=self.query_max_length)
+
+    def rank(self, queries, documents, k: int, path: str | None = None):
+        """Top-k documents per query (query_id, doc_id, score, rank) with this resource's token caps."""
+        from ..lib.dual_encoder import rank_documents
+
+        return rank_documents(self.load(path), queries, documents, k, query_max_length=self.query_max_length,
+                              doc_max_length=self.doc_max_length)
