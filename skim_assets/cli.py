@@ -140,11 +140,24 @@ def cmd_import(args) -> int:
     return 0
 
 
+def load_run_config(path: str | None) -> dict:
+    """A Dagster run config from a YAML or JSON file (the `ops:` mapping the UI's launchpad takes)."""
+    if not path:
+        return {}
+    import yaml
+
+    config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(config, dict):
+        raise SystemExit(f"{path}: a run config must be a mapping (e.g. `ops: {{...}}`), got {type(config).__name__}")
+    return config
+
+
 def cmd_materialize(args) -> int:
     root = _use_root(args.root)
+    run_config = load_run_config(args.config)
     instance = _instance()
     register_dataset(args.name, instance)
-    if not materialize_dataset(args.name, instance):
+    if not materialize_dataset(args.name, instance, run_config, args.job):
         return 1
     return print_report(root, args.name)
 
@@ -187,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     mat = sub.add_parser("materialize", help="run the whole graph for a registered dataset")
     mat.add_argument("name")
+    mat.add_argument("--config", help="run config file (YAML/JSON), e.g. configs/scifact_cpu.yaml")
+    mat.add_argument("--job", default="skim_pipeline", choices=["skim_pipeline", "skim_core"],
+                     help="skim_core leaves out the generation ablations")
     mat.set_defaults(func=cmd_materialize)
 
     rep = sub.add_parser("report", help="print a dataset's metrics table and refresh the DuckDB catalogue")

@@ -5,7 +5,6 @@ import os
 import dagster as dg
 
 from .assets.baselines import baseline_pair_assets
-from .assets.common import GPU_TAGS
 from .assets.datasets import click_log_pairs, dataset_tables
 from .assets.distillation import base_slm, lora_adapter, lora_adapter_no_metadata, teacher_demonstrations
 from .assets.evaluation import comparison_report, retrieval_metrics
@@ -13,11 +12,12 @@ from .assets.generation import generation_assets
 from .assets.mapping import mapping_assets
 from .assets.ova import ova_assets
 from .checks import all_checks
+from .deployment import build_executor
 from .assets.simulation import simulated_clicks
 from .assets.training import retriever_assets, train_pairs
-from .jobs import skim_core_job, skim_pipeline_job
+from .jobs import click_refresh_job, model_refresh_job, skim_core_job, skim_pipeline_job
 from .resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource
-from .sensors import dataset_folder_sensor
+from .sensors import click_log_sensor, dataset_folder_sensor, model_refresh_schedule, table_automation_sensor
 
 ASSETS = [
     dataset_tables, click_log_pairs, simulated_clicks, train_pairs, *retriever_assets, *ova_assets,
@@ -51,12 +51,9 @@ def build_resources() -> dict:
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=all_checks,
-    jobs=[skim_pipeline_job, skim_core_job],
-    sensors=[dataset_folder_sensor],
+    jobs=[skim_pipeline_job, skim_core_job, click_refresh_job, model_refresh_job],
+    sensors=[dataset_folder_sensor, click_log_sensor, table_automation_sensor],
+    schedules=[model_refresh_schedule],
     resources=build_resources(),
-    # each step in its own process, so model memory (and GPU memory) is freed when a step ends
-    executor=dg.multiprocess_executor.configured(
-        {"max_concurrent": 2,
-         "tag_concurrency_limits": [{"key": k, "value": v, "limit": 1} for k, v in GPU_TAGS.items()]}
-    ),
+    executor=build_executor(),
 )

@@ -1,4 +1,5 @@
-"""Jobs over the asset graph."""
+"""Jobs over the asset graph: the whole pipeline, and the two refresh paths (cheap tables on new click logs,
+models on a schedule)."""
 
 import dagster as dg
 
@@ -17,4 +18,28 @@ GENERATION_ABLATIONS = dg.AssetSelection.assets("lora_adapter_no_metadata", "syn
 skim_core_job = dg.define_asset_job(
     "skim_core", selection=dg.AssetSelection.all() - GENERATION_ABLATIONS, partitions_def=dataset_partitions,
     description="The pipeline without the generation ablations (what `skim demo` runs).",
+)
+
+# What a click-log drop changes without a model step: the drops' pairs, the training tables, and the mapping
+# of the synthetic queries onto the new train queries (embedding caches and mapping candidates make this cost
+# grow with the new rows only). These tables also refresh eagerly (automation conditions) when an upstream
+# model changes. Models, generation and distillation are on the model-refresh schedule instead.
+CLICK_REFRESH_ASSETS = (
+    "click_log_pairs", "train_pairs",
+    "mapped_pairs", "augmented_train_pairs",
+    "mapped_pairs_no_metadata", "augmented_train_pairs_no_metadata",
+    "mapped_pairs_udapdr", "augmented_train_pairs_udapdr",
+    "ips_train_pairs", "lever_train_pairs", "lever_ips_train_pairs", "gandalf_train_pairs",
+)
+EAGER_TABLES = CLICK_REFRESH_ASSETS[1:]  # click_log_pairs itself follows files, which the click-log sensor watches
+click_refresh_job = dg.define_asset_job(
+    "click_refresh", selection=dg.AssetSelection.assets(*CLICK_REFRESH_ASSETS), partitions_def=dataset_partitions,
+    description="New click-log drops -> pairs -> train pairs -> mapped and baseline pairs (no model step).",
+)
+
+# Everything the train pairs feed: teacher, distillation, generation, every model, and the evaluation.
+MODEL_REFRESH = dg.AssetSelection.assets("train_pairs").downstream() - dg.AssetSelection.assets("train_pairs")
+model_refresh_job = dg.define_asset_job(
+    "model_refresh", selection=MODEL_REFRESH, partitions_def=dataset_partitions,
+    description="Retrain from the current train pairs: demonstrations, LoRA, generation, mapping, every model, metrics.",
 )

@@ -1,12 +1,26 @@
-"""Sensors: register datasets that appear under `<root>/inputs/` and run the pipeline for them."""
+"""Sensors and schedules: new dataset folders, new click-log drops, eager table refresh, and model refresh."""
 
+import hashlib
+import json
+import os
 
 import dagster as dg
 
-from .jobs import skim_pipeline_job
-from .lib.datasets import SPEC_FILE, check_dataset_name
+from .jobs import (
+    CLICK_REFRESH_ASSETS,
+    EAGER_TABLES,
+    MODEL_REFRESH,
+    click_refresh_job,
+    model_refresh_job,
+    skim_pipeline_job,
+)
+from .lib.clicklogs import click_log_files
+from .lib.datasets import CLICKS_FOLDER, SPEC_FILE, check_dataset_name
 from .partitions import dataset_partitions
 from .resources import StorageResource
+
+MODEL_REFRESH_CRON_ENV = "SKIM_MODEL_REFRESH_CRON"
+DEFAULT_MODEL_REFRESH_CRON = "0 3 * * 6"  # Saturdays 03:00 UTC
 
 
 def discover_datasets(storage: StorageResource) -> list[str]:
@@ -39,3 +53,87 @@ def dataset_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageR
         dynamic_partitions_requests=[dataset_partitions.build_add_request(to_add)] if to_add else [],
         cursor=",".join(sorted(seen | set(found))),
     )
+
+
+def materialized_before(storage: StorageResource, dataset: str, assets, always=()) -> list[dg.AssetKey]:
+    """The assets of `assets` this dataset already has artifacts of (plus `always`): a refresh renews what
+    exists and never starts a branch the user has not run (e.g. the generation ablations)."""
+    return [dg.AssetKey(a) for a in assets if a in always or storage.artifact_dir(a, dataset).exists()]
+
+
+def click_drop_state(storage: StorageResource, dataset: str) -> dict:
+    return {f.name: f"{f.stat().st_size}:{f.stat().st_mtime_ns}"
+            for f in click_log_files(storage.inputs(dataset) / CLICKS_FOLDER)}
+
+
+@dg.sensor(job=click_refresh_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def click_log_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
+    """Watches every dataset's click-log drop folder (`<root>/inputs/<dataset>/clicks/`) and requests a
+    `click_refresh` run of that dataset when a drop appears, changes or vanishes.
+
+    The cursor maps each dataset to the (name, size, mtime) of its drops; the run key is a digest of that
+    state, so the same drops never run twice. Datasets not imported yet are left to their first pipeline run.
+    """
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    requests = []
+    for dataset in sorted(context.instance.get_dynamic_partitions(dataset_partitions.name)):
+        state = click_drop_state(storage, dataset)
+        if state == cursor.get(dataset, {}):
+            continue
+        cursor[dataset] = state
+        if not storage.table_path("documents", dataset).exists():
+            continue
+        digest = hashlib.sha1(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+        requests.append(dg.RunRequest(
+            partition_key=dataset, run_key=f"clicks:{dataset}:{digest}",
+            asset_selection=materialized_before(storage, dataset, CLICK_REFRESH_ASSETS, always=("click_log_pairs",)),
+            tags={"skim/trigger": "click-log drop"},
+        ))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+
+
+def model_is_stale(storage: StorageResource, dataset: str) -> bool:
+    """True when the click-trained base retriever was not trained on the current train pairs."""
+    from .lib.storage import file_digest
+
+    pairs = storage.table_path("train_pairs", dataset)
+    report = storage.artifact_dir("base_retriever", dataset) / "training.json"
+    if not pairs.exists():
+        return False
+    if not report.exists():
+        return True
+    return json.loads(report.read_text()).get("pairs_sha1") != file_digest(pairs)
+
+
+def model_refresh_assets() -> list[str]:
+    from .definitions import defs  # resolved lazily: the definitions import this module
+
+    return sorted(k.to_user_string() for k in MODEL_REFRESH.resolve(defs.resolve_asset_graph()))
+
+
+@dg.schedule(job=model_refresh_job, cron_schedule=os.environ.get(MODEL_REFRESH_CRON_ENV, DEFAULT_MODEL_REFRESH_CRON),
+             execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)
+def model_refresh_schedule(context: dg.ScheduleEvaluationContext, storage: StorageResource):
+    """Retrains the model steps (distillation, generation, every model, metrics) of each dataset whose train
+    pairs changed since its base retriever was trained; the cron comes from SKIM_MODEL_REFRESH_CRON.
+
+    Click drops never cascade into model steps: they refresh tables only (`click_log_sensor`), and this
+    schedule picks the change up at its next tick. One run per stale dataset, keyed by the tick.
+    """
+    tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
+    requests = [
+        dg.RunRequest(partition_key=dataset, run_key=f"models:{dataset}:{tick}",
+                      asset_selection=materialized_before(storage, dataset, model_refresh_assets()),
+                      tags={"skim/trigger": "model-refresh schedule"})
+        for dataset in sorted(context.instance.get_dynamic_partitions(dataset_partitions.name))
+        if model_is_stale(storage, dataset)
+    ]
+    return requests or dg.SkipReason("every dataset's models were trained on its current train pairs")
+
+
+# Cheap tables follow their upstream eagerly; model steps never do (they wait for the schedule).
+table_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "table_automation_sensor", target=dg.AssetSelection.assets(*EAGER_TABLES),
+    default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=60,
+    description="Evaluates the eager automation conditions of the cheap training tables.",
+)

@@ -70,3 +70,33 @@ def test_augment_keeps_clicks_where_both_name_a_pair():
     clicks = pl.DataFrame({"query_id": ["q1"], "doc_id": ["A"], "weight": [1.0], "source": ["click"]})
     mapped = pl.DataFrame({"query_id": ["q1", "q2"], "doc_id": ["A", "A"], "weight": [0.9, 0.85], "source": ["skim", "skim"]})
     assert union_pairs(clicks, mapped).rows() == [("q1", "A", 1.0, "click"), ("q2", "A", 0.85, "skim")]
+
+
+def test_incremental_mapping_searches_only_new_train_queries_and_equals_a_full_search(tmp_path):
+    from skim_assets.lib.mapping import map_incrementally
+
+    rng = np.random.default_rng(3)
+    synthetic = _unit(rng.normal(size=(40, 8)))
+    doc_ids = [f"d{i % 13}" for i in range(40)]
+    train = _unit(rng.normal(size=(60, 8)))
+    ids = [f"q{i}" for i in range(60)]
+    settings = MappingSettings(k=4, tau=0.6)
+    state = tmp_path / "state"
+
+    first, stats = map_incrementally(doc_ids, synthetic, ids[:45], train[:45], settings, "skim", state, "v1")
+    assert stats["incremental"] is False and stats["train_queries_searched"] == 45
+    assert first.equals(map_to_train_queries(doc_ids, synthetic, ids[:45], train[:45], settings)[0])
+
+    refreshed, stats = map_incrementally(doc_ids, synthetic, ids, train, settings, "skim", state, "v1")
+    full, _ = map_to_train_queries(doc_ids, synthetic, ids, train, settings)
+    assert stats["incremental"] is True and stats["train_queries_searched"] == 15
+    assert refreshed.equals(full) and full.height > first.height / 2
+
+    unchanged, stats = map_incrementally(doc_ids, synthetic, ids, train, settings, "skim", state, "v1")
+    assert stats["train_queries_searched"] == 0 and unchanged.equals(full)
+    # other synthetic queries or encoder (identity), or a vanished train query: a full search again
+    _, stats = map_incrementally(doc_ids, synthetic, ids, train, settings, "skim", state, "v2")
+    assert stats["incremental"] is False and stats["train_queries_searched"] == 60
+    shrunk, stats = map_incrementally(doc_ids, synthetic, ids[5:], train[5:], settings, "skim", state, "v2")
+    assert stats["incremental"] is False
+    assert shrunk.equals(map_to_train_queries(doc_ids, synthetic, ids[5:], train[5:], settings)[0])

@@ -7,17 +7,17 @@ from ..lib.baselines import click_propensities, gandalf_pairs, ips_pairs, lever_
 from ..lib.datasets import read_spec
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
-from .common import all_queries, pairs_result
-from .mapping import MAPPING_ENCODER
-from .training import RETRIEVER_FOLDER
+from .common import EAGER, all_queries, pairs_result
+from .mapping import MAPPING_ENCODER, click_encoder_embedder
 
 LEVER_THRESHOLD = 0.8
 GANDALF_THRESHOLD = 0.1
 
 
-def _pairs_result(storage: StorageResource, name: str, dataset: str, pairs: pl.DataFrame) -> dg.MaterializeResult:
+def _pairs_result(storage: StorageResource, name: str, dataset: str, pairs: pl.DataFrame,
+                  extra: dict | None = None) -> dg.MaterializeResult:
     return pairs_result(storage, name, dataset, pairs,
-                        {"mean_weight": dg.MetadataValue.float(round(float(pairs["weight"].mean()), 4))})
+                        {"mean_weight": dg.MetadataValue.float(round(float(pairs["weight"].mean()), 4))} | (extra or {}))
 
 
 def _ips(storage: StorageResource, dataset: str, clicks: pl.DataFrame) -> pl.DataFrame:
@@ -27,7 +27,8 @@ def _ips(storage: StorageResource, dataset: str, clicks: pl.DataFrame) -> pl.Dat
     return ips_pairs(clicks, propensities)
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name="baselines", deps=["train_pairs", "documents"])
+@dg.asset(partitions_def=dataset_partitions, group_name="baselines", deps=["train_pairs", "documents"],
+          automation_condition=EAGER)
 def ips_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Click pairs re-weighted by inverse Jain propensities (A, B from the dataset config)."""
     dataset = context.partition_key
@@ -35,7 +36,7 @@ def ips_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource)
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="baselines",
-          deps=["train_pairs", MAPPING_ENCODER, "documents", "queries", "click_log_pairs"])
+          deps=["train_pairs", MAPPING_ENCODER, "documents", "queries", "click_log_pairs"], automation_condition=EAGER)
 def lever_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource,
                       encoder: EncoderResource) -> dg.MaterializeResult:
     """Clicks plus LEVER's soft labels: documents a siamese teacher (the click-trained dual encoder) ranks near a
@@ -44,16 +45,17 @@ def lever_train_pairs(context: dg.AssetExecutionContext, storage: StorageResourc
     clicks = storage.read_table("train_pairs", dataset)
     queries = all_queries(storage, dataset).filter(pl.col("split") == "train")
     documents = storage.read_table("documents", dataset)
-    teacher = encoder.load(str(storage.artifact_dir(MAPPING_ENCODER, dataset) / RETRIEVER_FOLDER))
-    pairs = lever_pairs(clicks, queries["query_id"].to_list(),
-                        teacher.encode(queries["text"].to_list(), max_length=encoder.query_max_length),
-                        documents["doc_id"].to_list(),
-                        teacher.encode(documents["title"].to_list(), max_length=encoder.doc_max_length),
-                        threshold=LEVER_THRESHOLD, seed=read_spec(storage.inputs(dataset)).seed)
-    return _pairs_result(storage, "lever_train_pairs", dataset, pairs)
+    embed, _ = click_encoder_embedder(storage, encoder, dataset)  # cached: a click refresh embeds only new queries
+    query_vectors, new_queries = embed(queries["text"].to_list(), encoder.query_max_length)
+    doc_vectors, new_docs = embed(documents["title"].to_list(), encoder.doc_max_length)
+    pairs = lever_pairs(clicks, queries["query_id"].to_list(), query_vectors, documents["doc_id"].to_list(),
+                        doc_vectors, threshold=LEVER_THRESHOLD, seed=read_spec(storage.inputs(dataset)).seed)
+    return _pairs_result(storage, "lever_train_pairs", dataset, pairs,
+                         {"texts_embedded_now": dg.MetadataValue.int(new_queries + new_docs)})
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name="baselines", deps=["lever_train_pairs", "train_pairs", "documents"])
+@dg.asset(partitions_def=dataset_partitions, group_name="baselines", deps=["lever_train_pairs", "train_pairs", "documents"],
+          automation_condition=EAGER)
 def lever_ips_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """LEVER's imputed soft labels plus IPS-weighted clicks."""
     dataset = context.partition_key
@@ -63,7 +65,8 @@ def lever_ips_train_pairs(context: dg.AssetExecutionContext, storage: StorageRes
     return _pairs_result(storage, "lever_ips_train_pairs", dataset, pairs)
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name="baselines", deps=["train_pairs", "documents"])
+@dg.asset(partitions_def=dataset_partitions, group_name="baselines", deps=["train_pairs", "documents"],
+          automation_condition=EAGER)
 def gandalf_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Clicks plus Gandalf's label-text training points with co-occurrence soft targets (threshold 0.1); the new
     points' texts are in table `queries`."""

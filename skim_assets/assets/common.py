@@ -6,12 +6,16 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from ..deployment import GPU_TAGS, gpu_op_tags
 from ..lib.storage import directory_size_bytes
 
-# Model steps (training, distillation, generation) share the `gpu` pool and carry this tag, which the default
-# executor limits to one at a time (two torch processes on the same cores slow each other down many times over).
+# Model steps (training, distillation, generation, ranking) share the `gpu` pool and carry the GPU op tags: the
+# local executor runs them one at a time, the k8s profile gives each a GPU (see `deployment.py`). Asset tags
+# repeat the marker so the UI can filter model assets.
 GPU_POOL = "gpu"
-GPU_TAGS = {"skim/resource": "gpu"}
+MODEL_STEP = {"pool": GPU_POOL, "tags": GPU_TAGS, "op_tags": gpu_op_tags()}
+# Cheap training tables follow their upstream (a new click drop, a retrained encoder, new synthetic queries).
+EAGER = dg.AutomationCondition.eager()
 
 
 def table_metadata(frame: pl.DataFrame, path: Path, preview_rows: int = 5) -> dict:

@@ -64,15 +64,20 @@ def click_log_pairs(context: dg.AssetExecutionContext, storage: StorageResource)
     files = click_log_files(storage.inputs(dataset) / CLICKS_FOLDER)
     documents = storage.read_table("documents", dataset)
     queries = storage.read_table("queries", dataset)
-    pairs, new_queries, aggregate = aggregate_click_logs(files, documents, queries)
+    pairs, new_queries, aggregate, report = aggregate_click_logs(
+        files, documents, queries, cache_dir=storage.root_path / "click_log_cache" / dataset)
     storage.write_table("click_log_pairs", dataset, new_queries, "queries")
     storage.write_table("click_log_pairs", dataset, aggregate, "aggregate")
     path = storage.write_table("click_log_pairs", dataset, pairs)
-    context.log.info(f"{len(files)} click-log file(s) -> {pairs.height} pairs, {new_queries.height} new queries")
+    context.log.info(f"{len(files)} click-log file(s) ({report.files_read} read now, {report.files_reused} from the "
+                     f"cache) -> {pairs.height} pairs, {new_queries.height} new queries")
     return dg.MaterializeResult(
         metadata=table_metadata(pairs, path)
         | {
             "files": dg.MetadataValue.int(len(files)),
+            "files_read_now": dg.MetadataValue.int(report.files_read),
+            "files_from_cache": dg.MetadataValue.int(report.files_reused),
+            "rows_read_now": dg.MetadataValue.int(report.rows_read),
             "new_queries": dg.MetadataValue.int(new_queries.height),
             "total_clicks": dg.MetadataValue.int(int(aggregate["clicks"].sum()) if aggregate.height else 0),
         }

@@ -21,7 +21,7 @@ from ..lib.storage import atomic_directory
 from ..lib.teachers import TeacherRequest
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource, TeacherResource
-from .common import GPU_POOL, GPU_TAGS, directory_metadata, known_queries, table_metadata
+from .common import MODEL_STEP, directory_metadata, known_queries, table_metadata
 
 _LORA = LoraSftConfig()
 
@@ -136,10 +136,9 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
         group_name="distillation",
         deps=["teacher_demonstrations", "base_slm", "documents", "train_pairs"],
         description=description,
-        pool=GPU_POOL,
         retry_policy=dg.RetryPolicy(max_retries=1, delay=30),
         kinds={"pytorch"},
-        tags=GPU_TAGS,
+        **MODEL_STEP,
     )
     def _lora_adapter(
         context: dg.AssetExecutionContext, config: LoraAdapterConfig, storage: StorageResource,

@@ -16,6 +16,7 @@ from ..lib.plots import bar_plot, markdown_image
 from ..lib.retrieval import topk_frame
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
+from .common import MODEL_STEP
 from .ova import HEAD_FILE, OVA_HEADS, pretrained_embeddings
 from .training import METHODS, RETRIEVER_FOLDER, RETRIEVERS
 
@@ -79,6 +80,7 @@ def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset:
     partitions_def=dataset_partitions,
     group_name="evaluation",
     deps=[*RETRIEVERS, *OVA_HEADS, *TEST_SETS.values(), "train_pairs"],
+    **MODEL_STEP,  # encodes the corpus with every model
 )
 def retrieval_metrics(context: dg.AssetExecutionContext, storage: StorageResource, encoder: EncoderResource):
     """P@k, R@k, nDCG@k and PSP@k (Jain propensities from the click pairs) of the zero-shot encoder and every

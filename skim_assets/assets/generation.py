@@ -1,6 +1,8 @@
 """Synthetic queries at scale: the distilled small LM writes queries for every document, shard by shard."""
 
 import dagster as dg
+import numpy as np
+import polars as pl
 from pydantic import Field
 
 from ..lib.datasets import read_spec
@@ -9,7 +11,7 @@ from ..lib.generation import SamplingSettings, generate_sharded, make_backend
 from ..lib.prompts import teacher_messages
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource
-from .common import GPU_POOL, GPU_TAGS, known_queries, table_metadata
+from .common import MODEL_STEP, known_queries, table_metadata
 from .distillation import _base_model_dir
 
 _SAMPLING = SamplingSettings()
@@ -21,6 +23,8 @@ class SyntheticQueriesConfig(dg.Config):
     top_k: int = Field(default=_SAMPLING.top_k, description="Top-k sampling (reference 200).")
     max_new_tokens: int = Field(default=_SAMPLING.max_new_tokens, description="Generated-token cap per document.")
     shard_size: int = Field(default=256, description="Documents per checkpointed shard.")
+    max_documents: int = Field(default=0, description="Generate for a seeded random sample of this many documents "
+                               "(0 = every document, the method; a sample bounds CPU-only runs on large corpora).")
     seed: int = Field(default=_SAMPLING.seed, description="Base seed; shard i samples with seed + i.")
 
 
@@ -36,10 +40,9 @@ def build_synthetic_queries_asset(
         group_name="generation",
         deps=[*([adapter_asset] if adapter_asset else []), "base_slm", "documents", "train_pairs"],
         description=description,
-        pool=GPU_POOL,
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
         kinds={"pytorch"},
-        tags=GPU_TAGS,
+        **MODEL_STEP,
     )
     def _synthetic_queries(
         context: dg.AssetExecutionContext, config: SyntheticQueriesConfig, storage: StorageResource,
@@ -47,7 +50,7 @@ def build_synthetic_queries_asset(
     ) -> dg.MaterializeResult:
         dataset = context.partition_key
         spec = read_spec(storage.inputs(dataset))
-        documents = storage.read_table("documents", dataset).sort("doc_id")
+        documents = generation_documents(storage.read_table("documents", dataset), config.max_documents, config.seed)
         known = known_queries(storage, dataset)
         base = _base_model_dir(storage, generator)
         adapter = storage.artifact_dir(adapter_asset, dataset) / "adapter" if adapter_asset else None
@@ -112,6 +115,14 @@ synthetic_queries_udapdr = build_synthetic_queries_asset(
     description="UDAPDR-style baseline: the undistilled SLM prompted few-shot with each document's title only.",
 )
 generation_assets = [synthetic_queries, synthetic_queries_no_metadata, synthetic_queries_udapdr]
+
+
+def generation_documents(documents: pl.DataFrame, max_documents: int, seed: int) -> pl.DataFrame:
+    """Every document in doc_id order, or a seeded random sample of `max_documents` of them (0 = all)."""
+    documents = documents.sort("doc_id")
+    if max_documents <= 0 or documents.height <= max_documents:
+        return documents
+    return documents[np.sort(np.random.default_rng(seed).choice(documents.height, size=max_documents, replace=False))]
 
 
 def few_shot_prompts(base_model_path: str, documents, known: dict, style: str, use_metadata: bool) -> list[str]:

@@ -8,11 +8,11 @@ from pydantic import Field
 
 from ..lib.datasets import read_spec
 from ..lib.formats import union_pairs
-from ..lib.mapping import MappingSettings, embed_with_cache, map_to_train_queries
+from ..lib.mapping import MappingSettings, embed_with_cache, map_incrementally, text_hash
 from ..lib.plots import histogram_plot, markdown_image
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
-from .common import all_queries, pairs_result, table_metadata
+from .common import EAGER, all_queries, pairs_result, table_metadata
 from .training import RETRIEVER_FOLDER
 
 _MAPPING = MappingSettings()
@@ -34,6 +34,25 @@ def encoder_fingerprint(path) -> str:
     return hashlib.sha1(f"{weights}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
+def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, dataset: str):
+    """(embed(texts, max_length) -> (vectors, how many computed now), encoder identity) for the click-trained
+    dual encoder; vectors are cached by text hash per encoder, so a refresh embeds only new text."""
+    encoder_path = storage.artifact_dir(MAPPING_ENCODER, dataset) / RETRIEVER_FOLDER
+    fingerprint = encoder_fingerprint(encoder_path)
+    cache_dir = storage.root_path / "embedding_cache" / dataset / fingerprint
+    model = []
+
+    def embed(texts: list[str], max_length: int):
+        def compute(batch):
+            if not model:
+                model.append(encoder.load(str(encoder_path)))
+            return model[0].encode(batch, max_length=max_length)
+
+        return embed_with_cache(texts, compute, cache_dir / f"texts-{max_length}.parquet")
+
+    return embed, fingerprint
+
+
 def map_queries(context, config: MappingConfig, storage: StorageResource, encoder: EncoderResource,
                 synthetic_asset: str, source: str):
     dataset = context.partition_key
@@ -42,19 +61,18 @@ def map_queries(context, config: MappingConfig, storage: StorageResource, encode
                                ef_construction=config.ef_construction, ef_search=config.ef_search, seed=spec.seed)
     synthetic = storage.read_table(synthetic_asset, dataset)
     train_queries = all_queries(storage, dataset).filter(pl.col("split") == "train")
-    encoder_path = storage.artifact_dir(MAPPING_ENCODER, dataset) / RETRIEVER_FOLDER
-    model = encoder.load(str(encoder_path))
-    cache_dir = storage.root_path / "embedding_cache" / dataset / encoder_fingerprint(encoder_path)
-
-    def embed(texts):
-        return model.encode(texts, max_length=encoder.query_max_length)
-
-    synthetic_vectors, new_synthetic = embed_with_cache(synthetic["query"].to_list(), embed, cache_dir / "texts.parquet")
-    train_vectors, new_train = embed_with_cache(train_queries["text"].to_list(), embed, cache_dir / "texts.parquet")
-    pairs, stats = map_to_train_queries(synthetic["doc_id"].to_list(), synthetic_vectors,
-                                        train_queries["query_id"].to_list(), train_vectors, settings, source)
+    embed, encoder_id = click_encoder_embedder(storage, encoder, dataset)
+    synthetic_vectors, new_synthetic = embed(synthetic["query"].to_list(), encoder.query_max_length)
+    train_vectors, new_train = embed(train_queries["text"].to_list(), encoder.query_max_length)
+    # candidates are kept per (synthetic queries, encoder): a click refresh searches only the new train queries
+    identity = hashlib.sha1("\n".join(f"{d}\t{text_hash(q)}" for d, q in synthetic.select("doc_id", "query").iter_rows())
+                            .encode()).hexdigest() + ":" + encoder_id
+    pairs, stats = map_incrementally(synthetic["doc_id"].to_list(), synthetic_vectors, train_queries["query_id"].to_list(),
+                                     train_vectors, settings, source,
+                                     storage.root_path / "mapping_state" / context.asset_key.path[-1] / dataset, identity)
     context.log.info(f"mapped {synthetic.height} synthetic queries -> {pairs.height} new pairs "
-                     f"(tau {settings.tau}, hnsw recall {stats['hnsw_recall']})")
+                     f"(tau {settings.tau}; searched {stats['train_queries_searched']} of {train_queries.height} "
+                     f"train queries, incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")
     documents = storage.read_table("documents", dataset)
     path = storage.write_table(context.asset_key.path[-1], dataset, pairs)
     histogram = histogram_plot(stats["scores"], "best neighbour score per synthetic query", "(1 + cos) / 2",
@@ -69,6 +87,9 @@ def map_queries(context, config: MappingConfig, storage: StorageResource, encode
             "k": dg.MetadataValue.int(settings.k),
             "hnsw_recall_at_k": dg.MetadataValue.float(round(stats["hnsw_recall"], 4)) if stats["hnsw_recall"] is not None else None,
             "texts_embedded_now": dg.MetadataValue.int(new_synthetic + new_train),
+            "train_queries": dg.MetadataValue.int(train_queries.height),
+            "train_queries_searched_now": dg.MetadataValue.int(stats["train_queries_searched"]),
+            "incremental": stats["incremental"],
             "mean_weight": dg.MetadataValue.float(round(float(pairs["weight"].mean()), 4)) if pairs.height else 0.0,
             **({"score_histogram": dg.MetadataValue.md(markdown_image(histogram, "scores"))} if histogram else {}),
         }
@@ -77,7 +98,8 @@ def map_queries(context, config: MappingConfig, storage: StorageResource, encode
 
 def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, description: str) -> dg.AssetsDefinition:
     @dg.asset(name=name, partitions_def=dataset_partitions, group_name="mapping",
-              deps=[synthetic_asset, MAPPING_ENCODER, "queries", "click_log_pairs"], description=description)
+              deps=[synthetic_asset, MAPPING_ENCODER, "queries", "click_log_pairs"], description=description,
+              automation_condition=EAGER)
     def _mapped(context: dg.AssetExecutionContext, config: MappingConfig, storage: StorageResource,
                 encoder: EncoderResource) -> dg.MaterializeResult:
         return map_queries(context, config, storage, encoder, synthetic_asset, source)
@@ -87,7 +109,7 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
 
 def build_augmented_pairs_asset(name: str, mapped_asset: str, description: str) -> dg.AssetsDefinition:
     @dg.asset(name=name, partitions_def=dataset_partitions, group_name="mapping", deps=["train_pairs", mapped_asset],
-              description=description)
+              description=description, automation_condition=EAGER)
     def _augmented(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
         dataset = context.partition_key
         pairs = union_pairs(storage.read_table("train_pairs", dataset), storage.read_table(mapped_asset, dataset))

@@ -9,7 +9,7 @@ from ..lib.ova_head import OvaHeadConfig, train_ova_head
 from ..lib.storage import atomic_directory
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
-from .common import all_queries, directory_metadata
+from .common import MODEL_STEP, all_queries, directory_metadata
 from .training import METHODS
 
 _OVA = OvaHeadConfig()
@@ -34,7 +34,7 @@ def pretrained_embeddings(storage: StorageResource, encoder: EncoderResource, da
 
 def build_ova_asset(name: str, pairs_asset: str, description: str) -> dg.AssetsDefinition:
     @dg.asset(name=name, partitions_def=dataset_partitions, group_name="training", description=description,
-              deps=[pairs_asset, "documents", "queries", "click_log_pairs"], kinds={"pytorch"})
+              deps=[pairs_asset, "documents", "queries", "click_log_pairs"], kinds={"pytorch"}, **MODEL_STEP)
     def _ova(context: dg.AssetExecutionContext, config: OvaHeadTrainingConfig, storage: StorageResource,
              encoder: EncoderResource) -> dg.MaterializeResult:
         dataset = context.partition_key

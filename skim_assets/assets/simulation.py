@@ -16,7 +16,7 @@ from ..lib.simulation import (
 )
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
-from .common import table_metadata
+from .common import MODEL_STEP, table_metadata
 
 SIMULATION_OUTPUTS = {
     "click_train_pairs": "Train pairs that survived as clicks (Algorithm 1), or the dataset's own train labels.",
@@ -33,6 +33,7 @@ SIMULATION_OUTPUTS = {
     partitions_def=dataset_partitions,
     group_name="simulation",
     can_subset=False,
+    pool=MODEL_STEP["pool"], op_tags=MODEL_STEP["op_tags"],  # ranks every query with the zero-shot encoder
 )
 def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource, encoder: EncoderResource):
     """Simulate click bias on a dataset with complete labels (paper's Algorithm 1).

@@ -9,16 +9,17 @@ from pydantic import Field
 from ..lib.dual_encoder import DualEncoderConfig, train_dual_encoder
 from ..lib.formats import union_pairs
 from ..lib.plots import line_plot, markdown_image
-from ..lib.storage import atomic_directory
+from ..lib.storage import atomic_directory, file_digest
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
-from .common import GPU_POOL, GPU_TAGS, all_queries, directory_metadata, pairs_result
+from .common import EAGER, MODEL_STEP, all_queries, directory_metadata, pairs_result
 
 TRAINING_RETRY = dg.RetryPolicy(max_retries=1, delay=30)
 _DEFAULTS = DualEncoderConfig()
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name="training", deps=["click_train_pairs", "click_log_pairs"])
+@dg.asset(partitions_def=dataset_partitions, group_name="training", deps=["click_train_pairs", "click_log_pairs"],
+          automation_condition=EAGER)
 def train_pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """The click-log training set: simulated (or imported) click pairs plus pairs from click-log drops.
 
@@ -58,10 +59,9 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.A
         group_name="training",
         deps=[pairs_asset, "documents", "queries", "click_log_pairs"],
         description=description,
-        pool=GPU_POOL,
         retry_policy=TRAINING_RETRY,
         kinds={"pytorch"},
-        tags=GPU_TAGS,
+        **MODEL_STEP,
     )
     def _retriever(
         context: dg.AssetExecutionContext, config: RetrieverTrainingConfig, storage: StorageResource,
@@ -76,7 +76,9 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.A
         report = train_dual_encoder(model, pairs, queries, documents, config.to_lib(encoder), progress=context.log.info)
         with atomic_directory(storage.artifact_dir(name, dataset)) as tmp:
             model.save(tmp / RETRIEVER_FOLDER)
-            (tmp / "training.json").write_text(json.dumps(report.__dict__, indent=2))
+            # the pairs' digest tells the model-refresh schedule whether this model is stale
+            (tmp / "training.json").write_text(json.dumps(
+                report.__dict__ | {"pairs_sha1": file_digest(storage.table_path(pairs_asset, dataset))}, indent=2))
             plot = line_plot({"loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
                              f"{name} training loss", "log window", "weighted decoupled-softmax loss", tmp / "loss.png")
             loss_md = markdown_image(plot, "loss curve")

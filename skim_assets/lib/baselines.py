@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from .formats import PAIRS_SCHEMA, QUERIES_SCHEMA, union_pairs
-from .retrieval import hnsw_topk
+from .retrieval import hnsw_topk, neighbour_frame, similarity_weight
 
 GANDALF_PREFIX = "gandalf:"
 
@@ -46,12 +46,11 @@ def lever_pairs(
 ) -> pl.DataFrame:
     """Clicks plus soft labels imputed by a siamese teacher (query -> document neighbours scoring >= threshold)."""
     neighbours, cosines = hnsw_topk(query_vectors, doc_vectors, min(k, len(doc_ids)), seed=seed)
-    scores = (1.0 + cosines) / 2.0
-    imputed = pl.DataFrame({
-        "query_id": np.repeat(np.asarray(query_ids, dtype=object), neighbours.shape[1]).tolist(),
-        "doc_id": np.asarray(doc_ids, dtype=object)[neighbours.reshape(-1)].tolist(),
-        "weight": scores.reshape(-1).astype(np.float64),
-    }).filter(pl.col("weight") >= threshold).with_columns(pl.lit("lever").alias("source"))
+    imputed = (
+        neighbour_frame(query_ids, doc_ids, neighbours, cosines, "query_id", "doc_id")
+        .select("query_id", "doc_id", similarity_weight(pl.col("cosine")), pl.lit("lever").alias("source"))
+        .filter(pl.col("weight") >= threshold)
+    )
     return union_pairs(clicks, imputed)
 
 

@@ -1,13 +1,16 @@
 """Click-log drops -> training pairs, aggregated with DuckDB.
 
 Each drop (query text, doc_id, clicks, timestamp) is validated by `importers.read_click_log`; all drops of a
-dataset are aggregated per (query text, document). A click-log query whose text equals a known query reuses that
+dataset are aggregated per (query text, document). A validated drop is cached under its fingerprint (name, size,
+mtime, the document ids it was checked against), so a refresh reads and validates only new or changed files. A click-log query whose text equals a known query reuses that
 query's id; any other text gets a stable id derived from its hash, so reruns give the same ids.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -15,6 +18,7 @@ import polars as pl
 
 from .formats import CLICKS_SCHEMA, PAIRS_SCHEMA, QUERIES_SCHEMA
 from .importers import read_click_log
+from .storage import write_json_atomic, write_parquet_atomic
 
 CLICK_LOG_SUFFIXES = (".parquet", ".csv")
 
@@ -30,15 +34,57 @@ def query_id_for_text(text: str) -> str:
     return "click-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
+@dataclass
+class DropReport:
+    files: int  # drops aggregated
+    files_read: int  # read and validated in this call
+    files_reused: int  # taken from the per-file cache
+    rows_read: int  # rows read and validated in this call
+
+
+def drop_fingerprint(path: Path, doc_ids_digest: str) -> str:
+    stat = path.stat()
+    return hashlib.sha1(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{doc_ids_digest}".encode()).hexdigest()
+
+
+def read_click_drops(files: list[Path], doc_ids: pl.Series, cache_dir: str | Path | None = None
+                     ) -> tuple[pl.DataFrame, DropReport]:
+    """Every drop validated (CLICKS_SCHEMA rows, in file order); drops whose fingerprint is in `cache_dir` are not
+    read again. The cache is written only after every file validated, and entries of vanished files are pruned."""
+    digest = hashlib.sha1("\n".join(sorted(doc_ids.cast(pl.String).to_list())).encode()).hexdigest()
+    cache_dir = Path(cache_dir) if cache_dir else None
+    manifest_path = cache_dir / "manifest.json" if cache_dir else None
+    manifest = json.loads(manifest_path.read_text()) if manifest_path and manifest_path.exists() else {}
+    drops, fresh, rows_read = [], {}, 0
+    for path in files:
+        fingerprint = drop_fingerprint(path, digest)
+        cached = cache_dir / f"{fingerprint}.parquet" if cache_dir else None
+        if cached is not None and manifest.get(path.name) == fingerprint and cached.exists():
+            drops.append(pl.read_parquet(cached))
+            continue
+        drop = read_click_log(path, known_doc_ids=doc_ids)
+        rows_read += drop.height
+        fresh[path.name] = (fingerprint, drop)
+        drops.append(drop)
+    if cache_dir is not None:
+        for fingerprint, drop in fresh.values():
+            write_parquet_atomic(drop, cache_dir / f"{fingerprint}.parquet")
+        current = {p.name: drop_fingerprint(p, digest) for p in files}
+        write_json_atomic(current, manifest_path)
+        for stale in set(cache_dir.glob("*.parquet")) - {cache_dir / f"{f}.parquet" for f in current.values()}:
+            stale.unlink()
+    report = DropReport(files=len(files), files_read=len(fresh), files_reused=len(files) - len(fresh), rows_read=rows_read)
+    return (pl.concat(drops) if drops else pl.DataFrame(schema=CLICKS_SCHEMA)), report
+
+
 def aggregate_click_logs(
-    files: list[Path], documents: pl.DataFrame, queries: pl.DataFrame
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(pairs, new train queries, per-(query, doc) aggregate with clicks and first/last timestamps).
+    files: list[Path], documents: pl.DataFrame, queries: pl.DataFrame, cache_dir: str | Path | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, DropReport]:
+    """(pairs, new train queries, per-(query, doc) aggregate with clicks and first/last timestamps, drop report).
 
     Every file is validated before anything is aggregated, so one bad file fails the whole ingest.
     """
-    drops = [read_click_log(f, known_doc_ids=documents["doc_id"]) for f in files]
-    clicks = pl.concat(drops) if drops else pl.DataFrame(schema=CLICKS_SCHEMA)
+    clicks, report = read_click_drops(files, documents["doc_id"], cache_dir)
     known = queries.select("query_id", pl.col("text").alias("query"))
     with duckdb.connect() as con:
         con.register("clicks", clicks.to_arrow())
@@ -50,7 +96,7 @@ def aggregate_click_logs(
             """
         ).pl()
     if aggregate.height == 0:
-        return pl.DataFrame(schema=PAIRS_SCHEMA), pl.DataFrame(schema=QUERIES_SCHEMA), aggregate
+        return pl.DataFrame(schema=PAIRS_SCHEMA), pl.DataFrame(schema=QUERIES_SCHEMA), aggregate, report
     aggregate = aggregate.join(known, on="query", how="left").with_columns(
         pl.coalesce("query_id", pl.col("query").map_elements(query_id_for_text, return_dtype=pl.String))
         .alias("query_id")
@@ -62,4 +108,4 @@ def aggregate_click_logs(
         .cast(QUERIES_SCHEMA)
     )
     pairs = aggregate.select("query_id", "doc_id", pl.lit(1.0).alias("weight"), pl.lit("click_log").alias("source"))
-    return pairs.cast(PAIRS_SCHEMA), new_queries, aggregate
+    return pairs.cast(PAIRS_SCHEMA), new_queries, aggregate, report

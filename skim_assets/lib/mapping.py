@@ -9,6 +9,7 @@ Embeddings are cached by text hash, so a rerun (or a refresh with new queries) e
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,8 @@ import numpy as np
 import polars as pl
 
 from .formats import PAIRS_SCHEMA
-from .retrieval import exact_topk, hnsw_topk
-from .storage import write_parquet_atomic
+from .retrieval import exact_topk, hnsw_topk, neighbour_frame, similarity_weight
+from .storage import write_json_atomic, write_parquet_atomic
 
 
 @dataclass
@@ -65,6 +66,58 @@ def embed_with_cache(
     return np.stack([cached[h] for h in hashes]).astype(np.float32), len(missing)
 
 
+CANDIDATES_SCHEMA = {"synthetic": pl.Int64, "query_id": pl.String, "cosine": pl.Float32}
+
+
+def mapping_candidates(synthetic_vectors: np.ndarray, train_query_ids: list[str], train_vectors: np.ndarray,
+                       settings: MappingSettings) -> tuple[pl.DataFrame, float | None]:
+    """Each synthetic query's k nearest train queries by hnswlib (synthetic row, query_id, cosine), and the
+    search's recall@k against exact search on a sample."""
+    if len(synthetic_vectors) == 0 or len(train_query_ids) == 0:
+        return pl.DataFrame(schema=CANDIDATES_SCHEMA), None
+    k = min(settings.k, len(train_query_ids))
+    neighbours, cosines = hnsw_topk(synthetic_vectors, train_vectors, k, m=settings.m,
+                                    ef_construction=settings.ef_construction, ef_search=settings.ef_search,
+                                    seed=settings.seed)
+    candidates = neighbour_frame(np.arange(len(synthetic_vectors)), train_query_ids, neighbours, cosines,
+                                 "synthetic", "query_id")
+    return candidates.cast(CANDIDATES_SCHEMA), hnsw_recall(synthetic_vectors, train_vectors, neighbours, k, settings)
+
+
+def best_candidates(candidates: pl.DataFrame, k: int) -> pl.DataFrame:
+    """Per synthetic query, its k best candidates (cosine descending, then query_id): merges searches."""
+    return (
+        candidates.unique(["synthetic", "query_id"])
+        .sort(["synthetic", "cosine", "query_id"], descending=[False, True, False])
+        .group_by("synthetic", maintain_order=True).head(k)
+    )
+
+
+def candidates_to_pairs(candidates: pl.DataFrame, synthetic_doc_ids: list[str], tau: float, source: str) -> pl.DataFrame:
+    """New pairs (query_id, doc_id, weight, source): candidates with (1 + cos) / 2 >= tau, one row per pair with
+    its highest weight."""
+    doc_of = pl.Series("doc_id", synthetic_doc_ids, dtype=pl.String)
+    return (
+        candidates.with_columns(doc_id=doc_of.gather(candidates["synthetic"]) if candidates.height else pl.lit(None, pl.String))
+        .select("query_id", "doc_id", similarity_weight(pl.col("cosine")))
+        .filter(pl.col("weight") >= tau)
+        .group_by("query_id", "doc_id").agg(pl.col("weight").max())
+        .with_columns(pl.lit(source).alias("source"))
+        .sort("doc_id", "query_id")
+        .cast(PAIRS_SCHEMA)
+    )
+
+
+def mapping_stats(candidates: pl.DataFrame, pairs: pl.DataFrame, recall: float | None) -> dict:
+    best = candidates.group_by("synthetic").agg(pl.col("cosine").max()).sort("synthetic")["cosine"].to_numpy()
+    return {
+        "candidates": candidates.height,
+        "pairs": pairs.height,
+        "scores": ((1.0 + best.astype(np.float64)) / 2.0).tolist(),  # best neighbour score of each synthetic query
+        "hnsw_recall": recall,
+    }
+
+
 def map_to_train_queries(
     synthetic_doc_ids: list[str],
     synthetic_vectors: np.ndarray,
@@ -74,32 +127,57 @@ def map_to_train_queries(
     source: str = "skim",
 ) -> tuple[pl.DataFrame, dict]:
     """New weighted pairs (query_id, doc_id, weight, source) and statistics (scores, hnsw recall)."""
-    if len(synthetic_doc_ids) == 0 or len(train_query_ids) == 0:
-        return pl.DataFrame(schema=PAIRS_SCHEMA), {"candidates": 0, "pairs": 0, "hnsw_recall": None, "scores": []}
-    k = min(settings.k, len(train_query_ids))
-    neighbours, cosines = hnsw_topk(synthetic_vectors, train_vectors, k, m=settings.m,
-                                    ef_construction=settings.ef_construction, ef_search=settings.ef_search,
-                                    seed=settings.seed)
-    scores = (1.0 + cosines) / 2.0
-    candidates = pl.DataFrame({
-        "query_id": np.asarray(train_query_ids, dtype=object)[neighbours.reshape(-1)].tolist(),
-        "doc_id": np.repeat(np.asarray(synthetic_doc_ids, dtype=object), k).tolist(),
-        "weight": scores.reshape(-1).astype(np.float64),
-    })
-    pairs = (
-        candidates.filter(pl.col("weight") >= settings.tau)
-        .group_by("query_id", "doc_id").agg(pl.col("weight").max())
-        .with_columns(pl.lit(source).alias("source"))
-        .sort("doc_id", "query_id")
-        .cast(PAIRS_SCHEMA)
-    )
-    stats = {
-        "candidates": candidates.height,
-        "pairs": pairs.height,
-        "scores": scores[:, 0].tolist(),  # best neighbour score of each synthetic query
-        "hnsw_recall": hnsw_recall(synthetic_vectors, train_vectors, neighbours, k, settings),
-    }
-    return pairs, stats
+    candidates, recall = mapping_candidates(synthetic_vectors, train_query_ids, train_vectors, settings)
+    pairs = candidates_to_pairs(candidates, synthetic_doc_ids, settings.tau, source)
+    return pairs, mapping_stats(candidates, pairs, recall)
+
+
+def map_incrementally(
+    synthetic_doc_ids: list[str],
+    synthetic_vectors: np.ndarray,
+    train_query_ids: list[str],
+    train_vectors: np.ndarray,
+    settings: MappingSettings,
+    source: str,
+    state_dir: str | Path,
+    identity: str,
+) -> tuple[pl.DataFrame, dict]:
+    """`map_to_train_queries` that searches only train queries not searched before.
+
+    `state_dir` keeps every synthetic query's k best candidates so far and the train queries already searched,
+    under `identity` (the synthetic queries, the encoder and the index settings: anything else that changes
+    means a full search). New train queries get an index of their own; each synthetic query's candidates are
+    its k best of the old and the new, which is what a full search over all train queries finds.
+    Stats add `train_queries_searched` and `incremental`.
+    """
+    state_dir = Path(state_dir)
+    identity = hashlib.sha1(json.dumps([identity, settings.k, settings.m, settings.ef_construction,
+                                        settings.ef_search, settings.seed]).encode()).hexdigest()
+    state_path, candidates_path, searched_path = (state_dir / "state.json", state_dir / "candidates.parquet",
+                                                  state_dir / "searched.parquet")
+    previous = None
+    if state_path.exists() and candidates_path.exists() and searched_path.exists():
+        if json.loads(state_path.read_text()).get("identity") == identity:
+            searched = set(pl.read_parquet(searched_path)["query_id"].to_list())
+            if searched <= set(train_query_ids):  # a vanished train query means its pairs must go: full search
+                previous = (pl.read_parquet(candidates_path), searched)
+    if previous is None:
+        new_rows = list(range(len(train_query_ids)))
+        old_candidates = pl.DataFrame(schema=CANDIDATES_SCHEMA)
+    else:
+        old_candidates, searched = previous
+        new_rows = [i for i, q in enumerate(train_query_ids) if q not in searched]
+    new_candidates, recall = mapping_candidates(
+        synthetic_vectors, [train_query_ids[i] for i in new_rows], train_vectors[new_rows] if new_rows else train_vectors[:0],
+        settings)
+    candidates = best_candidates(pl.concat([old_candidates, new_candidates]), settings.k)
+    # the state is written last: a crash before it leaves the previous state, which is still consistent
+    write_parquet_atomic(candidates, candidates_path)
+    write_parquet_atomic(pl.DataFrame({"query_id": list(train_query_ids)}, schema={"query_id": pl.String}), searched_path)
+    write_json_atomic({"identity": identity, "train_queries": len(train_query_ids)}, state_path)
+    pairs = candidates_to_pairs(candidates, synthetic_doc_ids, settings.tau, source)
+    return pairs, mapping_stats(candidates, pairs, recall) | {
+        "train_queries_searched": len(new_rows), "incremental": previous is not None}
 
 
 def hnsw_recall(queries: np.ndarray, items: np.ndarray, approx: np.ndarray, k: int, settings: MappingSettings) -> float:

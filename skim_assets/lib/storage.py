@@ -77,3 +77,11 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
 
 def directory_size_bytes(path: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def file_digest(path: str | Path) -> str:
+    """sha1 of a file's bytes: the identity of a written table (our Parquet writes are deterministic)."""
+    import hashlib
+
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha1").hexdigest()

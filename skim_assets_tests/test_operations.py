@@ -1,0 +1,302 @@
+"""Operations: click-log refresh (sensor, incremental work, equality with a full recompute), the model-refresh
+schedule, eager table automation, the k8s profile, and a step killed with SIGKILL that resumes."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from skim_assets.assets.datasets import click_log_pairs, dataset_tables
+from skim_assets.assets.mapping import MappingConfig
+from skim_assets.assets.simulation import simulated_clicks
+from skim_assets.assets.training import RetrieverTrainingConfig, train_pairs
+from skim_assets.definitions import ASSETS
+from skim_assets.jobs import CLICK_REFRESH_ASSETS, click_refresh_job
+from skim_assets.lib.demonstrations import QUERIES_SCHEMA as SYNTHETIC_SCHEMA
+from skim_assets.lib.storage import write_parquet_atomic
+from skim_assets.partitions import dataset_partitions
+from skim_assets.resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource
+from skim_assets.sensors import click_log_sensor, model_refresh_schedule
+
+ASSET_BY_NAME = {key.path[-1]: asset for asset in ASSETS for key in asset.keys}
+REFRESH_CONFIG = {"ops": {"mapped_pairs_udapdr": {"config": {"tau": 0.55}}}}
+# the generation branch this test stands up (UDAPDR-style: no LoRA); the other two branches stay unmaterialized
+SYNTHETIC = "synthetic_queries_udapdr"
+
+
+def _resources(root):
+    return {
+        "storage": StorageResource(root=str(root)),
+        "encoder": EncoderResource(device="cpu"),
+        "teacher": TeacherResource(kind="keyphrase"),
+        "generator": GeneratorResource(device="cpu", backend="transformers"),
+    }
+
+
+def _write_synthetic_queries(root):
+    """Synthetic queries for every document: the first words of each metadata sentence (what a student writes)."""
+    documents = pl.read_parquet(root / "documents" / "tiny" / "data.parquet")
+    rows = []
+    for doc_id, metadata in documents.select("doc_id", "metadata").iter_rows():
+        sentences = [s.strip() for s in metadata.split(".") if s.strip()]
+        rows += [(doc_id, " ".join(s.split()[:6]).lower(), rank) for rank, s in enumerate(sentences[:3], 1)]
+    write_parquet_atomic(pl.DataFrame(rows, schema=SYNTHETIC_SCHEMA, orient="row"), root / SYNTHETIC / "tiny" / "data.parquet")
+
+
+def _refresh_assets(names):
+    return [ASSET_BY_NAME[n] for n in names]
+
+
+@pytest.fixture
+def trained_world(storage_root, tiny_demo, tmp_path):
+    """A tiny dataset with clicks, train pairs, a base retriever, synthetic queries and every refresh table."""
+    # a persistent instance (schedule contexts need an instance reference), not `instance_for_test`, whose
+    # teardown leaves Dagster's global definitions-state storage pointing at a closed instance
+    (tmp_path / "dagster_home").mkdir()
+    yield from _trained_world(storage_root, dg.DagsterInstance.local_temp(str(tmp_path / "dagster_home")))
+
+
+def _trained_world(storage_root, instance):
+    instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
+    resources = _resources(storage_root)
+    quick = dg.RunConfig(ops={"base_retriever": RetrieverTrainingConfig(epochs=1, hard_negatives=0)})
+    base = [dataset_tables, click_log_pairs, simulated_clicks, train_pairs, ASSET_BY_NAME["base_retriever"]]
+    assert dg.materialize(base, partition_key="tiny", instance=instance, resources=resources, run_config=quick).success
+    _write_synthetic_queries(storage_root)
+    tables = ["mapped_pairs_udapdr", "augmented_train_pairs_udapdr", "ips_train_pairs", "lever_train_pairs",
+              "lever_ips_train_pairs", "gandalf_train_pairs"]
+    assert dg.materialize(_refresh_assets(tables), partition_key="tiny", instance=instance, resources=resources,
+                          run_config=REFRESH_CONFIG).success
+    yield instance, resources
+
+
+def _drop_new_clicks(root, name="drop-001.csv"):
+    documents = pl.read_parquet(root / "documents" / "tiny" / "data.parquet")["doc_id"].to_list()
+    clicks = root / "inputs" / "tiny" / "clicks"
+    clicks.mkdir(exist_ok=True)
+    pl.DataFrame({
+        "query": ["herbal sleep tea from the mountains", "vitamin gummies for kids", "herbal sleep tea from the mountains",
+                  "organic face cream for dry skin"],
+        "doc_id": [documents[0], documents[1], documents[0], documents[2]],
+        "clicks": [2, 1, 3, 1],
+        "timestamp": ["2026-11-20T10:00:00"] * 4,
+    }).write_csv(clicks / name)
+    return 3  # new query texts
+
+
+def _materialization_metadata(result):
+    return {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+
+
+def test_click_drop_refreshes_only_tables_with_only_new_rows_and_equals_a_full_recompute(storage_root, trained_world, tmp_path):
+    instance, resources = trained_world
+    sensor_resources = {"storage": resources["storage"]}
+    quiet = click_log_sensor(dg.build_sensor_context(instance=instance, cursor=None, resources=sensor_resources))
+    assert quiet.run_requests == []  # no drops yet
+
+    new_texts = _drop_new_clicks(storage_root)
+    result = click_log_sensor(dg.build_sensor_context(instance=instance, cursor=quiet.cursor, resources=sensor_resources))
+    [request] = result.run_requests
+    assert request.partition_key == "tiny" and request.run_key.startswith("clicks:tiny:")
+    selected = {k.to_user_string() for k in request.asset_selection}
+    # what this dataset has: no model step, and not the generation branches it never ran
+    assert selected == {"click_log_pairs", "train_pairs", "mapped_pairs_udapdr", "augmented_train_pairs_udapdr",
+                        "ips_train_pairs", "lever_train_pairs", "lever_ips_train_pairs", "gandalf_train_pairs"}
+    again = click_log_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, resources=sensor_resources))
+    assert again.run_requests == []  # the cursor remembers the drop
+
+    job = dg.Definitions(assets=ASSETS, jobs=[click_refresh_job], resources=resources).resolve_job_def("click_refresh")
+    run = job.execute_in_process(partition_key="tiny", instance=instance, asset_selection=request.asset_selection,
+                                 run_config=REFRESH_CONFIG, tags={"dagster/run_key": request.run_key})
+    assert run.success
+    meta = _materialization_metadata(run)
+    assert set(meta) == selected
+    assert meta["click_log_pairs"]["files_read_now"].value == 1 and meta["click_log_pairs"]["rows_read_now"].value == 4
+    assert meta["mapped_pairs_udapdr"]["incremental"].value is True
+    assert meta["mapped_pairs_udapdr"]["train_queries_searched_now"].value == new_texts
+    # only the new query texts are embedded, once: synthetic queries and documents come from the shared cache
+    embedded = [meta[a]["texts_embedded_now"].value for a in ("mapped_pairs_udapdr", "lever_train_pairs")]
+    assert sum(embedded) == new_texts
+
+    # a full recompute from scratch (no caches, no mapping state) gives the same tables
+    fresh = tmp_path / "fresh"
+    shutil.copytree(storage_root, fresh)
+    for folder in ("click_log_cache", "embedding_cache", "mapping_state", *selected):
+        shutil.rmtree(fresh / folder, ignore_errors=True)
+    fresh_instance = dg.DagsterInstance.ephemeral()
+    fresh_instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
+    full = dg.materialize(_refresh_assets(sorted(selected)), partition_key="tiny", instance=fresh_instance,
+                          resources=_resources(fresh), run_config=REFRESH_CONFIG)
+    assert full.success
+    full_meta = _materialization_metadata(full)
+    assert full_meta["mapped_pairs_udapdr"]["incremental"].value is False
+    assert full_meta["click_log_pairs"]["files_read_now"].value == 1
+    for asset in sorted(selected):
+        incremental = pl.read_parquet(storage_root / asset / "tiny" / "data.parquet").sort(pl.all())
+        recomputed = pl.read_parquet(fresh / asset / "tiny" / "data.parquet").sort(pl.all())
+        assert incremental.equals(recomputed), asset
+    mapped = pl.read_parquet(storage_root / "mapped_pairs_udapdr" / "tiny" / "data.parquet")
+    click_queries = set(pl.read_parquet(storage_root / "click_log_pairs" / "tiny" / "queries.parquet")["query_id"])
+    assert click_queries & set(mapped["query_id"])  # the new click queries were mapped onto
+
+
+def test_model_refresh_schedule_runs_only_datasets_whose_train_pairs_changed(storage_root, trained_world):
+    instance, resources = trained_world
+    when = dg.build_schedule_context(instance=instance, resources={"storage": resources["storage"]},
+                                     scheduled_execution_time=__import__("datetime").datetime(2026, 11, 28, 3, 0))
+    skipped = model_refresh_schedule(when)
+    assert isinstance(skipped, dg.SkipReason)  # the base retriever was trained on the current train pairs
+
+    _drop_new_clicks(storage_root)
+    assert dg.materialize([click_log_pairs, train_pairs], partition_key="tiny", instance=instance,
+                          resources=resources).success
+    [request] = model_refresh_schedule(when)
+    assert request.partition_key == "tiny" and request.run_key == "models:tiny:2026-11-28T03:00"
+    selected = {k.to_user_string() for k in request.asset_selection}
+    assert {"base_retriever", "mapped_pairs_udapdr", SYNTHETIC, "lever_train_pairs"} <= selected
+    assert not selected & {"click_log_pairs", "train_pairs", "documents", "lora_adapter", "synthetic_queries"}
+
+
+def test_cheap_tables_follow_their_upstream_eagerly_and_models_do_not(storage_root, tiny_demo):
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
+    resources = _resources(storage_root)
+    defs = dg.Definitions(assets=ASSETS, resources=resources)
+    assert dg.materialize([dataset_tables, click_log_pairs, simulated_clicks, train_pairs,
+                           ASSET_BY_NAME["ips_train_pairs"], ASSET_BY_NAME["gandalf_train_pairs"]],
+                          partition_key="tiny", instance=instance, resources=resources).success
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert first.total_requested == 0  # everything is up to date
+
+    _drop_new_clicks(storage_root)
+    assert dg.materialize([click_log_pairs], partition_key="tiny", instance=instance, resources=resources).success
+    after_drop = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    # one tick plans the cascade: train pairs and the tables that follow them, never a model step
+    requested = {name for name in ASSET_BY_NAME if after_drop.get_requested_partitions(dg.AssetKey(name)) == {"tiny"}}
+    assert {"train_pairs", "ips_train_pairs", "gandalf_train_pairs"} <= requested
+    assert not any(name.endswith(("_retriever", "_ova_head")) or name.startswith(("synthetic", "lora", "teacher"))
+                   for name in requested)
+    assert dg.materialize([train_pairs, ASSET_BY_NAME["ips_train_pairs"], ASSET_BY_NAME["gandalf_train_pairs"]],
+                          partition_key="tiny", instance=instance, resources=resources).success
+    settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after_drop.cursor)
+    assert settled.total_requested == 0
+
+
+def _definitions_summary(env: dict) -> dict:
+    script = textwrap.dedent("""
+        import json
+        from skim_assets.definitions import defs
+        graph = defs.resolve_asset_graph()
+        ops = {}
+        for key in graph.get_all_asset_keys():
+            ops[key.to_user_string()] = dict(defs.resolve_assets_def(key).op.tags)
+        executor = defs.resolve_job_def("skim_pipeline").executor_def
+        print(json.dumps({"executor": executor.name, "ops": ops}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, **env},
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_k8s_profile_runs_steps_as_kubernetes_jobs_with_a_gpu_on_model_steps():
+    pytest.importorskip("dagster_k8s")
+    k8s = _definitions_summary({"SKIM_DEPLOYMENT": "k8s", "SKIM_K8S_NAMESPACE": "research"})
+    assert k8s["executor"] == "skim_k8s_executor"
+    gpu_config = json.loads(k8s["ops"]["skim_retriever"]["dagster-k8s/config"])
+    assert gpu_config["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    for model_step in ("base_retriever", "lora_adapter", "synthetic_queries", "skim_ova_head", "retrieval_metrics"):
+        assert "dagster-k8s/config" in k8s["ops"][model_step], model_step
+    for table in ("documents", "train_pairs", "mapped_pairs", "comparison_report"):
+        assert "dagster-k8s/config" not in k8s["ops"][table], table
+
+    local = _definitions_summary({"SKIM_DEPLOYMENT": "local"})
+    assert local["executor"] == "skim_local_executor"
+    assert local["ops"]["skim_retriever"] == {"skim/resource": "gpu"}
+    bad = subprocess.run([sys.executable, "-c", "import skim_assets.definitions"], capture_output=True, text=True,
+                         env={**os.environ, "SKIM_DEPLOYMENT": "moon"}, timeout=300)
+    assert bad.returncode != 0 and "SKIM_DEPLOYMENT='moon'" in bad.stderr
+
+
+KILLABLE_STEP = """
+import json
+import sys
+import dagster as dg
+from skim_assets.assets.generation import SyntheticQueriesConfig, synthetic_queries_udapdr
+from skim_assets.partitions import dataset_partitions
+from skim_assets.resources import GeneratorResource, StorageResource
+root, lm, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+instance = dg.DagsterInstance.ephemeral()
+instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
+config = dg.RunConfig(ops={"synthetic_queries_udapdr": SyntheticQueriesConfig(max_new_tokens=24, shard_size=2, seed=seed)})
+result = dg.materialize([synthetic_queries_udapdr], partition_key="tiny", instance=instance, run_config=config,
+                        resources={"storage": StorageResource(root=root),
+                                   "generator": GeneratorResource(base_model_path=lm, device="cpu", backend="transformers")})
+if result.success:
+    [event] = result.get_asset_materialization_events()
+    print(json.dumps({"shards_reused": event.materialization.metadata["shards_reused"].value}))
+sys.exit(0 if result.success else 1)
+"""
+
+
+def _generation_step(root, lm, seed):
+    """The generation asset materialized in a process of its own (its log goes to a file: no pipe to fill)."""
+    log = open(root.parent / f"generation-{seed}-{time.monotonic_ns()}.log", "w+")
+    return subprocess.Popen([sys.executable, "-c", KILLABLE_STEP, str(root), str(lm), str(seed)],
+                            stdout=subprocess.PIPE, stderr=log, text=True)
+
+
+def _finish(process) -> dict:
+    out, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, f"exit {process.returncode}: {out[-2000:]}"
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_a_generation_step_killed_with_sigkill_keeps_the_previous_artifact_and_resumes(storage_root, tiny_demo, tiny_causal_lm, tmp_path):
+    resources = _resources(storage_root)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
+    assert dg.materialize([dataset_tables, click_log_pairs, simulated_clicks, train_pairs], partition_key="tiny",
+                          instance=instance, resources=resources).success
+    first = _generation_step(storage_root, tiny_causal_lm, seed=1)
+    _finish(first)
+    artifact = storage_root / SYNTHETIC / "tiny" / "raw.parquet"
+    previous = artifact.read_bytes()
+
+    # a new run (another seed) killed after its first checkpointed shard: no cleanup code runs
+    shards = storage_root / f"{SYNTHETIC}_shards" / "tiny"
+    started = time.monotonic()
+    killed = _generation_step(storage_root, tiny_causal_lm, seed=2)
+    manifests = lambda: [p for p in shards.glob("shard-*.json") if json.loads(p.read_text()).get("fingerprint")]  # noqa: E731
+    baseline = {p.name: p.stat().st_mtime_ns for p in manifests()}
+    while time.monotonic() - started < 300 and killed.poll() is None:
+        fresh = [p for p in manifests() if baseline.get(p.name) != p.stat().st_mtime_ns]
+        if fresh:
+            os.kill(killed.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert killed.wait(timeout=60) == -signal.SIGKILL, "the step finished before it could be killed"
+    done_before_kill = len([p for p in manifests() if baseline.get(p.name) != p.stat().st_mtime_ns])
+    assert 1 <= done_before_kill < 12  # 24 documents in shards of 2
+    assert artifact.read_bytes() == previous  # the killed step left the previous good artifact in place
+
+    # the rerun reuses the shards finished before the kill, and equals an uninterrupted run
+    resumed = _generation_step(storage_root, tiny_causal_lm, seed=2)
+    assert _finish(resumed)["shards_reused"] == done_before_kill
+    clean_root = tmp_path / "clean"
+    shutil.copytree(storage_root, clean_root, ignore=shutil.ignore_patterns(f"{SYNTHETIC}*"))
+    clean = _generation_step(clean_root, tiny_causal_lm, seed=2)
+    assert _finish(clean)["shards_reused"] == 0
+    resumed_raw = pl.read_parquet(artifact).drop("shard")
+    assert resumed_raw.equals(pl.read_parquet(clean_root / SYNTHETIC / "tiny" / "raw.parquet").drop("shard"))
+    assert pl.read_parquet(storage_root / SYNTHETIC / "tiny" / "data.parquet").equals(
+        pl.read_parquet(clean_root / SYNTHETIC / "tiny" / "data.parquet"))
+    assert artifact.read_bytes() != previous
