@@ -14,6 +14,7 @@ from .assets.ova import ova_assets
 from .checks import all_checks
 from .deployment import build_executor
 from .assets.simulation import simulated_clicks
+from .assets.sweeps import sweep_assets
 from .assets.training import retriever_assets, train_pairs
 from .jobs import click_refresh_job, model_refresh_job, skim_core_job, skim_pipeline_job
 from .resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource
@@ -23,7 +24,7 @@ ASSETS = [
     dataset_tables, click_log_pairs, simulated_clicks, train_pairs, *retriever_assets, *ova_assets,
     retrieval_metrics, comparison_report,
     teacher_demonstrations, base_slm, lora_adapter, lora_adapter_no_metadata, *generation_assets, *mapping_assets,
-    *baseline_pair_assets,
+    *baseline_pair_assets, *sweep_assets,
 ]
 TEACHER_API_KEY_ENV = "SKIM_TEACHER_API_KEY"
 

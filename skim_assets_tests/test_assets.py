@@ -98,6 +98,15 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     augmented = pl.read_parquet(storage_root / "augmented_train_pairs" / "tiny" / "data.parquet")
     assert augmented.height >= pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet").height
 
+    # the sweeps (paper Fig. 7 and Fig. 3): fewer pairs as tau rises; four training sets per exposure window
+    tau_sweep = pl.read_parquet(storage_root / "tau_sweep_report" / "tiny" / "data.parquet")
+    assert tau_sweep["tau"].to_list() == sorted(tau_sweep["tau"].to_list()) and tau_sweep.height == 6
+    assert tau_sweep["pairs_added"].to_list() == sorted(tau_sweep["pairs_added"].to_list(), reverse=True)
+    exposure = pl.read_parquet(storage_root / "exposure_sweep_report" / "tiny" / "data.parquet")
+    assert set(exposure["method"]) == {"clicks (MNAR)", "IPS, true propensities", "SKIM", "MAR sample"}
+    assert exposure["R@100"].is_between(0, 1).all()
+    assert (storage_root / "exposure_sweep_report" / "tiny" / "exposure_sweep.png").exists()
+
     with duckdb.connect(str(storage_root / "skim.duckdb")) as con:
         rows = con.execute("SELECT count(*) FROM retrieval_metrics WHERE dataset = 'tiny'").fetchall()[0][0]
     assert rows == 2 * n_models

@@ -34,6 +34,11 @@ def encoder_fingerprint(path) -> str:
     return hashlib.sha1(f"{weights}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
+def mapping_state_dir(storage: StorageResource, asset: str, dataset: str):
+    """Where a mapping asset keeps its candidates (read them with `lib.mapping.read_mapping_state`)."""
+    return storage.root_path / "mapping_state" / asset / dataset
+
+
 def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, dataset: str):
     """(embed(texts, max_length) -> (vectors, how many computed now), encoder identity) for the click-trained
     dual encoder; vectors are cached by text hash per encoder, so a refresh embeds only new text."""
@@ -69,7 +74,7 @@ def map_queries(context, config: MappingConfig, storage: StorageResource, encode
                             .encode()).hexdigest() + ":" + encoder_id
     pairs, stats = map_incrementally(synthetic["doc_id"].to_list(), synthetic_vectors, train_queries["query_id"].to_list(),
                                      train_vectors, settings, source,
-                                     storage.root_path / "mapping_state" / context.asset_key.path[-1] / dataset, identity)
+                                     mapping_state_dir(storage, context.asset_key.path[-1], dataset), identity)
     context.log.info(f"mapped {synthetic.height} synthetic queries -> {pairs.height} new pairs "
                      f"(tau {settings.tau}; searched {stats['train_queries_searched']} of {train_queries.height} "
                      f"train queries, incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")

@@ -1,0 +1,116 @@
+"""The paper's sweeps: the mapping threshold tau (Fig. 7) and the exposure window K (Fig. 3).
+
+Every point of a sweep trains a model, so points are scored with the one-vs-all head over frozen pretrained
+features (`ova_head`): seconds per point, where a dual encoder would take minutes. Each point is scored by the
+unbiased test set (all test labels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from .formats import PAIRS_SCHEMA, union_pairs
+from .mapping import candidates_to_pairs
+from .metrics import evaluate_rankings
+from .ova_head import OvaHeadConfig, ova_topk, train_ova_head
+from .retrieval import topk_frame
+from .simulation import exposed_relevant_pairs, missing_at_random_sample
+
+SWEEP_KS = (10, 100)
+
+
+@dataclass
+class FrozenFeatures:
+    """Pretrained embeddings of every query (train and test) and every document title."""
+
+    query_ids: list[str]
+    query_vectors: np.ndarray
+    doc_ids: list[str]
+    doc_vectors: np.ndarray
+
+
+def score_training_pairs(pairs: pl.DataFrame, features: FrozenFeatures, test_qrels: pl.DataFrame,
+                         config: OvaHeadConfig, ks: Sequence[int] = SWEEP_KS) -> dict[str, float]:
+    """Train a one-vs-all head on `pairs` and score it on `test_qrels`: {"P@5", "R@10", "R@100", ...}."""
+    query_index = {q: i for i, q in enumerate(features.query_ids)}
+    doc_index = {d: i for i, d in enumerate(features.doc_ids)}
+    unknown = pairs.filter(~pl.col("query_id").is_in(list(query_index)) | ~pl.col("doc_id").is_in(list(doc_index)))
+    if unknown.height:
+        row = unknown.row(0, named=True)
+        raise ValueError(f"training pair ({row['query_id']!r}, {row['doc_id']!r}) has no features")
+    weights, biases, _ = train_ova_head(
+        features.query_vectors, np.array([query_index[q] for q in pairs["query_id"]], dtype=np.int64),
+        np.array([doc_index[d] for d in pairs["doc_id"]], dtype=np.int64), pairs["weight"].to_numpy(),
+        features.doc_vectors, config, progress=lambda _: None,
+    )
+    test_ids = sorted(set(test_qrels["query_id"].to_list()))
+    test_vectors = features.query_vectors[[query_index[q] for q in test_ids]]
+    indices, scores = ova_topk(test_vectors, weights, biases, max(ks), scale=config.scale)
+    return evaluate_rankings(topk_frame(test_ids, features.doc_ids, indices, scores), test_qrels, ks)
+
+
+def tau_sweep(train_pairs: pl.DataFrame, candidates: pl.DataFrame, synthetic_doc_ids: list[str],
+              taus: Sequence[float], features: FrozenFeatures, test_qrels: pl.DataFrame, config: OvaHeadConfig,
+              progress: Callable[[str], None] = print) -> pl.DataFrame:
+    """For each tau: mapped pairs kept, and the unbiased metrics of clicks + those pairs (Fig. 7)."""
+    rows = []
+    for tau in taus:
+        mapped = candidates_to_pairs(candidates, synthetic_doc_ids, tau, "skim")
+        augmented = union_pairs(train_pairs, mapped)
+        metrics = score_training_pairs(augmented, features, test_qrels, config)
+        rows.append({"tau": float(tau), "pairs_added": augmented.height - train_pairs.height, **metrics})
+        progress(f"tau {tau}: {rows[-1]['pairs_added']} pairs added, unbiased R@100 {metrics['R@100']:.4f}")
+    return pl.DataFrame(rows)
+
+
+def true_document_propensities(clicks: pl.DataFrame, labels: pl.DataFrame, floor: float = 0.01) -> pl.DataFrame:
+    """Each document's true observation rate: its clicked labels / all its relevant labels (known here because
+    the labels are complete), floored so a weight stays finite. (doc_id, propensity)."""
+    relevant = labels.filter(pl.col("relevance") > 0).group_by("doc_id").len("labels")
+    clicked = clicks.group_by("doc_id").len("clicked")
+    return relevant.join(clicked, on="doc_id", how="left").select(
+        "doc_id", (pl.col("clicked").fill_null(0) / pl.col("labels")).clip(lower_bound=floor).alias("propensity"))
+
+
+def ips_with_true_propensities(clicks: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    """Click pairs weighted by 1 / true propensity of their document, rescaled to mean weight 1."""
+    weighted = clicks.join(true_document_propensities(clicks, labels), on="doc_id")
+    inverse = 1.0 / weighted["propensity"]
+    return weighted.select("query_id", "doc_id", (inverse / inverse.mean()).alias("weight"),
+                           pl.lit("ips").alias("source")).cast(PAIRS_SCHEMA)
+
+
+SWEEP_METHODS = ("clicks (MNAR)", "IPS, true propensities", "SKIM", "MAR sample")
+
+
+def exposure_sweep(ranked: pl.DataFrame, train_labels: pl.DataFrame, mapped: pl.DataFrame, ks: Sequence[int],
+                   features: FrozenFeatures, test_qrels: pl.DataFrame, config: OvaHeadConfig, seed: int = 0,
+                   progress: Callable[[str], None] = print) -> pl.DataFrame:
+    """For each exposure window K (Algorithm 1 on complete labels): the unbiased metrics of the MNAR clicks,
+    IPS with the true propensities, SKIM (clicks + mapped pairs) and a MAR sample of the clicks' size (Fig. 3)."""
+    rows = []
+    for k in ks:
+        exposed = exposed_relevant_pairs(ranked, train_labels, k)
+        clicks = exposed.select("query_id", "doc_id", pl.lit(1.0).alias("weight"),
+                                pl.lit("click").alias("source")).cast(PAIRS_SCHEMA)
+        if clicks.height == 0:
+            progress(f"K={k}: no label exposed; skipped")
+            continue
+        training_sets = {
+            "clicks (MNAR)": clicks,
+            "IPS, true propensities": ips_with_true_propensities(clicks, train_labels),
+            "SKIM": union_pairs(clicks, mapped),
+            "MAR sample": missing_at_random_sample(train_labels, clicks.height, seed=seed),
+        }
+        for method, pairs in training_sets.items():
+            metrics = score_training_pairs(pairs, features, test_qrels, config)
+            rows.append({"exposure_k": k, "method": method, "training_pairs": pairs.height,
+                         "labels_kept": clicks.height / max(train_labels.filter(pl.col("relevance") > 0).height, 1),
+                         **metrics})
+        progress(f"K={k}: {clicks.height} clicks; unbiased R@100 " + ", ".join(
+            f"{r['method']} {r['R@100']:.4f}" for r in rows if r["exposure_k"] == k))
+    return pl.DataFrame(rows)
