@@ -30,14 +30,48 @@ def register_dataset(name: str, instance) -> None:
         instance.add_dynamic_partitions(dataset_partitions.name, [name])
 
 
-def materialize_dataset(name: str, instance, run_config: dict | None = None, job_name: str = "skim_pipeline") -> bool:
-    """Run a job (default: the whole graph) for one dataset partition in this process; returns success."""
+def materialize_dataset(name: str, instance, run_config: dict | None = None, job_name: str = "skim_pipeline",
+                        only_missing_under: Path | None = None) -> bool:
+    """Run a job (default: the whole graph) for one dataset partition in this process; returns success.
+
+    With `only_missing_under` (a storage root), only the assets without an artifact there and everything
+    downstream of them run: a long run that stopped half way picks up where it stopped, without retraining
+    finished models."""
     from .definitions import defs
 
     job = defs.resolve_job_def(job_name)
+    selection = None
+    if only_missing_under is not None:
+        selection = missing_assets(only_missing_under, name, job_name)
+        if not selection:
+            print(f"every asset of {job_name} has an artifact for {name!r}; nothing to run")
+            return True
+        print(f"running {len(selection)} assets without artifacts (and what they feed): "
+              f"{', '.join(sorted(k.to_user_string() for k in selection))}")
     result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config or {},
-                                    raise_on_error=False)
+                                    raise_on_error=False, asset_selection=selection)
     return result.success
+
+
+def missing_assets(root: Path, name: str, job_name: str) -> list:
+    """Keys of `job_name` with no artifact for dataset `name` under `root`, and every key downstream of them."""
+    import dagster as dg
+
+    from .definitions import defs
+    from .resources import StorageResource
+
+    storage = StorageResource(root=str(root))
+    graph = defs.resolve_asset_graph()
+    in_job = defs.resolve_job_def(job_name).asset_layer.executable_asset_keys
+
+    def has_artifact(key) -> bool:  # unpartitioned assets (base_slm) live at <root>/<asset>/
+        partitioned = graph.get(key).partitions_def is not None
+        return (storage.artifact_dir(key.path[-1], name) if partitioned else storage.root_path / key.path[-1]).exists()
+
+    missing = [k for k in in_job if not has_artifact(k)]
+    if not missing:
+        return []
+    return sorted(dg.AssetSelection.assets(*missing).downstream().resolve(graph) & set(in_job))
 
 
 def print_report(root: Path, name: str) -> int:
@@ -157,7 +191,7 @@ def cmd_materialize(args) -> int:
     run_config = load_run_config(args.config)
     instance = _instance()
     register_dataset(args.name, instance)
-    if not materialize_dataset(args.name, instance, run_config, args.job):
+    if not materialize_dataset(args.name, instance, run_config, args.job, root if args.only_missing else None):
         return 1
     return print_report(root, args.name)
 
@@ -203,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--config", help="run config file (YAML/JSON), e.g. configs/scifact_cpu.yaml")
     mat.add_argument("--job", default="skim_pipeline", choices=["skim_pipeline", "skim_core"],
                      help="skim_core leaves out the generation ablations")
+    mat.add_argument("--only-missing", action="store_true",
+                     help="run only assets without an artifact yet, and what they feed (resume a long run)")
     mat.set_defaults(func=cmd_materialize)
 
     rep = sub.add_parser("report", help="print a dataset's metrics table and refresh the DuckDB catalogue")

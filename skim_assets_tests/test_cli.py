@@ -61,3 +61,19 @@ def test_demo_profile_is_valid_run_config_for_the_pipeline():
         dg.validate_run_config(defs.resolve_job_def(job), config)  # raises on unknown ops or fields
     assert "synthetic_queries_udapdr" not in demo_run_config("skim_core")["ops"]
     assert "synthetic_queries_udapdr" in demo_run_config("skim_pipeline")["ops"]
+
+
+def test_only_missing_selects_assets_without_artifacts_and_everything_they_feed(tmp_path):
+    from skim_assets.cli import missing_assets
+    from skim_assets.definitions import defs
+
+    root = tmp_path / "root"
+    every = {k.path[-1] for k in defs.resolve_job_def("skim_pipeline").asset_layer.executable_asset_keys}
+    for asset in every - {"skim_retriever", "base_slm"}:
+        (root / asset / "ds").mkdir(parents=True)
+    (root / "base_slm").mkdir()  # unpartitioned: one folder for every dataset
+    missing = {k.to_user_string() for k in missing_assets(root, "ds", "skim_pipeline")}
+    assert missing == {"skim_retriever", "retrieval_metrics", "comparison_report"}
+    (root / "skim_retriever" / "ds").mkdir(parents=True)
+    assert missing_assets(root, "ds", "skim_pipeline") == []
+    assert len(missing_assets(root, "other", "skim_core")) == len(defs.resolve_job_def("skim_core").asset_layer.executable_asset_keys) - 1
