@@ -187,13 +187,20 @@ def load_run_config(path: str | None) -> dict:
 
 
 def cmd_materialize(args) -> int:
+    """Run the job for each named dataset in turn (a backfill over datasets from the command line)."""
     root = _use_root(args.root)
     run_config = load_run_config(args.config)
     instance = _instance()
-    register_dataset(args.name, instance)
-    if not materialize_dataset(args.name, instance, run_config, args.job, root if args.only_missing else None):
-        return 1
-    return print_report(root, args.name)
+    failed = []
+    for name in args.names:
+        register_dataset(name, instance)
+        if not materialize_dataset(name, instance, run_config, args.job, root if args.only_missing else None):
+            failed.append(name)
+            continue
+        print_report(root, name)
+    if failed:
+        print(f"failed: {', '.join(failed)} (see the log above)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_report(args) -> int:
@@ -232,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--materialize", action="store_true", help="also run the whole graph for it")
     imp.set_defaults(func=cmd_import)
 
-    mat = sub.add_parser("materialize", help="run the whole graph for a registered dataset")
-    mat.add_argument("name")
+    mat = sub.add_parser("materialize", help="run the whole graph for one or more registered datasets")
+    mat.add_argument("names", nargs="+", metavar="dataset")
     mat.add_argument("--config", help="run config file (YAML/JSON), e.g. configs/scifact_cpu.yaml")
     mat.add_argument("--job", default="skim_pipeline", choices=["skim_pipeline", "skim_core"],
                      help="skim_core leaves out the generation ablations")

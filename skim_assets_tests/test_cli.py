@@ -77,3 +77,19 @@ def test_only_missing_selects_assets_without_artifacts_and_everything_they_feed(
     (root / "skim_retriever" / "ds").mkdir(parents=True)
     assert missing_assets(root, "ds", "skim_pipeline") == []
     assert len(missing_assets(root, "other", "skim_core")) == len(defs.resolve_job_def("skim_core").asset_layer.executable_asset_keys) - 1
+
+
+def test_materialize_takes_several_datasets_and_a_run_config_file(tmp_path):
+    from skim_assets.cli import build_parser, load_run_config
+
+    args = build_parser().parse_args(["materialize", "a", "b", "--config", "configs/scifact_cpu.yaml", "--only-missing"])
+    assert args.names == ["a", "b"] and args.only_missing and args.job == "skim_pipeline"
+    config = load_run_config(args.config)
+    assert config["ops"]["skim_retriever"]["config"]["epochs"] == 2
+    from skim_assets.definitions import defs
+
+    assert set(config["ops"]) <= set(defs.resolve_job_def("skim_pipeline").graph.node_dict)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(SystemExit, match="must be a mapping"):
+        load_run_config(str(bad))
