@@ -237,3 +237,22 @@ def test_teacher_demonstrations_from_an_openai_compatible_server_are_cached(stor
     cached_text = "".join(p.read_text() for p in (storage_root / "teacher_cache").rglob("*") if p.is_file())
     assert cached_text and secret not in cached_text
     assert secret not in str(first) and secret not in str(second)
+
+
+def test_comparison_report_of_a_partial_run_leaves_untrained_models_blank(storage_root):
+    from skim_assets.assets.evaluation import comparison_report
+    from skim_assets.lib.storage import write_parquet_atomic
+
+    rows = []
+    for model, method, base_model in [("zero_shot", "zero_shot", "zero_shot"), ("base_retriever", "base", "dual_encoder"),
+                                      ("base_ova_head", "base", "ova_head"), ("skim_ova_head", "skim", "ova_head")]:
+        for test_set in ("biased", "unbiased"):
+            rows.append({"model": model, "method": method, "base_model": base_model, "test_set": test_set,
+                         "P@5": 0.1, "R@10": 0.2, "R@25": 0.3, "R@100": 0.4 if method != "skim" else 0.5})
+    write_parquet_atomic(pl.DataFrame(rows), storage_root / "retrieval_metrics" / "x" / "data.parquet")
+    result = comparison_report(dg.build_asset_context(partition_key="x"), storage=StorageResource(root=str(storage_root)))
+    report = pl.read_parquet(storage_root / "comparison_report" / "x" / "data.parquet")
+    skim = report.filter(pl.col("method") == "skim").row(0, named=True)
+    assert skim["dual_encoder unbiased R@100"] is None and skim["ova_head unbiased R@100"] == 0.5
+    assert "skim_minus_base_unbiased_R@100" not in result.metadata  # no SKIM dual encoder to compare
+    assert (storage_root / "comparison_report" / "x" / "chart.png").exists()

@@ -144,7 +144,7 @@ def comparison_report(context: dg.AssetExecutionContext, storage: StorageResourc
     context.log.info(f"comparison for {dataset}:\n{markdown}")
     by_method = dict(zip(table["method"].to_list(), table["dual_encoder unbiased R@100"].to_list()))
     gain = {"skim_minus_base_unbiased_R@100": dg.MetadataValue.float(round(by_method["skim"] - by_method["base"], 4))} \
-        if {"skim", "base"} <= set(by_method) else {}
+        if by_method.get("skim") is not None and by_method.get("base") is not None else {}
     return dg.MaterializeResult(metadata=gain | {
         "table": dg.MetadataValue.md(markdown),
         "chart": dg.MetadataValue.md(markdown_image(chart, "unbiased R@100")),

@@ -35,11 +35,12 @@ def line_plot(series: dict[str, tuple[list, list]], title: str, xlabel: str, yla
 
 
 def bar_plot(labels: list[str], groups: dict[str, list[float]], title: str, ylabel: str, path: str | Path) -> Path:
-    """Grouped bars: one group per label, one bar per key of `groups`."""
+    """Grouped bars: one group per label, one bar per key of `groups` (None = no bar: a model not trained)."""
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels) + 2), 3.2), dpi=100)
     width = 0.8 / max(len(groups), 1)
     for i, (name, values) in enumerate(groups.items()):
-        ax.bar([x + i * width for x in range(len(labels))], values, width=width, label=name)
+        ax.bar([x + i * width for x in range(len(labels))], [float("nan") if v is None else v for v in values],
+               width=width, label=name)
     ax.set_xticks([x + width * (len(groups) - 1) / 2 for x in range(len(labels))], labels, rotation=20, ha="right",
                   fontsize=8)
     ax.set_title(title)
