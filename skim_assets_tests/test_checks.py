@@ -357,6 +357,12 @@ def test_metrics_outside_unit_interval_fail(storage):
     assert meta(result, "bad_columns") == {"P@1": 2, "nDCG@10": 4}
 
 
+def test_metrics_one_up_to_float_rounding_pass(storage):
+    # PSP@k of a perfect ranking is a ratio of equal means: 1.0000000000000002 must not fail the run
+    write(storage, "retrieval_metrics", metrics().with_columns(pl.lit(1.0000000000000002).alias("P@1")))
+    assert run(checks.metric_range_check, storage).passed
+
+
 def test_skim_beats_base_passes(storage):
     write(storage, "retrieval_metrics", metrics(skim_r100=0.62, base_r100=0.5))
     result = run(checks.skim_beats_base_check, storage)
