@@ -1,7 +1,7 @@
 """Mapping search: hnswlib k-NN (k=10) vs exact blocked matrix-product search, the two searches SKIM's mapping uses.
 
     python benchmarks/mapping.py --quick            # < 1 minute: N = M = 20K synthetic, a SciFact slice
-    python benchmarks/mapping.py                    # N = M = 100K and 1M synthetic, all of SciFact (~25 min)
+    python benchmarks/mapping.py                    # N = M = 100K and 1M synthetic, all of SciFact (~10 min)
     python benchmarks/mapping.py --sizes 100000     # one size
 
 N query vectors are searched against M indexed vectors (384-dim, unit norm) with the project's own functions:

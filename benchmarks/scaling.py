@@ -1,7 +1,7 @@
 """Scaling of the cheap CPU stages with the number of documents: time, peak memory, growth exponents, a plot.
 
     python benchmarks/scaling.py --quick                       # < 1 minute: 1K and 5K documents
-    python benchmarks/scaling.py                               # 1K, 5K, 20K, 100K documents (~6 minutes)
+    python benchmarks/scaling.py                               # 1K, 5K, 20K, 100K documents (~4 minutes)
     python benchmarks/scaling.py --sizes 1000 10000 --out /tmp/scaling.png
 
 What runs, per size N (documents), with the project's own functions on a synthetic dataset:
