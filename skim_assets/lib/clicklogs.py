@@ -55,9 +55,10 @@ def read_click_drops(files: list[Path], doc_ids: pl.Series, cache_dir: str | Pat
     cache_dir = Path(cache_dir) if cache_dir else None
     manifest_path = cache_dir / "manifest.json" if cache_dir else None
     manifest = json.loads(manifest_path.read_text()) if manifest_path and manifest_path.exists() else {}
+    fingerprints = {path.name: drop_fingerprint(path, digest) for path in files}
     drops, fresh, rows_read = [], {}, 0
     for path in files:
-        fingerprint = drop_fingerprint(path, digest)
+        fingerprint = fingerprints[path.name]
         cached = cache_dir / f"{fingerprint}.parquet" if cache_dir else None
         if cached is not None and manifest.get(path.name) == fingerprint and cached.exists():
             drops.append(pl.read_parquet(cached))
@@ -69,9 +70,8 @@ def read_click_drops(files: list[Path], doc_ids: pl.Series, cache_dir: str | Pat
     if cache_dir is not None:
         for fingerprint, drop in fresh.values():
             write_parquet_atomic(drop, cache_dir / f"{fingerprint}.parquet")
-        current = {p.name: drop_fingerprint(p, digest) for p in files}
-        write_json_atomic(current, manifest_path)
-        for stale in set(cache_dir.glob("*.parquet")) - {cache_dir / f"{f}.parquet" for f in current.values()}:
+        write_json_atomic(fingerprints, manifest_path)
+        for stale in set(cache_dir.glob("*.parquet")) - {cache_dir / f"{f}.parquet" for f in fingerprints.values()}:
             stale.unlink()
     report = DropReport(files=len(files), files_read=len(fresh), files_reused=len(files) - len(fresh), rows_read=rows_read)
     return (pl.concat(drops) if drops else pl.DataFrame(schema=CLICKS_SCHEMA)), report

@@ -98,7 +98,7 @@ def candidates_to_pairs(candidates: pl.DataFrame, synthetic_doc_ids: list[str], 
     its highest weight."""
     doc_of = pl.Series("doc_id", synthetic_doc_ids, dtype=pl.String)
     return (
-        candidates.with_columns(doc_id=doc_of.gather(candidates["synthetic"]) if candidates.height else pl.lit(None, pl.String))
+        candidates.with_columns(doc_id=doc_of.gather(candidates["synthetic"]))
         .select("query_id", "doc_id", similarity_weight(pl.col("cosine")))
         .filter(pl.col("weight") >= tau)
         .group_by("query_id", "doc_id").agg(pl.col("weight").max())

@@ -18,7 +18,7 @@ from .mapping import candidates_to_pairs
 from .metrics import evaluate_rankings
 from .ova_head import OvaHeadConfig, ova_topk, train_ova_head
 from .retrieval import topk_frame
-from .simulation import exposed_relevant_pairs, missing_at_random_sample
+from .simulation import missing_at_random_sample, simulate_clicks
 
 SWEEP_KS = (10, 100)
 
@@ -94,9 +94,7 @@ def exposure_sweep(ranked: pl.DataFrame, train_labels: pl.DataFrame, mapped: pl.
     IPS with the true propensities, SKIM (clicks + mapped pairs) and a MAR sample of the clicks' size (Fig. 3)."""
     rows = []
     for k in ks:
-        exposed = exposed_relevant_pairs(ranked, train_labels, k)
-        clicks = exposed.select("query_id", "doc_id", pl.lit(1.0).alias("weight"),
-                                pl.lit("click").alias("source")).cast(PAIRS_SCHEMA)
+        clicks = simulate_clicks(ranked, train_labels, k)
         if clicks.height == 0:
             progress(f"K={k}: no label exposed; skipped")
             continue
