@@ -476,7 +476,7 @@ class OpenAIChatTeacher:
                 status = reply.status_code
                 if status == 200:
                     return self._success(request, reply, attempt)
-                snippet = " ".join(reply.text[:300].split())
+                snippet = " ".join(self._redact(reply.text)[:300].split())  # redact, then cut: no key half
                 if status in RETRYABLE_STATUS or status >= 500:
                     last_problem = f"HTTP {status}"
                     last_snippet = snippet
@@ -497,16 +497,17 @@ class OpenAIChatTeacher:
         try:
             payload = reply.json()
         except ValueError:
-            snippet = " ".join(reply.text[:200].split())
+            snippet = " ".join(self._redact(reply.text)[:200].split())
             return self._fail(request, f"malformed response: not JSON: {snippet!r}", attempts)
         try:
             content = payload["choices"][0]["message"]["content"]
             if not isinstance(content, str):
                 raise TypeError(f"content is {type(content).__name__}")
         except (KeyError, IndexError, TypeError) as exc:
-            snippet = " ".join(json.dumps(payload)[:200].split()) if isinstance(payload, (dict, list)) else ""
+            snippet = " ".join(self._redact(json.dumps(payload))[:200].split()) if isinstance(payload, (dict, list)) else ""
             problem = f"malformed response: no choices[0].message.content ({exc}): {snippet}"
             return self._fail(request, problem, attempts)
+        content = self._redact(content)  # a key echoed in the answer is never cached or returned
         usage = payload.get("usage") if isinstance(payload, dict) else None
         usage = usage if isinstance(usage, dict) else {}
         estimated = not ("prompt_tokens" in usage and "completion_tokens" in usage)
