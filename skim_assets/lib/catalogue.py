@@ -1,7 +1,8 @@
 """A DuckDB catalogue of views over every Parquet artifact, so an analyst can query results with SQL.
 
 Artifacts live at `<root>/<asset>/<dataset>/<table>.parquet`; each (asset, table) becomes one view across all
-datasets, with a `dataset` column: `<asset>` for table 'data', else `<asset>__<table>`.
+datasets, with a `dataset` column: `<asset>` for table 'data', else `<asset>__<table>`. Folders that hold inputs,
+caches or work state rather than artifacts (`NOT_ARTIFACTS`, `*_shards`, hidden ones) get no view.
 """
 
 from __future__ import annotations
@@ -11,6 +12,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import duckdb
+
+# Top-level folders of the storage root that are not assets: inputs, caches and resumable work state.
+NOT_ARTIFACTS = frozenset({"inputs", "click_log_cache", "embedding_cache", "mapping_state", "teacher_cache"})
+
+
+def is_artifact_folder(name: str) -> bool:
+    """Whether a top-level folder of the storage root holds an asset's artifacts (one folder per dataset)."""
+    return not (name.startswith(".") or name in NOT_ARTIFACTS or name.endswith("_shards"))
 
 
 def _view_name(asset: str, table: str) -> str:
@@ -25,7 +34,7 @@ def refresh_catalogue(root: str | Path, database: str | Path | None = None) -> l
     tables: dict[tuple[str, str], str] = defaultdict(str)
     for path in sorted(root.glob("*/*/*.parquet")):
         asset = path.parts[-3]
-        if asset.startswith(".") or asset == "inputs":
+        if not is_artifact_folder(asset):
             continue
         tables[(asset, path.stem)] = str(root / asset / "*" / f"{path.stem}.parquet")
     views = []

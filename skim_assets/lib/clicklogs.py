@@ -2,8 +2,12 @@
 
 Each drop (query text, doc_id, clicks, timestamp) is validated by `importers.read_click_log`; all drops of a
 dataset are aggregated per (query text, document). A validated drop is cached under its fingerprint (name, size,
-mtime, the document ids it was checked against), so a refresh reads and validates only new or changed files. A click-log query whose text equals a known query reuses that
-query's id; any other text gets a stable id derived from its hash, so reruns give the same ids.
+mtime, the document ids it was checked against), so a refresh reads and validates only new or changed files.
+
+Clicks only ever make train pairs: a click-log query whose text equals a known *train* query reuses that query's id
+(the smallest id when several train queries share the text, so each click counts once); any other text, a test
+query's included, gets a stable id derived from its hash and becomes a train query of its own. Test queries never
+receive clicks, so test labels cannot leak into training.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import duckdb
 import polars as pl
 
 from .formats import CLICKS_SCHEMA, PAIRS_SCHEMA, QUERIES_SCHEMA
-from .importers import read_click_log
+from .formats import DataError
+from .importers import click_log_source, read_click_log
 from .storage import write_json_atomic, write_parquet_atomic
 
 CLICK_LOG_SUFFIXES = (".parquet", ".csv")
+MAX_CLICKS = 2**63 - 1  # the aggregate's clicks are BIGINT
 
 
 def click_log_files(folder: str | Path) -> list[Path]:
@@ -40,6 +46,7 @@ class DropReport:
     files_read: int  # read and validated in this call
     files_reused: int  # taken from the per-file cache
     rows_read: int  # rows read and validated in this call
+    rows_per_file: tuple[int, ...] = ()  # rows of each drop, in file order (to name the file of a concatenated row)
 
 
 def drop_fingerprint(path: Path, doc_ids_digest: str) -> str:
@@ -73,8 +80,21 @@ def read_click_drops(files: list[Path], doc_ids: pl.Series, cache_dir: str | Pat
         write_json_atomic(fingerprints, manifest_path)
         for stale in set(cache_dir.glob("*.parquet")) - {cache_dir / f"{f}.parquet" for f in fingerprints.values()}:
             stale.unlink()
-    report = DropReport(files=len(files), files_read=len(fresh), files_reused=len(files) - len(fresh), rows_read=rows_read)
+    report = DropReport(files=len(files), files_read=len(fresh), files_reused=len(files) - len(fresh), rows_read=rows_read,
+                        rows_per_file=tuple(drop.height for drop in drops))
     return (pl.concat(drops) if drops else pl.DataFrame(schema=CLICKS_SCHEMA)), report
+
+
+def _raise_overflow(index: int, clicks: pl.DataFrame, files: list[Path], report: DropReport) -> None:
+    """DataError naming the file and row where a (query, doc) click total passes MAX_CLICKS."""
+    row = clicks.row(index, named=True)
+    for path, height in zip(files, report.rows_per_file):
+        if index < height:
+            raise DataError(path, f"clicks of (query {row['query'].strip()!r}, doc {row['doc_id']!r}) add up past "
+                            f"{MAX_CLICKS} here (over all drops)", row=click_log_source(path).row(index),
+                            field="clicks")
+        index -= height
+    raise AssertionError("row index beyond the drops")
 
 
 def aggregate_click_logs(
@@ -85,9 +105,22 @@ def aggregate_click_logs(
     Every file is validated before anything is aggregated, so one bad file fails the whole ingest.
     """
     clicks, report = read_click_drops(files, documents["doc_id"], cache_dir)
-    known = queries.select("query_id", pl.col("text").alias("query"))
+    known = (  # train queries only, one id per text
+        queries.filter(pl.col("split") == "train").select("query_id", pl.col("text").alias("query"))
+        .sort("query_id").unique("query", keep="first", maintain_order=True)
+    )
     with duckdb.connect() as con:
-        con.register("clicks", clicks.to_arrow())
+        con.register("clicks", clicks.with_row_index("row_index").to_arrow())
+        overflow = con.sql(
+            f"""
+            SELECT row_index FROM (
+                SELECT row_index, sum(clicks::HUGEINT) OVER (PARTITION BY trim(query), doc_id ORDER BY row_index) AS total
+                FROM clicks)
+            WHERE total > {MAX_CLICKS} ORDER BY row_index LIMIT 1
+            """
+        ).fetchall()
+        if overflow:
+            _raise_overflow(int(overflow[0][0]), clicks, files, report)
         aggregate = con.sql(
             """
             SELECT trim(query) AS query, doc_id, sum(clicks)::BIGINT AS clicks,

@@ -42,8 +42,11 @@ class Source:
 
     path: str | Path
     first_row: int = 1  # file row number of frame row 0 (e.g. 2 for a TSV with a header line)
+    lines: tuple[int, ...] | None = None  # the file line of each frame row, where rows may span lines (CSV)
 
     def row(self, index: int) -> int:
+        if self.lines is not None:
+            return self.lines[index]
         return self.first_row + index
 
 
@@ -144,6 +147,14 @@ class DatasetTables:
     queries: pl.DataFrame
     qrels: pl.DataFrame
     notes: dict | None = None  # importer remarks shown in asset metadata (dropped rows, derived titles, ...)
+
+    def warnings(self) -> list[str]:
+        """What imports fine but leaves part of the pipeline with nothing to do (shown by `skim import` and the
+        import asset's log)."""
+        counts = dict(self.queries.group_by("split").len().iter_rows())
+        consequence = {"train": "no clicks to train on and no known queries for the prompts",
+                       "test": "nothing to evaluate on: every metric will be empty"}
+        return [f"no {split} queries: {consequence[split]}" for split in SPLITS if not counts.get(split)]
 
     def validate(self, source: str | Path = "<dataset>") -> DatasetTables:
         src = Source(source)

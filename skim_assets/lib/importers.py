@@ -9,11 +9,13 @@ label matrix (`read_xc_bow`), and click-log drops as CSV or Parquet (`read_click
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import math
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -42,11 +44,13 @@ def _open_binary(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def read_lines(path: str | Path, field: str | None = None) -> Iterator[tuple[int, str]]:
+def read_lines(path: str | Path, field: str | None = None,
+               locate: Callable[[bytes, int], str | None] | None = None) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, line without its ending) from a plain or .gz file, decoding strictly as UTF-8.
 
     Lines split on b"\\n" only, so U+2028 and friends inside a text stay in their line.
-    `field` names the field the whole line holds (for one-value-per-line files), used in UTF-8 errors.
+    `field` names the field the whole line holds (for one-value-per-line files), used in UTF-8 errors;
+    `locate(raw line, offset of the bad byte)` names it for lines holding several fields (JSON lines).
     """
     path = Path(path)
     line_no = 0
@@ -56,8 +60,9 @@ def read_lines(path: str | Path, field: str | None = None) -> Iterator[tuple[int
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
+                    where = field if locate is None else locate(raw, e.start)
                     raise DataError(path, f"invalid UTF-8 at byte {e.start} of the line", row=line_no,
-                                    field=field) from None
+                                    field=where) from None
                 if line_no == 1:
                     text = text.removeprefix("\ufeff")
                 yield line_no, text.rstrip("\r\n")
@@ -65,9 +70,29 @@ def read_lines(path: str | Path, field: str | None = None) -> Iterator[tuple[int
         raise DataError(path, f"cannot read file: {e}", row=line_no + 1, field=field) from None
 
 
+def _json_field_at(raw: bytes, offset: int) -> str | None:
+    """The top-level key of a JSON-lines record whose value holds the invalid UTF-8 byte at `offset`, if any."""
+    try:
+        record = json.loads(raw.decode("utf-8", "surrogateescape"))
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    bad = chr(0xDC00 + raw[offset])  # how surrogateescape spells the byte
+
+    def holds(value) -> bool:
+        if isinstance(value, str):
+            return bad in value
+        if isinstance(value, dict):
+            return any(holds(k) or holds(v) for k, v in value.items())
+        return isinstance(value, list) and any(holds(v) for v in value)
+
+    return next((key for key, value in record.items() if holds(value) or holds(key)), None)
+
+
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield (1-based line number, record) for each non-blank line of a JSON-lines file (plain or .gz)."""
-    for line_no, text in read_lines(path):
+    for line_no, text in read_lines(path, locate=_json_field_at):
         if not text.strip():
             continue
         try:
@@ -121,13 +146,23 @@ def _tables(documents: list[tuple], queries: list[tuple], qrels: list[tuple], no
 # ------------------------------------------------------------------------------------------------------------ BEIR
 
 
+QRELS_COLUMNS = ("query-id", "corpus-id", "score")
+
+
+def _is_qrels_header(parts: list[str]) -> bool:
+    """BEIR's header line: its three column names (any case, `-` or `_`); anything else on line 1 is data."""
+    return [p.lower().replace("_", "-") for p in parts] == list(QRELS_COLUMNS)
+
+
 def _read_qrels_tsv(path: Path) -> Iterator[tuple[int, str, str, float]]:
-    """Yield (line, query-id, corpus-id, score); line 1 is a header when its score column is not a number."""
-    columns = ("query-id", "corpus-id", "score")
+    """Yield (line, query-id, corpus-id, score); line 1 is skipped when it is BEIR's header (by column names)."""
+    columns = QRELS_COLUMNS
     for line, text in read_lines(path):
         if not text.strip():
             continue
         parts = [p.strip() for p in text.split("\t")]
+        if line == 1 and _is_qrels_header(parts):
+            continue
         if len(parts) != 3:
             field = columns[len(parts)] if len(parts) < 3 else "score"
             raise DataError(path, f"expected 3 tab-separated columns {columns}, found {len(parts)}",
@@ -135,8 +170,6 @@ def _read_qrels_tsv(path: Path) -> Iterator[tuple[int, str, str, float]]:
         try:
             score = float(parts[2])
         except ValueError:
-            if line == 1:
-                continue
             raise DataError(path, f"score {parts[2]!r} is not a number", row=line, field="score") from None
         if not math.isfinite(score):
             raise DataError(path, f"score {parts[2]!r} is not finite", row=line, field="score")
@@ -364,10 +397,12 @@ _NAIVE_FORMATS = [f"%Y-%m-%d{sep}{time}" for sep in ("T", " ") for time in ("%H:
 _ZONED_FORMATS = [f"{fmt}%#z" for fmt in _NAIVE_FORMATS]
 
 
-def _read_csv_strings(path: Path) -> pl.DataFrame:
+def _read_csv_strings(path: Path) -> tuple[pl.DataFrame, tuple[int, ...]]:
+    """Every value as a string (parsed strictly later; an empty value is null) and the file line each record starts
+    on: a quoted value may span lines, so record numbers are not line numbers."""
     data = path.read_bytes()
     try:
-        data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line_start = data.rfind(b"\n", 0, e.start) + 1
         prefix = data[line_start:e.start]
@@ -376,7 +411,32 @@ def _read_csv_strings(path: Path) -> pl.DataFrame:
         column = prefix.count(b",")
         field = header[column] if b'"' not in prefix and column < len(header) else None
         raise DataError(path, "invalid UTF-8", row=data.count(b"\n", 0, e.start) + 1, field=field) from None
-    return pl.read_csv(data, infer_schema=False)  # all strings: values are parsed strictly below
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    rows, lines = [], []
+    try:
+        header = next(reader, [])
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        if repeated:
+            raise DataError(path, f"column {repeated[0]!r} appears more than once in the header", row=1,
+                            field=repeated[0])
+        start = reader.line_num + 1
+        for record in reader:
+            if len(record) > len(header):
+                raise DataError(path, f"{len(record)} values but the header names {len(header)} columns", row=start)
+            rows.append([value or None for value in record] + [None] * (len(header) - len(record)))
+            lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise DataError(path, f"cannot parse: {e}", row=reader.line_num) from None
+    return pl.DataFrame(rows, schema=dict.fromkeys(header, pl.String), orient="row"), tuple(lines)
+
+
+def click_log_source(path: str | Path) -> Source:
+    """How rows of a drop map to the file: data rows for Parquet, the record's first line for CSV."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return Source(path, lines=_read_csv_strings(path)[1])
+    return Source(path)
 
 
 def _parse_clicks(values: pl.Series) -> pl.Series:
@@ -415,7 +475,7 @@ def _reject_first(bad: pl.Series, original: pl.Series, source: Source, message: 
 def read_click_log(path: str | Path, known_doc_ids: pl.Series | None = None) -> pl.DataFrame:
     """Read one click-log drop (.parquet or .csv) into CLICKS_SCHEMA: query, doc_id, clicks, timestamp.
 
-    Rows are 1-based data rows for Parquet and file lines (header = line 1) for CSV. Timestamps are datetimes
+    Rows are 1-based data rows for Parquet and file lines (header = line 1; a record's first line) for CSV. Timestamps are datetimes
     or ISO 8601 strings; zoned values are converted to naive UTC.
     """
     path = Path(path)
@@ -424,9 +484,12 @@ def read_click_log(path: str | Path, known_doc_ids: pl.Series | None = None) -> 
         raise DataError(path, f"unsupported click-log format {suffix!r}; expected .parquet or .csv")
     if not path.is_file():
         raise DataError(path, "file not found")
-    source = Source(path, first_row=2 if suffix == ".csv" else 1)
     try:
-        frame = _read_csv_strings(path) if suffix == ".csv" else pl.read_parquet(path)
+        if suffix == ".csv":
+            frame, lines = _read_csv_strings(path)
+            source = Source(path, lines=lines)
+        else:
+            frame, source = pl.read_parquet(path), Source(path)
     except (pl.exceptions.PolarsError, OSError) as e:
         raise DataError(path, f"cannot parse: {e}") from None
     require_columns(frame, CLICKS_SCHEMA, source)
