@@ -18,12 +18,20 @@ MODEL_STEP = {"pool": GPU_POOL, "tags": GPU_TAGS, "op_tags": gpu_op_tags()}
 EAGER = dg.AutomationCondition.eager()
 
 
+def markdown_cell(value, width: int = 80) -> str:
+    """A value as one Markdown table cell: cut to `width` first, then line breaks folded to spaces and `\\`, `|`
+    escaped, so no value can end its row or add a column."""
+    text = " ".join(str(value)[:width].splitlines())
+    return text.replace("\\", "\\\\").replace("|", "\\|")
+
+
 def table_metadata(frame: pl.DataFrame, path: Path, preview_rows: int = 5) -> dict:
     """Row count, path and a Markdown preview of a written table."""
     preview = frame.head(preview_rows)
-    header = "| " + " | ".join(preview.columns) + " |\n|" + "---|" * len(preview.columns) + "\n"
+    header = ("| " + " | ".join(markdown_cell(c) for c in preview.columns) + " |\n|" + "---|" * len(preview.columns)
+              + "\n")
     rows = "".join(
-        "| " + " | ".join(str(v).replace("|", "\\|")[:80] for v in row) + " |\n" for row in preview.iter_rows()
+        "| " + " | ".join(markdown_cell(v) for v in row) + " |\n" for row in preview.iter_rows()
     )
     return {
         "dagster/row_count": dg.MetadataValue.int(frame.height),

@@ -6,12 +6,12 @@ import time
 import dagster as dg
 
 from ..lib.clicklogs import aggregate_click_logs, click_log_files
-from ..lib.datasets import CLICKS_FOLDER, import_tables, read_spec
+from ..lib.datasets import CLICKS_FOLDER, TABLE_ASSETS, import_tables, read_spec
 from ..partitions import dataset_partitions
 from ..resources import StorageResource
 from .common import table_metadata
 
-DATASET_TABLES = {"documents": "documents", "queries": "queries", "relevance_labels": "qrels"}
+DATASET_TABLES = TABLE_ASSETS
 
 
 @dg.multi_asset(
@@ -27,7 +27,9 @@ DATASET_TABLES = {"documents": "documents", "queries": "queries", "relevance_lab
 def dataset_tables(context: dg.AssetExecutionContext, storage: StorageResource):
     """Import the registered dataset (`<root>/inputs/<dataset>/dataset.json`) into canonical Parquet tables.
 
-    The whole input is validated before anything is written, so bad input leaves the previous tables intact.
+    The whole input is validated before anything is written, so bad input leaves the previous tables intact; the
+    three tables are written as one set (readers and a killed run see all old or all new tables) and only then
+    reported to Dagster.
     """
     dataset = context.partition_key
     started = time.monotonic()
@@ -36,10 +38,13 @@ def dataset_tables(context: dg.AssetExecutionContext, storage: StorageResource):
     tables = import_tables(folder, spec)
     context.log.info(f"imported {dataset} ({spec.format}) in {time.monotonic() - started:.1f}s: "
                      f"{tables.documents.height} documents, {tables.queries.height} queries, {tables.qrels.height} labels")
+    for warning in tables.warnings():
+        context.log.warning(f"{dataset}: {warning}")
     notes = {k: dg.MetadataValue.int(int(v)) for k, v in (tables.notes or {}).items() if isinstance(v, int)}
-    for asset, attribute in DATASET_TABLES.items():
-        frame = getattr(tables, attribute)
-        path = storage.write_table(asset, dataset, frame)
+    frames = {asset: getattr(tables, attribute) for asset, attribute in DATASET_TABLES.items()}
+    paths = storage.write_table_set("dataset_tables", dataset, {asset: {"data": f} for asset, f in frames.items()})
+    for asset, frame in frames.items():
+        path = paths[asset]["data"]
         metadata = table_metadata(frame, path)
         if asset == "documents":
             metadata |= notes | {"format": spec.format, "source": str(spec.source)}
@@ -66,9 +71,9 @@ def click_log_pairs(context: dg.AssetExecutionContext, storage: StorageResource)
     queries = storage.read_table("queries", dataset)
     pairs, new_queries, aggregate, report = aggregate_click_logs(
         files, documents, queries, cache_dir=storage.root_path / "click_log_cache" / dataset)
-    storage.write_table("click_log_pairs", dataset, new_queries, "queries")
-    storage.write_table("click_log_pairs", dataset, aggregate, "aggregate")
-    path = storage.write_table("click_log_pairs", dataset, pairs)
+    paths = storage.write_table_set("click_log_pairs", dataset, {  # one set: pairs never refer to missing queries
+        "click_log_pairs": {"queries": new_queries, "aggregate": aggregate, "data": pairs}})
+    path = paths["click_log_pairs"]["data"]
     context.log.info(f"{len(files)} click-log file(s) ({report.files_read} read now, {report.files_reused} from the "
                      f"cache) -> {pairs.height} pairs, {new_queries.height} new queries")
     return dg.MaterializeResult(

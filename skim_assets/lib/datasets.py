@@ -22,6 +22,9 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import polars as pl
+
+from .catalogue import is_artifact_folder
 from .formats import DataError, DatasetTables
 from .importers import read_beir, read_xc_bow, read_xc_raw
 from .storage import read_json, write_json_atomic
@@ -29,7 +32,8 @@ from .storage import read_json, write_json_atomic
 FORMATS = ("beir", "xc-raw", "xc-bow")
 SPEC_FILE = "dataset.json"
 CLICKS_FOLDER = "clicks"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TABLE_ASSETS = {"documents": "documents", "queries": "queries", "relevance_labels": "qrels"}  # asset -> attribute
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # matched whole (fullmatch): no trailing newline
 
 
 @dataclass
@@ -52,9 +56,16 @@ class DatasetSpec:
         return asdict(self)
 
 
+class DatasetNameError(ValueError):
+    """A dataset name that cannot be a partition key and a folder name."""
+
+
 def check_dataset_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
-        raise ValueError(f"dataset name {name!r} must match {NAME_PATTERN.pattern} (it becomes a partition key and a folder)")
+    """`name` if it is a safe partition key and folder name (letters, digits and `_.-`, starting with a letter or
+    digit: no path separator, no `..`, no trailing newline); else DatasetNameError."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise DatasetNameError(f"dataset name {name!r} must match {NAME_PATTERN.pattern} "
+                               "(it becomes a partition key and a folder)")
     return name
 
 
@@ -87,9 +98,34 @@ def import_tables(folder: str | Path, spec: DatasetSpec | None = None) -> Datase
     spec = spec or read_spec(folder)
     source = source_folder(folder, spec)
     if not source.is_dir():
-        raise DataError(Path(folder) / SPEC_FILE, f"source folder {source} does not exist", field="source")
+        problem = "is not a folder" if source.exists() else "does not exist"
+        raise DataError(Path(folder) / SPEC_FILE, f"source folder {source} {problem}", field="source")
     if spec.format == "beir":
         return read_beir(source, title_words=spec.title_words, dev_split=spec.dev_split)
     if spec.format == "xc-raw":
         return read_xc_raw(source)
     return read_xc_bow(source)
+
+
+def existing_artifacts(root: str | Path, name: str) -> list[str]:
+    """The assets that have an artifact for dataset `name` under the storage root `root`, sorted."""
+    return sorted(path.parent.name for path in Path(root).glob(f"*/{check_dataset_name(name)}")
+                  if is_artifact_folder(path.parent.name) and path.exists())
+
+
+def input_changes(root: str | Path, name: str, spec: DatasetSpec, tables: DatasetTables) -> list[str]:
+    """How importing `spec` (read into `tables`) under `name` differs from what is there now: the settings of its
+    `dataset.json` and the rows of its imported tables. Empty for a new dataset or an identical re-import."""
+    root, changes = Path(root), []
+    if (root / "inputs" / name / SPEC_FILE).exists():
+        try:
+            old = read_spec(root / "inputs" / name).to_json()
+        except DataError:
+            old = {}
+        changes += [f"{key} {old.get(key)!r} -> {value!r}" for key, value in spec.to_json().items()
+                    if old.get(key) != value]
+    for asset, attribute in TABLE_ASSETS.items():
+        path = root / asset / name / "data.parquet"
+        if path.exists() and not pl.read_parquet(path).equals(getattr(tables, attribute)):
+            changes.append(f"{asset} differ from the source's")
+    return changes

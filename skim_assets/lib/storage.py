@@ -1,7 +1,10 @@
-"""Atomic, idempotent writes of tables, JSON and model directories.
+"""Atomic, idempotent writes of tables, JSON, model directories and sets of tables.
 
 Every artifact is written to a temporary sibling and renamed into place, so a killed step leaves the
-previous good artifact (or nothing) and a rerun simply replaces it.
+previous good artifact (or nothing) and a rerun simply replaces it. Temporary siblings are created like any other
+file (the umask applies), and those a killed write left behind are removed by the next write to the same place.
+Tables a step writes together (a dataset's documents, queries and labels) are written as one set
+(`write_table_set`): readers see all old or all new tables, never a mix.
 """
 
 from __future__ import annotations
@@ -10,21 +13,52 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+# A temporary sibling untouched for this long belongs to a killed write (a live write keeps touching it).
+ORPHAN_AGE_S = 600.0
+SETS_FOLDER = ".sets"  # under the storage root: the version folders of table sets
+
+
+def _temp_sibling(path: Path, kind: str = "tmp") -> Path:
+    return path.parent / f".{path.name}.{uuid.uuid4().hex}.{kind}"
+
+
+def clean_orphans(path: str | Path, min_age_s: float = ORPHAN_AGE_S) -> list[Path]:
+    """Remove the temporary siblings of `path` (`.<name>.<id>.tmp`/`.old`, files or folders) that killed writes
+    left behind, when untouched for `min_age_s` seconds; returns what was removed."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed, now = [], time.time()
+    # `.old` is the previous artifact moved aside by `atomic_directory`: only junk once `path` is back in place.
+    for kind in ("tmp", "old") if path.exists() else ("tmp",):
+        for orphan in path.parent.glob(f".{path.name}.*.{kind}"):
+            try:
+                if now - orphan.lstat().st_mtime < min_age_s:
+                    continue
+                if orphan.is_dir() and not orphan.is_symlink():
+                    shutil.rmtree(orphan)
+                else:
+                    orphan.unlink()
+            except FileNotFoundError:  # another writer cleaned it first
+                continue
+            removed.append(orphan)
+    return removed
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: str | Path) -> Path:
     """Write `frame` to `path` as Parquet via a temp file + rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    clean_orphans(path)
+    tmp = _temp_sibling(path)
     try:
         frame.write_parquet(tmp)
         os.replace(tmp, path)
@@ -37,9 +71,10 @@ def write_parquet_atomic(frame: pl.DataFrame, path: str | Path) -> Path:
 def write_json_atomic(obj: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_orphans(path)
+    tmp = _temp_sibling(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with open(tmp, "x", encoding="utf-8") as handle:
             json.dump(obj, handle, indent=2, sort_keys=True, default=str)
         os.replace(tmp, path)
     finally:
@@ -61,14 +96,15 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    clean_orphans(path)
+    tmp = _temp_sibling(path)
     tmp.mkdir()
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = path.parent / f".{path.name}.{uuid.uuid4().hex}.old"
+    old = _temp_sibling(path, "old")
     if path.exists():
         os.replace(path, old)
     os.replace(tmp, path)
@@ -85,3 +121,100 @@ def file_digest(path: str | Path) -> str:
 
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha1").hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------------ table sets
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _switch_link(link: Path, target: str) -> None:
+    """Point symlink `link` at `target` with one rename (atomic: readers see the old or the new target)."""
+    tmp = _temp_sibling(link)
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _adopt_artifact_folders(root: Path, set_dir: Path, dataset: str, assets: list[str]) -> None:
+    """Turn each `<root>/<asset>/<dataset>` into a link to `<set_dir>/current/<asset>`, keeping what readers see.
+
+    Folders written before table sets existed (plain folders) are first copied (hard links) into a version that
+    becomes `current`, so each folder swapped for its link shows the same tables: all old until the new set."""
+    links = {asset: root / asset / dataset for asset in assets}
+    plain = {asset: link for asset, link in links.items() if not link.is_symlink() and link.is_dir()}
+    current = set_dir / "current"
+    if plain:
+        version = f"v-{uuid.uuid4().hex}"
+        tmp = set_dir / f".{version}.tmp"
+        tmp.mkdir()
+        for asset in assets:
+            source = plain.get(asset) or (current / asset)
+            if source.is_dir():
+                shutil.copytree(source, tmp / asset, copy_function=_link_or_copy)
+        os.replace(tmp, set_dir / version)
+        _switch_link(current, version)
+    for asset, link in links.items():
+        if link.is_symlink():
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        target = os.path.relpath(current / asset, link.parent)
+        if asset in plain:  # a folder cannot be renamed over: move it aside, link in its place
+            aside = _temp_sibling(link, "old")
+            os.replace(link, aside)
+            os.symlink(target, link)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.symlink(target, link)
+
+
+def write_table_set(root: str | Path, step: str, dataset: str,
+                    tables: Mapping[str, Mapping[str, pl.DataFrame]]) -> dict[str, dict[str, Path]]:
+    """Write the tables of several artifacts as one set; returns {asset: {table: path}}.
+
+    `tables` maps each asset to its tables ({"documents": {"data": frame}, ...}); readers keep using
+    `<root>/<asset>/<dataset>/<table>.parquet`. Each `<root>/<asset>/<dataset>` is a link to
+    `<root>/.sets/<step>/<dataset>/current/<asset>` and `current` a link to a version folder: the new version is
+    written whole, then `current` switches to it with one rename, so a killed write leaves the previous set intact
+    and no reader ever sees documents of one import with labels of another. Older versions are removed after.
+    The tables of an asset are the whole artifact: a table not given is gone in the new set.
+    """
+    root = Path(root)
+    set_dir = root / SETS_FOLDER / step / dataset
+    set_dir.mkdir(parents=True, exist_ok=True)
+    for orphan in set_dir.glob(".*.tmp"):  # a killed write's version folder or link
+        if time.time() - orphan.lstat().st_mtime >= ORPHAN_AGE_S:
+            if orphan.is_dir() and not orphan.is_symlink():
+                shutil.rmtree(orphan, ignore_errors=True)
+            else:
+                orphan.unlink(missing_ok=True)
+    assets = list(tables)
+    _adopt_artifact_folders(root, set_dir, dataset, assets)
+    version = f"v-{uuid.uuid4().hex}"
+    tmp = set_dir / f".{version}.tmp"
+    tmp.mkdir()
+    paths: dict[str, dict[str, Path]] = {}
+    try:
+        for asset, frames in tables.items():
+            (tmp / asset).mkdir()
+            for table, frame in frames.items():
+                frame.write_parquet(tmp / asset / f"{table}.parquet")
+                paths.setdefault(asset, {})[table] = root / asset / dataset / f"{table}.parquet"
+        os.replace(tmp, set_dir / version)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _switch_link(set_dir / "current", version)
+    for old in set_dir.glob("v-*"):
+        if old.name != version:
+            shutil.rmtree(old, ignore_errors=True)
+    return paths
