@@ -24,8 +24,10 @@ def _instance():
 
 
 def register_dataset(name: str, instance) -> None:
+    from .lib.datasets import check_dataset_name
     from .partitions import dataset_partitions
 
+    check_dataset_name(name)
     if not instance.has_dynamic_partition(dataset_partitions.name, name):
         instance.add_dynamic_partitions(dataset_partitions.name, [name])
 
@@ -146,11 +148,16 @@ def cmd_demo(args) -> int:
 
 def cmd_import(args) -> int:
     root = _use_root(args.root)
-    from .lib.datasets import DatasetSpec, check_dataset_name, import_tables, write_spec
+    from .lib.datasets import (DatasetSpec, check_dataset_name, existing_artifacts, import_tables, input_changes,
+                               write_spec)
     from .lib.formats import DataError
 
     name = check_dataset_name(args.name)
-    source = Path(args.source).expanduser().resolve()
+    try:
+        source = Path(args.source).expanduser().resolve()
+    except (RuntimeError, OSError) as error:  # e.g. a symlink loop
+        print(f"import failed: source {args.source}: {error}", file=sys.stderr)
+        return 2
     spec = DatasetSpec(format=args.format, source=str(source), title_words=args.title_words,
                        dev_split=args.dev_split, simulate_bias=not args.no_simulate_bias,
                        exposure_k=args.exposure_k, sigmoid_sampling=args.sigmoid_sampling,
@@ -162,9 +169,23 @@ def cmd_import(args) -> int:
     except DataError as error:
         print(f"import failed: {error}", file=sys.stderr)
         return 2
-    write_spec(folder, spec)
+    changes = input_changes(root, name, spec, tables)
+    stale = existing_artifacts(root, name) if changes else []
+    if stale and not args.replace:
+        print(f"import refused: dataset {name!r} exists and this input differs ({'; '.join(changes)}), while its "
+              f"artifacts hold the old data ({', '.join(stale)}); pass --replace to re-point it (then re-materialize "
+              "it), or import under a new name", file=sys.stderr)
+        return 2
+    if stale:
+        print(f"warning: the input of {name!r} changed ({'; '.join(changes)}); stale until re-materialized "
+              f"(`skim materialize {name}`): {', '.join(stale)}", file=sys.stderr)
+    for warning in tables.warnings():
+        print(f"warning: {name}: {warning}", file=sys.stderr)
     instance = _instance()
+    # The partition first, then dataset.json: a kill in between leaves a partition whose runs fail with "no
+    # dataset.json", never a spec without a partition that the dataset-folder sensor would run the pipeline for.
     register_dataset(name, instance)
+    write_spec(folder, spec)
     print(f"registered dataset {name!r}: {tables.documents.height} documents, {tables.queries.height} queries, "
           f"{tables.qrels.height} labels ({spec.format} from {source})")
     if args.materialize:
@@ -188,11 +209,14 @@ def load_run_config(path: str | None) -> dict:
 
 def cmd_materialize(args) -> int:
     """Run the job for each named dataset in turn (a backfill over datasets from the command line)."""
+    from .lib.datasets import check_dataset_name
+
+    names = [check_dataset_name(name) for name in args.names]  # every name before any run
     root = _use_root(args.root)
     run_config = load_run_config(args.config)
     instance = _instance()
     failed = []
-    for name in args.names:
+    for name in names:
         register_dataset(name, instance)
         if not materialize_dataset(name, instance, run_config, args.job, root if args.only_missing else None):
             failed.append(name)
@@ -204,7 +228,9 @@ def cmd_materialize(args) -> int:
 
 
 def cmd_report(args) -> int:
-    return print_report(_use_root(args.root), args.name)
+    from .lib.datasets import check_dataset_name
+
+    return print_report(_use_root(args.root), check_dataset_name(args.name))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--tau", type=float, default=defaults.tau)
     imp.add_argument("--seed", type=int, default=defaults.seed)
     imp.add_argument("--materialize", action="store_true", help="also run the whole graph for it")
+    imp.add_argument("--replace", action="store_true",
+                     help="re-point an existing dataset whose input changed (its artifacts are stale until rerun)")
     imp.set_defaults(func=cmd_import)
 
     mat = sub.add_parser("materialize", help="run the whole graph for one or more registered datasets")
@@ -255,8 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .lib.datasets import DatasetNameError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except DatasetNameError as error:  # one clear line, no traceback
+        print(f"skim {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

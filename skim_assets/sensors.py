@@ -37,6 +37,18 @@ def discover_datasets(storage: StorageResource) -> list[str]:
     return names
 
 
+def registered_datasets(instance) -> list[str]:
+    """The registered dataset partitions whose names are safe folder names, sorted. A key added by other means
+    (the UI, an older version) that fails `check_dataset_name` is skipped, never joined into a path."""
+    names = []
+    for name in sorted(instance.get_dynamic_partitions(dataset_partitions.name)):
+        try:
+            names.append(check_dataset_name(name))
+        except ValueError:
+            continue
+    return names
+
+
 @dg.sensor(job=skim_pipeline_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def dataset_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
     """Adds a `dataset` partition for every new `<root>/inputs/<name>/dataset.json` and requests one pipeline run.
@@ -76,7 +88,7 @@ def click_log_sensor(context: dg.SensorEvaluationContext, storage: StorageResour
     """
     cursor = json.loads(context.cursor) if context.cursor else {}
     requests = []
-    for dataset in sorted(context.instance.get_dynamic_partitions(dataset_partitions.name)):
+    for dataset in registered_datasets(context.instance):
         state = click_drop_state(storage, dataset)
         if state == cursor.get(dataset, {}):
             continue
@@ -125,7 +137,7 @@ def model_refresh_schedule(context: dg.ScheduleEvaluationContext, storage: Stora
         dg.RunRequest(partition_key=dataset, run_key=f"models:{dataset}:{tick}",
                       asset_selection=materialized_before(storage, dataset, model_refresh_assets()),
                       tags={"skim/trigger": "model-refresh schedule"})
-        for dataset in sorted(context.instance.get_dynamic_partitions(dataset_partitions.name))
+        for dataset in registered_datasets(context.instance)
         if model_is_stale(storage, dataset)
     ]
     return requests or dg.SkipReason("every dataset's models were trained on its current train pairs")

@@ -39,9 +39,9 @@ def test_import_of_bad_data_names_the_problem_and_registers_nothing(cli_env, tmp
     assert not (cli_env / "inputs" / "mini").exists()
 
 
-def test_bad_dataset_name_is_refused(cli_env, tmp_path):
-    with pytest.raises(ValueError, match="dataset name"):
-        main(["--root", str(cli_env), "import", "../escape", str(tmp_path)])
+def test_bad_dataset_name_is_refused(cli_env, tmp_path, capsys):
+    assert main(["--root", str(cli_env), "import", "../escape", str(tmp_path)]) == 2
+    assert "dataset name '../escape'" in capsys.readouterr().err
 
 
 def test_report_without_metrics_fails_clearly(cli_env, capsys):
