@@ -91,6 +91,8 @@ def test_sensors_skip_registered_keys_that_escape_the_root(storage_root, tiny_de
     (outside / "clicks").mkdir(parents=True)
     (outside / "clicks" / "drop.csv").write_text("query,doc_id,clicks,timestamp\nq,D00001,1,2026-01-01\n")
     pl.DataFrame({"a": [1]}).write_parquet(outside / "data.parquet")
+    for asset in ("documents", "train_pairs"):  # so that `<asset>/../x/data.parquet` exists
+        (storage_root / asset).mkdir()
     resources = {"storage": StorageResource(root=str(storage_root))}
     (storage_root.parent / "dagster_home").mkdir()  # a persistent instance: schedule contexts need a reference
     instance = dg.DagsterInstance.local_temp(str(storage_root.parent / "dagster_home"))  # not closed: see
@@ -157,7 +159,8 @@ def test_a_key_echoed_in_an_answer_is_not_cached_or_returned(httpserver, tmp_pat
 
 def _beir(folder: Path, train: str) -> Path:
     (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text('{"_id": "d0", "title": "t0", "text": "x"}\n{"_id": "d1", "title": "t1", "text": "y"}\n')
+    (folder / "corpus.jsonl").write_text('{"_id": "d0", "title": "t0", "text": "x"}\n'
+                                         '{"_id": "d1", "title": "t1", "text": "y"}\n')
     (folder / "queries.jsonl").write_text('{"_id": "q0", "text": "a"}\n{"_id": "q1", "text": "b"}\n')
     (folder / "qrels" / "train.tsv").write_text(train)
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
@@ -194,8 +197,9 @@ def test_the_folder_sensor_ignores_a_folder_named_with_a_trailing_newline(storag
 
     (storage_root / "inputs" / "ok\n").mkdir(parents=True)
     (storage_root / "inputs" / "ok\n" / "dataset.json").write_text(json.dumps({"format": "beir"}))
-    result = dataset_folder_sensor(dg.build_sensor_context(
-        instance=dg.DagsterInstance.ephemeral(), cursor=None, resources={"storage": StorageResource(root=str(storage_root))}))
+    resources = {"storage": StorageResource(root=str(storage_root))}
+    result = dataset_folder_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=None,
+                                                           resources=resources))
     assert result.run_requests == [] and result.dynamic_partitions_requests == []
 
 
@@ -263,6 +267,10 @@ def test_click_log_pairs_are_written_as_one_set(storage_root, tiny_demo, monkeyp
     assert pl.read_parquet(folder / "queries.parquet").height == 2
 
 
+def _value(root: Path, asset: str) -> str:
+    return pl.read_parquet(root / asset / "ds" / "data.parquet")["v"][0]
+
+
 def test_a_table_set_adopts_folders_written_before_sets_without_mixing(tmp_path, monkeypatch):
     from skim_assets.lib.catalogue import refresh_catalogue
     from skim_assets.lib.storage import write_parquet_atomic, write_table_set
@@ -274,10 +282,10 @@ def test_a_table_set_adopts_folders_written_before_sets_without_mixing(tmp_path,
     _kill_on_write(monkeypatch, 2)
     with pytest.raises(_KilledWrite):
         write_table_set(root, "step", "ds", new)
-    assert [pl.read_parquet(root / a / "ds" / "data.parquet")["v"][0] for a in ("documents", "queries")] == ["old", "old"]
+    assert [_value(root, asset) for asset in ("documents", "queries")] == ["old", "old"]
     monkeypatch.undo()
     write_table_set(root, "step", "ds", new)
-    assert [pl.read_parquet(root / a / "ds" / "data.parquet")["v"][0] for a in ("documents", "queries")] == ["new", "new"]
+    assert [_value(root, asset) for asset in ("documents", "queries")] == ["new", "new"]
     assert (root / "documents" / "ds").is_symlink()
     refresh_catalogue(root)
     import duckdb
@@ -365,8 +373,8 @@ def test_a_click_total_that_overflows_names_file_row_and_field(tmp_path):
     documents = pl.DataFrame({"doc_id": ["d1"], "title": ["a"], "metadata": [""]})
     queries = pl.DataFrame(schema=QUERIES_SCHEMA)
     (tmp_path / "a.csv").write_text(f"query,doc_id,clicks,timestamp\nq,d1,{2**63 - 1},2026-01-01\n")
-    (tmp_path / "b.csv").write_text('query,doc_id,clicks,timestamp\nother,d1,1,2026-01-01\n"two\nlines",d1,1,2026-01-01\n'
-                                    " q ,d1,1,2026-01-02\n")  # the query is trimmed: it adds to 'q'
+    (tmp_path / "b.csv").write_text('query,doc_id,clicks,timestamp\nother,d1,1,2026-01-01\n'
+                                    '"two\nlines",d1,1,2026-01-01\n q ,d1,1,2026-01-02\n')  # the query is trimmed: it adds to 'q'
     with pytest.raises(DataError, match=re.escape("b.csv, row 5, field 'clicks'") + ".*add up past"):
         aggregate_click_logs([tmp_path / "a.csv", tmp_path / "b.csv"], documents, queries)
 
@@ -415,7 +423,7 @@ def test_artifacts_follow_the_umask(tmp_path):
     try:
         table = write_parquet_atomic(pl.DataFrame({"a": [1]}), tmp_path / "t" / "data.parquet")
         spec = write_json_atomic({}, tmp_path / "dataset.json")
-        [[in_set]] = [p.values() for p in write_table_set(tmp_path, "s", "ds", {"x": {"data": pl.DataFrame({"a": [1]})}}).values()]
+        in_set = write_table_set(tmp_path, "s", "ds", {"x": {"data": pl.DataFrame({"a": [1]})}})["x"]["data"]
     finally:
         os.umask(previous)
     assert [oct(p.stat().st_mode & 0o777) for p in (table, spec, in_set)] == ["0o644"] * 3

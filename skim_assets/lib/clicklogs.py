@@ -80,8 +80,8 @@ def read_click_drops(files: list[Path], doc_ids: pl.Series, cache_dir: str | Pat
         write_json_atomic(fingerprints, manifest_path)
         for stale in set(cache_dir.glob("*.parquet")) - {cache_dir / f"{f}.parquet" for f in fingerprints.values()}:
             stale.unlink()
-    report = DropReport(files=len(files), files_read=len(fresh), files_reused=len(files) - len(fresh), rows_read=rows_read,
-                        rows_per_file=tuple(drop.height for drop in drops))
+    report = DropReport(files=len(files), files_read=len(fresh), files_reused=len(files) - len(fresh),
+                        rows_read=rows_read, rows_per_file=tuple(drop.height for drop in drops))
     return (pl.concat(drops) if drops else pl.DataFrame(schema=CLICKS_SCHEMA)), report
 
 
@@ -111,23 +111,27 @@ def aggregate_click_logs(
     )
     with duckdb.connect() as con:
         con.register("clicks", clicks.with_row_index("row_index").to_arrow())
-        overflow = con.sql(
-            f"""
-            SELECT row_index FROM (
-                SELECT row_index, sum(clicks::HUGEINT) OVER (PARTITION BY trim(query), doc_id ORDER BY row_index) AS total
-                FROM clicks)
-            WHERE total > {MAX_CLICKS} ORDER BY row_index LIMIT 1
-            """
-        ).fetchall()
-        if overflow:
+        try:
+            aggregate = con.sql(
+                """
+                SELECT trim(query) AS query, doc_id, sum(clicks)::BIGINT AS clicks,
+                       min(timestamp) AS first_seen, max(timestamp) AS last_seen
+                FROM clicks GROUP BY 1, 2 ORDER BY 1, 2
+                """
+            ).pl()
+        except (duckdb.ConversionException, duckdb.OutOfRangeException):  # a total past BIGINT: find where
+            overflow = con.sql(
+                f"""
+                SELECT row_index FROM (
+                    SELECT row_index,
+                           sum(clicks::HUGEINT) OVER (PARTITION BY trim(query), doc_id ORDER BY row_index) AS total
+                    FROM clicks)
+                WHERE total > {MAX_CLICKS} ORDER BY row_index LIMIT 1
+                """
+            ).fetchall()
+            if not overflow:
+                raise
             _raise_overflow(int(overflow[0][0]), clicks, files, report)
-        aggregate = con.sql(
-            """
-            SELECT trim(query) AS query, doc_id, sum(clicks)::BIGINT AS clicks,
-                   min(timestamp) AS first_seen, max(timestamp) AS last_seen
-            FROM clicks GROUP BY 1, 2 ORDER BY 1, 2
-            """
-        ).pl()
     if aggregate.height == 0:
         return pl.DataFrame(schema=PAIRS_SCHEMA), pl.DataFrame(schema=QUERIES_SCHEMA), aggregate, report
     aggregate = aggregate.join(known, on="query", how="left").with_columns(

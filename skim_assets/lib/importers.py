@@ -475,8 +475,8 @@ def _reject_first(bad: pl.Series, original: pl.Series, source: Source, message: 
 def read_click_log(path: str | Path, known_doc_ids: pl.Series | None = None) -> pl.DataFrame:
     """Read one click-log drop (.parquet or .csv) into CLICKS_SCHEMA: query, doc_id, clicks, timestamp.
 
-    Rows are 1-based data rows for Parquet and file lines (header = line 1; a record's first line) for CSV. Timestamps are datetimes
-    or ISO 8601 strings; zoned values are converted to naive UTC.
+    Rows are 1-based data rows for Parquet and file lines for CSV (header = line 1; a record spanning lines is
+    named by its first). Timestamps are datetimes or ISO 8601 strings; zoned values are converted to naive UTC.
     """
     path = Path(path)
     suffix = path.suffix.lower()
