@@ -39,6 +39,7 @@ from .assets.mapping import mapping_assets
 from .assets.ova import HEAD_FILE, OVA_HEADS
 from .assets.training import RETRIEVER_FOLDER, RETRIEVERS
 from .lib.demonstrations import duplicate_rate
+from .lib.quality import query_quality
 from .lib.formats import DOCUMENTS_SCHEMA, QRELS_SCHEMA, QUERIES_SCHEMA, SPLITS
 from .partitions import dataset_partitions
 from .resources import StorageResource
@@ -220,6 +221,11 @@ def evaluate_synthetic_queries(asset: str) -> Callable[[StorageResource, str], O
             "empty_output_rate_warn_above": EMPTY_OUTPUT_RATE_WARN,
         }
         if queries.height == 0:
+            judged_path = storage.table_path(asset, dataset, "judged")
+            written = pl.read_parquet(judged_path).height if judged_path.exists() else 0
+            if written:  # the writer produced queries, none grounded: nothing to map, nothing poisonous either
+                return fail(WARN, f"the quality filter kept none of the {written} queries parsed from {raw.height} "
+                                  "generations", **metadata)
             return fail(ERROR, f"no synthetic queries parsed from {raw.height} generations", **metadata)
         high = [f"{name} {value:.1%} > {limit:.0%}" for name, value, limit in
                 (("duplicate rate", duplicates, DUPLICATE_RATE_WARN), ("empty-output rate", empties, EMPTY_OUTPUT_RATE_WARN))
@@ -229,6 +235,57 @@ def evaluate_synthetic_queries(asset: str) -> Callable[[StorageResource, str], O
         return ok(f"{queries.height} queries, duplicate rate {duplicates:.1%}, empty outputs {empties:.1%}", **metadata)
 
     return evaluate
+
+
+GROUNDED_SHARE_WARN = 0.8  # teacher / student queries: share whose content words all occur in their document
+JUNK_SHARE_WARN = 0.1  # share of role prefixes, code-like strings, one-word fragments, stop-word-only text
+REPAIR_PRECISION_WARN = 0.5  # label repair: share of SKIM's added pairs that are held-back train labels
+
+
+def evaluate_query_quality(asset: str, judged_table: str | None) -> Callable[[StorageResource, str], Outcome]:
+    """Grounded and junk shares of what a writer wrote: the parsed queries before the generation's quality
+    filter (table `judged_table`), or the table itself when it has none (teacher demonstrations)."""
+    def evaluate(storage: StorageResource, dataset: str) -> Outcome:
+        path = storage.table_path(asset, dataset, judged_table) if judged_table else None
+        written = pl.read_parquet(path) if path is not None and path.exists() else storage.read_table(asset, dataset)
+        figures = query_quality(written, storage.read_table("documents", dataset))
+        metadata = {
+            "queries": figures["queries"],
+            "grounded_share": _round(figures["grounded_share"]),
+            "junk_share": _round(figures["junk_share"]),
+            "junk_by_reason": figures["junk_by_reason"],
+            "distinct_queries_per_document": _round(figures["distinct_queries_per_document"], 2),
+            "grounded_share_warn_below": GROUNDED_SHARE_WARN,
+            "junk_share_warn_above": JUNK_SHARE_WARN,
+        }
+        summary = f"grounded {figures['grounded_share']:.1%}, junk {figures['junk_share']:.1%}"
+        problems = [text for text, bad in (
+            (f"grounded share {figures['grounded_share']:.1%} < {GROUNDED_SHARE_WARN:.0%}",
+             figures["grounded_share"] < GROUNDED_SHARE_WARN),
+            (f"junk share {figures['junk_share']:.1%} > {JUNK_SHARE_WARN:.0%}", figures["junk_share"] > JUNK_SHARE_WARN),
+        ) if bad]
+        if problems:
+            return fail(WARN, "; ".join(problems), **metadata)
+        return ok(summary, **metadata)
+
+    return evaluate
+
+
+def evaluate_label_repair(storage: StorageResource, dataset: str) -> Outcome:
+    table = storage.read_table("label_repair_report", dataset)
+    skim = table.filter(pl.col("method") == "skim")
+    if skim.height == 0:
+        return ok("SKIM's pairs were not materialized: nothing to judge")
+    row = skim.row(0, named=True)
+    metadata = {k: _round(v) if isinstance(v, float) else v for k, v in row.items()} | {
+        "precision_warn_below": REPAIR_PRECISION_WARN}
+    if row["held_back_labels"] == 0:
+        return ok("no held-back train labels (no simulated bias): precision not judged", **metadata)
+    summary = (f"SKIM's added pairs: precision {row['precision']:.1%}, recall of held-back labels {row['recall']:.1%}, "
+               f"{row['documents_repaired']} documents repaired")
+    if row["precision"] < REPAIR_PRECISION_WARN:
+        return fail(WARN, f"{summary}: precision < {REPAIR_PRECISION_WARN:.0%}", **metadata)
+    return ok(summary, **metadata)
 
 
 # ----------------------------------------------------------------------------------------------- mapping
@@ -479,11 +536,24 @@ teacher_demonstrations_check = build_check(
 synthetic_queries_checks = [
     build_check(
         asset, "generation_quality", evaluate_synthetic_queries(asset), blocking=True,
-        description=f"ERROR when no query was parsed; WARN when the duplicate rate > {DUPLICATE_RATE_WARN} or the "
-                    f"empty-output rate > {EMPTY_OUTPUT_RATE_WARN}.",
+        description=f"ERROR when no query was parsed; WARN when the quality filter kept none, the duplicate rate > "
+                    f"{DUPLICATE_RATE_WARN} or the empty-output rate > {EMPTY_OUTPUT_RATE_WARN}.",
     )
     for asset in SYNTHETIC_QUERY_ASSETS
 ]
+query_quality_checks = [
+    build_check(
+        asset, "query_quality", evaluate_query_quality(asset, None if asset == "teacher_demonstrations" else "judged"),
+        blocking=False, additional_deps=("documents",),
+        description=f"WARN when under {GROUNDED_SHARE_WARN:.0%} of the written queries are grounded in their document "
+                    f"or over {JUNK_SHARE_WARN:.0%} are junk (measured before the generation's quality filter).",
+    )
+    for asset in ("teacher_demonstrations", *SYNTHETIC_QUERY_ASSETS)
+]
+label_repair_check = build_check(
+    "label_repair_report", "skim_repair_precision", evaluate_label_repair, blocking=False,
+    description=f"WARN when under {REPAIR_PRECISION_WARN:.0%} of SKIM's added pairs are held-back train labels.",
+)
 mapped_pairs_checks = [
     build_check(
         asset, "weights_within_tau", evaluate_mapped_pairs(asset), blocking=True, additional_deps=("documents",),
@@ -522,7 +592,7 @@ skim_beats_base_check = build_check(
 
 all_checks: list = [
     documents_check, queries_check, relevance_labels_check, teacher_demonstrations_check,
-    *synthetic_queries_checks, *mapped_pairs_checks,
+    *synthetic_queries_checks, *query_quality_checks, *mapped_pairs_checks, label_repair_check,
     *retriever_weight_checks, *lora_weight_checks, *ova_weight_checks,
     metric_range_check, skim_beats_base_check,
 ]

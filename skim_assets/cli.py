@@ -94,6 +94,7 @@ def print_report(root: Path, name: str) -> int:
     if counts:
         print(f"\nKnowledge infusion for '{name}': {counts.get('teacher_demonstrations', 0)} teacher demonstrations, "
               f"{counts.get('synthetic_queries', 0)} synthetic queries, {counts.get('mapped_pairs', 0)} new mapped pairs")
+    print_knowledge_infusion(root, name)
     print(f"\nRetrieval metrics for dataset '{name}' (percent; queries without labels excluded):\n")
     print(metrics_table_markdown(table.to_dicts(), TABLE_COLUMNS))
     comparison = root / "comparison_report" / name / "data.parquet"
@@ -108,21 +109,60 @@ def print_report(root: Path, name: str) -> int:
     return 0
 
 
+def print_knowledge_infusion(root: Path, name: str) -> None:
+    """What the teacher and the student wrote (grounded, junk, distinct per document) and the label repair of
+    every method that adds pairs (precision against the held-back train labels, recall of them)."""
+    import polars as pl
+
+    from .lib.metrics import metrics_table_markdown
+    from .lib.quality import query_quality
+
+    documents_path = root / "documents" / name / "data.parquet"
+    if not documents_path.exists():
+        return
+    documents = pl.read_parquet(documents_path)
+    rows = []
+    for asset, table in (("teacher_demonstrations", "data"), ("synthetic_queries", "judged"),
+                         ("synthetic_queries", "data"), ("synthetic_queries_no_metadata", "judged"),
+                         ("synthetic_queries_udapdr", "judged")):
+        path = root / asset / name / f"{table}.parquet"
+        if path.exists():
+            queries = pl.read_parquet(path)
+            figures = query_quality(queries, documents, queries["doc_id"].n_unique() if asset ==
+                                    "teacher_demonstrations" else None)
+            rows.append({"writer": asset + (" (written)" if table == "judged" else " (kept)" if asset != "teacher_demonstrations" else ""),
+                         "queries": figures["queries"], "grounded %": figures["grounded_share"],
+                         "junk %": figures["junk_share"],  # fractions: the table prints them as percentages
+                         "distinct per doc": f"{figures['distinct_queries_per_document']:.2f}"})
+    if rows:
+        print(f"\nWhat the teacher and the student wrote for '{name}':\n")
+        print(metrics_table_markdown(rows, list(rows[0])))
+    repair = root / "label_repair_report" / name / "data.parquet"
+    if repair.exists():
+        table = pl.read_parquet(repair).rename({"precision": "precision %", "recall": "recall %"})
+        columns = ["method", "pairs_added", "pairs_correct", "precision %", "held_back_labels", "recall %",
+                   "documents_repaired"]
+        print("\nLabel repair: added pairs judged against the held-back train labels (all train labels minus the "
+              "clicks):\n")
+        print(metrics_table_markdown(table.select(columns).to_dicts(), columns))
+
+
 def demo_run_config(job_name: str = "skim_pipeline") -> dict:
     """The demo's profile: sized for minutes on 2 CPU cores. The asset defaults follow the paper and SciFact;
-    the demo world is small, so its models take fewer, larger steps: 3 epochs at lr 1e-4 for the dual encoders,
-    teacher demonstrations for 64 documents and LoRA at effective batch 8 (at 64 a few dozen examples would give a
-    handful of steps), and 64 new tokens per document (its queries are short keyphrases)."""
+    the demo world is small, so its models take fewer, larger steps: 3 epochs at lr 1e-4 for the dual encoders;
+    teacher demonstrations for every document (the offline teacher takes seconds); LoRA at effective batch 8 and
+    lr 2e-3 for 40 steps (held-out loss flattens near there: BENCHMARKS.md); 80 new tokens per document (a list of
+    short queries)."""
     from .assets.generation import generation_assets
     from .assets.training import RETRIEVERS
     from .definitions import defs
 
     in_job = set(defs.resolve_job_def(job_name).graph.node_dict)
+    lora = {"effective_batch_size": 8, "learning_rate": 2e-3, "min_steps": 40, "patience": 2}
     ops = {
         **{name: {"config": {"epochs": 3, "learning_rate": 1e-4}} for name in RETRIEVERS},
-        "teacher_demonstrations": {"config": {"max_documents": 64}},
-        **{name: {"config": {"effective_batch_size": 8}} for name in ("lora_adapter", "lora_adapter_no_metadata")},
-        **{asset.key.path[-1]: {"config": {"max_new_tokens": 64}} for asset in generation_assets},
+        **{name: {"config": lora} for name in ("lora_adapter", "lora_adapter_no_metadata")},
+        **{asset.key.path[-1]: {"config": {"max_new_tokens": 80}} for asset in generation_assets},
     }
     return {"ops": {name: config for name, config in ops.items() if name in in_job}}
 

@@ -7,7 +7,7 @@ import dagster as dg
 from .assets.baselines import baseline_pair_assets
 from .assets.datasets import click_log_pairs, dataset_tables
 from .assets.distillation import base_slm, lora_adapter, lora_adapter_no_metadata, teacher_demonstrations
-from .assets.evaluation import comparison_report, retrieval_metrics
+from .assets.evaluation import comparison_report, label_repair_report, retrieval_metrics
 from .assets.generation import generation_assets
 from .assets.mapping import mapping_assets
 from .assets.ova import ova_assets
@@ -22,7 +22,7 @@ from .sensors import click_log_sensor, dataset_folder_sensor, model_refresh_sche
 
 ASSETS = [
     dataset_tables, click_log_pairs, simulated_clicks, train_pairs, *retriever_assets, *ova_assets,
-    retrieval_metrics, comparison_report,
+    retrieval_metrics, comparison_report, label_repair_report,
     teacher_demonstrations, base_slm, lora_adapter, lora_adapter_no_metadata, *generation_assets, *mapping_assets,
     *baseline_pair_assets, *sweep_assets,
 ]

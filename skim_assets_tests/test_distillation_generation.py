@@ -10,15 +10,15 @@ from skim_assets.lib.generation import SamplingSettings, TransformersBackend, ge
 PROMPTS = [f"Document: Item {i}\nText: a herbal tea for migraine number {i}.\nQueries:\n" for i in range(20)]
 TARGETS = ["herbal tea\nmigraine relief\n<end>"] * 20
 # a random tiny model needs every linear layer adapted and a big learning rate to learn in seconds
-FAST = LoraSftConfig(epochs=12, learning_rate=5e-2, r=16, effective_batch_size=8, micro_batch_size=8,
-                     warmup_fraction=0.0, holdout_fraction=0.2, log_every_s=0.0,
+FAST = LoraSftConfig(epochs=12, min_steps=0, patience=0, learning_rate=5e-2, r=16, effective_batch_size=8,
+                     micro_batch_size=8, warmup_fraction=0.0, holdout_fraction=0.2, log_every_s=0.0, eval_every_steps=4,
                      target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
 
 
 @pytest.fixture(scope="module")
 def adapter(tiny_causal_lm, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapter") / "adapter"
-    report = train_lora_adapter(tiny_causal_lm, PROMPTS, TARGETS, out, FAST)
+    report = train_lora_adapter(tiny_causal_lm, PROMPTS, TARGETS, out, FAST, keys=[f"d{i:02d}" for i in range(20)])
     return out, report
 
 
@@ -28,6 +28,45 @@ def test_lora_sft_lowers_held_out_loss_and_saves_a_peft_adapter(adapter):
     assert report.holdout_loss_after < report.holdout_loss_before / 2
     assert (path / "adapter_config.json").exists() and (path / "adapter_model.safetensors").exists()
     assert report.loss_curve and report.precision == "fp32"
+
+
+def test_lora_sft_reports_its_held_out_documents_and_curve(adapter):
+    _, report = adapter
+    assert len(report.holdout_keys) == 4 and set(report.holdout_keys) <= {f"d{i:02d}" for i in range(20)}
+    assert [step for step, _ in report.holdout_curve] == [4, 8, 12, 16, 20, 24]
+    best = min(loss for _, loss in report.holdout_curve)
+    assert report.holdout_loss_after == pytest.approx(best, rel=1e-4)  # the best adapter is the one saved
+    assert report.steps == 24 and not report.stopped_early
+
+
+def test_lora_sft_stops_early_and_keeps_the_best_adapter(tiny_causal_lm, tmp_path):
+    # a learning rate far too large: the held-out loss gets worse, training stops, and what is saved is never
+    # worse than the untrained adapter
+    wild = LoraSftConfig(**{**FAST.__dict__, "learning_rate": 50.0, "eval_every_steps": 1, "patience": 2, "epochs": 20})
+    report = train_lora_adapter(tiny_causal_lm, PROMPTS, TARGETS, tmp_path / "a", wild)
+    assert report.stopped_early and report.steps < 40
+    assert report.holdout_loss_after <= report.holdout_loss_before + 1e-6
+    assert report.holdout_loss_after == pytest.approx(min([report.holdout_loss_before,
+                                                           *(v for _, v in report.holdout_curve)]), rel=1e-4)
+
+
+def test_small_demonstration_sets_get_min_steps(tiny_causal_lm, tmp_path):
+    config = LoraSftConfig(**{**FAST.__dict__, "epochs": 1, "min_steps": 9, "eval_every_steps": 100})
+    report = train_lora_adapter(tiny_causal_lm, PROMPTS, TARGETS, tmp_path / "a", config)
+    assert report.steps == 9  # 2 steps per epoch: a fifth pass stops half way, at 9
+
+
+def test_output_ngram_guard_leaves_the_prompt_free():
+    from skim_assets.lib.generation import output_ngram_guard
+
+    prompt = [5, 6, 7, 5, 6]  # the prompt repeats (5, 6): copying from it stays allowed
+    generated = [1, 2, 3, 1, 2]  # the output already has (1, 2, 3): a 3 after (1, 2) is banned
+    ids = torch.tensor([prompt + generated])
+    scores = torch.zeros(1, 10)
+    out = output_ngram_guard(len(prompt), 3)(ids, scores.clone())
+    assert out[0, 3] == -float("inf") and torch.isfinite(out[0, [0, 1, 2, 4, 5, 6, 7, 8, 9]]).all()
+    ids = torch.tensor([prompt + [5, 6]])  # (5, 6) only occurs in the prompt: nothing banned
+    assert torch.isfinite(output_ngram_guard(len(prompt), 3)(ids, scores.clone())).all()
 
 
 def test_adapter_changes_the_models_outputs(tiny_causal_lm, adapter):

@@ -73,3 +73,32 @@ def known_queries(storage, dataset: str) -> dict:
     from ..lib.demonstrations import known_queries_by_doc
 
     return known_queries_by_doc(storage.read_table("train_pairs", dataset), all_queries(storage, dataset))
+
+
+def quality_metadata(figures: dict, prefix: str) -> dict:
+    """Query-quality figures (`lib.quality.query_quality`) as asset metadata named `<prefix>_...`."""
+    return {
+        f"{prefix}_queries": dg.MetadataValue.int(figures["queries"]),
+        f"{prefix}_grounded_share": dg.MetadataValue.float(round(figures["grounded_share"], 4)),
+        f"{prefix}_junk_share": dg.MetadataValue.float(round(figures["junk_share"], 4)),
+        f"{prefix}_junk_by_reason": dg.MetadataValue.json(figures["junk_by_reason"]),
+        f"{prefix}_distinct_queries_per_document": dg.MetadataValue.float(
+            round(figures["distinct_queries_per_document"], 2)),
+        f"{prefix}_document_coverage": dg.MetadataValue.float(round(figures["document_coverage"], 4)),
+    }
+
+
+def sample_markdown(judged: pl.DataFrame, documents: pl.DataFrame, n: int = 12, seed: int = 0) -> str:
+    """A seeded sample of judged queries beside their document's title, as a Markdown table to read in the UI."""
+    if judged.height == 0:
+        return "(no queries)"
+    rows = judged.sample(min(n, judged.height), seed=seed).join(documents.select("doc_id", "title"), on="doc_id",
+                                                                 how="left").sort("doc_id")
+
+    def cell(value) -> str:
+        return " ".join(str(value).split()).replace("\\", "\\\\").replace("|", "\\|")[:80]
+
+    lines = ["| doc_id | title | query | grounded | junk |", "|---|---|---|---|---|"]
+    lines += [f"| {cell(r['doc_id'])} | {cell(r['title'])} | {cell(r['query'])} | {r['grounded']} | {r['junk'] or ''} |"
+              for r in rows.iter_rows(named=True)]
+    return "\n".join(lines)

@@ -16,12 +16,13 @@ from ..lib.demonstrations import (
 )
 from ..lib.distillation import LoraSftConfig, train_lora_adapter
 from ..lib.plots import line_plot, markdown_image
+from ..lib.quality import judge_queries, query_quality
 from ..lib.slm import export_gguf_as_hf
 from ..lib.storage import atomic_directory
 from ..lib.teachers import TeacherRequest
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource, TeacherResource
-from .common import MODEL_STEP, directory_metadata, known_queries, table_metadata
+from .common import MODEL_STEP, directory_metadata, known_queries, quality_metadata, sample_markdown, table_metadata
 
 _LORA = LoraSftConfig()
 
@@ -53,6 +54,9 @@ def teacher_demonstrations(
     known = known_queries(storage, dataset)
     sample = sample_documents(documents, config.max_documents, config.seed)
     model = teacher.build(storage.root_path / "teacher_cache", fallback_model_path=_base_model_dir(storage, generator))
+    if hasattr(model, "adapt_to_dataset"):  # the offline teacher learns the corpus's boilerplate and query style
+        train_texts = storage.read_table("queries", dataset).filter(pl.col("split") == "train")["text"].to_list()
+        model.adapt_to_dataset(documents["metadata"].to_list(), train_texts)
     context.log.info(f"teacher {model.backend}:{model.model} on {sample.height} documents ({spec.prompt_style} prompt)")
     started = time.monotonic()
     responses = model.complete(teacher_requests(sample, known, spec.prompt_style, TeacherRequest), progress=context.log.info)
@@ -68,6 +72,11 @@ def teacher_demonstrations(
     storage.write_table("teacher_demonstrations", dataset, raw, "raw")
     path = storage.write_table("teacher_demonstrations", dataset, demonstrations)
     usage = getattr(model, "stats", {}) or {}
+    judged = judge_queries(demonstrations, documents)
+    figures = query_quality(demonstrations, documents, sample.height)
+    context.log.info(f"teacher demonstrations: {demonstrations.height} queries for {sample.height} documents, grounded "
+                     f"{figures['grounded_share']:.1%}, junk {figures['junk_share']:.1%}, "
+                     f"{figures['distinct_queries_per_document']:.1f} distinct per document")
     return dg.MaterializeResult(
         metadata=table_metadata(demonstrations, path)
         | {
@@ -83,6 +92,8 @@ def teacher_demonstrations(
             "completion_tokens": dg.MetadataValue.int(sum(r.completion_tokens for r in responses)),
             "cost_usd": dg.MetadataValue.float(round(float(usage.get("cost_usd", 0.0)), 4)),
             "seconds": dg.MetadataValue.float(round(seconds, 1)),
+            **quality_metadata(figures, "teacher"),
+            "sample": dg.MetadataValue.md(sample_markdown(judged, documents)),
         }
     )
 
@@ -118,7 +129,14 @@ class LoraAdapterConfig(dg.Config):
     alpha: int = Field(default=_LORA.alpha, description="LoRA alpha.")
     dropout: float = Field(default=_LORA.dropout, description="LoRA dropout.")
     learning_rate: float = Field(default=_LORA.learning_rate, description="Peak learning rate (cosine, warmup).")
-    epochs: int = Field(default=_LORA.epochs, description="Passes over the demonstrations.")
+    epochs: int = Field(default=_LORA.epochs, description="Passes over the demonstrations (more when needed to "
+                        "reach min_steps).")
+    min_steps: int = Field(default=_LORA.min_steps, description="Optimizer steps at least, however few the "
+                           "demonstrations.")
+    eval_every_steps: int = Field(default=_LORA.eval_every_steps, description="Held-out loss every this many steps; "
+                                  "the best adapter is saved.")
+    patience: int = Field(default=_LORA.patience, description="Evaluations without held-out gain before stopping "
+                          "early (0 = never).")
     effective_batch_size: int = Field(default=_LORA.effective_batch_size, description="Examples per optimizer step.")
     micro_batch_size: int = Field(default=_LORA.micro_batch_size, description="Examples per forward pass.")
     seed: int = Field(default=_LORA.seed, description="Seed of the hold-out split and shuffling.")
@@ -148,14 +166,15 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
         spec = read_spec(storage.inputs(dataset))
         documents = storage.read_table("documents", dataset)
         known = known_queries(storage, dataset)
-        prompts, targets = student_examples(storage.read_table("teacher_demonstrations", dataset), documents, known,
+        prompts, targets, doc_ids = student_examples(storage.read_table("teacher_demonstrations", dataset), documents, known,
                                             spec.prompt_style, use_metadata)
         target = storage.artifact_dir(name, dataset)
         with atomic_directory(target) as tmp:
             report = train_lora_adapter(_base_model_dir(storage, generator), prompts, targets, tmp / "adapter",
-                                        config.to_lib(generator.device), progress=context.log.info)
-            plot = line_plot({"train loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
-                             "LoRA SFT loss", "log window", "target-token loss", tmp / "loss.png")
+                                        config.to_lib(generator.device), progress=context.log.info, keys=doc_ids)
+            curve = [(0, report.holdout_loss_before), *report.holdout_curve]
+            plot = line_plot({"held-out loss": ([s for s, _ in curve], [v for _, v in curve])},
+                             "LoRA SFT: held-out target-token loss", "optimizer step", "loss", tmp / "loss.png")
             loss_md = markdown_image(plot, "loss curve")
             (tmp / "base_model.json").write_text(json.dumps({"base_model_path": _base_model_dir(storage, generator)}))
         return dg.MaterializeResult(
@@ -167,6 +186,10 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
                 "holdout_loss_before": dg.MetadataValue.float(round(report.holdout_loss_before, 4)),
                 "holdout_loss_after": dg.MetadataValue.float(round(report.holdout_loss_after, 4)),
                 "examples_per_second": dg.MetadataValue.float(round(report.examples_per_second, 2)),
+                "steps": dg.MetadataValue.int(report.steps),
+                "best_step": dg.MetadataValue.int(report.best_step),
+                "stopped_early": report.stopped_early,
+                "holdout_documents": dg.MetadataValue.json(report.holdout_keys[:50]),
                 "seconds": dg.MetadataValue.float(round(report.seconds, 1)),
                 "precision": report.precision,
                 "device": report.device,

@@ -19,7 +19,10 @@ HEAD_FILE = "head.npz"
 class OvaHeadTrainingConfig(dg.Config):
     epochs: int = Field(default=_OVA.epochs, description="Passes over the training queries.")
     learning_rate: float = Field(default=_OVA.learning_rate, description="Adam learning rate of the classifiers.")
-    shortlist: int = Field(default=_OVA.shortlist, description="Hard negatives per query (re-mined every epoch).")
+    shortlist: int = Field(default=_OVA.shortlist, description="Hard negatives per query (re-mined every epoch) "
+                           "on corpora larger than full_loss_max_documents.")
+    full_loss_max_documents: int = Field(default=_OVA.full_loss_max_documents, description="Up to this many "
+                                         "documents, every document is a negative of every query (full loss).")
     seed: int = Field(default=_OVA.seed, description="Shuffling seed.")
 
 

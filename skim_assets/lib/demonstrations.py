@@ -70,13 +70,13 @@ def parse_outputs(
 
 def student_examples(
     demonstrations: pl.DataFrame, documents: pl.DataFrame, known: dict, style: str, use_metadata: bool = True
-) -> tuple[list[str], list[str]]:
-    """(prompt, target) pairs for LoRA SFT: the compact student prompt and the teacher's queries, per document."""
+) -> tuple[list[str], list[str], list[str]]:
+    """(prompts, targets, doc_ids) for LoRA SFT: the compact student prompt and the teacher's queries, per document."""
     grouped = demonstrations.sort("doc_id", "rank").group_by("doc_id", maintain_order=True).agg("query")
     docs = documents.join(grouped, on="doc_id").sort("doc_id")
     prompts = student_prompts(docs, known, style, use_metadata)
     targets = [student_target(queries) for queries in docs["query"].to_list()]
-    return prompts, targets
+    return prompts, targets, docs["doc_id"].to_list()
 
 
 def student_prompts(documents: pl.DataFrame, known: dict, style: str, use_metadata: bool = True) -> list[str]:

@@ -2,8 +2,10 @@
 
 Each example is (prompt, target): the compact student prompt of a document and the teacher's parsed queries.
 The loss covers the target tokens only. A held-out slice of the demonstrations gives the loss before and after
-training, so a run shows whether the student learned the task. Defaults follow the paper's reference:
-r=8, alpha=16, dropout 0.05, lr 3e-4 with cosine decay and warmup, effective batch 64, 2 epochs.
+training, so a run shows whether the student learned the task. Defaults follow the paper's reference
+for the adapter (r=8, alpha=16, dropout 0.05, cosine decay with warmup) and are sized for small demonstration
+sets on CPU for the optimisation (lr 1e-3, effective batch 16, at least 80 steps, early stopping on the held-out
+loss); for ~50K demonstrations on a GPU, the reference lr 3e-4 and effective batch 64 apply.
 """
 
 from __future__ import annotations
@@ -28,14 +30,19 @@ class LoraSftConfig:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    learning_rate: float = 3e-4
+    # 1e-3 rather than the reference 3e-4: a 135M student on a few hundred demonstrations needs larger steps to
+    # learn the output format within minutes; early stopping on the held-out loss guards against overshooting.
+    learning_rate: float = 1e-3
     warmup_fraction: float = 0.05
     epochs: int = 2
-    effective_batch_size: int = 64
+    min_steps: int = 80  # small demonstration sets get more passes: a few dozen steps is not training
+    effective_batch_size: int = 16
     micro_batch_size: int = 8  # gradient accumulation covers the rest of the effective batch
     max_prompt_tokens: int = 320
     max_target_tokens: int = 96
     holdout_fraction: float = 0.1
+    eval_every_steps: int = 10  # held-out loss every this many steps; the best adapter is the one saved
+    patience: int = 3  # evaluations without improvement before stopping early (0 = never stop early)
     target_modules: tuple[str, ...] = LORA_TARGET_MODULES
     precision: str = "auto"  # 'auto': bf16 on CUDA with bf16 support, else fp32
     device: str = "auto"
@@ -53,6 +60,10 @@ class LoraSftReport:
     holdout_loss_before: float
     holdout_loss_after: float
     loss_curve: list[float] = field(default_factory=list)
+    holdout_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out loss)
+    best_step: int = 0
+    stopped_early: bool = False
+    holdout_keys: list[str] = field(default_factory=list)  # which examples (e.g. doc ids) were held out
     precision: str = "fp32"
     device: str = "cpu"
     config: dict = field(default_factory=dict)
@@ -113,8 +124,15 @@ def train_lora_adapter(
     out_dir: str | Path,
     config: LoraSftConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    keys: list[str] | None = None,
 ) -> LoraSftReport:
-    """Train a LoRA adapter for the causal LM at `base_path` and save it (peft format) to `out_dir`."""
+    """Train a LoRA adapter for the causal LM at `base_path` and save it (peft format) to `out_dir`.
+
+    A seeded `holdout_fraction` of the examples (named by `keys`, e.g. doc ids, in the report) is never trained
+    on: its target-token loss is measured every `eval_every_steps` steps, the adapter with the lowest held-out
+    loss is the one saved, and training stops after `patience` evaluations without improvement. Small
+    demonstration sets are passed over more than `epochs` times so training takes at least `min_steps` steps.
+    """
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
@@ -122,6 +140,9 @@ def train_lora_adapter(
     say = progress or log.info
     if len(prompts) != len(targets) or not prompts:
         raise ValueError(f"need equally many prompts and targets, at least one (got {len(prompts)} and {len(targets)})")
+    keys = list(keys) if keys is not None else [str(i) for i in range(len(prompts))]
+    if len(keys) != len(prompts):
+        raise ValueError(f"need one key per example (got {len(keys)} keys for {len(prompts)} examples)")
     device, dtype, precision = _resolve(config)
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
@@ -131,6 +152,7 @@ def train_lora_adapter(
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=list(config.target_modules),
         task_type="CAUSAL_LM",
     ))
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
     rows = tokenize_examples(tokenizer, prompts, targets, config)
     order = np.random.default_rng(config.seed).permutation(len(rows))
@@ -138,26 +160,34 @@ def train_lora_adapter(
     holdout = [rows[i] for i in order[:n_holdout]]
     train = [rows[i] for i in order[n_holdout:]]
     accumulation = max(1, config.effective_batch_size // config.micro_batch_size)
-    steps = max(1, math.ceil(len(train) / (config.micro_batch_size * accumulation)) * config.epochs)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    steps_per_epoch = max(1, math.ceil(len(train) / (config.micro_batch_size * accumulation)))
+    steps = max(steps_per_epoch * config.epochs, config.min_steps)
+    epochs = math.ceil(steps / steps_per_epoch)  # the last pass may stop part way, at `steps`
+    optimizer = torch.optim.AdamW([p for _, p in trainable], lr=config.learning_rate)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_fraction * steps), steps)
 
     report = LoraSftReport(train_examples=len(train), holdout_examples=len(holdout), steps=steps, seconds=0.0,
                            examples_per_second=0.0, holdout_loss_before=mean_target_loss(model, holdout, pad_id, device),
                            holdout_loss_after=float("nan"), precision=precision, device=str(device),
-                           config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()})
-    say(f"LoRA SFT: {len(train)} train / {len(holdout)} held-out examples, {steps} optimizer steps, {precision} on "
-        f"{device}; held-out loss before {report.holdout_loss_before:.4f}")
+                           config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+                           holdout_keys=sorted(keys[i] for i in order[:n_holdout]))
+    say(f"LoRA SFT: {len(train)} train / {len(holdout)} held-out examples, up to {steps} optimizer steps "
+        f"({epochs} epochs), {precision} on {device}; held-out loss before {report.holdout_loss_before:.4f}")
+    # the untrained adapter is the baseline to beat: training that never helps the held-out loss saves it
+    best_loss, evals_without_gain = report.holdout_loss_before, 0
+    best_state = {name: p.detach().clone() for name, p in trainable}
     rng = np.random.default_rng(config.seed + 1)
     started = last_log = time.monotonic()
     model.train()
-    step, window = 0, []
-    for epoch in range(config.epochs):
+    step, window, examples_seen = 0, [], 0
+    for epoch in range(epochs):
         # length-sorted micro-batches waste less padding; shuffle the batch order
         by_length = sorted(rng.permutation(len(train)), key=lambda i: len(train[i]["input_ids"]))
         micro = [by_length[i : i + config.micro_batch_size] for i in range(0, len(by_length), config.micro_batch_size)]
         micro = [micro[i] for i in rng.permutation(len(micro))]
         for start in range(0, len(micro), accumulation):
+            if step == steps:
+                break
             group = micro[start : start + accumulation]
             n_tokens = sum(sum(1 for t in train[i]["labels"][1:] if t != -100) for mb in group for i in mb)
             optimizer.zero_grad(set_to_none=True)
@@ -168,7 +198,8 @@ def train_lora_adapter(
                 loss = model(**batch).loss * tokens / max(n_tokens, 1)  # token-weighted over the whole step
                 loss.backward()
                 step_loss += loss.item()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+                examples_seen += len(mb)
+            torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
             optimizer.step()
             scheduler.step()
             step += 1
@@ -177,13 +208,33 @@ def train_lora_adapter(
             if now - last_log > config.log_every_s or step == steps:
                 report.loss_curve.append(float(np.mean(window)))
                 window, last_log = [], now
-                say(f"LoRA SFT: epoch {epoch + 1}/{config.epochs} step {step}/{steps} loss {report.loss_curve[-1]:.4f} "
-                    f"({step * config.effective_batch_size / (now - started):.1f} examples/s)")
+                say(f"LoRA SFT: epoch {epoch + 1}/{epochs} step {step}/{steps} loss {report.loss_curve[-1]:.4f} "
+                    f"({examples_seen / (now - started):.1f} examples/s)")
+            if holdout and (step % config.eval_every_steps == 0 or step == steps):
+                loss_now = mean_target_loss(model, holdout, pad_id, device)
+                report.holdout_curve.append((step, loss_now))
+                if loss_now < best_loss:
+                    best_loss, report.best_step, evals_without_gain = loss_now, step, 0
+                    best_state = {name: p.detach().clone() for name, p in trainable}
+                else:
+                    evals_without_gain += 1
+                say(f"LoRA SFT: step {step} held-out loss {loss_now:.4f} (best {best_loss:.4f} at step {report.best_step})")
+                if config.patience and evals_without_gain >= config.patience:
+                    report.stopped_early = True
+                    break
+        if report.stopped_early:
+            say(f"LoRA SFT: stopped early at step {step}: no held-out gain in {config.patience} evaluations")
+            break
+    report.steps = step
+    if holdout:  # the adapter that generalised best, not the last one
+        with torch.no_grad():
+            for name, p in trainable:
+                p.copy_(best_state[name])
     report.seconds = time.monotonic() - started
-    report.examples_per_second = len(train) * config.epochs / max(report.seconds, 1e-9)
+    report.examples_per_second = examples_seen / max(report.seconds, 1e-9)
     report.holdout_loss_after = mean_target_loss(model, holdout, pad_id, device)
-    say(f"LoRA SFT done in {report.seconds:.0f}s; held-out loss {report.holdout_loss_before:.4f} -> "
-        f"{report.holdout_loss_after:.4f}")
+    say(f"LoRA SFT done in {report.seconds:.0f}s ({step} steps); held-out loss {report.holdout_loss_before:.4f} -> "
+        f"{report.holdout_loss_after:.4f} (best step {report.best_step})")
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     (out_dir / "sft_report.json").write_text(json.dumps(asdict(report), indent=2))

@@ -31,13 +31,38 @@ STOP_MARKER = "<end>"
 
 @dataclass
 class SamplingSettings:
-    """Reference generation settings (temperature 0.8, top_k 200, max 250 new tokens)."""
+    """Decoding of the student. Defaults suit a small (~135M) student: greedy decoding (temperature 0) with a
+    guard against repeating any `no_repeat_ngram_size`-gram of its own output (the prompt is exempt, so copying
+    facts from the metadata stays free). A 135M model sampled at the paper's temperature 0.8 / top-k 200 (set for
+    Llama2-7B) wanders off the document; set those for a large student."""
 
-    temperature: float = 0.8
-    top_k: int = 200
-    max_new_tokens: int = 250
+    temperature: float = 0.0  # 0 = greedy; paper: 0.8
+    top_k: int = 200  # used when sampling (temperature > 0); paper: 200
+    max_new_tokens: int = 128  # a list of ten short queries fits; paper: 250
+    no_repeat_ngram_size: int = 0  # > 1 bans repeating an n-gram of the output (transformers only); off: it corrupts copied names
     seed: int = 0
     min_new_tokens: int = 0  # > 0 forces equal-length outputs (throughput benchmarks)
+
+
+def output_ngram_guard(prompt_length: int, size: int):
+    """A transformers logits processor that bans repeating an n-gram of the generated tokens only."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class OutputNoRepeatNGram(LogitsProcessor):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            generated = input_ids[:, prompt_length:]
+            if generated.shape[1] < size - 1:
+                return scores
+            for row, tokens in enumerate(generated.tolist()):
+                prefix = tuple(tokens[len(tokens) - size + 1 :])
+                banned = {tokens[i + size - 1] for i in range(len(tokens) - size + 1)
+                          if tuple(tokens[i : i + size - 1]) == prefix}
+                if banned:
+                    scores[row, list(banned)] = -float("inf")
+            return scores
+
+    return OutputNoRepeatNGram()
 
 
 @dataclass
@@ -95,10 +120,16 @@ class TransformersBackend:
             idx = order[start : start + self.batch_size]
             batch = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                                    max_length=self.max_prompt_tokens, add_special_tokens=False).to(self.device)
+            from transformers import LogitsProcessorList
+
+            guard = (LogitsProcessorList([output_ngram_guard(batch["input_ids"].shape[1], sampling.no_repeat_ngram_size)])
+                     if sampling.no_repeat_ngram_size > 1 else None)
+            sample = sampling.temperature > 0
             with torch.inference_mode():
                 generated = self.model.generate(
-                    **batch, do_sample=sampling.temperature > 0, temperature=sampling.temperature or None,
-                    top_k=sampling.top_k, max_new_tokens=sampling.max_new_tokens,
+                    **batch, do_sample=sample, temperature=sampling.temperature if sample else None,
+                    top_k=sampling.top_k if sample else None, top_p=None, logits_processor=guard,
+                    max_new_tokens=sampling.max_new_tokens,
                     min_new_tokens=sampling.min_new_tokens or None,
                     stop_strings=[STOP_MARKER], tokenizer=self.tokenizer,
                     pad_token_id=self.tokenizer.pad_token_id,
@@ -132,7 +163,8 @@ class VLLMBackend:
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
-        params = SamplingParams(temperature=sampling.temperature, top_k=sampling.top_k,
+        params = SamplingParams(temperature=sampling.temperature,
+                                top_k=sampling.top_k if sampling.temperature > 0 else -1,
                                 max_tokens=sampling.max_new_tokens, seed=sampling.seed, stop=[STOP_MARKER],
                                 min_tokens=sampling.min_new_tokens, ignore_eos=sampling.min_new_tokens > 0)
         lora = LoRARequest("skim-student", 1, self.adapter_path) if self.adapter_path else None

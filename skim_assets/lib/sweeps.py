@@ -17,6 +17,7 @@ from .formats import PAIRS_SCHEMA, union_pairs
 from .mapping import candidates_to_pairs
 from .metrics import evaluate_rankings
 from .ova_head import OvaHeadConfig, ova_topk, train_ova_head
+from .quality import label_repair
 from .retrieval import topk_frame
 from .simulation import missing_at_random_sample, simulate_clicks
 
@@ -55,15 +56,22 @@ def score_training_pairs(pairs: pl.DataFrame, features: FrozenFeatures, test_qre
 
 def tau_sweep(train_pairs: pl.DataFrame, candidates: pl.DataFrame, synthetic_doc_ids: list[str],
               taus: Sequence[float], features: FrozenFeatures, test_qrels: pl.DataFrame, config: OvaHeadConfig,
-              progress: Callable[[str], None] = print) -> pl.DataFrame:
-    """For each tau: mapped pairs kept, and the unbiased metrics of clicks + those pairs (Fig. 7)."""
+              progress: Callable[[str], None] = print, oracle_pairs: pl.DataFrame | None = None) -> pl.DataFrame:
+    """For each tau: mapped pairs kept, their label-repair precision and recall against the held-back train labels
+    (when `oracle_pairs`, every train label, is given), and the unbiased metrics of clicks + those pairs (Fig. 7)."""
     rows = []
     for tau in taus:
         mapped = candidates_to_pairs(candidates, synthetic_doc_ids, tau, "skim")
         augmented = union_pairs(train_pairs, mapped)
+        repair = {}
+        if oracle_pairs is not None:
+            judged = label_repair(mapped, train_pairs, oracle_pairs)
+            repair = {"repair_precision": judged["precision"], "repair_recall": judged["recall"]}
         metrics = score_training_pairs(augmented, features, test_qrels, config)
-        rows.append({"tau": float(tau), "pairs_added": augmented.height - train_pairs.height, **metrics})
-        progress(f"tau {tau}: {rows[-1]['pairs_added']} pairs added, unbiased R@100 {metrics['R@100']:.4f}")
+        rows.append({"tau": float(tau), "pairs_added": augmented.height - train_pairs.height, **repair, **metrics})
+        progress(f"tau {tau}: {rows[-1]['pairs_added']} pairs added"
+                 + (f" (precision {repair['repair_precision']:.3f}, recall {repair['repair_recall']:.3f})" if repair else "")
+                 + f", unbiased R@100 {metrics['R@100']:.4f}")
     return pl.DataFrame(rows)
 
 

@@ -567,6 +567,12 @@ STOPWORDS = frozenset(
 
 _TOKEN = re.compile(r"[^\W_]+(?:['’\-.&+][^\W_]+)*", re.UNICODE)
 _SENTENCE_END = re.compile(r"[.!?\n]")
+# A connector ("containing", "ease", "built") is a word the corpus always continues within its clause: a phrase
+# ending on it is a fragment. Judged only where clauses end often enough to tell (punctuated text).
+CONNECTOR_MIN_CONTINUED = 0.95
+CONNECTOR_MIN_COUNT = 3
+PUNCTUATED_MAX_CONTINUED = 0.9
+_LEADING_PREPOSITIONS = frozenset({"against", "for", "with", "from", "in", "by", "without", "near", "about", "on"})
 
 
 def _norm(token: str) -> str:
@@ -664,7 +670,9 @@ def _analyse(metadata: str, title: str, ngram_range: tuple[int, int]) -> _Analys
             if end > len(tokens) or segment[end - 1] != segment[start]:
                 break
             gram = tuple(lower[start:end])
-            if gram[0] in STOPWORDS or gram[-1] in STOPWORDS:
+            # no stop word at the end; at the start only a preposition that makes a query of a lone fact
+            # ("against migraine", "from vellamo labs")
+            if gram[-1] in STOPWORDS or (gram[0] in STOPWORDS and (n < 2 or gram[0] not in _LEADING_PREPOSITIONS)):
                 continue
             if any(_is_number(t) or t in banned for t in gram):
                 continue
@@ -701,8 +709,8 @@ def _chunks(tokens: list[str], sentence: list[int], max_words: int = 24) -> list
 def _mmr(
     candidates: list[_Candidate], relevance: np.ndarray, similarity: np.ndarray, k: int, diversity: float
 ) -> list[int]:
-    """Maximal Marginal Relevance: argmax (1 - d) * rel - d * max sim to selected; candidates whose content
-    tokens are a subset or superset of a selected one's are skipped (they would be near-duplicate queries)."""
+    """Maximal Marginal Relevance: argmax (1 - d) * rel - d * max sim to selected; candidates with the same
+    content tokens as a selected one are skipped (they would be the same query)."""
     selected: list[int] = []
     available = list(range(len(candidates)))
     while available and len(selected) < k:
@@ -717,9 +725,28 @@ def _mmr(
         available = [
             i
             for i in available
-            if i != best and not (candidates[i].content <= chosen or chosen <= candidates[i].content)
+            if i != best and candidates[i].content != chosen
         ]
     return selected
+
+
+def _connectors(corpus: Sequence[str]) -> frozenset[str]:
+    """Words that (nearly) always continue within their clause, in a corpus whose clauses end often enough."""
+    seen: Counter = Counter()
+    continued: Counter = Counter()
+    for text in corpus:
+        text = text or ""
+        matches = list(_TOKEN.finditer(text))
+        for i, match in enumerate(matches):
+            token = match.group(0).lower()
+            seen[token] += 1
+            if i + 1 < len(matches) and not text[match.end() : matches[i + 1].start()].strip():
+                continued[token] += 1
+    total = sum(seen.values())
+    if not total or sum(continued.values()) / total > PUNCTUATED_MAX_CONTINUED:
+        return frozenset()  # unpunctuated text (e.g. preprocessed corpora): every word continues
+    return frozenset(t for t, n in seen.items()
+                     if n >= CONNECTOR_MIN_COUNT and continued[t] / n >= CONNECTOR_MIN_CONTINUED and t not in STOPWORDS)
 
 
 def _encoder_name(encoder: Any) -> str:
@@ -739,13 +766,23 @@ def format_queries(queries: Sequence[str]) -> str:
 
 
 class KeyphraseTeacher:
-    """Offline teacher: up to `max_queries` diverse keyphrases from each request's `metadata`.
+    """Offline teacher: up to `max_queries` diverse, query-like phrases from each request's `metadata`.
+
+    Candidates are n-grams of the metadata (`ngram_range` words, no stop word at either end, no number, no title
+    token: the student must learn knowledge that the title does not carry). After `adapt_to_dataset`:
+
+    - *boilerplate* is dropped: a candidate whose content words occur together in more than
+      `max_document_frequency` of the corpus's documents ("available in three sizes", "key ingredient") says
+      nothing about one document;
+    - candidates are scored by how close they sit to the dataset's own train queries (`query_affinity` weight),
+      as the paper's LLM prompt shows the teacher real queries: the phrases a user of *this* dataset would type
+      rank first ("taken for migraine" next to "remedy for migraine"; a study's "basis analysis yielded" last).
 
     With an `encoder` (an object with `.encode(list[str]) -> unit-norm rows`, e.g. `TextEncoder`), KeyBERT-style:
     the `candidates` best n-grams by YAKE-style statistics are ranked by cosine to the document embedding (mean
-    of its sentence embeddings) and picked with MMR over their embedding similarities. Without an encoder,
-    YAKE-style statistics alone, with MMR over token-overlap (Jaccard) similarity. Deterministic either way.
-    Phrases never contain the title's tokens: the student must learn knowledge that the title does not carry.
+    of its sentence embeddings), blended with the train-query affinity, and picked with MMR over their embedding
+    similarities. Without an encoder, YAKE-style statistics alone, with MMR over token-overlap (Jaccard)
+    similarity. Deterministic either way.
     """
 
     backend = "keyphrase"
@@ -754,9 +791,11 @@ class KeyphraseTeacher:
         self,
         encoder: Any = None,
         max_queries: int = 10,
-        ngram_range: tuple[int, int] = (1, 3),
-        diversity: float = 0.6,
+        ngram_range: tuple[int, int] = (2, 4),
+        diversity: float = 0.5,
         candidates: int = 60,
+        max_document_frequency: float = 0.1,
+        query_affinity: float = 0.5,
         batch_docs: int = 64,
         progress_every_s: float = 5.0,
     ):
@@ -765,17 +804,24 @@ class KeyphraseTeacher:
             raise ValueError(f"ngram_range must satisfy 1 <= min <= max, got {ngram_range}")
         if not 0.0 <= diversity <= 1.0:
             raise ValueError(f"diversity must be in [0, 1], got {diversity}")
+        if not 0.0 <= query_affinity <= 1.0:
+            raise ValueError(f"query_affinity must be in [0, 1], got {query_affinity}")
+        if not 0.0 < max_document_frequency <= 1.0:
+            raise ValueError(f"max_document_frequency must be in (0, 1], got {max_document_frequency}")
         self.encoder = encoder
         self.max_queries = int(max_queries)
         self.ngram_range = (int(lo), int(hi))
         self.diversity = float(diversity)
         self.candidates = int(candidates)
+        self.max_document_frequency = float(max_document_frequency)
+        self.query_affinity = float(query_affinity)
         self.batch_docs = max(1, int(batch_docs))
         self.progress_every_s = float(progress_every_s)
-        if encoder is None:
-            self.model = "yake-mmr"
-        else:
-            self.model = f"keybert-mmr:{_encoder_name(encoder)}"
+        self.postings: dict[str, set[int]] = {}
+        self.corpus_size = 0
+        self.connectors: frozenset[str] = frozenset()
+        self.reference_vectors: np.ndarray | None = None
+        self.model = "yake-mmr" if encoder is None else f"keybert-mmr:{_encoder_name(encoder)}"
 
     def __repr__(self) -> str:
         return (
@@ -791,7 +837,40 @@ class KeyphraseTeacher:
             "ngram_range": list(self.ngram_range),
             "diversity": self.diversity,
             "candidates": self.candidates,
+            "max_document_frequency": self.max_document_frequency,
+            "query_affinity": self.query_affinity,
+            "corpus_documents": self.corpus_size,
+            "connector_words": len(self.connectors),
+            "reference_queries": 0 if self.reference_vectors is None else len(self.reference_vectors),
         }
+
+    def adapt_to_dataset(self, corpus: Sequence[str], reference_queries: Sequence[str] = ()) -> None:
+        """Index the corpus's words (to tell boilerplate phrases by their document frequency) and, with an
+        encoder, embed the dataset's train queries that candidates are scored against."""
+        postings: dict[str, set[int]] = defaultdict(set)
+        for doc, text in enumerate(corpus):
+            for token in {t.lower() for t in _TOKEN.findall(text or "")}:
+                if token not in STOPWORDS:
+                    postings[token].add(doc)
+        self.postings = dict(postings)
+        self.corpus_size = len(corpus)
+        self.connectors = _connectors(corpus)
+        texts = sorted({" ".join(str(q).split()) for q in reference_queries if str(q).strip()})
+        if self.encoder is not None and texts:
+            self.reference_vectors = np.asarray(self.encoder.encode(texts), dtype=np.float32)
+
+    def document_frequency(self, phrase_tokens: Sequence[str]) -> int:
+        """Documents of the adapted corpus holding every content word of the phrase (0 before adapting)."""
+        content = sorted({t for t in phrase_tokens if t not in STOPWORDS},
+                         key=lambda t: len(self.postings.get(t, ())))
+        if not content or not self.corpus_size:
+            return 0
+        docs = set(self.postings.get(content[0], ()))
+        for token in content[1:]:
+            docs &= self.postings.get(token, set())
+            if not docs:
+                break
+        return len(docs)
 
     def keyphrases(self, metadata: str, title: str = "") -> list[str]:
         """The phrases for one document (what `complete` formats)."""
@@ -818,17 +897,34 @@ class KeyphraseTeacher:
         tracker.emit()
         return out
 
+    def _informative(self, candidate: _Candidate) -> bool:
+        """Not boilerplate: its content words occur together in at most `max_document_frequency` of the corpus
+        (a phrase such as "available in three sizes" or "key ingredient" says nothing about one document), and it
+        does not end on a connector ("spray containing" is a fragment, not a query)."""
+        if not any(t not in STOPWORDS for t in candidate.tokens):
+            return False
+        if candidate.tokens[-1] in self.connectors:
+            return False
+        df = self.document_frequency(candidate.tokens)
+        return df < 3 or df <= self.max_document_frequency * self.corpus_size
+
     def _select_batch(self, docs: list[tuple[str, str]]) -> list[list[str]]:
         analyses = [_analyse(metadata, title, self.ngram_range) for metadata, title in docs]
         for analysis in analyses:
-            del analysis.candidates[self.candidates :]
+            analysis.candidates = [c for c in analysis.candidates if self._informative(c)][: self.candidates]
         if self.encoder is None:
             return [self._select_statistical(a) for a in analyses]
         # One encode call for every distinct text of the batch: candidates and document chunks.
         texts = sorted({t for a in analyses for t in [*(c.phrase for c in a.candidates), *a.chunks]})
         index = {t: i for i, t in enumerate(texts)}
         vectors = np.asarray(self.encoder.encode(texts), dtype=np.float32) if texts else np.zeros((0, 1), np.float32)
-        return [self._select_embedded(a, vectors, index) for a in analyses]
+        affinity = None
+        if self.reference_vectors is not None and len(texts):
+            affinity = np.zeros(len(texts), dtype=np.float64)
+            for start in range(0, len(texts), 1024):  # bounded memory for large query sets
+                block = vectors[start : start + 1024] @ self.reference_vectors.T
+                affinity[start : start + 1024] = block.max(axis=1)
+        return [self._select_embedded(a, vectors, index, affinity) for a in analyses]
 
     def _select_statistical(self, analysis: _Analysis) -> list[str]:
         cands = analysis.candidates
@@ -843,14 +939,18 @@ class KeyphraseTeacher:
         )
         return [cands[i].phrase for i in _mmr(cands, relevance, similarity, self.max_queries, self.diversity)]
 
-    def _select_embedded(self, analysis: _Analysis, vectors: np.ndarray, index: dict[str, int]) -> list[str]:
+    def _select_embedded(self, analysis: _Analysis, vectors: np.ndarray, index: dict[str, int],
+                         affinity: np.ndarray | None) -> list[str]:
         cands = analysis.candidates
         if not cands or not analysis.chunks:
             return []
         doc = vectors[[index[t] for t in analysis.chunks]].mean(axis=0)
         doc = doc / max(float(np.linalg.norm(doc)), 1e-12)
-        emb = vectors[[index[c.phrase] for c in cands]].astype(np.float64)
+        rows = [index[c.phrase] for c in cands]
+        emb = vectors[rows].astype(np.float64)
         relevance = emb @ doc
+        if affinity is not None:
+            relevance = (1.0 - self.query_affinity) * relevance + self.query_affinity * affinity[rows]
         similarity = emb @ emb.T
         return [cands[i].phrase for i in _mmr(cands, relevance, similarity, self.max_queries, self.diversity)]
 
