@@ -236,7 +236,7 @@ from skim_assets.resources import GeneratorResource, StorageResource
 root, lm, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 instance = dg.DagsterInstance.ephemeral()
 instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
-config = dg.RunConfig(ops={"synthetic_queries_udapdr": SyntheticQueriesConfig(max_new_tokens=24, shard_size=2, seed=seed)})
+config = dg.RunConfig(ops={"synthetic_queries_udapdr": SyntheticQueriesConfig(max_new_tokens=24, shard_size=2, seed=seed, temperature=0.8)})
 result = dg.materialize([synthetic_queries_udapdr], partition_key="tiny", instance=instance, run_config=config,
                         resources={"storage": StorageResource(root=root),
                                    "generator": GeneratorResource(base_model_path=lm, device="cpu", backend="transformers")})

@@ -428,7 +428,7 @@ def assert_good_keyphrases(phrases: list[str], metadata: str, title: str, max_qu
         assert tokens[0] not in STOPWORDS or tokens[0] in {"against", "for", "with", "from", "in", "by", "without",
                                                            "near", "about", "on"}
         assert not any(t.isdigit() for t in tokens)
-        assert 2 <= len(tokens) <= 4  # no one-word fragments
+        assert 2 <= len(tokens) <= 5  # no one-word fragments
     contents = [frozenset(t for t in p.split() if t not in STOPWORDS) for p in phrases]
     assert len(set(contents)) == len(contents)  # never the same content words twice
 

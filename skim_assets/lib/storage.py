@@ -134,7 +134,14 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def _switch_link(link: Path, target: str) -> None:
-    """Point symlink `link` at `target` with one rename (atomic: readers see the old or the new target)."""
+    """Point symlink `link` at `target` with one rename (atomic: readers see the old or the new target).
+
+    A real folder in the link's place (a root copied with its links followed, e.g. by `shutil.copytree`) cannot be
+    renamed over: it is moved aside first (its tables were already adopted into the new version)."""
+    aside = None
+    if link.is_dir() and not link.is_symlink():
+        aside = _temp_sibling(link, "old")
+        os.replace(link, aside)
     tmp = _temp_sibling(link)
     os.symlink(target, tmp)
     try:
@@ -143,6 +150,8 @@ def _switch_link(link: Path, target: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _adopt_artifact_folders(root: Path, set_dir: Path, dataset: str, assets: list[str]) -> None:

@@ -791,7 +791,7 @@ class KeyphraseTeacher:
         self,
         encoder: Any = None,
         max_queries: int = 10,
-        ngram_range: tuple[int, int] = (2, 4),
+        ngram_range: tuple[int, int] = (2, 5),
         diversity: float = 0.5,
         candidates: int = 60,
         max_document_frequency: float = 0.1,
