@@ -56,3 +56,13 @@ def tiny_causal_lm(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def no_stale_definitions_state_storage():
+    """Dagster keeps the entered instance's definitions-state storage in a context variable; an instance a test
+    entered and never exited (then garbage-collected) must not leak into the next test's `materialize`."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield

@@ -616,3 +616,13 @@ def test_local_hf_teacher_generates_with_a_chat_model(smol_folder, one_torch_thr
         assert 1 <= response.completion_tokens <= 16 and response.prompt_tokens > 10
     assert teacher.complete(requests)[0].text == responses[0].text  # seeded sampling
     assert progress[-1].startswith("teacher hf-local:SmolLM2-135M-Instruct: 2/2 done")
+
+
+def test_keyphrase_teacher_never_uses_a_placeholder_word():
+    # preprocessed corpora (NFCorpus) write every number as "num": a word in most documents is no content
+    corpus = [f"zinc{i} intake{i} num serum{i} levels{i} num deficiency{i} risk{i}" for i in range(60)]
+    teacher = KeyphraseTeacher(max_queries=10)
+    teacher.adapt_to_dataset(corpus, [])
+    phrases = teacher.keyphrases(corpus[0], "")
+    assert phrases and not any("num" in p.split() for p in phrases)
+    assert any("zinc0" in p for p in phrases)

@@ -569,6 +569,8 @@ _TOKEN = re.compile(r"[^\W_]+(?:['’\-.&+][^\W_]+)*", re.UNICODE)
 _SENTENCE_END = re.compile(r"[.!?\n]")
 # A connector ("containing", "ease", "built") is a word the corpus always continues within its clause: a phrase
 # ending on it is a fragment. Judged only where clauses end often enough to tell (punctuated text).
+PLACEHOLDER_MIN_SHARE = 0.5  # a word in over half the documents never belongs in a phrase...
+PLACEHOLDER_MIN_DOCUMENTS = 50  # ...of a corpus large enough to tell (in a tiny one, half may share a category)
 CONNECTOR_MIN_CONTINUED = 0.95
 CONNECTOR_MIN_COUNT = 3
 PUNCTUATED_MAX_CONTINUED = 0.9
@@ -905,6 +907,10 @@ class KeyphraseTeacher:
             return False
         if candidate.tokens[-1] in self.connectors:
             return False
+        if self.corpus_size >= PLACEHOLDER_MIN_DOCUMENTS and any(
+                len(self.postings.get(t, ())) > PLACEHOLDER_MIN_SHARE * self.corpus_size
+                                    for t in candidate.tokens if t not in STOPWORDS):
+            return False  # a word in most documents is a placeholder ("num" in preprocessed corpora), not content
         df = self.document_frequency(candidate.tokens)
         return df < 3 or df <= self.max_document_frequency * self.corpus_size
 
