@@ -9,7 +9,7 @@ from ..lib.datasets import read_spec
 from ..lib.demonstrations import duplicate_rate, parse_outputs, student_prompts
 from ..lib.generation import SamplingSettings, generate_sharded, make_backend
 from ..lib.prompts import teacher_messages
-from ..lib.quality import judge_queries, quality_filter, query_quality
+from ..lib.quality import judge_queries, judged_quality, keep_grounded
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource
 from .common import MODEL_STEP, known_queries, quality_metadata, sample_markdown, table_metadata
@@ -90,13 +90,14 @@ def build_synthetic_queries_asset(
         )
         parsed, stats = parse_outputs(raw["doc_id"].to_list(), raw["text"].to_list(), documents, known,
                                       spec.prompt_style, config.queries_per_document)
-        judged = judge_queries(parsed, documents)
-        queries, dropped = quality_filter(parsed, documents) if config.quality_filter else (parsed, {})
+        judged = judge_queries(parsed, documents)  # one verdict per row, for the filter and every figure
+        queries, dropped = keep_grounded(judged, parsed.columns) if config.quality_filter else (parsed, {})
         storage.write_table(name, dataset, raw, "raw")
         storage.write_table(name, dataset, judged, "judged")
         path = storage.write_table(name, dataset, queries)
-        written_quality = query_quality(parsed, documents, documents.height)
-        kept_quality = query_quality(queries, documents, documents.height)
+        written_quality = judged_quality(judged, documents.height)
+        kept_quality = judged_quality(judged.filter(pl.col("grounded")) if config.quality_filter else judged,
+                                      documents.height)
         agreement = (student_teacher_agreement(storage, dataset, adapter, parsed, documents["doc_id"].to_list())
                      if adapter is not None else None)
         docs_per_second = report.docs_per_second

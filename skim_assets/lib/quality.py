@@ -101,28 +101,36 @@ def judge_queries(queries: pl.DataFrame, documents: pl.DataFrame) -> pl.DataFram
 
 def query_quality(queries: pl.DataFrame, documents: pl.DataFrame, documents_asked: int | None = None) -> dict:
     """Grounded share, junk share (and per reason), distinct queries per document, coverage of the documents."""
-    judged = judge_queries(queries, documents)
+    return judged_quality(judge_queries(queries, documents),
+                          documents_asked if documents_asked is not None else documents.height)
+
+
+def judged_quality(judged: pl.DataFrame, documents_asked: int) -> dict:
+    """`query_quality` of rows already judged by `judge_queries`."""
     n = judged.height
     distinct = (judged.group_by("doc_id").agg(pl.col("query").map_elements(normalise, return_dtype=pl.String)
                                                .n_unique().alias("n")) if n else pl.DataFrame({"n": []}))
-    asked = documents_asked if documents_asked is not None else documents.height
     reasons = Counter(r for r in judged["junk"].to_list() if r)
     return {
         "queries": n,
         "grounded_share": float(judged["grounded"].mean()) if n else 0.0,
         "junk_share": sum(reasons.values()) / n if n else 0.0,
         "junk_by_reason": {r: reasons.get(r, 0) for r in JUNK_REASONS},
-        "distinct_queries_per_document": float(distinct["n"].sum() or 0) / max(asked, 1),
-        "document_coverage": distinct.height / max(asked, 1),
+        "distinct_queries_per_document": float(distinct["n"].sum() or 0) / max(documents_asked, 1),
+        "document_coverage": distinct.height / max(documents_asked, 1),
     }
 
 
 def quality_filter(queries: pl.DataFrame, documents: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
     """Only the grounded, well-formed queries (original columns), and how many were dropped for what."""
-    judged = judge_queries(queries, documents)
+    return keep_grounded(judge_queries(queries, documents), queries.columns)
+
+
+def keep_grounded(judged: pl.DataFrame, columns: list[str]) -> tuple[pl.DataFrame, dict]:
+    """`quality_filter` of rows already judged by `judge_queries`: the kept rows' `columns`, drops per reason."""
     dropped = Counter(r for r in judged["junk"].to_list() if r)
     dropped["ungrounded"] = int((judged["junk"].is_null() & ~judged["grounded"]).sum())
-    kept = judged.filter(pl.col("grounded")).select(queries.columns)
+    kept = judged.filter(pl.col("grounded")).select(columns)
     return kept, {reason: dropped.get(reason, 0) for reason in (*JUNK_REASONS, "ungrounded")}
 
 
