@@ -39,7 +39,7 @@ from .assets.mapping import mapping_assets
 from .assets.ova import HEAD_FILE, OVA_HEADS
 from .assets.training import RETRIEVER_FOLDER, RETRIEVERS
 from .lib.demonstrations import duplicate_rate
-from .lib.quality import query_quality
+from .lib.quality import judged_quality, query_quality
 from .lib.formats import DOCUMENTS_SCHEMA, QRELS_SCHEMA, QUERIES_SCHEMA, SPLITS
 from .partitions import dataset_partitions
 from .resources import StorageResource
@@ -247,8 +247,11 @@ def evaluate_query_quality(asset: str, judged_table: str | None) -> Callable[[St
     filter (table `judged_table`), or the table itself when it has none (teacher demonstrations)."""
     def evaluate(storage: StorageResource, dataset: str) -> Outcome:
         path = storage.table_path(asset, dataset, judged_table) if judged_table else None
-        written = pl.read_parquet(path) if path is not None and path.exists() else storage.read_table(asset, dataset)
-        figures = query_quality(written, storage.read_table("documents", dataset))
+        documents = storage.read_table("documents", dataset)
+        if path is not None and path.exists():  # the generation step's own verdicts: no second judging
+            figures = judged_quality(pl.read_parquet(path), documents.height)
+        else:
+            figures = query_quality(storage.read_table(asset, dataset), documents)
         metadata = {
             "queries": figures["queries"],
             "grounded_share": _round(figures["grounded_share"]),

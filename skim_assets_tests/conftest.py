@@ -66,3 +66,12 @@ def no_stale_definitions_state_storage():
 
     with set_defs_state_storage(None):
         yield
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    """A storage root and Dagster home of the test's own, for the `skim` command."""
+    root = tmp_path / "root"
+    monkeypatch.setenv("SKIM_DATA_ROOT", str(root))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    return root

@@ -9,14 +9,6 @@ from skim_assets.cli import main
 from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
 
 
-@pytest.fixture
-def cli_env(tmp_path, monkeypatch):
-    root = tmp_path / "root"
-    monkeypatch.setenv("SKIM_DATA_ROOT", str(root))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    return root
-
-
 def test_import_validates_then_registers_the_partition(cli_env, tmp_path, capsys):
     source = tmp_path / "raw"
     write_demo_dataset(source, DemoWorldConfig(n_documents=20))

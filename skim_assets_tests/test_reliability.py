@@ -24,14 +24,6 @@ SECRET = "sk-PROBE-SECRET-1234567"
 
 
 @pytest.fixture
-def cli_env(tmp_path, monkeypatch):
-    root = tmp_path / "root"
-    monkeypatch.setenv("SKIM_DATA_ROOT", str(root))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    return root
-
-
-@pytest.fixture
 def demo_source(tmp_path) -> Path:
     source = tmp_path / "raw"
     write_demo_dataset(source, DemoWorldConfig(n_documents=20))
