@@ -50,25 +50,66 @@ def world_tables(n_documents: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataF
     return pairs, queries, documents, world
 
 
-def dual_encoder_runs(n_documents: int, epochs: int = 1, variants: dict | None = None) -> dict:
-    """pairs/s of train_dual_encoder per variant (a fresh MiniLM each): {name: report figures}."""
-    from skim_assets.lib.dual_encoder import DualEncoderConfig, train_dual_encoder
-    from skim_assets.lib.encoders import TextEncoder
+# the path before bf16 autocast and length buckets, then each change on its own, then the configured default
+DUAL_ENCODER_VARIANTS = {
+    "previous: fp32, shuffled batches": {"precision": "float32", "length_buckets": False},
+    "fp32 + length-bucketed batches": {"precision": "float32", "length_buckets": True},
+    "bf16 autocast, shuffled batches": {"precision": "auto", "length_buckets": False},
+    "bf16 autocast + length buckets (configured)": {"precision": "auto", "length_buckets": True},
+    "configured + cached negatives": {"precision": "auto", "length_buckets": True, "cached_negatives": True},
+}
+REAL_VARIANTS = ("previous: fp32, shuffled batches", "bf16 autocast + length buckets (configured)",
+                 "configured + cached negatives")
 
-    pairs, queries, documents, _ = world_tables(n_documents)
-    variants = variants or {"in-batch negatives only (hard_negatives=0)": 0,
-                            "+ 2 mined hard negatives per pair (configured)": 2}
+
+def real_dataset_tables(name: str, max_pairs: int | None = None, seed: int = 0):
+    """(pairs, queries, documents, test qrels) of a shared BEIR dataset: train labels as weight-1 pairs (a seeded
+    sample of `max_pairs` when given), or None when the dataset is absent."""
+    from benchmarks._common import shared_dataset
+    from skim_assets.lib.importers import read_beir
+
+    folder, reason = shared_dataset(name)
+    if folder is None:
+        print(f"skipped {name}: {reason}")
+        return None
+    tables = read_beir(folder)
+    split = tables.queries.select("query_id", "split")
+    qrels = tables.qrels.join(split, on="query_id")
+    pairs = qrels.filter(pl.col("split") == "train").select("query_id", "doc_id", weight=pl.lit(1.0))
+    if max_pairs and pairs.height > max_pairs:
+        pairs = pairs.sample(max_pairs, seed=seed)
+    return pairs, tables.queries, tables.documents, qrels.filter(pl.col("split") == "test")
+
+
+def dual_encoder_runs(n_documents: int, epochs: int = 1, variants: dict | None = None, tables=None,
+                      evaluate: bool = False) -> dict:
+    """pairs/s of train_dual_encoder per variant (a fresh MiniLM each): {name: report figures}. `tables` =
+    (pairs, queries, documents, test qrels) of a real dataset (default: the demo world of `n_documents`);
+    with `evaluate`, each trained encoder's R@10 / R@100 on the test qrels."""
+    from skim_assets.lib.dual_encoder import DualEncoderConfig, rank_documents, train_dual_encoder
+    from skim_assets.lib.encoders import TextEncoder
+    from skim_assets.lib.metrics import evaluate_rankings
+
+    pairs, queries, documents, test_qrels = tables or world_tables(n_documents)
+    variants = variants or DUAL_ENCODER_VARIANTS
     # warm-up (first-call costs: thread pools, kernels), so the first variant is not penalised
     train_dual_encoder(TextEncoder(device="cpu"), pairs.head(16), queries, documents,
                        DualEncoderConfig(epochs=1, batch_size=8, hard_negatives=1, log_every_s=1e9),
                        progress=lambda _: None)
     results = {}
-    for name, hard_negatives in variants.items():
+    for name, overrides in variants.items():
         encoder = TextEncoder(device="cpu")
-        config = DualEncoderConfig(epochs=epochs, learning_rate=1e-4, hard_negatives=hard_negatives, log_every_s=1e9)
+        config = DualEncoderConfig(**{"epochs": epochs, "learning_rate": 1e-4, "log_every_s": 1e9, **overrides})
         report = train_dual_encoder(encoder, pairs, queries, documents, config, progress=lambda _: None)
-        results[name] = {"pairs": report.pairs, "epochs": epochs, "steps": report.steps, "seconds": report.seconds,
-                         "per_s": report.pairs_per_second, "final_loss": report.epoch_losses[-1]}
+        results[name] = {"pairs": report.pairs, "epochs": config.epochs, "steps": report.steps,
+                         "seconds": report.seconds, "per_s": report.pairs_per_second, "final_loss": report.epoch_losses[-1]}
+        if evaluate and isinstance(test_qrels, pl.DataFrame):
+            test = queries.join(test_qrels.select("query_id").unique(), on="query_id")
+            metrics = evaluate_rankings(rank_documents(encoder, test, documents, k=100), test_qrels, ks=(10, 100))
+            results[name] |= {"R@10": 100 * metrics["R@10"], "R@100": 100 * metrics["R@100"]}
+        print(f"  {name}: {report.pairs_per_second:.1f} pairs/s" + (
+            f", R@10 {results[name]['R@10']:.2f}, R@100 {results[name]['R@100']:.2f}" if "R@10" in results[name] else ""),
+            flush=True)
     return results
 
 
@@ -102,17 +143,20 @@ def lora_runs(base: Path, n_examples: int, variants: dict | None = None, max_pro
     from skim_assets.lib.distillation import LoraSftConfig, train_lora_adapter
 
     prompts, targets = lora_examples(n_examples)
-    variants = variants or {"micro-batch 1 (x8 accumulation)": 1, "micro-batch 8 (configured)": 8}
+    variants = variants or {"micro-batch 1 (x8 accumulation), fp32": (1, "fp32"),
+                            "micro-batch 8, fp32": (8, "fp32"),
+                            "micro-batch 8, auto precision (configured)": (8, "auto")}
     with tempfile.TemporaryDirectory() as out:  # warm-up: one step of 2 examples
         train_lora_adapter(base, prompts[:3], targets[:3], out,
                            LoraSftConfig(epochs=1, effective_batch_size=2, micro_batch_size=2, device="cpu",
                                          max_prompt_tokens=64, log_every_s=1e9), progress=lambda _: None)
     results = {}
-    for name, micro in variants.items():
+    for name, (micro, precision) in variants.items():
         config = LoraSftConfig(epochs=1, effective_batch_size=8, micro_batch_size=micro, device="cpu",
-                               max_prompt_tokens=max_prompt_tokens, log_every_s=1e9)
+                               max_prompt_tokens=max_prompt_tokens, log_every_s=1e9, precision=precision, min_steps=0)
         with tempfile.TemporaryDirectory() as out:
             report = train_lora_adapter(base, prompts, targets, out, config, progress=lambda _: None)
+        name = name.replace("auto precision", f"auto = {report.precision}")
         results[name] = {"examples": report.train_examples, "steps": report.steps, "seconds": report.seconds,
                          "per_s": report.examples_per_second, "loss": (report.holdout_loss_before, report.holdout_loss_after)}
     return results
@@ -120,11 +164,15 @@ def lora_runs(base: Path, n_examples: int, variants: dict | None = None, max_pro
 
 def print_table(title: str, unit: str, results: dict) -> float:
     baseline = next(iter(results.values()))["per_s"]
+    quality = all("R@10" in r for r in results.values())
     rows = [[name, r.get("pairs", r.get("examples")), r["steps"], fmt(r["seconds"], 1), fmt(r["per_s"], 2),
-             fmt(r["per_s"] / baseline, 2)] for name, r in results.items()]
+             fmt(r["per_s"] / baseline, 2), *([fmt(r["R@10"], 2), fmt(r["R@100"], 2)] if quality else [])]
+            for name, r in results.items()]
     print(f"\n{title}\n")
-    print(markdown_table(["run", unit, "optimizer steps", "seconds", f"{unit}/s", "x first row"], rows))
-    return list(results.values())[-1]["per_s"] / baseline
+    print(markdown_table(["run", unit, "optimizer steps", "seconds", f"{unit}/s", "x first row",
+                          *(["test R@10", "test R@100"] if quality else [])], rows))
+    configured = next((r for name, r in results.items() if "(configured)" in name), list(results.values())[-1])
+    return configured["per_s"] / baseline
 
 
 def main(argv=None):
@@ -134,23 +182,42 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=1, help="dual-encoder epochs")
     parser.add_argument("--examples", type=int, help="LoRA SFT examples (default 64; quick 10)")
     parser.add_argument("--skip-lora", action="store_true")
+    parser.add_argument("--skip-demo", action="store_true", help="no demo-world dual-encoder runs")
+    parser.add_argument("--real", nargs="*", default=[], metavar="DATASET",
+                        help="also train on these shared datasets' titles (scifact, nfcorpus-dev): SciFact on all "
+                             "train labels (the oracle row) for --real-epochs with test recall, others on a seeded "
+                             "sample of --real-pairs train labels for one epoch")
+    parser.add_argument("--real-pairs", type=int, default=4096)
+    parser.add_argument("--real-epochs", type=int, default=5)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     n_documents = args.documents or (24 if args.quick else 160)
     n_examples = args.examples or (10 if args.quick else 64)
     print(f"machine: {machine_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     started = time.perf_counter()
-    dual = dual_encoder_runs(n_documents, args.epochs)
-    print(f"dual encoder runs done in {time.perf_counter() - started:.0f}s", flush=True)
-    ratio = print_table(f"Dual encoder (bundled MiniLM, demo world of {n_documents} products, every train label, "
-                        f"{args.epochs} epoch(s), batch 64):", "pairs", dual)
-    print(f"\nHard-negative mining costs {1 / ratio:.2f}x the time per pair of in-batch-only training.")
+    if not args.skip_demo:
+        dual = dual_encoder_runs(n_documents, args.epochs)
+        print(f"dual encoder runs done in {time.perf_counter() - started:.0f}s", flush=True)
+        ratio = print_table(f"Dual encoder (bundled MiniLM, demo world of {n_documents} products, every train label, "
+                            f"{args.epochs} epoch(s), batch 64, 2 mined hard negatives per pair):", "pairs", dual)
+        print(f"\nThe configured path trains {ratio:.2f}x the pairs/s of the previous one.")
+    for name in args.real:
+        oracle = name == "scifact"
+        tables = real_dataset_tables(name, None if oracle else args.real_pairs)
+        if tables is None:
+            continue
+        epochs = args.real_epochs if oracle else 1
+        variants = {name: DUAL_ENCODER_VARIANTS[name] for name in REAL_VARIANTS}
+        dual = dual_encoder_runs(0, epochs, variants=variants, tables=tables, evaluate=oracle)
+        ratio = print_table(f"Dual encoder on {name} titles ({tables[0].height} train pairs, {epochs} epoch(s), "
+                            f"batch 64, 2 mined hard negatives):", "pairs", dual)
+        print(f"\nThe configured path trains {ratio:.2f}x the pairs/s of the previous one on {name}.")
     if not args.skip_lora:
         base = smollm2_path()
         lora = lora_runs(base, n_examples, max_prompt_tokens=96 if args.quick else 320)
-        ratio = print_table(f"LoRA SFT (SmolLM2-135M-Instruct fp32, r=8, {n_examples} demo examples minus 10% "
+        ratio = print_table(f"LoRA SFT (SmolLM2-135M-Instruct, r=8, {n_examples} demo examples minus 10% "
                             f"held out, effective batch 8, 1 epoch):", "examples", lora)
-        print(f"\nMicro-batch 8 gives {ratio:.2f}x the examples/s of micro-batch 1 at the same effective batch.")
+        print(f"\nThe configured run gives {ratio:.2f}x the examples/s of micro-batch 1 in fp32.")
         for name, r in lora.items():
             print(f"- {name}: held-out target loss {r['loss'][0]:.3f} -> {r['loss'][1]:.3f}")
 

@@ -163,6 +163,8 @@ def demo_run_config(job_name: str = "skim_pipeline") -> dict:
         **{name: {"config": {"epochs": 3, "learning_rate": 1e-4}} for name in RETRIEVERS},
         **{name: {"config": lora} for name in ("lora_adapter", "lora_adapter_no_metadata")},
         **{asset.key.path[-1]: {"config": {"max_new_tokens": 80}} for asset in generation_assets},
+        # the undistilled few-shot baseline reads ~400-token chat prompts: one output per document fits the budget
+        "synthetic_queries_udapdr": {"config": {"max_new_tokens": 80, "samples": 1}},
     }
     return {"ops": {name: config for name, config in ops.items() if name in in_job}}
 

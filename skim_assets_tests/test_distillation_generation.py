@@ -12,6 +12,7 @@ TARGETS = ["herbal tea\nmigraine relief\n<end>"] * 20
 # a random tiny model needs every linear layer adapted and a big learning rate to learn in seconds
 FAST = LoraSftConfig(epochs=12, min_steps=0, patience=0, learning_rate=5e-2, r=16, effective_batch_size=8,
                      micro_batch_size=8, warmup_fraction=0.0, holdout_fraction=0.2, log_every_s=0.0, eval_every_steps=4,
+                     precision="fp32",
                      target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
 
 
@@ -28,6 +29,24 @@ def test_lora_sft_lowers_held_out_loss_and_saves_a_peft_adapter(adapter):
     assert report.holdout_loss_after < report.holdout_loss_before / 2
     assert (path / "adapter_config.json").exists() and (path / "adapter_model.safetensors").exists()
     assert report.loss_curve and report.precision == "fp32"
+
+
+def test_target_loss_is_the_models_loss_on_target_tokens(tiny_causal_lm):
+    from skim_assets.lib.distillation import _collate, target_loss, tokenize_examples
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_causal_lm)
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_lm)
+    rows = tokenize_examples(tokenizer, PROMPTS[:3] + ["Document: x\nQueries:\n"], TARGETS[:4], FAST)
+    batch = _collate(rows, tokenizer.eos_token_id, torch.device("cpu"))  # right-padded, prompts of two lengths
+    with torch.no_grad():
+        assert target_loss(model, batch).item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)
+        assert target_loss(model, batch, bf16=True).item() == pytest.approx(model(**batch).loss.item(), rel=0.05)
+
+
+def test_lora_sft_learns_under_bf16_autocast(tiny_causal_lm, tmp_path):
+    report = train_lora_adapter(tiny_causal_lm, PROMPTS, TARGETS, tmp_path / "a",
+                                LoraSftConfig(**{**FAST.__dict__, "precision": "bf16"}))
+    assert report.precision == "bf16" and report.holdout_loss_after < report.holdout_loss_before / 2
 
 
 def test_lora_sft_reports_its_held_out_documents_and_curve(adapter):

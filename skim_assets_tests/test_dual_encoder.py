@@ -28,16 +28,35 @@ def encoder():
     return TextEncoder(device="cpu")
 
 
-def test_training_on_labels_raises_recall(encoder):
+@pytest.mark.parametrize("variant", [{}, {"precision": "float32", "length_buckets": False},
+                                     {"cached_negatives": True}], ids=["configured", "fp32-shuffled", "cached-negatives"])
+def test_training_on_labels_raises_recall(variant):
+    encoder = TextEncoder(device="cpu")
     before = evaluate_rankings(rank_documents(encoder, QUERIES, DOCUMENTS, k=6), QRELS, ks=(1,))["P@1"]
-    config = DualEncoderConfig(epochs=12, batch_size=6, learning_rate=2e-4, warmup_fraction=0.0, hard_negatives=2,
-                               hard_negative_depth=3, log_every_s=0.0)
+    config = DualEncoderConfig(**{"epochs": 12, "batch_size": 6, "learning_rate": 2e-4, "warmup_fraction": 0.0,
+                                  "hard_negatives": 2, "hard_negative_depth": 3, "log_every_s": 0.0, **variant})
     messages = []
     report = train_dual_encoder(encoder, PAIRS, QUERIES, DOCUMENTS, config, progress=messages.append)
     after = evaluate_rankings(rank_documents(encoder, QUERIES, DOCUMENTS, k=6), QRELS, ks=(1,))["P@1"]
     assert after >= 5 / 6 > before
     assert report.epoch_losses[-1] < report.epoch_losses[0]
     assert report.pairs == 6 and report.steps == 12 and len(messages) == 12  # progress logged every step here
+
+
+def test_length_buckets_cover_every_pair_once_in_similar_length_batches():
+    from skim_assets.lib.dual_encoder import batch_order
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 200, size=1000)
+    for buckets in (False, True):
+        batches = batch_order(np.random.default_rng(1), lengths, 16, buckets)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+        assert all(len(b) <= 16 for b in batches)
+    bucketed = batch_order(np.random.default_rng(1), lengths, 16, True)
+    shuffled = batch_order(np.random.default_rng(1), lengths, 16, False)
+    spread = lambda batches: np.mean([np.ptp(lengths[b]) for b in batches])  # noqa: E731
+    assert spread(bucketed) < spread(shuffled) / 5  # padding to the batch's longest text wastes little
+    assert len(set(np.diff([lengths[b].min() for b in bucketed[:20]]) > 0)) == 2  # the batch order is not sorted
 
 
 def test_an_empty_training_set_is_rejected(encoder):

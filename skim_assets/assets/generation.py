@@ -6,8 +6,8 @@ import polars as pl
 from pydantic import Field
 
 from ..lib.datasets import read_spec
-from ..lib.demonstrations import duplicate_rate, parse_outputs, student_prompts
-from ..lib.generation import SamplingSettings, generate_sharded, make_backend
+from ..lib.demonstrations import duplicate_rate, merge_samples, parse_outputs, student_prompts
+from ..lib.generation import SamplingSettings, generate_samples, make_backend
 from ..lib.prompts import teacher_messages
 from ..lib.quality import judge_queries, judged_quality, keep_grounded
 from ..partitions import dataset_partitions
@@ -29,6 +29,11 @@ class SyntheticQueriesConfig(dg.Config):
                                 "(paper: 250; a list of ten short queries needs ~100).")
     no_repeat_ngram_size: int = Field(default=_SAMPLING.no_repeat_ngram_size, description="> 1: never repeat an "
                                       "n-gram of the output (transformers backend); 0 = off.")
+    samples: int = Field(default=_SAMPLING.samples, description="Outputs per document, merged into one query list: "
+                         "the first decoded as above (greedy by default), the others sampled at "
+                         "diversity_temperature. More samples, more distinct queries, proportionally more time.")
+    diversity_temperature: float = Field(default=_SAMPLING.diversity_temperature, description="Temperature of the "
+                                         "extra samples (top_k as above).")
     quality_filter: bool = Field(default=True, description="Keep only grounded, well-formed queries (every content "
                                  "word occurs in the document; no role prefixes, code-like strings or one-word "
                                  "fragments); off for the ablation.")
@@ -70,26 +75,30 @@ def build_synthetic_queries_asset(
             prompts = few_shot_prompts(base, documents, known, spec.prompt_style, use_metadata)
         sampling = SamplingSettings(temperature=config.temperature, top_k=config.top_k,
                                     max_new_tokens=config.max_new_tokens,
-                                    no_repeat_ngram_size=config.no_repeat_ngram_size, seed=config.seed)
+                                    no_repeat_ngram_size=config.no_repeat_ngram_size, seed=config.seed,
+                                    samples=config.samples, diversity_temperature=config.diversity_temperature)
         backend_name = []
 
         def backend_factory():
             backend = make_backend(generator.backend, base, adapter, device=generator.device,
-                                   batch_size=generator.batch_size, tensor_parallel_size=generator.tensor_parallel_size,
+                                   batch_size=generator.batch_size, dtype=generator.dtype, tensor_parallel_size=generator.tensor_parallel_size,
                                    gpu_memory_utilization=generator.gpu_memory_utilization)
             backend_name.append(backend.name)
             return backend
 
         # the adapter's weights file identifies it: a retrained adapter invalidates every checkpoint
         adapter_stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns if adapter else None
-        raw, report = generate_sharded(
+        raw, report = generate_samples(
             documents["doc_id"].to_list(), prompts, backend_factory, sampling,
             checkpoint_dir=storage.root_path / f"{name}_shards" / dataset, shard_size=config.shard_size,
-            settings={"base": base, "adapter": str(adapter) if adapter else None, "adapter_stamp": adapter_stamp, "backend": generator.backend},
+            settings={"base": base, "adapter": str(adapter) if adapter else None, "adapter_stamp": adapter_stamp,
+                      "backend": generator.backend, "dtype": generator.dtype},
             progress=context.log.info,
         )
         parsed, stats = parse_outputs(raw["doc_id"].to_list(), raw["text"].to_list(), documents, known,
                                       spec.prompt_style, config.queries_per_document)
+        parsed = merge_samples(parsed, config.queries_per_document)
+        stats["queries_per_document"] = parsed.height / max(documents.height, 1)
         judged = judge_queries(parsed, documents)  # one verdict per row, for the filter and every figure
         queries, dropped = keep_grounded(judged, parsed.columns) if config.quality_filter else (parsed, {})
         storage.write_table(name, dataset, raw, "raw")
@@ -100,7 +109,7 @@ def build_synthetic_queries_asset(
                                       documents.height)
         agreement = (student_teacher_agreement(storage, dataset, adapter, parsed, documents["doc_id"].to_list())
                      if adapter is not None else None)
-        docs_per_second = report.docs_per_second
+        docs_per_second = report.docs_per_second / max(1, config.samples)  # documents with all their samples
         context.log.info(
             f"{name}: {parsed.height} queries written for {documents.height} documents "
             f"({docs_per_second:.2f} docs/s): grounded {written_quality['grounded_share']:.1%}, junk "
@@ -113,6 +122,7 @@ def build_synthetic_queries_asset(
                 "backend": backend_name[0] if backend_name else "checkpoints only",
                 "use_metadata": use_metadata,
                 "documents": dg.MetadataValue.int(documents.height),
+                "samples_per_document": dg.MetadataValue.int(max(1, config.samples)),
                 "shards": dg.MetadataValue.int(report.shards),
                 "shards_reused": dg.MetadataValue.int(report.shards_reused),
                 "docs_per_second": dg.MetadataValue.float(round(docs_per_second, 3)),

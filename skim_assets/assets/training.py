@@ -40,6 +40,13 @@ class RetrieverTrainingConfig(dg.Config):
     hard_negatives: int = Field(default=_DEFAULTS.hard_negatives, description="Mined hard negatives per pair (0 = in-batch only).")
     hard_negative_depth: int = Field(default=_DEFAULTS.hard_negative_depth, description="Negatives come from this many top non-positives.")
     remine_every: int = Field(default=_DEFAULTS.remine_every, description="Epochs between negative re-mining (0 = once).")
+    precision: str = Field(default=_DEFAULTS.precision, description="'auto' = bf16 autocast where the hardware has "
+                           "bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32; or 'bfloat16' / 'float32'.")
+    length_buckets: bool = Field(default=_DEFAULTS.length_buckets, description="Batch pairs of similar text length "
+                                 "(less padding); the batch order stays random.")
+    cached_negatives: bool = Field(default=_DEFAULTS.cached_negatives, description="Hard negatives use the document "
+                                   "embeddings of the mining pass (no gradient through them): fewer documents "
+                                   "encoded per step.")
     seed: int = Field(default=_DEFAULTS.seed, description="Seed for shuffling and negative sampling.")
 
     def to_lib(self, encoder: EncoderResource) -> DualEncoderConfig:

@@ -68,6 +68,22 @@ def parse_outputs(
     return frame, stats
 
 
+def merge_samples(queries: pl.DataFrame, max_queries: int) -> pl.DataFrame:
+    """One query list per document from several sampled outputs: rows in (sample, rank) order, a query already
+    written for the document (after normalisation) dropped, at most `max_queries` kept, ranks renumbered."""
+    from .quality import normalise
+
+    if queries.height == 0:
+        return queries.select(QUERIES_SCHEMA.keys())
+    key = pl.col("query").map_elements(normalise, return_dtype=pl.String)
+    merged = (queries.with_row_index("_order").with_columns(_key=key)
+              .unique(["doc_id", "_key"], keep="first", maintain_order=True)
+              .sort("doc_id", "_order")
+              .with_columns(rank=pl.int_range(1, pl.len() + 1).over("doc_id").cast(pl.Int32))
+              .filter(pl.col("rank") <= max_queries))
+    return merged.select(QUERIES_SCHEMA.keys())
+
+
 def student_examples(
     demonstrations: pl.DataFrame, documents: pl.DataFrame, known: dict, style: str, use_metadata: bool = True
 ) -> tuple[list[str], list[str], list[str]]:

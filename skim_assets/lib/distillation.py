@@ -44,7 +44,7 @@ class LoraSftConfig:
     eval_every_steps: int = 10  # held-out loss every this many steps; the best adapter is the one saved
     patience: int = 3  # evaluations without improvement before stopping early (0 = never stop early)
     target_modules: tuple[str, ...] = LORA_TARGET_MODULES
-    precision: str = "auto"  # 'auto': bf16 on CUDA with bf16 support, else fp32
+    precision: str = "auto"  # 'auto': bf16 autocast where the hardware has bf16 (lib.devices.native_bf16), else fp32
     device: str = "auto"
     seed: int = 0
     log_every_s: float = 20.0
@@ -69,11 +69,15 @@ class LoraSftReport:
     config: dict = field(default_factory=dict)
 
 
-def _resolve(config: LoraSftConfig) -> tuple[torch.device, torch.dtype, str]:
-    device = torch.device("cuda" if (config.device == "auto" and torch.cuda.is_available()) else
-                          ("cpu" if config.device == "auto" else config.device))
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported() if config.precision == "auto" else config.precision == "bf16"
-    return device, (torch.bfloat16 if bf16 else torch.float32), ("bf16" if bf16 else "fp32")
+def _resolve(config: LoraSftConfig) -> tuple[torch.device, bool, str]:
+    """(device, whether to autocast to bf16, precision name). Weights stay fp32 (the master copy the optimizer
+    updates); bf16 autocast runs the matrix products where the hardware has bf16 units."""
+    from .devices import resolve_device, resolve_dtype
+
+    device = resolve_device(config.device)
+    bf16 = resolve_dtype({"bf16": "bfloat16", "fp32": "float32"}.get(config.precision, config.precision),
+                         device) == torch.bfloat16
+    return device, bf16, ("bf16" if bf16 else "fp32")
 
 
 def tokenize_examples(tokenizer, prompts: list[str], targets: list[str], config: LoraSftConfig) -> list[dict]:
@@ -100,8 +104,22 @@ def _collate(rows: list[dict], pad_id: int, device: torch.device) -> dict:
     return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
 
 
+def target_loss(model, batch: dict, bf16: bool = False) -> torch.Tensor:
+    """Mean cross-entropy over the target tokens of a collated batch (what `model(**batch).loss` computes). The
+    LM head (a fifth of a 135M model's weights) runs on the target positions only: the prompt positions, most of
+    each sequence, need no logits."""
+    labels = batch["labels"][:, 1:]
+    is_target = labels != -100
+    device_type = batch["input_ids"].device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        logits = model.get_output_embeddings()(hidden[:, :-1][is_target])
+    return torch.nn.functional.cross_entropy(logits.float(), labels[is_target])
+
+
 @torch.no_grad()
-def mean_target_loss(model, rows: list[dict], pad_id: int, device: torch.device, batch_size: int = 8) -> float:
+def mean_target_loss(model, rows: list[dict], pad_id: int, device: torch.device, batch_size: int = 8,
+                     bf16: bool = False) -> float:
     """Token-weighted mean cross-entropy over the target tokens of `rows`."""
     if not rows:
         return float("nan")
@@ -111,7 +129,7 @@ def mean_target_loss(model, rows: list[dict], pad_id: int, device: torch.device,
     for start in range(0, len(rows), batch_size):
         batch = _collate(rows[start : start + batch_size], pad_id, device)
         n = int((batch["labels"][:, 1:] != -100).sum())
-        total += model(**batch).loss.item() * n
+        total += target_loss(model, batch, bf16).item() * n
         tokens += n
     model.train(was_training)
     return total / max(tokens, 1)
@@ -143,11 +161,11 @@ def train_lora_adapter(
     keys = list(keys) if keys is not None else [str(i) for i in range(len(prompts))]
     if len(keys) != len(prompts):
         raise ValueError(f"need one key per example (got {len(keys)} keys for {len(prompts)} examples)")
-    device, dtype, precision = _resolve(config)
+    device, bf16, precision = _resolve(config)
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32).to(device)
     model = get_peft_model(model, LoraConfig(
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=list(config.target_modules),
         task_type="CAUSAL_LM",
@@ -167,7 +185,8 @@ def train_lora_adapter(
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_fraction * steps), steps)
 
     report = LoraSftReport(train_examples=len(train), holdout_examples=len(holdout), steps=steps, seconds=0.0,
-                           examples_per_second=0.0, holdout_loss_before=mean_target_loss(model, holdout, pad_id, device),
+                           examples_per_second=0.0,
+                           holdout_loss_before=mean_target_loss(model, holdout, pad_id, device, bf16=bf16),
                            holdout_loss_after=float("nan"), precision=precision, device=str(device),
                            config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
                            holdout_keys=sorted(keys[i] for i in order[:n_holdout]))
@@ -195,7 +214,7 @@ def train_lora_adapter(
             for mb in group:
                 batch = _collate([train[i] for i in mb], pad_id, device)
                 tokens = int((batch["labels"][:, 1:] != -100).sum())
-                loss = model(**batch).loss * tokens / max(n_tokens, 1)  # token-weighted over the whole step
+                loss = target_loss(model, batch, bf16) * tokens / max(n_tokens, 1)  # token-weighted over the step
                 loss.backward()
                 step_loss += loss.item()
                 examples_seen += len(mb)
@@ -211,7 +230,7 @@ def train_lora_adapter(
                 say(f"LoRA SFT: epoch {epoch + 1}/{epochs} step {step}/{steps} loss {report.loss_curve[-1]:.4f} "
                     f"({examples_seen / (now - started):.1f} examples/s)")
             if holdout and (step % config.eval_every_steps == 0 or step == steps):
-                loss_now = mean_target_loss(model, holdout, pad_id, device)
+                loss_now = mean_target_loss(model, holdout, pad_id, device, bf16=bf16)
                 report.holdout_curve.append((step, loss_now))
                 if loss_now < best_loss:
                     best_loss, report.best_step, evals_without_gain = loss_now, step, 0
@@ -232,7 +251,7 @@ def train_lora_adapter(
                 p.copy_(best_state[name])
     report.seconds = time.monotonic() - started
     report.examples_per_second = examples_seen / max(report.seconds, 1e-9)
-    report.holdout_loss_after = mean_target_loss(model, holdout, pad_id, device)
+    report.holdout_loss_after = mean_target_loss(model, holdout, pad_id, device, bf16=bf16)
     say(f"LoRA SFT done in {report.seconds:.0f}s ({step} steps); held-out loss {report.holdout_loss_before:.4f} -> "
         f"{report.holdout_loss_after:.4f} (best step {report.best_step})")
     out_dir = Path(out_dir)

@@ -20,6 +20,7 @@ import polars as pl
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from .devices import resolve_dtype
 from .encoders import TextEncoder
 from .retrieval import exact_topk, hnsw_topk, topk_frame
 
@@ -41,8 +42,30 @@ class DualEncoderConfig:
     remine_every: int = 1  # epochs between re-mining; 0 = mine once with the initial encoder
     query_max_length: int = 32
     doc_max_length: int = 32
+    precision: str = "auto"  # 'auto': bf16 autocast where the hardware has bf16 (lib.devices.native_bf16), else fp32
+    length_buckets: bool = True  # batches of similar-length texts (less padding); batch order stays random
+    cached_negatives: bool = False  # hard negatives use their embeddings from the mining pass (no gradient through them)
     seed: int = 0
     log_every_s: float = 20.0
+
+
+BUCKET_SPAN = 50  # batches per length-sorted chunk: sorting within ~50 batches keeps the batch order random
+
+
+def batch_order(rng: np.random.Generator, lengths: np.ndarray, batch_size: int, buckets: bool) -> list[np.ndarray]:
+    """One epoch's batches of pair indices. Shuffled; with `buckets`, each chunk of `BUCKET_SPAN` batches is sorted
+    by text length before it is cut, so a batch pads to a length close to its texts' own, and the batches are then
+    shuffled again."""
+    order = rng.permutation(len(lengths))
+    if not buckets:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = []
+    span = batch_size * BUCKET_SPAN
+    for start in range(0, len(order), span):
+        chunk = order[start : start + span]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 @dataclass
@@ -64,12 +87,15 @@ def _mine_negatives(
     positives: list[set[int]],
     depth: int,
     config: DualEncoderConfig,
-) -> list[np.ndarray]:
-    q = encoder.encode(query_texts, batch_size=128, max_length=config.query_max_length)
-    d = encoder.encode(doc_texts, batch_size=128, max_length=config.doc_max_length)
+    bf16: bool = False,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    # mining only ranks: bf16 where the hardware has it (the loss and the evaluation stay fp32)
+    with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
+        q = encoder.encode(query_texts, batch_size=128, max_length=config.query_max_length)
+        d = encoder.encode(doc_texts, batch_size=128, max_length=config.doc_max_length)
     max_pos = max((len(p) for p in positives), default=0)
     top, _ = exact_topk(q, d, depth + max_pos)
-    return [np.array([j for j in row if j not in pos][:depth], dtype=np.int64) for row, pos in zip(top, positives)]
+    return [np.array([j for j in row if j not in pos][:depth], dtype=np.int64) for row, pos in zip(top, positives)], d
 
 
 def train_dual_encoder(
@@ -106,6 +132,9 @@ def train_dual_encoder(
     for qi, di in zip(pair_q, pair_d):
         positives[qi].add(int(di))
 
+    lengths = np.array([len(query_texts[q]) + len(doc_texts[d]) for q, d in zip(pair_q, pair_d)])
+
+    bf16 = resolve_dtype(config.precision, encoder.device) == torch.bfloat16
     steps_per_epoch = math.ceil(len(pair_q) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(encoder.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -117,17 +146,20 @@ def train_dual_encoder(
     started = last_log = time.monotonic()
     window: list[float] = []
     negatives: list[np.ndarray] = []
+    negative_cache: torch.Tensor | None = None
     step = 0
     for epoch in range(config.epochs):
         if use_negatives and (epoch == 0 or (config.remine_every and epoch % config.remine_every == 0)):
-            negatives = _mine_negatives(encoder, query_texts, doc_texts, positives, config.hard_negative_depth, config)
+            negatives, mined_embeddings = _mine_negatives(encoder, query_texts, doc_texts, positives,
+                                                          config.hard_negative_depth, config, bf16)
+            negative_cache = torch.from_numpy(mined_embeddings).to(encoder.device) if config.cached_negatives else None
         encoder.model.train()
-        order = rng.permutation(len(pair_q))
+        batches = batch_order(rng, lengths, config.batch_size, config.length_buckets)
         epoch_loss = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
+        for batch in batches:
             bq, bd, bw = pair_q[batch], pair_d[batch], pair_w[batch]
             batch_docs = list(dict.fromkeys(bd.tolist()))
+            n_live = len(batch_docs)  # the batch's positives are always encoded with gradients
             if use_negatives:
                 for qi in bq:
                     pool = negatives[qi]
@@ -137,9 +169,13 @@ def train_dual_encoder(
             column = {d: j for j, d in enumerate(batch_docs)}
             # a query with several positives can appear more than once in a batch: encode it once
             unique_queries, query_rows = np.unique(bq, return_inverse=True)
-            q_emb = encoder.embed([query_texts[i] for i in unique_queries], config.query_max_length)[query_rows]
-            d_emb = encoder.embed([doc_texts[j] for j in batch_docs], config.doc_max_length)
-            logits = q_emb @ d_emb.T / config.temperature
+            with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
+                q_emb = encoder.embed([query_texts[i] for i in unique_queries], config.query_max_length)[query_rows]
+                live = batch_docs if negative_cache is None else batch_docs[:n_live]
+                d_emb = encoder.embed([doc_texts[j] for j in live], config.doc_max_length)
+            if negative_cache is not None and len(batch_docs) > n_live:
+                d_emb = torch.cat([d_emb.float(), negative_cache[batch_docs[n_live:]]])
+            logits = q_emb.float() @ d_emb.float().T / config.temperature  # scores in fp32 (x20 magnifies rounding)
             # decoupled softmax: a query's other positives are not negatives
             mask = torch.zeros_like(logits, dtype=torch.bool)
             for row, (qi, di) in enumerate(zip(bq, bd)):
@@ -166,7 +202,7 @@ def train_dual_encoder(
                 last_log = now
                 say(f"dual encoder: epoch {epoch + 1}/{config.epochs} step {step}/{total_steps} "
                     f"loss {report.loss_curve[-1]:.4f} ({step * config.batch_size / (now - started):.1f} pairs/s)")
-        report.epoch_losses.append(epoch_loss / len(order))
+        report.epoch_losses.append(epoch_loss / len(pair_q))
     encoder.model.eval()
     report.seconds = time.monotonic() - started
     report.pairs_per_second = len(pair_q) * config.epochs / max(report.seconds, 1e-9)

