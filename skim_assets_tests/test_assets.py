@@ -94,7 +94,10 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert events["lora_adapter"]["holdout_loss_after"].value < events["lora_adapter"]["holdout_loss_before"].value
     assert (storage_root / "lora_adapter" / "tiny" / "adapter" / "adapter_model.safetensors").exists()
     raw = pl.read_parquet(storage_root / "synthetic_queries" / "tiny" / "raw.parquet")
-    assert raw.height == 24 and events["synthetic_queries"]["shards"].value == 3
+    # three outputs per document (the default): greedy, then two sampled, each in 3 shards of 10 documents
+    assert raw.height == 3 * 24 and sorted(raw["sample"].unique()) == [0, 1, 2]
+    assert events["synthetic_queries"]["shards"].value == 9
+    assert events["synthetic_queries"]["samples_per_document"].value == 3
     assert events["synthetic_queries"]["backend"].value == "transformers"
     assert 0 <= events["mapped_pairs"]["hnsw_recall_at_k"].value <= 1
     # what was written is judged (grounded, junk, distinct), before and after the quality filter

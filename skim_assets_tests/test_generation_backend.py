@@ -114,8 +114,8 @@ def test_extra_samples_are_checkpointed_apart_and_merged_into_one_list(tiny_caus
     assert report.documents_generated == 3 * len(PROMPTS) and report.shards == 9
     assert (tmp_path / "ck" / "shard-00000.parquet").exists() and (tmp_path / "ck" / "sample-2" / "shard-00000.parquet").exists()
     greedy = raw.filter(pl.col("sample") == 0)["text"].to_list()
-    one, _ = generate_samples(doc_ids, PROMPTS, factory, SamplingSettings(max_new_tokens=12, seed=1), tmp_path / "one",
-                              shard_size=4)
+    one, _ = generate_samples(doc_ids, PROMPTS, factory, SamplingSettings(max_new_tokens=12, seed=1, samples=1),
+                              tmp_path / "one", shard_size=4)
     assert one["text"].to_list() == greedy  # sample 0 is the one-sample run
     assert raw.filter(pl.col("sample") == 1)["text"].to_list() != greedy  # the others are sampled
     again, reused = generate_samples(doc_ids, PROMPTS, factory, sampling, tmp_path / "ck", shard_size=4)
