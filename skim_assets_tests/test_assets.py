@@ -57,7 +57,8 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
         # a random tiny LM writes ungrounded text: SKIM's own generation keeps it (so the mapping has rows to map),
         # the ablations run the default quality filter
         **{asset.key.path[-1]: SyntheticQueriesConfig(max_new_tokens=12, shard_size=10,
-                                                      quality_filter=asset.key.path[-1] != "synthetic_queries")
+                                                      quality_filter=asset.key.path[-1] != "synthetic_queries",
+                                                      samples=2 if asset.key.path[-1] == "synthetic_queries" else 1)
            for asset in generation_assets},
     })
     result = _materialize([*ASSETS, *all_checks], storage_root, "tiny", base_model_path=tiny_causal_lm,
@@ -94,10 +95,10 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert events["lora_adapter"]["holdout_loss_after"].value < events["lora_adapter"]["holdout_loss_before"].value
     assert (storage_root / "lora_adapter" / "tiny" / "adapter" / "adapter_model.safetensors").exists()
     raw = pl.read_parquet(storage_root / "synthetic_queries" / "tiny" / "raw.parquet")
-    # three outputs per document (the default): greedy, then two sampled, each in 3 shards of 10 documents
-    assert raw.height == 3 * 24 and sorted(raw["sample"].unique()) == [0, 1, 2]
-    assert events["synthetic_queries"]["shards"].value == 9
-    assert events["synthetic_queries"]["samples_per_document"].value == 3
+    # two outputs per document (set above): greedy, then one sampled, each in 3 shards of 10 documents
+    assert raw.height == 2 * 24 and sorted(raw["sample"].unique()) == [0, 1]
+    assert events["synthetic_queries"]["shards"].value == 6
+    assert events["synthetic_queries"]["samples_per_document"].value == 2
     assert events["synthetic_queries"]["backend"].value == "transformers"
     assert 0 <= events["mapped_pairs"]["hnsw_recall_at_k"].value <= 1
     # what was written is judged (grounded, junk, distinct), before and after the quality filter

@@ -126,6 +126,7 @@ def build_synthetic_queries_asset(
                 "shards": dg.MetadataValue.int(report.shards),
                 "shards_reused": dg.MetadataValue.int(report.shards_reused),
                 "docs_per_second": dg.MetadataValue.float(round(docs_per_second, 3)),
+                "outputs_per_second": dg.MetadataValue.float(round(report.docs_per_second, 3)),
                 "generated_tokens_per_second": dg.MetadataValue.float(round(report.tokens_per_second, 1)),
                 "queries_per_document": dg.MetadataValue.float(round(stats["queries_per_document"], 2)),
                 "parse_rate": dg.MetadataValue.float(round(stats["parse_rate"], 4)),
