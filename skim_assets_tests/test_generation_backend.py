@@ -120,6 +120,9 @@ def test_extra_samples_are_checkpointed_apart_and_merged_into_one_list(tiny_caus
     assert raw.filter(pl.col("sample") == 1)["text"].to_list() != greedy  # the others are sampled
     again, reused = generate_samples(doc_ids, PROMPTS, factory, sampling, tmp_path / "ck", shard_size=4)
     assert again.equals(raw) and reused.shards_reused == 9  # resumable and reproducible
+    hotter = SamplingSettings(**{**sampling.__dict__, "diversity_temperature": 2.0})
+    _, partly = generate_samples(doc_ids, PROMPTS, factory, hotter, tmp_path / "ck", shard_size=4)
+    assert partly.shards_reused == 3  # the greedy output does not depend on the other samples' temperature
 
     rows = pl.DataFrame({"doc_id": ["a", "a", "b", "a", "a", "b"], "query": ["zinc cream", "Zinc  Cream!", "tea",
                                                                               "for sleep", "zinc cream", "tea bags"],

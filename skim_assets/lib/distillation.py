@@ -75,8 +75,7 @@ def _resolve(config: LoraSftConfig) -> tuple[torch.device, bool, str]:
     from .devices import resolve_device, resolve_dtype
 
     device = resolve_device(config.device)
-    bf16 = resolve_dtype({"bf16": "bfloat16", "fp32": "float32"}.get(config.precision, config.precision),
-                         device) == torch.bfloat16
+    bf16 = resolve_dtype(config.precision, device) == torch.bfloat16
     return device, bf16, ("bf16" if bf16 else "fp32")
 
 

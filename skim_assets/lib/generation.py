@@ -317,6 +317,10 @@ class ShardReport:
         return self.generated_tokens / self.seconds if self.seconds else 0.0
 
 
+# settings about the other outputs of a document (`generate_samples`): they never change this output's text
+_ACROSS_OUTPUTS = {"samples", "diversity_temperature"}
+
+
 def _fingerprint(doc_ids: list[str], prompts: list[str], settings: dict) -> str:
     payload = json.dumps({"doc_ids": doc_ids, "prompts": prompts, "settings": settings}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
@@ -351,7 +355,8 @@ def generate_sharded(
         ids = doc_ids[shard * shard_size : (shard + 1) * shard_size]
         shard_prompts = prompts[shard * shard_size : (shard + 1) * shard_size]
         shard_sampling = SamplingSettings(**{**asdict(sampling), "seed": sampling.seed + shard})
-        fingerprint = _fingerprint(ids, shard_prompts, {**(settings or {}), **asdict(shard_sampling)})
+        decoding = {k: v for k, v in asdict(shard_sampling).items() if k not in _ACROSS_OUTPUTS}
+        fingerprint = _fingerprint(ids, shard_prompts, {**(settings or {}), **decoding})
         data_path = checkpoint_dir / f"shard-{shard:05d}.parquet"
         manifest_path = checkpoint_dir / f"shard-{shard:05d}.json"
         if data_path.exists() and manifest_path.exists() and read_json(manifest_path).get("fingerprint") == fingerprint:
@@ -416,9 +421,8 @@ def generate_samples(
     frames, reports = [], []
     for sample in range(max(1, sampling.samples)):
         folder = Path(checkpoint_dir) / (f"sample-{sample}" if sample else "")
-        settings = sample_settings(sampling, sample)
-        one = SamplingSettings(**{**asdict(settings), "samples": 1})  # the fingerprint ignores the sample count
-        frame, report = generate_sharded(doc_ids, prompts, shared_backend, one, folder, **shard_options)
+        frame, report = generate_sharded(doc_ids, prompts, shared_backend, sample_settings(sampling, sample), folder,
+                                         **shard_options)
         frames.append(frame.with_columns(sample=pl.lit(sample, dtype=pl.Int32)))
         reports.append(report)
     total = ShardReport(**{f: sum(getattr(r, f) for r in reports) for f in ShardReport.__dataclass_fields__})
