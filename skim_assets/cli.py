@@ -32,6 +32,9 @@ def register_dataset(name: str, instance) -> None:
         instance.add_dynamic_partitions(dataset_partitions.name, [name])
 
 
+LOG_LEVEL_ENV = "SKIM_LOG_LEVEL"
+
+
 def materialize_dataset(name: str, instance, run_config: dict | None = None, job_name: str = "skim_pipeline",
                         only_missing_under: Path | None = None) -> bool:
     """Run a job (default: the whole graph) for one dataset partition in this process; returns success.
@@ -50,7 +53,11 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
             return True
         print(f"running {len(selection)} assets without artifacts (and what they feed): "
               f"{', '.join(sorted(k.to_user_string() for k in selection))}")
-    result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config or {},
+    # the console shows INFO and above (each step's progress and results), not Dagster's DEBUG event stream;
+    # SKIM_LOG_LEVEL=DEBUG brings it back. The instance's event log keeps every event for the UI either way.
+    console = {"console": {"config": {"log_level": os.environ.get(LOG_LEVEL_ENV, "INFO").upper()}}}
+    run_config = {"loggers": console, **(run_config or {})}
+    result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config,
                                     raise_on_error=False, asset_selection=selection)
     return result.success
 

@@ -117,10 +117,9 @@ def model_is_stale(storage: StorageResource, dataset: str) -> bool:
     return json.loads(report.read_text()).get("pairs_sha1") != file_digest(pairs)
 
 
-def model_refresh_assets() -> list[str]:
-    from .definitions import defs  # resolved lazily: the definitions import this module
-
-    return sorted(k.to_user_string() for k in MODEL_REFRESH.resolve(defs.resolve_asset_graph()))
+def model_refresh_assets(asset_graph) -> list[str]:
+    """The model steps, resolved in the asset graph of the repository the schedule belongs to."""
+    return sorted(k.to_user_string() for k in MODEL_REFRESH.resolve(asset_graph))
 
 
 @dg.schedule(job=model_refresh_job, cron_schedule=os.environ.get(MODEL_REFRESH_CRON_ENV, DEFAULT_MODEL_REFRESH_CRON),
@@ -133,12 +132,14 @@ def model_refresh_schedule(context: dg.ScheduleEvaluationContext, storage: Stora
     schedule picks the change up at its next tick. One run per stale dataset, keyed by the tick.
     """
     tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
+    stale = [dataset for dataset in registered_datasets(context.instance) if model_is_stale(storage, dataset)]
+    # Dagster hands the schedule its repository: no import of the definitions (which import this module)
+    model_assets = model_refresh_assets(context.repository_def.asset_graph) if stale else []
     requests = [
         dg.RunRequest(partition_key=dataset, run_key=f"models:{dataset}:{tick}",
-                      asset_selection=materialized_before(storage, dataset, model_refresh_assets()),
+                      asset_selection=materialized_before(storage, dataset, model_assets),
                       tags={"skim/trigger": "model-refresh schedule"})
-        for dataset in registered_datasets(context.instance)
-        if model_is_stale(storage, dataset)
+        for dataset in stale
     ]
     return requests or dg.SkipReason("every dataset's models were trained on its current train pairs")
 

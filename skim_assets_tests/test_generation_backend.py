@@ -6,9 +6,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from skim_assets.lib.devices import native_bf16, resolve_dtype
 from skim_assets.lib.distillation import train_lora_adapter
+from skim_assets.lib.prompts import END_MARKER
 from skim_assets.lib.generation import (
     GROUPED_ATTENTION,
-    STOP_MARKER,
     SamplingSettings,
     TransformersBackend,
     _register_grouped_attention,
@@ -49,12 +49,12 @@ def test_greedy_decoding_matches_generate_and_stops_at_the_marker(tiny_causal_lm
     for prompt, output in zip(PROMPTS, outputs):
         ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
-            reference = backend.model.generate(**ids, do_sample=False, max_new_tokens=20, stop_strings=[STOP_MARKER],
+            reference = backend.model.generate(**ids, do_sample=False, max_new_tokens=20, stop_strings=[END_MARKER],
                                                tokenizer=tokenizer, pad_token_id=tokenizer.eos_token_id)
         new = [t for t in reference[0, ids["input_ids"].shape[1]:].tolist() if t != tokenizer.eos_token_id]
         assert output.text == tokenizer.decode(new, skip_special_tokens=True)
         assert output.generated_tokens == len(new)
-    stopped = [o.text.endswith(STOP_MARKER) for o in outputs]
+    stopped = [o.text.endswith(END_MARKER) for o in outputs]
     assert sum(stopped[:6]) >= 3 and all("migraine relief" in o.text for o, s in zip(outputs[:6], stopped) if s)
     assert not all(stopped) and len({o.generated_tokens for o in outputs}) > 2  # rows left the batch at different steps
 
@@ -83,7 +83,7 @@ def test_bf16_backend_writes_what_fp32_writes(tiny_causal_lm, student):
     assert bf16.model.dtype == torch.bfloat16
     written = [o.text for o in bf16.generate(TRAINED[:6], greedy)]
     assert written == [o.text for o in fp32.generate(TRAINED[:6], greedy)]
-    assert sum(STOP_MARKER in text for text in written) >= 3
+    assert sum(END_MARKER in text for text in written) >= 3
 
 
 def test_dtype_choice():

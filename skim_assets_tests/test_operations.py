@@ -150,8 +150,11 @@ def test_click_drop_refreshes_only_tables_with_only_new_rows_and_equals_a_full_r
 
 def test_model_refresh_schedule_runs_only_datasets_whose_train_pairs_changed(storage_root, trained_world):
     instance, resources = trained_world
+    from skim_assets.definitions import defs
+
     when = dg.build_schedule_context(instance=instance, resources={"storage": resources["storage"]},
-                                     scheduled_execution_time=__import__("datetime").datetime(2026, 11, 28, 3, 0))
+                                     scheduled_execution_time=__import__("datetime").datetime(2026, 11, 28, 3, 0),
+                                     repository_def=defs.get_repository_def())
     skipped = model_refresh_schedule(when)
     assert isinstance(skipped, dg.SkipReason)  # the base retriever was trained on the current train pairs
 

@@ -22,7 +22,6 @@ from skim_assets.lib.prompts import (
     PROMPT_STYLES,
     QUERIES_HEADER,
     cap_words,
-    prompt_fingerprint,
     student_prompt,
     student_target,
     teacher_messages,
@@ -173,22 +172,6 @@ def test_student_round_trip(style):
     # and as a completion appended to its prompt
     full = student_prompt("item-7", "text", ["walking shoes"], style) + student_target(queries) + "\nleftover"
     assert parse(full, style=style) == queries
-
-
-def test_fingerprint_stable_and_sensitive():
-    messages = teacher_messages("t", "m", ["k"], "url-queries")
-    fp = prompt_fingerprint(messages)
-    assert len(fp) == 64 and int(fp, 16) >= 0
-    assert fp == prompt_fingerprint(teacher_messages("t", "m", ["k"], "url-queries"))
-    assert fp == prompt_fingerprint([{"content": m["content"], "role": m["role"]} for m in messages])  # key order
-    assert fp != prompt_fingerprint(teacher_messages("t", "m2", ["k"], "url-queries"))
-    text = student_prompt("t", "m", [], "url-queries")
-    assert prompt_fingerprint(text) == prompt_fingerprint(str(text))
-    assert prompt_fingerprint("abc") != prompt_fingerprint([{"role": "user", "content": "abc"}])
-    # pinned value: the canonical JSON of a plain string is the JSON string itself
-    assert prompt_fingerprint("abc") == "6cc43f858fbb763301637b5af970e2a46b46f461f27e5a0f41e009c59b827b25"
-    with pytest.raises(TypeError):
-        prompt_fingerprint(42)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from skim_assets.lib.teachers import (
     TeacherResponse,
     build_teacher,
     cache_key,
-    describe_teacher,
 )
 
 API_KEY = "sk-test-SECRET-0123456789"
@@ -324,7 +323,7 @@ def test_api_key_never_leaks(httpserver, tmp_path, caplog):
     assert responses[0].ok
     assert responses[1].error.startswith("HTTP 401") and "***" in responses[1].error
     assert responses[2].error.startswith("HTTP 503 after 2 attempts")
-    visible = [repr(teacher), str(teacher), json.dumps(teacher.describe()), json.dumps(describe_teacher(teacher))]
+    visible = [repr(teacher), str(teacher), json.dumps(teacher.describe())]
     visible += [r.error or "" for r in responses] + [repr(r) for r in responses] + progress + [caplog.text]
     visible += [p.read_text() for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     assert len(visible) > 10 and list((tmp_path / "cache").rglob("*.json"))
@@ -540,7 +539,7 @@ def test_build_teacher_kinds(tmp_path):
     assert isinstance(keyphrase, KeyphraseTeacher) and keyphrase.model == "yake-mmr"
     local = build_teacher("hf-local", model_path=tmp_path / "my-smol-model", max_new_tokens=8)
     assert isinstance(local, LocalHFTeacher) and local.backend == "hf-local" and local.model == "my-smol-model"
-    assert describe_teacher(local)["max_new_tokens"] == 8
+    assert local.describe()["max_new_tokens"] == 8
     for teacher in (openai, keyphrase, local):
         assert isinstance(teacher, Teacher)
     with pytest.raises(ValueError, match="unknown teacher kind"):

@@ -24,7 +24,6 @@ from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource, TeacherResource
 from .common import MODEL_STEP, directory_metadata, known_queries, quality_metadata, sample_markdown, table_metadata
 
-_LORA = LoraSftConfig()
 
 
 class TeacherDemonstrationsConfig(dg.Config):
@@ -122,27 +121,8 @@ def base_slm(context: dg.AssetExecutionContext, storage: StorageResource, genera
     )
 
 
-class LoraAdapterConfig(dg.Config):
-    """LoRA SFT settings (paper/reference defaults); see `lib.distillation.LoraSftConfig`."""
-
-    r: int = Field(default=_LORA.r, description="LoRA rank.")
-    alpha: int = Field(default=_LORA.alpha, description="LoRA alpha.")
-    dropout: float = Field(default=_LORA.dropout, description="LoRA dropout.")
-    learning_rate: float = Field(default=_LORA.learning_rate, description="Peak learning rate (cosine, warmup).")
-    epochs: int = Field(default=_LORA.epochs, description="Passes over the demonstrations (more when needed to "
-                        "reach min_steps).")
-    min_steps: int = Field(default=_LORA.min_steps, description="Optimizer steps at least, however few the "
-                           "demonstrations.")
-    eval_every_steps: int = Field(default=_LORA.eval_every_steps, description="Held-out loss every this many steps; "
-                                  "the best adapter is saved.")
-    patience: int = Field(default=_LORA.patience, description="Evaluations without held-out gain before stopping "
-                          "early (0 = never).")
-    effective_batch_size: int = Field(default=_LORA.effective_batch_size, description="Examples per optimizer step.")
-    micro_batch_size: int = Field(default=_LORA.micro_batch_size, description="Examples per forward pass.")
-    seed: int = Field(default=_LORA.seed, description="Seed of the hold-out split and shuffling.")
-
-    def to_lib(self, device: str) -> LoraSftConfig:
-        return LoraSftConfig(**self.model_dump(), device=device)
+class LoraAdapterConfig(dg.Config, LoraSftConfig):
+    """LoRA SFT of the student: the fields of `lib.distillation.LoraSftConfig`."""
 
 
 def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) -> dg.AssetsDefinition:
@@ -171,7 +151,8 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
         target = storage.artifact_dir(name, dataset)
         with atomic_directory(target) as tmp:
             report = train_lora_adapter(_base_model_dir(storage, generator), prompts, targets, tmp / "adapter",
-                                        config.to_lib(generator.device), progress=context.log.info, keys=doc_ids)
+                                        config, progress=context.log.info, keys=doc_ids,
+                                        device=generator.device)
             curve = [(0, report.holdout_loss_before), *report.holdout_curve]
             plot = line_plot({"held-out loss": ([s for s, _ in curve], [v for _, v in curve])},
                              "LoRA SFT: held-out target-token loss", "optimizer step", "loss", tmp / "loss.png")

@@ -15,32 +15,17 @@ from ..resources import GeneratorResource, StorageResource
 from .common import MODEL_STEP, known_queries, quality_metadata, sample_markdown, table_metadata
 from .distillation import _base_model_dir
 
-_SAMPLING = SamplingSettings()
 
-
-class SyntheticQueriesConfig(dg.Config):
-    """Generation settings; decoding defaults suit a small student (see `lib.generation.SamplingSettings`)."""
+class SyntheticQueriesConfig(dg.Config, SamplingSettings):
+    """Generation: the decoding fields of `lib.generation.SamplingSettings`, and what becomes of the outputs."""
 
     queries_per_document: int = Field(default=10, description="Parsed queries kept per document.")
-    temperature: float = Field(default=_SAMPLING.temperature, description="0 = greedy (default, for a ~135M "
-                               "student); the paper's 0.8 with top_k 200 suits a 7B student.")
-    top_k: int = Field(default=_SAMPLING.top_k, description="Top-k when sampling (paper: 200).")
-    max_new_tokens: int = Field(default=_SAMPLING.max_new_tokens, description="Generated-token cap per document "
-                                "(paper: 250; a list of ten short queries needs ~100).")
-    no_repeat_ngram_size: int = Field(default=_SAMPLING.no_repeat_ngram_size, description="> 1: never repeat an "
-                                      "n-gram of the output (transformers backend); 0 = off.")
-    samples: int = Field(default=_SAMPLING.samples, description="Outputs per document, merged into one query list: "
-                         "the first decoded as above (greedy by default), the others sampled at "
-                         "diversity_temperature. More samples, more distinct queries, proportionally more time.")
-    diversity_temperature: float = Field(default=_SAMPLING.diversity_temperature, description="Temperature of the "
-                                         "extra samples (top_k as above).")
     quality_filter: bool = Field(default=True, description="Keep only grounded, well-formed queries (every content "
                                  "word occurs in the document; no role prefixes, code-like strings or one-word "
                                  "fragments); off for the ablation.")
     shard_size: int = Field(default=256, description="Documents per checkpointed shard.")
     max_documents: int = Field(default=0, description="Generate for a seeded random sample of this many documents "
                                "(0 = every document, the method; a sample bounds CPU-only runs on large corpora).")
-    seed: int = Field(default=_SAMPLING.seed, description="Base seed; shard i samples with seed + i.")
 
 
 def build_synthetic_queries_asset(
@@ -73,10 +58,7 @@ def build_synthetic_queries_asset(
             prompts = student_prompts(documents, known, spec.prompt_style, use_metadata)
         else:
             prompts = few_shot_prompts(base, documents, known, spec.prompt_style, use_metadata)
-        sampling = SamplingSettings(temperature=config.temperature, top_k=config.top_k,
-                                    max_new_tokens=config.max_new_tokens,
-                                    no_repeat_ngram_size=config.no_repeat_ngram_size, seed=config.seed,
-                                    samples=config.samples, diversity_temperature=config.diversity_temperature)
+        sampling = SamplingSettings.of(config)
         backend_name = []
 
         def backend_factory():

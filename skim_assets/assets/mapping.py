@@ -4,7 +4,6 @@ import hashlib
 
 import dagster as dg
 import polars as pl
-from pydantic import Field
 
 from ..lib.datasets import read_spec
 from ..lib.formats import union_pairs
@@ -15,16 +14,11 @@ from ..resources import EncoderResource, StorageResource
 from .common import EAGER, all_queries, pairs_result, table_metadata
 from .training import RETRIEVER_FOLDER
 
-_MAPPING = MappingSettings()
 MAPPING_ENCODER = "base_retriever"  # the dual encoder fine-tuned on the (click) train set
 
 
-class MappingConfig(dg.Config):
-    k: int = Field(default=_MAPPING.k, description="Nearest train queries per synthetic query.")
-    tau: float | None = Field(default=None, description="Keep (1+cos)/2 >= tau; None = the dataset's tau (0.8).")
-    m: int = Field(default=_MAPPING.m, description="hnswlib M.")
-    ef_construction: int = Field(default=_MAPPING.ef_construction, description="hnswlib ef_construction.")
-    ef_search: int = Field(default=_MAPPING.ef_search, description="hnswlib ef at query time.")
+class MappingConfig(dg.Config, MappingSettings):
+    """hnswlib mapping: the fields of `lib.mapping.MappingSettings` (tau and seed default to the dataset's)."""
 
 
 def encoder_fingerprint(path) -> str:
@@ -62,8 +56,8 @@ def map_queries(context, config: MappingConfig, storage: StorageResource, encode
                 synthetic_asset: str, source: str):
     dataset = context.partition_key
     spec = read_spec(storage.inputs(dataset))
-    settings = MappingSettings(k=config.k, tau=spec.tau if config.tau is None else config.tau, m=config.m,
-                               ef_construction=config.ef_construction, ef_search=config.ef_search, seed=spec.seed)
+    settings = config.with_(tau=spec.tau if config.tau is None else config.tau,
+                            seed=spec.seed if config.seed is None else config.seed)
     synthetic = storage.read_table(synthetic_asset, dataset)
     train_queries = all_queries(storage, dataset).filter(pl.col("split") == "train")
     embed, encoder_id = click_encoder_embedder(storage, encoder, dataset)

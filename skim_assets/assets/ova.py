@@ -2,7 +2,6 @@
 
 import dagster as dg
 import numpy as np
-from pydantic import Field
 
 from ..lib.mapping import embed_with_cache
 from ..lib.ova_head import OvaHeadConfig, train_ova_head
@@ -12,18 +11,11 @@ from ..resources import EncoderResource, StorageResource
 from .common import MODEL_STEP, all_queries, directory_metadata
 from .training import METHODS
 
-_OVA = OvaHeadConfig()
 HEAD_FILE = "head.npz"
 
 
-class OvaHeadTrainingConfig(dg.Config):
-    epochs: int = Field(default=_OVA.epochs, description="Passes over the training queries.")
-    learning_rate: float = Field(default=_OVA.learning_rate, description="Adam learning rate of the classifiers.")
-    shortlist: int = Field(default=_OVA.shortlist, description="Hard negatives per query (re-mined every epoch) "
-                           "on corpora larger than full_loss_max_documents.")
-    full_loss_max_documents: int = Field(default=_OVA.full_loss_max_documents, description="Up to this many "
-                                         "documents, every document is a negative of every query (full loss).")
-    seed: int = Field(default=_OVA.seed, description="Shuffling seed.")
+class OvaHeadTrainingConfig(dg.Config, OvaHeadConfig):
+    """One-vs-all head training: the fields of `lib.ova_head.OvaHeadConfig`."""
 
 
 def pretrained_embeddings(storage: StorageResource, encoder: EncoderResource, dataset: str, texts: list[str],
@@ -52,7 +44,7 @@ def build_ova_asset(name: str, pairs_asset: str, description: str) -> dg.AssetsD
             np.array([doc_index[d] for d in pairs["doc_id"].to_list()]),
             pairs["weight"].to_numpy(),
             pretrained_embeddings(storage, encoder, dataset, documents["title"].to_list(), encoder.doc_max_length),
-            OvaHeadConfig(**config.model_dump()), progress=context.log.info,
+            config, progress=context.log.info,
         )
         with atomic_directory(storage.artifact_dir(name, dataset)) as tmp:
             np.savez(tmp / HEAD_FILE, weights=weights, biases=biases, doc_ids=np.array(documents["doc_id"].to_list()))

@@ -40,10 +40,9 @@ def tau_sweep_report(context: dg.AssetExecutionContext, config: TauSweepConfig, 
     train labels, and the unbiased R@10/R@100 of a one-vs-all head trained on clicks + those pairs. Reuses `mapped_pairs`' stored candidates: no new search per tau."""
     dataset = context.partition_key
     candidates, synthetic_doc_ids = read_mapping_state(mapping_state_dir(storage, "mapped_pairs", dataset))
-    ova = OvaHeadConfig(**config.model_dump(exclude={"taus"}))
     table = tau_sweep(storage.read_table("train_pairs", dataset), candidates, synthetic_doc_ids,
                       sorted(config.taus), frozen_features(storage, encoder, dataset),
-                      storage.read_table("unbiased_test_qrels", dataset), ova, progress=context.log.info,
+                      storage.read_table("unbiased_test_qrels", dataset), OvaHeadConfig.of(config), progress=context.log.info,
                       oracle_pairs=storage.read_table("oracle_train_pairs", dataset))
     path = storage.write_table("tau_sweep_report", dataset, table)
     chosen = read_spec(storage.inputs(dataset)).tau
@@ -88,7 +87,7 @@ def exposure_sweep_report(context: dg.AssetExecutionContext, config: ExposureSwe
     ranked = encoder.rank(train_queries, documents, max(ks))
     table = exposure_sweep(ranked, train_labels, storage.read_table("mapped_pairs", dataset), ks,
                            frozen_features(storage, encoder, dataset), storage.read_table("unbiased_test_qrels", dataset),
-                           OvaHeadConfig(**config.model_dump(exclude={"exposure_ks"})), seed=spec.seed,
+                           OvaHeadConfig.of(config), seed=spec.seed,
                            progress=context.log.info)
     path = storage.write_table("exposure_sweep_report", dataset, table)
     curves = {method: (table.filter(pl.col("method") == method)["exposure_k"].to_list(),

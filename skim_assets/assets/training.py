@@ -4,7 +4,6 @@
 import json
 
 import dagster as dg
-from pydantic import Field
 
 from ..lib.dual_encoder import DualEncoderConfig, train_dual_encoder
 from ..lib.formats import union_pairs
@@ -15,7 +14,6 @@ from ..resources import EncoderResource, StorageResource
 from .common import EAGER, MODEL_STEP, all_queries, directory_metadata, pairs_result
 
 TRAINING_RETRY = dg.RetryPolicy(max_retries=1, delay=30)
-_DEFAULTS = DualEncoderConfig()
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="training", deps=["click_train_pairs", "click_log_pairs"],
@@ -30,28 +28,8 @@ def train_pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> 
     return pairs_result(storage, "train_pairs", dataset, pairs)
 
 
-class RetrieverTrainingConfig(dg.Config):
-    """DEXML-style dual-encoder fine-tuning; see `lib.dual_encoder.DualEncoderConfig` for the method."""
-
-    epochs: int = Field(default=_DEFAULTS.epochs, description="Passes over the training pairs.")
-    batch_size: int = Field(default=_DEFAULTS.batch_size, description="Pairs per step (in-batch negatives).")
-    learning_rate: float = Field(default=_DEFAULTS.learning_rate, description="AdamW peak learning rate (linear warmup/decay).")
-    temperature: float = Field(default=_DEFAULTS.temperature, description="Softmax temperature over cosine scores.")
-    hard_negatives: int = Field(default=_DEFAULTS.hard_negatives, description="Mined hard negatives per pair (0 = in-batch only).")
-    hard_negative_depth: int = Field(default=_DEFAULTS.hard_negative_depth, description="Negatives come from this many top non-positives.")
-    remine_every: int = Field(default=_DEFAULTS.remine_every, description="Epochs between negative re-mining (0 = once).")
-    precision: str = Field(default=_DEFAULTS.precision, description="'auto' = bf16 autocast where the hardware has "
-                           "bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32; or 'bfloat16' / 'float32'.")
-    length_buckets: bool = Field(default=_DEFAULTS.length_buckets, description="Batch pairs of similar text length "
-                                 "(less padding); the batch order stays random.")
-    cached_negatives: bool = Field(default=_DEFAULTS.cached_negatives, description="Hard negatives use the document "
-                                   "embeddings of the mining pass (no gradient through them): fewer documents "
-                                   "encoded per step.")
-    seed: int = Field(default=_DEFAULTS.seed, description="Seed for shuffling and negative sampling.")
-
-    def to_lib(self, encoder: EncoderResource) -> DualEncoderConfig:
-        return DualEncoderConfig(**self.model_dump(), query_max_length=encoder.query_max_length,
-                                 doc_max_length=encoder.doc_max_length)
+class RetrieverTrainingConfig(dg.Config, DualEncoderConfig):
+    """DEXML-style dual-encoder fine-tuning: the fields of `lib.dual_encoder.DualEncoderConfig`."""
 
 
 RETRIEVER_FOLDER = "encoder"
@@ -80,7 +58,8 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.A
         queries = all_queries(storage, dataset, pairs_asset)
         model = encoder.load()
         context.log.info(f"training {name} on {pairs.height} pairs ({pairs_asset}) on {model.device}")
-        report = train_dual_encoder(model, pairs, queries, documents, config.to_lib(encoder), progress=context.log.info)
+        report = train_dual_encoder(model, pairs, queries, documents, config, progress=context.log.info,
+                                    query_max_length=encoder.query_max_length, doc_max_length=encoder.doc_max_length)
         with atomic_directory(storage.artifact_dir(name, dataset)) as tmp:
             model.save(tmp / RETRIEVER_FOLDER)
             # the pairs' digest tells the model-refresh schedule whether this model is stale

@@ -27,6 +27,7 @@ import polars as pl
 from .catalogue import is_artifact_folder
 from .formats import DataError, DatasetTables
 from .importers import read_beir, read_xc_bow, read_xc_raw
+from .mapping import DEFAULT_TAU
 from .storage import read_json, write_json_atomic
 
 FORMATS = ("beir", "xc-raw", "xc-bow")
@@ -49,7 +50,7 @@ class DatasetSpec:
     propensity_a: float = 0.55
     propensity_b: float = 1.5
     prompt_style: str = "url-queries"
-    tau: float = 0.8
+    tau: float = DEFAULT_TAU
     seed: int = 0
 
     def to_json(self) -> dict:

@@ -11,13 +11,12 @@ import numpy as np
 import polars as pl
 
 from .parsing import parse_generated_queries, parse_rate
-from .prompts import student_prompt, student_target, teacher_messages
+from .prompts import MAX_KNOWN_QUERIES, student_prompt, student_target, teacher_messages
 
 QUERIES_SCHEMA = {"doc_id": pl.String, "query": pl.String, "rank": pl.Int32}
-KNOWN_QUERIES_IN_PROMPT = 3  # the paper shows a few of a document's known queries
 
 
-def known_queries_by_doc(pairs: pl.DataFrame, queries: pl.DataFrame, limit: int = KNOWN_QUERIES_IN_PROMPT) -> dict:
+def known_queries_by_doc(pairs: pl.DataFrame, queries: pl.DataFrame, limit: int = MAX_KNOWN_QUERIES) -> dict:
     """doc_id -> up to `limit` texts of its known (clicked) train queries, highest weight first."""
     known = (
         pairs.join(queries.select("query_id", "text"), on="query_id")

@@ -20,34 +20,44 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field
+
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
-@dataclass
-class LoraSftConfig:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
+class LoraSftConfig(Settings):
+    """LoRA SFT settings: the paper's reference adapter; the optimisation sized for small demonstration sets."""
+
+    r: int = Field(default=8, description="LoRA rank.")
+    alpha: int = Field(default=16, description="LoRA alpha.")
+    dropout: float = Field(default=0.05, description="LoRA dropout.")
     # 1e-3 rather than the reference 3e-4: a 135M student on a few hundred demonstrations needs larger steps to
     # learn the output format within minutes; early stopping on the held-out loss guards against overshooting.
-    learning_rate: float = 1e-3
-    warmup_fraction: float = 0.05
-    epochs: int = 2
-    min_steps: int = 80  # small demonstration sets get more passes: a few dozen steps is not training
-    effective_batch_size: int = 16
-    micro_batch_size: int = 8  # gradient accumulation covers the rest of the effective batch
-    max_prompt_tokens: int = 320
-    max_target_tokens: int = 96
-    holdout_fraction: float = 0.1
-    eval_every_steps: int = 10  # held-out loss every this many steps; the best adapter is the one saved
-    patience: int = 3  # evaluations without improvement before stopping early (0 = never stop early)
-    target_modules: tuple[str, ...] = LORA_TARGET_MODULES
-    precision: str = "auto"  # 'auto': bf16 autocast where the hardware has bf16 (lib.devices.native_bf16), else fp32
-    device: str = "auto"
-    seed: int = 0
-    log_every_s: float = 20.0
+    learning_rate: float = Field(default=1e-3, description="Peak learning rate (cosine decay after warmup).")
+    warmup_fraction: float = Field(default=0.05, description="Share of the steps spent warming up.")
+    epochs: int = Field(default=2, description="Passes over the demonstrations (more when needed to reach "
+                        "min_steps).")
+    min_steps: int = Field(default=80, description="Optimizer steps at least, however few the demonstrations: a "
+                           "few dozen steps is not training.")
+    effective_batch_size: int = Field(default=16, description="Examples per optimizer step.")
+    micro_batch_size: int = Field(default=8, description="Examples per forward pass (gradient accumulation covers "
+                                  "the rest of the effective batch).")
+    max_prompt_tokens: int = Field(default=320, description="Prompt tokens kept (its end: the document).")
+    max_target_tokens: int = Field(default=96, description="Target tokens kept.")
+    holdout_fraction: float = Field(default=0.1, description="Share of the demonstrations held out for the loss "
+                                    "that early stopping and the student-teacher agreement use.")
+    eval_every_steps: int = Field(default=10, description="Held-out loss every this many steps; the best adapter "
+                                  "is the one saved.")
+    patience: int = Field(default=3, description="Evaluations without held-out gain before stopping early "
+                          "(0 = never).")
+    target_modules: list[str] = Field(default=list(LORA_TARGET_MODULES), description="Modules the adapter wraps.")
+    precision: str = Field(default="auto", description="'auto' = bf16 autocast where the hardware has bf16 "
+                           "(lib.devices.native_bf16), else fp32; or 'bfloat16' / 'float32'.")
+    seed: int = Field(default=0, description="Seed of the hold-out split and shuffling.")
+    log_every_s: float = Field(default=20.0, description="Seconds between progress lines.")
 
 
 @dataclass
@@ -69,12 +79,12 @@ class LoraSftReport:
     config: dict = field(default_factory=dict)
 
 
-def _resolve(config: LoraSftConfig) -> tuple[torch.device, bool, str]:
+def _resolve(config: LoraSftConfig, device: str) -> tuple[torch.device, bool, str]:
     """(device, whether to autocast to bf16, precision name). Weights stay fp32 (the master copy the optimizer
     updates); bf16 autocast runs the matrix products where the hardware has bf16 units."""
     from .devices import resolve_device, resolve_dtype
 
-    device = resolve_device(config.device)
+    device = resolve_device(device)
     bf16 = resolve_dtype(config.precision, device) == torch.bfloat16
     return device, bf16, ("bf16" if bf16 else "fp32")
 
@@ -142,6 +152,7 @@ def train_lora_adapter(
     config: LoraSftConfig | None = None,
     progress: Callable[[str], None] | None = None,
     keys: list[str] | None = None,
+    device: str = "auto",
 ) -> LoraSftReport:
     """Train a LoRA adapter for the causal LM at `base_path` and save it (peft format) to `out_dir`.
 
@@ -160,7 +171,7 @@ def train_lora_adapter(
     keys = list(keys) if keys is not None else [str(i) for i in range(len(prompts))]
     if len(keys) != len(prompts):
         raise ValueError(f"need one key per example (got {len(keys)} keys for {len(prompts)} examples)")
-    device, bf16, precision = _resolve(config)
+    device, bf16, precision = _resolve(config, device)
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -187,7 +198,7 @@ def train_lora_adapter(
                            examples_per_second=0.0,
                            holdout_loss_before=mean_target_loss(model, holdout, pad_id, device, bf16=bf16),
                            holdout_loss_after=float("nan"), precision=precision, device=str(device),
-                           config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+                           config=config.as_dict(),
                            holdout_keys=sorted(keys[i] for i in order[:n_holdout]))
     say(f"LoRA SFT: {len(train)} train / {len(holdout)} held-out examples, up to {steps} optimizer steps "
         f"({epochs} epochs), {precision} on {device}; held-out loss before {report.holdout_loss_before:.4f}")

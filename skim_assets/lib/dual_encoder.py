@@ -13,40 +13,44 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 import torch
+from pydantic import Field
 from transformers import get_linear_schedule_with_warmup
 
 from .devices import resolve_dtype
 from .encoders import TextEncoder
 from .retrieval import exact_topk, hnsw_topk, topk_frame
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class DualEncoderConfig:
+class DualEncoderConfig(Settings):
     """Training settings. Defaults were chosen on SciFact train -> test (see BENCHMARKS.md / RESULTS.md)."""
 
-    epochs: int = 5
-    batch_size: int = 64
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1
-    temperature: float = 0.05  # softmax scale 20, as sentence-transformers' MultipleNegativesRankingLoss
-    hard_negatives: int = 2  # per pair, sampled from its query's mined negatives
-    hard_negative_depth: int = 20  # negatives are mined from the top this-many non-positive documents
-    remine_every: int = 1  # epochs between re-mining; 0 = mine once with the initial encoder
-    query_max_length: int = 32
-    doc_max_length: int = 32
-    precision: str = "auto"  # 'auto': bf16 autocast where the hardware has bf16 (lib.devices.native_bf16), else fp32
-    length_buckets: bool = True  # batches of similar-length texts (less padding); batch order stays random
-    cached_negatives: bool = False  # hard negatives use their embeddings from the mining pass (no gradient through them)
-    seed: int = 0
-    log_every_s: float = 20.0
+    epochs: int = Field(default=5, description="Passes over the training pairs.")
+    batch_size: int = Field(default=64, description="Pairs per step (in-batch negatives).")
+    learning_rate: float = Field(default=5e-5, description="AdamW peak learning rate (linear warmup/decay).")
+    weight_decay: float = Field(default=0.01, description="AdamW weight decay.")
+    warmup_fraction: float = Field(default=0.1, description="Share of the steps spent warming the learning rate up.")
+    temperature: float = Field(default=0.05, description="Softmax temperature over cosine scores (scale 20, as "
+                               "sentence-transformers' MultipleNegativesRankingLoss).")
+    hard_negatives: int = Field(default=2, description="Mined hard negatives per pair (0 = in-batch only).")
+    hard_negative_depth: int = Field(default=20, description="Negatives come from this many top non-positives.")
+    remine_every: int = Field(default=1, description="Epochs between negative re-mining (0 = mine once with the "
+                              "initial encoder).")
+    precision: str = Field(default="auto", description="'auto' = bf16 autocast where the hardware has bf16 (CUDA, "
+                           "AVX512-BF16/AMX CPUs; lib.devices.native_bf16), else fp32; or 'bfloat16' / 'float32'.")
+    length_buckets: bool = Field(default=True, description="Batch pairs of similar text length (less padding); the "
+                                 "batch order stays random.")
+    cached_negatives: bool = Field(default=False, description="Hard negatives use the document embeddings of the "
+                                   "mining pass (no gradient through them): fewer documents encoded per step.")
+    seed: int = Field(default=0, description="Seed for shuffling and negative sampling.")
+    log_every_s: float = Field(default=20.0, description="Seconds between progress lines.")
 
 
 BUCKET_SPAN = 50  # batches per length-sorted chunk: sorting within ~50 batches keeps the batch order random
@@ -86,13 +90,13 @@ def _mine_negatives(
     doc_texts: list[str],
     positives: list[set[int]],
     depth: int,
-    config: DualEncoderConfig,
+    max_lengths: tuple[int, int],
     bf16: bool = False,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     # mining only ranks: bf16 where the hardware has it (the loss and the evaluation stay fp32)
     with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
-        q = encoder.encode(query_texts, batch_size=128, max_length=config.query_max_length)
-        d = encoder.encode(doc_texts, batch_size=128, max_length=config.doc_max_length)
+        q = encoder.encode(query_texts, batch_size=128, max_length=max_lengths[0])
+        d = encoder.encode(doc_texts, batch_size=128, max_length=max_lengths[1])
     max_pos = max((len(p) for p in positives), default=0)
     top, _ = exact_topk(q, d, depth + max_pos)
     return [np.array([j for j in row if j not in pos][:depth], dtype=np.int64) for row, pos in zip(top, positives)], d
@@ -105,10 +109,13 @@ def train_dual_encoder(
     documents: pl.DataFrame,
     config: DualEncoderConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    query_max_length: int = 32,
+    doc_max_length: int = 32,
 ) -> TrainingReport:
     """Fine-tune `encoder` in place on weighted (query_id, doc_id, weight) pairs.
 
-    `queries` has query_id, text; `documents` has doc_id, title. Pairs must reference known ids.
+    `queries` has query_id, text; `documents` has doc_id, title. Pairs must reference known ids. Texts are cut to
+    the encoder's max lengths (tokens).
     """
     config = config or DualEncoderConfig()
     say = progress or log.info
@@ -142,7 +149,7 @@ def train_dual_encoder(
     use_negatives = config.hard_negatives > 0 and len(doc_ids) > 1
 
     report = TrainingReport(pairs=len(pair_q), queries=len(query_texts), steps=total_steps, seconds=0.0,
-                            pairs_per_second=0.0, config=asdict(config))
+                            pairs_per_second=0.0, config=config.as_dict())
     started = last_log = time.monotonic()
     window: list[float] = []
     negatives: list[np.ndarray] = []
@@ -151,7 +158,8 @@ def train_dual_encoder(
     for epoch in range(config.epochs):
         if use_negatives and (epoch == 0 or (config.remine_every and epoch % config.remine_every == 0)):
             negatives, mined_embeddings = _mine_negatives(encoder, query_texts, doc_texts, positives,
-                                                          config.hard_negative_depth, config, bf16)
+                                                          config.hard_negative_depth,
+                                                          (query_max_length, doc_max_length), bf16)
             negative_cache = torch.from_numpy(mined_embeddings).to(encoder.device) if config.cached_negatives else None
         encoder.model.train()
         batches = batch_order(rng, lengths, config.batch_size, config.length_buckets)
@@ -170,9 +178,9 @@ def train_dual_encoder(
             # a query with several positives can appear more than once in a batch: encode it once
             unique_queries, query_rows = np.unique(bq, return_inverse=True)
             with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
-                q_emb = encoder.embed([query_texts[i] for i in unique_queries], config.query_max_length)[query_rows]
+                q_emb = encoder.embed([query_texts[i] for i in unique_queries], query_max_length)[query_rows]
                 live = batch_docs if negative_cache is None else batch_docs[:n_live]
-                d_emb = encoder.embed([doc_texts[j] for j in live], config.doc_max_length)
+                d_emb = encoder.embed([doc_texts[j] for j in live], doc_max_length)
             if negative_cache is not None and len(batch_docs) > n_live:
                 d_emb = torch.cat([d_emb.float(), negative_cache[batch_docs[n_live:]]])
             logits = q_emb.float() @ d_emb.float().T / config.temperature  # scores in fp32 (x20 magnifies rounding)

@@ -50,10 +50,6 @@ class Source:
         return self.first_row + index
 
 
-def empty_frame(schema: dict) -> pl.DataFrame:
-    return pl.DataFrame(schema=schema)
-
-
 def require_columns(frame: pl.DataFrame, columns: list[str] | dict, source: Source) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -127,16 +123,6 @@ def union_pairs(*frames: pl.DataFrame) -> pl.DataFrame:
     """Pair tables stacked in order; a (query, doc) pair present in several keeps its first row."""
     return pl.concat([f.cast(PAIRS_SCHEMA) for f in frames]).unique(["query_id", "doc_id"], keep="first",
                                                                      maintain_order=True)
-
-
-def validate_pairs(pairs: pl.DataFrame, source: Source) -> pl.DataFrame:
-    require_columns(pairs, PAIRS_SCHEMA, source)
-    pairs = pairs.select(pl.col(c).cast(t) for c, t in PAIRS_SCHEMA.items())
-    bad_weight = pairs["weight"].is_null() | ~pairs["weight"].is_finite() | (pairs["weight"] <= 0)
-    if bad_weight.any():
-        i = _first_index(bad_weight)
-        raise DataError(source.path, "weight must be a finite positive number", row=source.row(i), field="weight")
-    return pairs
 
 
 @dataclass

@@ -16,37 +16,42 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import polars as pl
+from pydantic import Field
 
+from .prompts import END_MARKER
+from .settings import Settings
 from .storage import read_json, write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
-STOP_MARKER = "<end>"
 
 
-@dataclass
-class SamplingSettings:
-    """Decoding of the student. Defaults suit a small (~135M) student: greedy decoding (temperature 0) with a
-    guard against repeating any `no_repeat_ngram_size`-gram of its own output (the prompt is exempt, so copying
-    facts from the metadata stays free). A 135M model sampled at the paper's temperature 0.8 / top-k 200 (set for
-    Llama2-7B) wanders off the document; set those for a large student."""
+class SamplingSettings(Settings):
+    """Decoding of the student. Defaults suit a small (~135M) student: greedy decoding (temperature 0). A 135M
+    model sampled at the paper's temperature 0.8 / top-k 200 (set for Llama2-7B) wanders off the document; set
+    those for a large student."""
 
-    temperature: float = 0.0  # 0 = greedy; paper: 0.8
-    top_k: int = 200  # used when sampling (temperature > 0); paper: 200
-    max_new_tokens: int = 128  # a list of ten short queries fits; paper: 250
-    no_repeat_ngram_size: int = 0  # > 1 bans repeating an n-gram of the output (transformers only); off: it corrupts copied names
-    seed: int = 0
-    min_new_tokens: int = 0  # > 0 forces equal-length outputs (throughput benchmarks)
-    # outputs per document, merged: the first decoded as above, the others sampled. On the demo a greedy 135M
-    # student writes ~5 distinct queries per document, 96% grounded; 3 outputs at 0.5 write ~6.5-7.7, 83-91%
-    # grounded, and 3x the time (RESULTS.md): more label recall, more noise for the filter. 1 by default.
-    samples: int = 1
-    diversity_temperature: float = 0.5  # temperature of the extra samples (top_k as above); 1.0 drops grounding to 73%
+    temperature: float = Field(default=0.0, description="0 = greedy (default, for a ~135M student); the paper's "
+                               "0.8 with top_k 200 suits a 7B student.")
+    top_k: int = Field(default=200, description="Top-k when sampling (paper: 200).")
+    max_new_tokens: int = Field(default=128, description="Generated-token cap per document (paper: 250; a list of "
+                                "ten short queries fits in ~100).")
+    no_repeat_ngram_size: int = Field(default=0, description="> 1: never repeat an n-gram of the output (the prompt "
+                                      "is exempt; transformers backend). Off: it corrupts copied names.")
+    seed: int = Field(default=0, description="Base seed; shard i samples with seed + i.")
+    min_new_tokens: int = Field(default=0, description="> 0 forces equal-length outputs (throughput benchmarks).")
+    # On the demo a greedy 135M student writes ~5 distinct queries per document, 96% grounded; 3 outputs at 0.5
+    # write ~6.5-7.7, 83-91% grounded, and take 3x the time (RESULTS.md): more label recall, more noise to filter.
+    samples: int = Field(default=1, description="Outputs per document, merged into one query list: the first "
+                         "decoded as above (greedy by default), the others sampled at diversity_temperature. More "
+                         "samples, more distinct queries, proportionally more time.")
+    diversity_temperature: float = Field(default=0.5, description="Temperature of the extra samples (top_k as "
+                                         "above); 1.0 drops grounding to 73% on the demo.")
 
 
 def output_ngram_guard(prompt_length: int, size: int):
@@ -157,7 +162,7 @@ class TransformersBackend:
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens
         # the marker as the tokenizer writes it after a newline: what a finished row's last tokens decode to
-        self._stop_window = len(self.tokenizer("\n" + STOP_MARKER, add_special_tokens=False)["input_ids"]) + 1
+        self._stop_window = len(self.tokenizer("\n" + END_MARKER, add_special_tokens=False)["input_ids"]) + 1
 
     def generate(self, prompts: list[str], sampling: SamplingSettings) -> list[Generation]:
         import torch
@@ -209,7 +214,7 @@ class TransformersBackend:
                         finished[position] = True
                         continue
                     tokens[row].append(token)
-                    finished[position] = (step >= sampling.min_new_tokens and STOP_MARKER in
+                    finished[position] = (step >= sampling.min_new_tokens and END_MARKER in
                                           self.tokenizer.decode(tokens[row][-self._stop_window :]))
                 if step + 1 == sampling.max_new_tokens or all(finished):
                     break
@@ -276,7 +281,7 @@ class VLLMBackend:
 
         params = SamplingParams(temperature=sampling.temperature,
                                 top_k=sampling.top_k if sampling.temperature > 0 else -1,
-                                max_tokens=sampling.max_new_tokens, seed=sampling.seed, stop=[STOP_MARKER],
+                                max_tokens=sampling.max_new_tokens, seed=sampling.seed, stop=[END_MARKER],
                                 min_tokens=sampling.min_new_tokens, ignore_eos=sampling.min_new_tokens > 0)
         lora = LoRARequest("skim-student", 1, self.adapter_path) if self.adapter_path else None
         results = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=False)
@@ -354,8 +359,8 @@ def generate_sharded(
     for shard in range(n_shards):
         ids = doc_ids[shard * shard_size : (shard + 1) * shard_size]
         shard_prompts = prompts[shard * shard_size : (shard + 1) * shard_size]
-        shard_sampling = SamplingSettings(**{**asdict(sampling), "seed": sampling.seed + shard})
-        decoding = {k: v for k, v in asdict(shard_sampling).items() if k not in _ACROSS_OUTPUTS}
+        shard_sampling = sampling.with_(seed=sampling.seed + shard)
+        decoding = {k: v for k, v in shard_sampling.as_dict().items() if k not in _ACROSS_OUTPUTS}
         fingerprint = _fingerprint(ids, shard_prompts, {**(settings or {}), **decoding})
         data_path = checkpoint_dir / f"shard-{shard:05d}.parquet"
         manifest_path = checkpoint_dir / f"shard-{shard:05d}.json"
@@ -396,8 +401,7 @@ def sample_settings(sampling: SamplingSettings, sample: int) -> SamplingSettings
     `diversity_temperature` from its own seed."""
     if sample == 0:
         return sampling
-    return SamplingSettings(**{**asdict(sampling), "temperature": sampling.diversity_temperature,
-                               "seed": sampling.seed + 100_003 * sample})
+    return sampling.with_(temperature=sampling.diversity_temperature, seed=sampling.seed + 100_003 * sample)
 
 
 def generate_samples(

@@ -11,26 +11,37 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from pydantic import Field
 
 from .formats import PAIRS_SCHEMA
 from .retrieval import exact_topk, hnsw_topk, neighbour_frame, similarity_weight
+from .settings import Settings
 from .storage import write_json_atomic, write_parquet_atomic
 
 
-@dataclass
-class MappingSettings:
-    k: int = 10  # neighbours per synthetic query (reference: 10 of 200 candidates)
-    tau: float = 0.8  # keep (1 + cos) / 2 >= tau
-    m: int = 32  # hnswlib M
-    ef_construction: int = 200
-    ef_search: int = 200
-    recall_sample: int = 1000  # synthetic queries checked against exact search
-    seed: int = 0
+DEFAULT_TAU = 0.8  # the paper's threshold on (1 + cos) / 2; a dataset's spec may set its own
+
+
+class MappingSettings(Settings):
+    """hnswlib search and the threshold. `tau` and `seed` left at None take the dataset's (its spec's) values."""
+
+    k: int = Field(default=10, description="Nearest train queries per synthetic query (reference: 10 of 200).")
+    tau: float | None = Field(default=None, description="Keep (1 + cos) / 2 >= tau; None = the dataset's tau "
+                              f"(default {DEFAULT_TAU}).")
+    m: int = Field(default=32, description="hnswlib M.")
+    ef_construction: int = Field(default=200, description="hnswlib ef_construction.")
+    ef_search: int = Field(default=200, description="hnswlib ef at query time.")
+    recall_sample: int = Field(default=1000, description="Synthetic queries checked against exact search "
+                               "(the hnsw recall figure).")
+    seed: int | None = Field(default=None, description="Seed of the recall sample; None = the dataset's seed.")
+
+    @property
+    def threshold(self) -> float:
+        return DEFAULT_TAU if self.tau is None else self.tau
 
 
 def text_hash(text: str) -> str:
@@ -78,7 +89,7 @@ def mapping_candidates(synthetic_vectors: np.ndarray, train_query_ids: list[str]
     k = min(settings.k, len(train_query_ids))
     neighbours, cosines = hnsw_topk(synthetic_vectors, train_vectors, k, m=settings.m,
                                     ef_construction=settings.ef_construction, ef_search=settings.ef_search,
-                                    seed=settings.seed)
+                                    seed=settings.seed or 0)
     candidates = neighbour_frame(np.arange(len(synthetic_vectors)), train_query_ids, neighbours, cosines,
                                  "synthetic", "query_id")
     return candidates.cast(CANDIDATES_SCHEMA), hnsw_recall(synthetic_vectors, train_vectors, neighbours, k, settings)
@@ -128,7 +139,7 @@ def map_to_train_queries(
 ) -> tuple[pl.DataFrame, dict]:
     """New weighted pairs (query_id, doc_id, weight, source) and statistics (scores, hnsw recall)."""
     candidates, recall = mapping_candidates(synthetic_vectors, train_query_ids, train_vectors, settings)
-    pairs = candidates_to_pairs(candidates, synthetic_doc_ids, settings.tau, source)
+    pairs = candidates_to_pairs(candidates, synthetic_doc_ids, settings.threshold, source)
     return pairs, mapping_stats(candidates, pairs, recall)
 
 
@@ -152,7 +163,7 @@ def map_incrementally(
     """
     state_dir = Path(state_dir)
     identity = hashlib.sha1(json.dumps([identity, settings.k, settings.m, settings.ef_construction,
-                                        settings.ef_search, settings.seed]).encode()).hexdigest()
+                                        settings.ef_search, settings.seed or 0]).encode()).hexdigest()
     state_path, candidates_path, searched_path = (state_dir / "state.json", state_dir / "candidates.parquet",
                                                   state_dir / "searched.parquet")
     previous = None
@@ -177,7 +188,7 @@ def map_incrementally(
                          state_dir / "synthetic.parquet")
     write_parquet_atomic(pl.DataFrame({"query_id": list(train_query_ids)}, schema={"query_id": pl.String}), searched_path)
     write_json_atomic({"identity": identity, "train_queries": len(train_query_ids)}, state_path)
-    pairs = candidates_to_pairs(candidates, synthetic_doc_ids, settings.tau, source)
+    pairs = candidates_to_pairs(candidates, synthetic_doc_ids, settings.threshold, source)
     return pairs, mapping_stats(candidates, pairs, recall) | {
         "train_queries_searched": len(new_rows), "incremental": previous is not None}
 
@@ -194,7 +205,7 @@ def read_mapping_state(state_dir: str | Path) -> tuple[pl.DataFrame, list[str]]:
 
 def hnsw_recall(queries: np.ndarray, items: np.ndarray, approx: np.ndarray, k: int, settings: MappingSettings) -> float:
     """recall@k of the hnswlib neighbours against exact search on a sample of the queries."""
-    rng = np.random.default_rng(settings.seed)
+    rng = np.random.default_rng(settings.seed or 0)
     sample = rng.choice(len(queries), size=min(settings.recall_sample, len(queries)), replace=False)
     exact, _ = exact_topk(queries[sample], items, k)
     return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx[sample], exact)]))

@@ -16,24 +16,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from .retrieval import blocked_topk, topk_rows
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class OvaHeadConfig:
-    epochs: int = 30
-    learning_rate: float = 0.02
-    batch_size: int = 256  # queries per step
-    shortlist: int = 20  # hard negatives per query, re-mined every epoch (corpora above full_loss_max_documents)
+class OvaHeadConfig(Settings):
+    """One-vs-all head training settings."""
+
+    epochs: int = Field(default=30, description="Passes over the training queries.")
+    learning_rate: float = Field(default=0.02, description="Adam learning rate of the classifiers.")
+    batch_size: int = Field(default=256, description="Queries per step.")
+    shortlist: int = Field(default=20, description="Hard negatives per query, re-mined every epoch, on corpora "
+                           "larger than full_loss_max_documents.")
     # Renée's full one-vs-all loss: up to this many documents every document is a negative of every query (a
     # [batch, documents] matrix per step, cheap at this size); above it, the hard-negative shortlist stands in.
-    full_loss_max_documents: int = 20_000
-    scale: float = 10.0  # logits = scale * (q . w_d) + b_d, so unit-norm features give useful margins
-    weight_decay: float = 0.0
-    seed: int = 0
+    full_loss_max_documents: int = Field(default=20_000, description="Up to this many documents, every document "
+                                         "is a negative of every query (full loss).")
+    scale: float = Field(default=10.0, description="logits = scale * (q . w_d) + b_d, so unit-norm features give "
+                         "useful margins.")
+    weight_decay: float = Field(default=0.0, description="Adam weight decay.")
+    seed: int = Field(default=0, description="Shuffling seed.")
 
 
 @dataclass

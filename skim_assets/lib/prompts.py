@@ -22,15 +22,12 @@ the output header on its own line) and learns to answer with :func:`student_targ
 then :data:`END_MARKER`). After distillation the task lives in the weights, so the prompt carries no
 instruction. :func:`skim_assets.lib.parsing.parse_generated_queries` reads both teacher and student outputs.
 
-Everything here is deterministic: the same inputs give the same text, hence the same
-:func:`prompt_fingerprint` (a cache key part for teacher responses).
+Everything here is deterministic: the same inputs give the same text (the teacher response cache keys on it).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 PROMPT_STYLES = ("url-queries", "wiki-categories")
 
@@ -41,7 +38,7 @@ END_MARKER = "<end>"
 #: Metadata caps in words for the teacher (~750 tokens / ~1,000 tokens at ~0.75 words per token).
 DEFAULT_METADATA_WORDS = {"url-queries": 560, "wiki-categories": 750}
 #: Known queries shown to the teacher / student: the first few, after cleaning.
-MAX_KNOWN_QUERIES = 5
+MAX_KNOWN_QUERIES = 3  # a document's known queries shown in its prompts: the paper shows a few
 #: Titles are short identifiers; a pathological one is cut to this many words.
 MAX_TITLE_WORDS = 48
 
@@ -280,30 +277,3 @@ def student_target(queries: list[str]) -> str:
     """
     lines = [" ".join(str(q).split()) for q in queries]
     return "\n".join([*(line for line in lines if line), END_MARKER])
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Fingerprints
-# --------------------------------------------------------------------------------------------------------------
-
-
-def prompt_fingerprint(messages_or_text: str | Sequence[Mapping[str, str]] | Mapping[str, str]) -> str:
-    """Stable sha256 hex digest of a canonical JSON form of a prompt (a string, a message, or a message list).
-
-    Canonical: keys sorted, no insignificant whitespace, UTF-8 kept as is. A string and a one-element message
-    list never collide, since the JSON types differ.
-    """
-    if isinstance(messages_or_text, str):
-        payload: object = messages_or_text
-    elif isinstance(messages_or_text, Mapping):
-        payload = dict(messages_or_text)
-    elif isinstance(messages_or_text, Sequence):
-        payload = []
-        for item in messages_or_text:
-            if not isinstance(item, Mapping):
-                raise TypeError(f"expected chat messages (mappings), got an item of type {type(item).__name__}")
-            payload.append(dict(item))
-    else:
-        raise TypeError(f"expected a prompt string or chat messages, got {type(messages_or_text).__name__}")
-    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
