@@ -75,3 +75,17 @@ def test_saved_encoder_reloads_identically(encoder, tmp_path):
 def test_missing_model_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         TextEncoder(tmp_path)
+
+
+def test_a_trained_retriever_loads_in_sentence_transformers_with_the_same_vectors(tmp_path):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    encoder = TextEncoder(device="cpu")
+    train_dual_encoder(encoder, PAIRS, QUERIES, DOCUMENTS, DualEncoderConfig(epochs=1, batch_size=6, log_every_s=1e9))
+    folder = encoder.save(tmp_path / "encoder")
+    texts = [*QUERIES["text"].to_list(), *DOCUMENTS["title"].to_list()]
+    ours = TextEncoder(folder, device="cpu").encode(texts)
+    theirs = sentence_transformers.SentenceTransformer(str(folder), device="cpu").encode(texts)
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    pretrained = TextEncoder(device="cpu").encode(texts)
+    assert np.abs(ours - pretrained).max() > 1e-3  # the saved folder holds the trained weights, not the bundled ones

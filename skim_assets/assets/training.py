@@ -61,7 +61,7 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.A
         report = train_dual_encoder(model, pairs, queries, documents, config, progress=context.log.info,
                                     query_max_length=encoder.query_max_length, doc_max_length=encoder.doc_max_length)
         with atomic_directory(storage.artifact_dir(name, dataset)) as tmp:
-            model.save(tmp / RETRIEVER_FOLDER)
+            model.save(tmp / RETRIEVER_FOLDER, max(encoder.query_max_length, encoder.doc_max_length))
             # the pairs' digest tells the model-refresh schedule whether this model is stale
             (tmp / "training.json").write_text(json.dumps(
                 report.__dict__ | {"pairs_sha1": file_digest(storage.table_path(pairs_asset, dataset))}, indent=2))

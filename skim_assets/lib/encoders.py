@@ -95,20 +95,24 @@ class TextEncoder(torch.nn.Module):
         self.model.train(was_training)
         return out
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write a sentence-transformers-compatible folder (model, tokenizer, pooling config)."""
+    def save(self, out_dir: str | Path, max_seq_length: int | None = None) -> Path:
+        """Write a sentence-transformers folder: the transformer and tokenizer, `modules.json` (Transformer ->
+        Pooling -> Normalize), the pooling config and `sentence_bert_config.json`, so `SentenceTransformer(out_dir)`
+        gives the vectors `encode` gives (a test checks it)."""
         out_dir = Path(out_dir)
         self.model.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
         (out_dir / "1_Pooling").mkdir(exist_ok=True)
-        (out_dir / POOLING_CONFIG).write_text(
-            json.dumps(
-                {
-                    "word_embedding_dimension": self.dim,
-                    "pooling_mode_cls_token": self.pooling == "cls",
-                    "pooling_mode_mean_tokens": self.pooling == "mean",
-                },
-                indent=2,
-            )
-        )
+        (out_dir / POOLING_CONFIG).write_text(json.dumps({
+            "word_embedding_dimension": self.dim,
+            "pooling_mode_cls_token": self.pooling == "cls",
+            "pooling_mode_mean_tokens": self.pooling == "mean",
+        }, indent=2))
+        (out_dir / "2_Normalize").mkdir(exist_ok=True)
+        modules = [("0", "", "Transformer"), ("1", "1_Pooling", "Pooling"), ("2", "2_Normalize", "Normalize")]
+        (out_dir / "modules.json").write_text(json.dumps(
+            [{"idx": i, "name": name, "path": path, "type": f"sentence_transformers.models.{kind}"}
+             for i, (name, path, kind) in enumerate(modules)], indent=2))
+        (out_dir / "sentence_bert_config.json").write_text(json.dumps(
+            {"max_seq_length": max_seq_length or self.max_length, "do_lower_case": False}, indent=2))
         return out_dir
