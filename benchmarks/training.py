@@ -29,6 +29,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import polars as pl
 import torch
 
@@ -57,6 +58,7 @@ DUAL_ENCODER_VARIANTS = {
     "bf16 autocast, shuffled batches": {"precision": "auto", "length_buckets": False},
     "bf16 autocast + length buckets (configured)": {"precision": "auto", "length_buckets": True},
     "configured + cached negatives": {"precision": "auto", "length_buckets": True, "cached_negatives": True},
+    "configured + re-mining every 2 epochs": {"precision": "auto", "length_buckets": True, "remine_every": 2},
 }
 REAL_VARIANTS = ("previous: fp32, shuffled batches", "bf16 autocast + length buckets (configured)",
                  "configured + cached negatives")
@@ -175,6 +177,28 @@ def print_table(title: str, unit: str, results: dict) -> float:
     return configured["per_s"] / baseline
 
 
+def pick_variant(prefix: str) -> str:
+    matches = [name for name in DUAL_ENCODER_VARIANTS if name.startswith(prefix)]
+    if len(matches) != 1:
+        raise SystemExit(f"--variants {prefix!r} matches {matches or 'nothing'}; names: {list(DUAL_ENCODER_VARIANTS)}")
+    return matches[0]
+
+
+def print_seed_spread(by_seed: dict) -> None:
+    """Mean and range over seeds of each variant's test recall and pairs/s."""
+    seeds = list(by_seed)
+    rows = []
+    for variant in by_seed[seeds[0]]:
+        runs = [by_seed[seed][variant] for seed in seeds]
+        cells = []
+        for key in ("R@10", "R@100", "per_s"):
+            values = np.array([r[key] for r in runs])
+            cells.append(f"{values.mean():.2f} ({values.min():.2f}-{values.max():.2f})")
+        rows.append([variant, *cells, ", ".join(f"{r['R@10']:.2f}/{r['R@100']:.2f}" for r in runs)])
+    print(f"\nOver seeds {seeds}: mean (min-max)\n")
+    print(markdown_table(["run", "test R@10", "test R@100", "pairs/s", "R@10/R@100 per seed"], rows))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -189,6 +213,10 @@ def main(argv=None):
                              "sample of --real-pairs train labels for one epoch")
     parser.add_argument("--real-pairs", type=int, default=4096)
     parser.add_argument("--real-epochs", type=int, default=5)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="training seeds of the --real runs: "
+                        "several give each variant's spread (mean and range printed)")
+    parser.add_argument("--variants", nargs="*", help="names (or unique prefixes) of the dual-encoder variants "
+                        "of the --real runs (default: the previous path, the configured one, cached negatives)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     n_documents = args.documents or (24 if args.quick else 160)
@@ -207,11 +235,18 @@ def main(argv=None):
         if tables is None:
             continue
         epochs = args.real_epochs if oracle else 1
-        variants = {name: DUAL_ENCODER_VARIANTS[name] for name in REAL_VARIANTS}
-        dual = dual_encoder_runs(0, epochs, variants=variants, tables=tables, evaluate=oracle)
+        chosen = [pick_variant(v) for v in args.variants] if args.variants else list(REAL_VARIANTS)
+        by_seed = {}
+        for seed in args.seeds:
+            variants = {variant: {**DUAL_ENCODER_VARIANTS[variant], "seed": seed} for variant in chosen}
+            print(f"{name}, seed {seed}:", flush=True)
+            by_seed[seed] = dual_encoder_runs(0, epochs, variants=variants, tables=tables, evaluate=oracle)
+        dual = by_seed[args.seeds[0]]
         ratio = print_table(f"Dual encoder on {name} titles ({tables[0].height} train pairs, {epochs} epoch(s), "
-                            f"batch 64, 2 mined hard negatives):", "pairs", dual)
+                            f"batch 64, 2 mined hard negatives; seed {args.seeds[0]}):", "pairs", dual)
         print(f"\nThe configured path trains {ratio:.2f}x the pairs/s of the previous one on {name}.")
+        if len(args.seeds) > 1 and oracle:
+            print_seed_spread(by_seed)
     if not args.skip_lora:
         base = smollm2_path()
         lora = lora_runs(base, n_examples, max_prompt_tokens=96 if args.quick else 320)
