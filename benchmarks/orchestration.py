@@ -229,7 +229,7 @@ def dagster_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float
     """`skim demo`'s path restricted to SUBSET: returns seconds split into asset steps, check steps and the rest."""
     import dagster as dg
 
-    from skim_assets.checks import all_checks
+    from skim_assets.definitions import all_checks
     from skim_assets.cli import _instance, register_dataset
     from skim_assets.definitions import defs
 

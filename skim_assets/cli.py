@@ -13,7 +13,9 @@ def _use_root(root: str) -> Path:
     root_path = Path(root).expanduser().resolve()
     os.environ["SKIM_DATA_ROOT"] = str(root_path)
     os.environ.setdefault("DAGSTER_HOME", str(root_path / ".dagster"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    from .deployment import install_instance_config
+
+    install_instance_config(os.environ["DAGSTER_HOME"])  # the `gpu` pool's limit across runs
     return root_path
 
 
@@ -33,6 +35,39 @@ def register_dataset(name: str, instance) -> None:
 
 
 LOG_LEVEL_ENV = "SKIM_LOG_LEVEL"
+CLI_PID_TAG, CLI_HOST_TAG = "skim/cli_pid", "skim/cli_host"  # which `skim` process runs a run in-process
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_cli_runs(instance) -> list[str]:
+    """Runs a `skim` process on this machine started and never finished because the process is gone (killed,
+    machine restarted): marked failed, and their `gpu` pool slots freed. Without this, a killed run would hold
+    its slot forever and every later model step would wait for it."""
+    import socket
+
+    import dagster as dg
+
+    reaped = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED],
+                                                       tags={CLI_HOST_TAG: socket.gethostname()})):
+        pid = int(run.tags.get(CLI_PID_TAG, "0") or 0)
+        if pid and pid != os.getpid() and not _process_alive(pid):
+            instance.report_run_failed(run, f"the skim process (pid {pid}) that ran it is gone")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            reaped.append(run.run_id)
+    if reaped:
+        print(f"marked {len(reaped)} run(s) of a killed skim process as failed and freed their pool slots: "
+              f"{', '.join(r[:8] for r in reaped)}")
+    return reaped
 
 
 def materialize_dataset(name: str, instance, run_config: dict | None = None, job_name: str = "skim_pipeline",
@@ -57,7 +92,11 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
     # SKIM_LOG_LEVEL=DEBUG brings it back. The instance's event log keeps every event for the UI either way.
     console = {"console": {"config": {"log_level": os.environ.get(LOG_LEVEL_ENV, "INFO").upper()}}}
     run_config = {"loggers": console, **(run_config or {})}
-    result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config,
+    import socket
+
+    reap_dead_cli_runs(instance)
+    tags = {CLI_PID_TAG: str(os.getpid()), CLI_HOST_TAG: socket.gethostname()}
+    result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config, tags=tags,
                                     raise_on_error=False, asset_selection=selection)
     return result.success
 

@@ -5,17 +5,22 @@ import os
 import dagster as dg
 
 from .assets.baselines import baseline_pair_assets
-from .assets.datasets import click_log_pairs, dataset_tables
-from .assets.distillation import base_slm, lora_adapter, lora_adapter_no_metadata, teacher_demonstrations
-from .assets.evaluation import comparison_report, label_repair_report, retrieval_metrics
-from .assets.generation import generation_assets
-from .assets.mapping import mapping_assets
-from .assets.ova import ova_assets
-from .checks import all_checks
+from .assets.datasets import click_log_pairs, dataset_checks, dataset_tables
+from .assets.distillation import (
+    base_slm,
+    distillation_checks,
+    lora_adapter,
+    lora_adapter_no_metadata,
+    teacher_demonstrations,
+)
+from .assets.evaluation import comparison_report, evaluation_checks, label_repair_report, retrieval_metrics
+from .assets.generation import generation_assets, generation_checks
+from .assets.mapping import mapping_assets, mapping_checks
+from .assets.ova import ova_assets, ova_checks
 from .deployment import build_executor
 from .assets.simulation import simulated_clicks
 from .assets.sweeps import sweep_assets
-from .assets.training import retriever_assets, train_pairs
+from .assets.training import retriever_assets, train_pairs, training_checks
 from .jobs import click_refresh_job, model_refresh_job, skim_core_job, skim_pipeline_job
 from .resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource
 from .sensors import click_log_sensor, dataset_folder_sensor, model_refresh_schedule, table_automation_sensor
@@ -25,6 +30,11 @@ ASSETS = [
     retrieval_metrics, comparison_report, label_repair_report,
     teacher_demonstrations, base_slm, lora_adapter, lora_adapter_no_metadata, *generation_assets, *mapping_assets,
     *baseline_pair_assets, *sweep_assets,
+]
+# Every asset check, each defined beside the asset it guards (`assets/<stage>.py`, machinery in `assets/checking.py`).
+all_checks: list = [
+    *dataset_checks, *distillation_checks, *generation_checks, *mapping_checks, *training_checks, *ova_checks,
+    *evaluation_checks,
 ]
 TEACHER_API_KEY_ENV = "SKIM_TEACHER_API_KEY"
 

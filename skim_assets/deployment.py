@@ -9,6 +9,8 @@
 """
 
 import os
+import shutil
+from pathlib import Path
 
 import dagster as dg
 
@@ -19,6 +21,19 @@ DEPLOYMENTS = ("local", "k8s")
 GPU_TAGS = {"skim/resource": "gpu"}
 LOCAL_MAX_CONCURRENT = 2
 K8S_MAX_CONCURRENT = 16  # steps in flight (CPU steps; GPU steps are bounded by the cluster's GPUs)
+
+
+INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")  # the `gpu` pool's limit across runs
+
+
+def install_instance_config(dagster_home: str | Path) -> bool:
+    """Copy the shipped dagster.yaml into `dagster_home` unless one is there; True when it was copied."""
+    target = Path(dagster_home) / "dagster.yaml"
+    if target.exists():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(INSTANCE_CONFIG, target)
+    return True
 
 
 def deployment() -> str:

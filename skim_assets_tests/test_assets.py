@@ -13,8 +13,7 @@ from skim_assets.assets.distillation import LoraAdapterConfig, TeacherDemonstrat
 from skim_assets.assets.generation import SyntheticQueriesConfig, generation_assets
 from skim_assets.assets.ova import OVA_HEADS
 from skim_assets.assets.training import METHODS, RETRIEVERS, RetrieverTrainingConfig, train_pairs
-from skim_assets.checks import all_checks
-from skim_assets.definitions import ASSETS, defs
+from skim_assets.definitions import ASSETS, all_checks, defs
 from skim_assets.partitions import dataset_partitions
 from skim_assets.resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource
 from skim_assets.sensors import dataset_folder_sensor

@@ -12,9 +12,13 @@ import torch
 from safetensors.numpy import save_file
 from safetensors.torch import save_file as save_torch_file
 
-from skim_assets import checks
-from skim_assets.assets.ova import OVA_HEADS
-from skim_assets.assets.training import RETRIEVERS
+from skim_assets.assets.datasets import documents_check, queries_check, relevance_labels_check
+from skim_assets.assets.distillation import lora_weight_checks, teacher_demonstrations_check
+from skim_assets.assets.evaluation import metric_range_check, skim_beats_base_check
+from skim_assets.assets.generation import synthetic_queries_checks
+from skim_assets.assets.mapping import DEFAULT_TAU, mapped_pairs_checks
+from skim_assets.assets.ova import OVA_HEADS, ova_weight_checks
+from skim_assets.assets.training import RETRIEVERS, retriever_weight_checks
 from skim_assets.partitions import dataset_partitions
 from skim_assets.resources import StorageResource
 
@@ -78,17 +82,17 @@ def dataset_tables(storage):
 
 
 def test_dataset_table_checks_pass_on_canonical_tables(dataset_tables):
-    for check in (checks.documents_check, checks.queries_check, checks.relevance_labels_check):
+    for check in (documents_check, queries_check, relevance_labels_check):
         result = run(check, dataset_tables)
         assert result.passed, result.description
         assert meta(result, "dataset") == DATASET
         assert meta(result, "missing_columns") == [] and meta(result, "extra_columns") == []
-    assert meta(run(checks.queries_check, dataset_tables), "test_queries") == 1
+    assert meta(run(queries_check, dataset_tables), "test_queries") == 1
 
 
 def test_documents_check_fails_on_duplicate_ids_and_empty_titles(storage):
     write(storage, "documents", documents(doc_id=["d0", "d0", "d2", "d3"], title=["a", " ", "c", None]))
-    result = run(checks.documents_check, storage)
+    result = run(documents_check, storage)
     assert not result.passed and result.severity == ERROR
     assert meta(result, "duplicate_doc_ids") == 1
     assert meta(result, "empty_titles") == 2
@@ -97,7 +101,7 @@ def test_documents_check_fails_on_duplicate_ids_and_empty_titles(storage):
 
 def test_documents_check_fails_on_non_canonical_columns(storage):
     write(storage, "documents", documents().drop("metadata").with_columns(pl.lit(1).alias("score")))
-    result = run(checks.documents_check, storage)
+    result = run(documents_check, storage)
     assert not result.passed and result.severity == ERROR
     assert meta(result, "missing_columns") == ["metadata"]
     assert meta(result, "extra_columns") == ["score"]
@@ -105,19 +109,19 @@ def test_documents_check_fails_on_non_canonical_columns(storage):
 
 def test_queries_check_fails_on_wrong_dtype_and_on_empty_text(storage):
     write(storage, "queries", queries(split=[1, 1, 2]))
-    result = run(checks.queries_check, storage)
+    result = run(queries_check, storage)
     assert not result.passed and result.severity == ERROR
     assert meta(result, "wrong_dtypes") == {"split": "Int64"}
 
     write(storage, "queries", queries(text=["alpha", "", "gamma"]))
-    result = run(checks.queries_check, storage)
+    result = run(queries_check, storage)
     assert not result.passed and result.severity == ERROR
     assert meta(result, "empty_texts") == 1 and meta(result, "duplicate_query_ids") == 0
 
 
 def test_relevance_labels_check_fails_on_unknown_ids(dataset_tables):
     write(dataset_tables, "relevance_labels", qrels(query_id=["q0", "q1", "q9"], doc_id=["d0", "d7", "d7"]))
-    result = run(checks.relevance_labels_check, dataset_tables)
+    result = run(relevance_labels_check, dataset_tables)
     assert not result.passed and result.severity == ERROR
     assert meta(result, "unknown_query_ids") == 1 and meta(result, "unknown_doc_ids") == 1
     assert meta(result, "unknown_doc_id_examples") == ["d7"]
@@ -125,7 +129,7 @@ def test_relevance_labels_check_fails_on_unknown_ids(dataset_tables):
 
 def test_dataset_table_check_reports_a_missing_table_as_error(storage):
     write(storage, "relevance_labels", qrels())  # no documents / queries tables
-    result = run(checks.relevance_labels_check, storage)
+    result = run(relevance_labels_check, storage)
     assert not result.passed and result.severity == ERROR
     assert "missing" in result.description
 
@@ -152,7 +156,7 @@ def raw_outputs(doc_ids, texts=None):
 def test_teacher_parse_rate(storage, parsed_docs, passed, severity, rate):
     write(storage, "teacher_demonstrations", raw_outputs(["d0", "d1", "d2", "d3"]), "raw")
     write(storage, "teacher_demonstrations", demonstrations(parsed_docs))
-    result = run(checks.teacher_demonstrations_check, storage)
+    result = run(teacher_demonstrations_check, storage)
     assert result.passed is passed
     if not passed:
         assert result.severity == severity
@@ -168,7 +172,7 @@ def synthetic(query_texts, doc_ids=None):
 
 
 def synthetic_check(asset="synthetic_queries"):
-    return find(checks.synthetic_queries_checks, asset)
+    return find(synthetic_queries_checks, asset)
 
 
 def test_synthetic_queries_pass_with_distinct_queries(storage):
@@ -209,7 +213,7 @@ def pairs(weights, doc_ids=None):
 
 
 def mapped_check(asset="mapped_pairs"):
-    return find(checks.mapped_pairs_checks, asset)
+    return find(mapped_pairs_checks, asset)
 
 
 def test_mapped_pairs_pass_within_the_datasets_tau(storage):
@@ -230,7 +234,7 @@ def test_mapped_pairs_fail_below_the_default_tau_and_above_one(storage):
     write(storage, "mapped_pairs", pairs([0.79, 0.9, 1.01, float("nan")]))
     result = run(mapped_check(), storage)
     assert not result.passed and result.severity == ERROR
-    assert meta(result, "tau") == checks.DEFAULT_TAU
+    assert meta(result, "tau") == DEFAULT_TAU
     assert meta(result, "weights_outside_range") == 3
 
 
@@ -254,7 +258,7 @@ def retriever_file(storage, name="skim_retriever"):
 def test_retriever_weights_finite_pass(storage):
     save_file({"embeddings.weight": np.ones((3, 4), dtype=np.float32), "position_ids": np.arange(4)},
               str(retriever_file(storage)))
-    result = run(find(checks.retriever_weight_checks, "skim_retriever"), storage)
+    result = run(find(retriever_weight_checks, "skim_retriever"), storage)
     assert result.passed
     assert meta(result, "tensors") == 2 and meta(result, "parameters") == 16
     assert meta(result, "nonfinite_values") == 0
@@ -265,7 +269,7 @@ def test_retriever_weights_with_nan_fail(storage):
     weight[1, 2] = np.nan
     weight[0, 0] = np.inf
     save_file({"embeddings.weight": weight, "bias": np.zeros(4, dtype=np.float32)}, str(retriever_file(storage)))
-    result = run(find(checks.retriever_weight_checks, "skim_retriever"), storage)
+    result = run(find(retriever_weight_checks, "skim_retriever"), storage)
     assert not result.passed and result.severity == ERROR
     assert meta(result, "nonfinite_values") == 2
     assert meta(result, "nonfinite_tensor_examples") == ["embeddings.weight"]
@@ -273,7 +277,7 @@ def test_retriever_weights_with_nan_fail(storage):
 
 def test_retriever_weights_missing_file_fail(storage):
     storage.artifact_dir("base_retriever", DATASET).mkdir(parents=True)
-    result = run(find(checks.retriever_weight_checks, "base_retriever"), storage)
+    result = run(find(retriever_weight_checks, "base_retriever"), storage)
     assert not result.passed and result.severity == ERROR
     assert "no weights file" in result.description
 
@@ -286,7 +290,7 @@ def lora_file(storage):
 
 def test_lora_adapter_bf16_weights_pass(storage):
     save_torch_file({"lora_A.weight": torch.ones(2, 8, dtype=torch.bfloat16)}, str(lora_file(storage)))
-    result = run(find(checks.lora_weight_checks, "lora_adapter"), storage)
+    result = run(find(lora_weight_checks, "lora_adapter"), storage)
     assert result.passed and meta(result, "parameters") == 16
 
 
@@ -294,7 +298,7 @@ def test_lora_adapter_inf_weights_fail(storage):
     tensor = torch.ones(2, 8, dtype=torch.bfloat16)
     tensor[1, 1] = float("-inf")
     save_torch_file({"lora_A.weight": tensor, "lora_B.weight": torch.zeros(8, 2)}, str(lora_file(storage)))
-    result = run(find(checks.lora_weight_checks, "lora_adapter"), storage)
+    result = run(find(lora_weight_checks, "lora_adapter"), storage)
     assert not result.passed and result.severity == ERROR
     assert meta(result, "nonfinite_values") == 1 and meta(result, "nonfinite_tensors") == 1
 
@@ -308,7 +312,7 @@ def ova_file(storage, name="base_ova_head"):
 def test_ova_head_finite_pass(storage):
     np.savez(ova_file(storage), weights=np.ones((4, 3), dtype=np.float32), biases=np.zeros(4, dtype=np.float32),
              doc_ids=np.array(["d0", "d1", "d2", "d3"]))
-    result = run(find(checks.ova_weight_checks, "base_ova_head"), storage)
+    result = run(find(ova_weight_checks, "base_ova_head"), storage)
     assert result.passed
     assert meta(result, "tensors") == 2 and meta(result, "parameters") == 16  # doc_ids (strings) skipped
 
@@ -316,7 +320,7 @@ def test_ova_head_finite_pass(storage):
 def test_ova_head_nonfinite_or_incomplete_fail(storage):
     path = ova_file(storage)
     np.savez(path, weights=np.full((4, 3), np.nan, dtype=np.float32), biases=np.zeros(4, dtype=np.float32))
-    check = find(checks.ova_weight_checks, "base_ova_head")
+    check = find(ova_weight_checks, "base_ova_head")
     result = run(check, storage)
     assert not result.passed and result.severity == ERROR
     assert meta(result, "nonfinite_values") == 12
@@ -342,7 +346,7 @@ def metrics(skim_r100=0.6, base_r100=0.5, **overrides):
 
 def test_metrics_in_unit_interval_pass(storage):
     write(storage, "retrieval_metrics", metrics())
-    result = run(checks.metric_range_check, storage)
+    result = run(metric_range_check, storage)
     assert result.passed
     assert "queries" not in meta(result, "metric_columns")
     assert meta(result, "values_outside_0_1") == 0
@@ -352,7 +356,7 @@ def test_metrics_outside_unit_interval_fail(storage):
     frame = metrics().with_columns(pl.when(pl.col("test_set") == "biased").then(1.2).otherwise(pl.col("P@1")).alias("P@1"),
                                    pl.lit(float("nan")).alias("nDCG@10"))
     write(storage, "retrieval_metrics", frame)
-    result = run(checks.metric_range_check, storage)
+    result = run(metric_range_check, storage)
     assert not result.passed and result.severity == ERROR
     assert meta(result, "bad_columns") == {"P@1": 2, "nDCG@10": 4}
 
@@ -360,22 +364,22 @@ def test_metrics_outside_unit_interval_fail(storage):
 def test_metrics_one_up_to_float_rounding_pass(storage):
     # PSP@k of a perfect ranking is a ratio of equal means: 1.0000000000000002 must not fail the run
     write(storage, "retrieval_metrics", metrics().with_columns(pl.lit(1.0000000000000002).alias("P@1")))
-    assert run(checks.metric_range_check, storage).passed
+    assert run(metric_range_check, storage).passed
 
 
 def test_skim_beats_base_passes(storage):
     write(storage, "retrieval_metrics", metrics(skim_r100=0.62, base_r100=0.5))
-    result = run(checks.skim_beats_base_check, storage)
+    result = run(skim_beats_base_check, storage)
     assert result.passed
     assert meta(result, "skim_minus_base") == 0.12
 
 
 def test_skim_not_beating_base_warns(storage):
     write(storage, "retrieval_metrics", metrics(skim_r100=0.5, base_r100=0.5))
-    result = run(checks.skim_beats_base_check, storage)
+    result = run(skim_beats_base_check, storage)
     assert not result.passed and result.severity == WARN
     assert meta(result, "skim_retriever") == 0.5 and meta(result, "base_retriever") == 0.5
-    assert spec_of(checks.skim_beats_base_check).blocking is False
+    assert spec_of(skim_beats_base_check).blocking is False
 
 
 # ----------------------------------------------------------------------------------------------- partitions, wiring
@@ -384,14 +388,14 @@ def test_skim_not_beating_base_warns(storage):
 def test_without_partition_key_every_dataset_folder_is_checked(storage):
     write(storage, "retrieval_metrics", metrics(), dataset="good")
     write(storage, "retrieval_metrics", metrics(**{"R@10": 1.5}), dataset="bad")
-    result = run(checks.metric_range_check, storage)
+    result = run(metric_range_check, storage)
     assert not result.passed and result.severity == ERROR
     assert meta(result, "datasets") == ["bad", "good"] and meta(result, "failed_datasets") == ["bad"]
     assert meta(result, "good/values_outside_0_1") == 0 and meta(result, "bad/values_outside_0_1") == 4
 
 
 def test_no_materialized_dataset_is_an_error(storage):
-    result = run(checks.documents_check, storage)
+    result = run(documents_check, storage)
     assert not result.passed and result.severity == ERROR
 
 
@@ -413,7 +417,7 @@ def test_partitioned_run_checks_its_partition_and_a_failing_blocking_check_skips
     instance.add_dynamic_partitions(dataset_partitions.name, ["good", "bad"])
     outcomes = {}
     for dataset in ("good", "bad"):
-        result = dg.materialize([stub, downstream, checks.teacher_demonstrations_check], partition_key=dataset,
+        result = dg.materialize([stub, downstream, teacher_demonstrations_check], partition_key=dataset,
                                 instance=instance, resources={"storage": storage}, raise_on_error=False)
         (evaluation,) = result.get_asset_check_evaluations()
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
@@ -422,9 +426,9 @@ def test_partitioned_run_checks_its_partition_and_a_failing_blocking_check_skips
 
 
 def test_every_model_asset_has_a_blocking_weights_check_and_all_checks_load():
-    from skim_assets.definitions import ASSETS, build_resources
+    from skim_assets.definitions import ASSETS, all_checks, build_resources
 
-    specs = [spec_of(c) for c in checks.all_checks]
+    specs = [spec_of(c) for c in all_checks]
     weight_checked = {s.asset_key.to_user_string() for s in specs if s.name == "weights_finite" and s.blocking}
     assert set(RETRIEVERS) | set(OVA_HEADS) | {"lora_adapter", "lora_adapter_no_metadata"} <= weight_checked
     assert all(s.partitions_def == dataset_partitions for s in specs)
@@ -432,5 +436,5 @@ def test_every_model_asset_has_a_blocking_weights_check_and_all_checks_load():
     assert {"documents:documents_valid", "teacher_demonstrations:parse_rate", "mapped_pairs:weights_within_tau",
             "skim_retriever:weights_finite", "retrieval_metrics:metrics_in_unit_interval"} <= blocking
     assert "retrieval_metrics:skim_beats_base_unbiased_r100" not in blocking
-    defs = dg.Definitions(assets=ASSETS, asset_checks=checks.all_checks, resources=build_resources())
-    assert len(defs.resolve_asset_graph().asset_check_keys) == len(checks.all_checks)
+    defs = dg.Definitions(assets=ASSETS, asset_checks=all_checks, resources=build_resources())
+    assert len(defs.resolve_asset_graph().asset_check_keys) == len(all_checks)

@@ -4,11 +4,25 @@
 import time
 
 import dagster as dg
+import polars as pl
 
 from ..lib.clicklogs import aggregate_click_logs, click_log_files
 from ..lib.datasets import CLICKS_FOLDER, TABLE_ASSETS, import_tables, read_spec
+from ..lib.formats import DOCUMENTS_SCHEMA, QRELS_SCHEMA, QUERIES_SCHEMA, SPLITS
 from ..partitions import dataset_partitions
 from ..resources import StorageResource
+from .checking import (
+    ERROR,
+    Outcome,
+    build_check,
+    duplicate_count,
+    empty_text_count,
+    examples,
+    fail,
+    ok,
+    schema_problems,
+    unknown_values,
+)
 from .common import table_metadata
 
 DATASET_TABLES = TABLE_ASSETS
@@ -87,3 +101,76 @@ def click_log_pairs(context: dg.AssetExecutionContext, storage: StorageResource)
             "total_clicks": dg.MetadataValue.int(int(aggregate["clicks"].sum()) if aggregate.height else 0),
         }
     )
+
+
+# ----------------------------------------------------------------------------------------------- asset checks
+
+
+def _table_outcome(what: str, frame: pl.DataFrame, schema: dict, counts: dict, extra: dict | None = None) -> Outcome:
+    """Schema problems first (nothing else is meaningful without the columns), then the named bad-row counts."""
+    problems = schema_problems(frame, schema)
+    metadata = {"rows": frame.height, **problems}
+    if any(problems.values()):
+        return fail(ERROR, f"{what}: columns differ from the canonical schema {list(schema)}", **metadata)
+    metadata |= counts | (extra or {})
+    bad = {name: n for name, n in counts.items() if n}
+    if bad:
+        return fail(ERROR, f"{what}: " + ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in bad.items()), **metadata)
+    return ok(f"{what}: {frame.height} rows, canonical schema, unique ids, no empty text", **metadata)
+
+
+def evaluate_documents(storage: StorageResource, dataset: str) -> Outcome:
+    documents = storage.read_table("documents", dataset)
+    if schema_problems(documents, DOCUMENTS_SCHEMA)["missing_columns"]:
+        return _table_outcome("documents", documents, DOCUMENTS_SCHEMA, {})
+    return _table_outcome("documents", documents, DOCUMENTS_SCHEMA, {
+        "empty_doc_ids": empty_text_count(documents["doc_id"]),
+        "duplicate_doc_ids": duplicate_count(documents, ["doc_id"]),
+        "empty_titles": empty_text_count(documents["title"]),
+    })
+
+
+def evaluate_queries(storage: StorageResource, dataset: str) -> Outcome:
+    queries = storage.read_table("queries", dataset)
+    if schema_problems(queries, QUERIES_SCHEMA)["missing_columns"]:
+        return _table_outcome("queries", queries, QUERIES_SCHEMA, {})
+    splits = dict(queries.group_by("split").len().iter_rows())
+    return _table_outcome("queries", queries, QUERIES_SCHEMA, {
+        "empty_query_ids": empty_text_count(queries["query_id"]),
+        "duplicate_query_ids": duplicate_count(queries, ["query_id"]),
+        "empty_texts": empty_text_count(queries["text"]),
+        "unknown_splits": int((~queries["split"].cast(pl.String).is_in(list(SPLITS)).fill_null(False)).sum()),
+    }, {f"{split}_queries": int(splits.get(split, 0)) for split in SPLITS})
+
+
+def evaluate_relevance_labels(storage: StorageResource, dataset: str) -> Outcome:
+    qrels = storage.read_table("relevance_labels", dataset)
+    if schema_problems(qrels, QRELS_SCHEMA)["missing_columns"]:
+        return _table_outcome("relevance_labels", qrels, QRELS_SCHEMA, {})
+    unknown_queries = unknown_values(qrels["query_id"], storage.read_table("queries", dataset)["query_id"])
+    unknown_docs = unknown_values(qrels["doc_id"], storage.read_table("documents", dataset)["doc_id"])
+    return _table_outcome("relevance_labels", qrels, QRELS_SCHEMA, {
+        "duplicate_labels": duplicate_count(qrels, ["query_id", "doc_id"]),
+        "unknown_query_ids": unknown_queries.len(),
+        "unknown_doc_ids": unknown_docs.len(),
+    }, {
+        "labelled_queries": qrels["query_id"].n_unique(),
+        "unknown_query_id_examples": examples(unknown_queries),
+        "unknown_doc_id_examples": examples(unknown_docs),
+    })
+
+
+documents_check = build_check(
+    "documents", "documents_valid", evaluate_documents, blocking=True,
+    description="Canonical columns (doc_id, title, metadata), unique non-empty doc ids, non-empty titles.",
+)
+queries_check = build_check(
+    "queries", "queries_valid", evaluate_queries, blocking=True,
+    description="Canonical columns (query_id, text, split), unique non-empty query ids, non-empty text, known splits.",
+)
+relevance_labels_check = build_check(
+    "relevance_labels", "relevance_labels_valid", evaluate_relevance_labels, blocking=True,
+    additional_deps=("documents", "queries"),
+    description="Canonical columns (query_id, doc_id, relevance), unique pairs, every query and doc id known.",
+)
+dataset_checks = [documents_check, queries_check, relevance_labels_check]

@@ -22,6 +22,18 @@ from ..lib.storage import atomic_directory
 from ..lib.teachers import TeacherRequest
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource, TeacherResource
+from .checking import (
+    ERROR,
+    WARN,
+    Outcome,
+    build_check,
+    build_finite_weights_check,
+    build_query_quality_check,
+    fail,
+    nonfinite_in_safetensors,
+    ok,
+    rounded,
+)
 from .common import MODEL_STEP, directory_metadata, known_queries, quality_metadata, sample_markdown, table_metadata
 
 
@@ -185,3 +197,49 @@ lora_adapter = build_lora_adapter_asset(
     "lora_adapter", True, "The small LM LoRA-distilled (peft) on the teacher's demonstrations with the compact student prompt.")
 lora_adapter_no_metadata = build_lora_adapter_asset(
     "lora_adapter_no_metadata", False, "Ablation: the student distilled without the metadata in its prompt.")
+
+
+# ----------------------------------------------------------------------------------------------- asset checks
+
+PARSE_RATE_ERROR = 0.5  # teacher demonstrations: below this the distillation data is mostly garbage
+PARSE_RATE_WARN = 0.9
+LORA_ADAPTERS = ("lora_adapter", "lora_adapter_no_metadata")
+LORA_FOLDER = "adapter"
+
+
+def parse_rate_stats(raw: pl.DataFrame, demonstrations: pl.DataFrame) -> dict:
+    """Documents the teacher answered (table `raw`) and how many of them yielded >= 1 parsed query."""
+    documents = raw["doc_id"].n_unique()
+    parsed = demonstrations.filter(pl.col("doc_id").is_in(raw["doc_id"].implode()))["doc_id"].n_unique()
+    return {"documents": documents, "parsed_documents": parsed, "parse_rate": parsed / documents if documents else 0.0}
+
+
+def evaluate_teacher_demonstrations(storage: StorageResource, dataset: str) -> Outcome:
+    raw = storage.read_table("teacher_demonstrations", dataset, "raw")
+    stats = parse_rate_stats(raw, storage.read_table("teacher_demonstrations", dataset))
+    rate = stats["parse_rate"]
+    metadata = stats | {
+        "parse_rate": rounded(rate),
+        "teacher_errors": int(raw["error"].is_not_null().sum()) if "error" in raw.columns else 0,
+        "error_below": PARSE_RATE_ERROR,
+        "warn_below": PARSE_RATE_WARN,
+    }
+    summary = f"parse rate {rate:.1%} ({stats['parsed_documents']} of {stats['documents']} documents)"
+    if rate < PARSE_RATE_ERROR:
+        return fail(ERROR, f"{summary} < {PARSE_RATE_ERROR:.0%}: too few usable demonstrations", **metadata)
+    if rate < PARSE_RATE_WARN:
+        return fail(WARN, f"{summary} < {PARSE_RATE_WARN:.0%}", **metadata)
+    return ok(summary, **metadata)
+
+
+teacher_demonstrations_check = build_check(
+    "teacher_demonstrations", "parse_rate", evaluate_teacher_demonstrations, blocking=True,
+    description=f"Documents with >= 1 parsed query / documents answered: ERROR below {PARSE_RATE_ERROR}, "
+                f"WARN below {PARSE_RATE_WARN}.",
+)
+teacher_query_quality_check = build_query_quality_check("teacher_demonstrations", None)  # no pre-filter table
+lora_weight_checks = [
+    build_finite_weights_check(name, LORA_FOLDER, "adapter_model.safetensors", nonfinite_in_safetensors)
+    for name in LORA_ADAPTERS
+]
+distillation_checks = [teacher_demonstrations_check, teacher_query_quality_check, *lora_weight_checks]

@@ -1,6 +1,7 @@
 """Evaluation: every model on the biased (click-log) and the unbiased (complete-label) test sets, and the
 paper's comparison table."""
 
+import math
 import time
 
 import dagster as dg
@@ -17,6 +18,7 @@ from ..lib.quality import label_repair
 from ..lib.retrieval import topk_frame
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
+from .checking import ERROR, WARN, Outcome, build_check, fail, ok, rounded, weights_outside
 from .common import MODEL_STEP
 from .ova import HEAD_FILE, OVA_HEADS, pretrained_embeddings
 from .training import METHODS, RETRIEVER_FOLDER, RETRIEVERS
@@ -204,3 +206,87 @@ def label_repair_report(context: dg.AssetExecutionContext, storage: StorageResou
             "skim_recall": dg.MetadataValue.float(round(skim["recall"][0], 4)),
             "skim_documents_repaired": dg.MetadataValue.int(int(skim["documents_repaired"][0]))} if skim.height else {}),
     })
+
+
+# ----------------------------------------------------------------------------------------------- asset checks
+
+REPAIR_PRECISION_WARN = 0.5  # label repair: share of SKIM's added pairs that are held-back train labels
+METRIC_TOLERANCE = 1e-9  # float slack on metrics in [0, 1]
+METRICS_TEST_SET = "unbiased"
+METRICS_COMPARED = ("skim_retriever", "base_retriever", "R@100")
+
+
+def evaluate_label_repair(storage: StorageResource, dataset: str) -> Outcome:
+    table = storage.read_table("label_repair_report", dataset)
+    skim = table.filter(pl.col("method") == "skim")
+    if skim.height == 0:
+        return ok("SKIM's pairs were not materialized: nothing to judge")
+    row = skim.row(0, named=True)
+    metadata = {k: rounded(v) if isinstance(v, float) else v for k, v in row.items()} | {
+        "precision_warn_below": REPAIR_PRECISION_WARN}
+    if row["held_back_labels"] == 0:
+        return ok("no held-back train labels (no simulated bias): precision not judged", **metadata)
+    summary = (f"SKIM's added pairs: precision {row['precision']:.1%}, recall of held-back labels {row['recall']:.1%}, "
+               f"{row['documents_repaired']} documents repaired")
+    if row["precision"] < REPAIR_PRECISION_WARN:
+        return fail(WARN, f"{summary}: precision < {REPAIR_PRECISION_WARN:.0%}", **metadata)
+    return ok(summary, **metadata)
+
+
+def metric_columns(metrics: pl.DataFrame) -> list[str]:
+    """P@k, R@k, nDCG@k, PSP@k, ... (the `queries` count is not a metric)."""
+    return [c for c in metrics.columns if "@" in c]
+
+
+def evaluate_metric_ranges(storage: StorageResource, dataset: str) -> Outcome:
+    metrics = storage.read_table("retrieval_metrics", dataset)
+    columns = metric_columns(metrics)
+    bad = {}
+    for column in columns:
+        # float slack: PSP@k is a ratio of means and comes out as 1.0000000000000002 when it is exactly 1
+        n = weights_outside(metrics[column], 0.0, 1.0, tolerance=METRIC_TOLERANCE)
+        if n:
+            bad[column] = n
+    metadata = {"rows": metrics.height, "metric_columns": columns, "values_outside_0_1": sum(bad.values()),
+                "bad_columns": bad}
+    if not columns:
+        return fail(ERROR, "no metric columns (<name>@<k>) in the table", **metadata)
+    if bad:
+        return fail(ERROR, f"{sum(bad.values())} metric values outside [0, 1] (or null/NaN) in {sorted(bad)}", **metadata)
+    return ok(f"{metrics.height * len(columns)} metric values in [0, 1]", **metadata)
+
+
+def evaluate_skim_beats_base(storage: StorageResource, dataset: str) -> Outcome:
+    metrics = storage.read_table("retrieval_metrics", dataset)
+    skim_model, base_model, metric = METRICS_COMPARED
+    unbiased = metrics.filter(pl.col("test_set") == METRICS_TEST_SET)
+
+    def value(model: str) -> float | None:
+        rows = unbiased.filter(pl.col("model") == model)
+        return float(rows[metric][0]) if rows.height and metric in rows.columns and rows[metric][0] is not None else None
+
+    skim, base = value(skim_model), value(base_model)
+    metadata = {"test_set": METRICS_TEST_SET, "metric": metric, f"{skim_model}": skim, f"{base_model}": base}
+    if skim is None or base is None or math.isnan(skim) or math.isnan(base):
+        absent = [m for m, v in ((skim_model, skim), (base_model, base)) if v is None or math.isnan(v)]
+        return fail(WARN, f"no {METRICS_TEST_SET} {metric} for {absent}", **metadata)
+    metadata["skim_minus_base"] = rounded(skim - base)
+    summary = f"{METRICS_TEST_SET} {metric}: {skim_model} {skim:.4f} vs {base_model} {base:.4f}"
+    if skim <= base:
+        return fail(WARN, f"{summary}: SKIM does not beat the click-only baseline", **metadata)
+    return ok(summary, **metadata)
+
+
+label_repair_check = build_check(
+    "label_repair_report", "skim_repair_precision", evaluate_label_repair, blocking=False,
+    description=f"WARN when under {REPAIR_PRECISION_WARN:.0%} of SKIM's added pairs are held-back train labels.",
+)
+metric_range_check = build_check(
+    "retrieval_metrics", "metrics_in_unit_interval", evaluate_metric_ranges, blocking=True,
+    description="Every metric value (P@k, R@k, nDCG@k, PSP@k) is a number in [0, 1].",
+)
+skim_beats_base_check = build_check(
+    "retrieval_metrics", "skim_beats_base_unbiased_r100", evaluate_skim_beats_base, blocking=False,
+    description="WARN when skim_retriever does not beat base_retriever on unbiased R@100.",
+)
+evaluation_checks = [label_repair_check, metric_range_check, skim_beats_base_check]

@@ -12,6 +12,18 @@ from ..lib.prompts import teacher_messages
 from ..lib.quality import judge_queries, judged_quality, keep_grounded
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource
+from .checking import (
+    ERROR,
+    WARN,
+    Evaluate,
+    Outcome,
+    build_check,
+    build_query_quality_check,
+    empty_text_count,
+    fail,
+    ok,
+    rounded,
+)
 from .common import MODEL_STEP, known_queries, quality_metadata, sample_markdown, table_metadata
 from .distillation import _base_model_dir
 
@@ -180,3 +192,59 @@ def student_teacher_agreement(storage: StorageResource, dataset: str, adapter, w
     if not doc_ids:
         return None
     return set_agreement(written, storage.read_table("teacher_demonstrations", dataset), doc_ids)
+
+
+# ----------------------------------------------------------------------------------------------- asset checks
+
+DUPLICATE_RATE_WARN = 0.2  # synthetic queries: share of queries whose normalised text occurs earlier
+EMPTY_OUTPUT_RATE_WARN = 0.1  # synthetic queries: share of documents whose raw generation is empty
+SYNTHETIC_QUERY_ASSETS = tuple(a.key.to_user_string() for a in generation_assets)
+
+
+def empty_output_rate(raw: pl.DataFrame) -> float:
+    """Share of generations (table `raw`, column `text`) that are null or whitespace only."""
+    return empty_text_count(raw["text"]) / raw.height if raw.height else 0.0
+
+
+def evaluate_synthetic_queries(asset: str) -> Evaluate:
+    def evaluate(storage: StorageResource, dataset: str) -> Outcome:
+        queries = storage.read_table(asset, dataset)
+        raw = storage.read_table(asset, dataset, "raw")
+        duplicates, empties = duplicate_rate(queries), empty_output_rate(raw)
+        metadata = {
+            "queries": queries.height,
+            "documents_with_queries": queries["doc_id"].n_unique(),
+            "generations": raw.height,
+            "duplicate_rate": rounded(duplicates),
+            "empty_output_rate": rounded(empties),
+            "duplicate_rate_warn_above": DUPLICATE_RATE_WARN,
+            "empty_output_rate_warn_above": EMPTY_OUTPUT_RATE_WARN,
+        }
+        if queries.height == 0:
+            judged_path = storage.table_path(asset, dataset, "judged")
+            written = pl.read_parquet(judged_path).height if judged_path.exists() else 0
+            if written:  # the writer produced queries, none grounded: nothing to map, nothing poisonous either
+                return fail(WARN, f"the quality filter kept none of the {written} queries parsed from {raw.height} "
+                                  "generations", **metadata)
+            return fail(ERROR, f"no synthetic queries parsed from {raw.height} generations", **metadata)
+        high = [f"{name} {value:.1%} > {limit:.0%}" for name, value, limit in
+                (("duplicate rate", duplicates, DUPLICATE_RATE_WARN), ("empty-output rate", empties, EMPTY_OUTPUT_RATE_WARN))
+                if value > limit]
+        if high:
+            return fail(WARN, "; ".join(high), **metadata)
+        return ok(f"{queries.height} queries, duplicate rate {duplicates:.1%}, empty outputs {empties:.1%}", **metadata)
+
+    return evaluate
+
+
+synthetic_queries_checks = [
+    build_check(
+        asset, "generation_quality", evaluate_synthetic_queries(asset), blocking=True,
+        description=f"ERROR when no query was parsed; WARN when the quality filter kept none, the duplicate rate > "
+                    f"{DUPLICATE_RATE_WARN} or the empty-output rate > {EMPTY_OUTPUT_RATE_WARN}.",
+    )
+    for asset in SYNTHETIC_QUERY_ASSETS
+]
+# judged against the parsed queries before the quality filter (table `judged`)
+query_quality_checks = [build_query_quality_check(asset, "judged") for asset in SYNTHETIC_QUERY_ASSETS]
+generation_checks = [*synthetic_queries_checks, *query_quality_checks]

@@ -1,16 +1,18 @@
 """Mapping synthetic queries onto real train queries, and the augmented training set."""
 
 import hashlib
+import json
 
 import dagster as dg
 import polars as pl
 
 from ..lib.datasets import read_spec
 from ..lib.formats import union_pairs
-from ..lib.mapping import MappingSettings, embed_with_cache, map_incrementally, text_hash
+from ..lib.mapping import DEFAULT_TAU, MappingSettings, embed_with_cache, map_incrementally, text_hash
 from ..lib.plots import histogram_plot, markdown_image
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
+from .checking import ERROR, WARN, Evaluate, Outcome, build_check, fail, ok, rounded, weights_outside
 from .common import EAGER, all_queries, pairs_result, table_metadata
 from .training import RETRIEVER_FOLDER
 
@@ -140,3 +142,55 @@ augmented_train_pairs_udapdr = build_augmented_pairs_asset(
 )
 mapping_assets = [mapped_pairs, augmented_train_pairs, mapped_pairs_no_metadata, augmented_train_pairs_no_metadata,
                   mapped_pairs_udapdr, augmented_train_pairs_udapdr]
+
+
+# ----------------------------------------------------------------------------------------------- asset checks
+
+MAPPED_PAIRS_ASSETS = tuple(k for a in mapping_assets if (k := a.key.to_user_string()).startswith("mapped_pairs"))
+
+
+def dataset_tau(storage: StorageResource, dataset: str) -> float:
+    """`tau` from `<root>/inputs/<dataset>/dataset.json` (DEFAULT_TAU when the file or the key is absent).
+
+    Note: a run that overrides `MappingConfig.tau` maps with a different threshold than the one checked here.
+    """
+    path = storage.inputs(dataset) / "dataset.json"
+    if not path.exists():
+        return DEFAULT_TAU
+    return float(json.loads(path.read_text(encoding="utf-8")).get("tau", DEFAULT_TAU))
+
+
+def evaluate_mapped_pairs(asset: str) -> Evaluate:
+    def evaluate(storage: StorageResource, dataset: str) -> Outcome:
+        pairs = storage.read_table(asset, dataset)
+        tau = dataset_tau(storage, dataset)
+        documents = storage.read_table("documents", dataset).height
+        outside = weights_outside(pairs["weight"], tau, 1.0)
+        finite = pairs["weight"].cast(pl.Float64).drop_nulls().drop_nans()
+        metadata = {
+            "pairs": pairs.height,
+            "tau": tau,
+            "weights_outside_range": outside,
+            "min_weight": rounded(finite.min()) if finite.len() else None,
+            "max_weight": rounded(finite.max()) if finite.len() else None,
+            "covered_documents": pairs["doc_id"].n_unique(),
+            "document_coverage": rounded(pairs["doc_id"].n_unique() / documents) if documents else 0.0,
+        }
+        if outside:
+            return fail(ERROR, f"{outside} of {pairs.height} pair weights outside [tau={tau}, 1]", **metadata)
+        if pairs.height == 0:
+            return fail(WARN, "no synthetic query mapped onto a train query (0 pairs)", **metadata)
+        return ok(f"{pairs.height} pairs, weights in [{tau}, 1], coverage {metadata['document_coverage']:.1%}", **metadata)
+
+    return evaluate
+
+
+mapped_pairs_checks = [
+    build_check(
+        asset, "weights_within_tau", evaluate_mapped_pairs(asset), blocking=True, additional_deps=("documents",),
+        description="ERROR when a pair weight lies outside [tau, 1] (tau from dataset.json, default 0.8); "
+                    "WARN when no pair was mapped; reports document coverage.",
+    )
+    for asset in MAPPED_PAIRS_ASSETS
+]
+mapping_checks = [*mapped_pairs_checks]

@@ -8,6 +8,7 @@ from ..lib.ova_head import OvaHeadConfig, train_ova_head
 from ..lib.storage import atomic_directory
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
+from .checking import build_finite_weights_check, nonfinite_in_npz
 from .common import MODEL_STEP, all_queries, directory_metadata
 from .training import METHODS
 
@@ -61,3 +62,9 @@ def build_ova_asset(name: str, pairs_asset: str, description: str) -> dg.AssetsD
 OVA_HEADS = {f"{method}_ova_head": (pairs, f"Renée-style one-vs-all head. {text}")
              for method, (pairs, text) in METHODS.items()}
 ova_assets = [build_ova_asset(name, pairs, text) for name, (pairs, text) in OVA_HEADS.items()]
+
+ova_weight_checks = [
+    build_finite_weights_check(name, "", HEAD_FILE, nonfinite_in_npz, required=("weights", "biases"))
+    for name in OVA_HEADS
+]
+ova_checks = [*ova_weight_checks]

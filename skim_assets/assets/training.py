@@ -11,6 +11,7 @@ from ..lib.plots import line_plot, markdown_image
 from ..lib.storage import atomic_directory, file_digest
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
+from .checking import build_finite_weights_check, nonfinite_in_safetensors
 from .common import EAGER, MODEL_STEP, all_queries, directory_metadata, pairs_result
 
 TRAINING_RETRY = dg.RetryPolicy(max_retries=1, delay=30)
@@ -100,3 +101,8 @@ METHODS = {
 }
 RETRIEVERS = {f"{method}_retriever": (pairs, f"DEXML-style dual encoder. {text}") for method, (pairs, text) in METHODS.items()}
 retriever_assets = [build_retriever_asset(name, pairs, text) for name, (pairs, text) in RETRIEVERS.items()]
+
+retriever_weight_checks = [
+    build_finite_weights_check(name, RETRIEVER_FOLDER, "*.safetensors", nonfinite_in_safetensors) for name in RETRIEVERS
+]
+training_checks = [*retriever_weight_checks]

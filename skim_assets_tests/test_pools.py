@@ -1,0 +1,80 @@
+"""The `gpu` pool holds across runs with the shipped dagster.yaml, and a killed `skim` run does not hold it forever."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import dagster as dg
+
+from skim_assets.cli import CLI_HOST_TAG, CLI_PID_TAG, reap_dead_cli_runs
+from skim_assets.deployment import install_instance_config
+
+# A model step in the `gpu` pool that records when it ran; run in its own process, as two launched runs are.
+CHILD = """
+import json, os, socket, sys, time
+import dagster as dg
+from skim_assets.assets.common import GPU_POOL
+from skim_assets.cli import CLI_HOST_TAG, CLI_PID_TAG
+home, spans, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+
+@dg.asset(pool=GPU_POOL)
+def model_step():
+    start = time.time()
+    with open(spans + ".started", "a") as f:
+        f.write(str(os.getpid()) + "\\n")
+    time.sleep(seconds)
+    with open(spans, "a") as f:
+        f.write(json.dumps([start, time.time()]) + "\\n")
+
+tags = {CLI_PID_TAG: str(os.getpid()), CLI_HOST_TAG: socket.gethostname()}
+assert dg.materialize([model_step], instance=dg.DagsterInstance.from_config(home), tags=tags).success
+"""
+
+
+def _start(home, spans, seconds):
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(home), str(spans), str(seconds)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _spans(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def test_the_shipped_instance_config_runs_one_model_step_at_a_time_across_runs(tmp_path):
+    limited, unlimited = tmp_path / "limited", tmp_path / "unlimited"
+    assert install_instance_config(limited) and not install_instance_config(limited)  # an existing one stays
+    unlimited.mkdir()
+    for home in (limited, unlimited):
+        runs = [_start(home, home / "spans.jsonl", 3.0) for _ in range(2)]
+        assert [run.wait(timeout=120) for run in runs] == [0, 0]
+    first, second = sorted(_spans(limited / "spans.jsonl"))
+    assert not _overlap(first, second)  # the second run's model step waited for the first
+    assert _overlap(*_spans(unlimited / "spans.jsonl"))  # without the pool limit, both ran at once
+
+
+def test_a_killed_skim_run_gives_its_pool_slot_back(tmp_path):
+    home, spans = tmp_path / "home", tmp_path / "spans.jsonl"
+    install_instance_config(home)
+    killed = _start(home, spans, 60.0)
+    deadline = time.time() + 60
+    while not (tmp_path / "spans.jsonl.started").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (tmp_path / "spans.jsonl.started").exists(), "the first run's model step never started"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    instance = dg.DagsterInstance.from_config(str(home))
+    [stuck] = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert stuck.tags[CLI_PID_TAG] == str(killed.pid) and stuck.tags[CLI_HOST_TAG] == socket.gethostname()
+
+    assert reap_dead_cli_runs(instance) == [stuck.run_id]
+    assert instance.get_run_by_id(stuck.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert _start(home, spans, 0.5).wait(timeout=120) == 0  # the next model step gets the slot
+    assert len(_spans(spans)) == 1
