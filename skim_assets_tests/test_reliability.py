@@ -453,7 +453,10 @@ def test_markdown_previews_survive_newlines_and_pipes(tmp_path):
     from skim_assets.assets.common import table_metadata
 
     frame = pl.DataFrame({"id": ["a"], "text": ["one | two\nthree\\"], "x|y": [1]})
-    preview = table_metadata(frame, tmp_path / "t.parquet")["preview"].value
+    metadata = table_metadata(frame, tmp_path / "t.parquet")
+    assert [(c.name, c.type) for c in metadata["dagster/column_schema"].columns] == [
+        ("id", "String"), ("text", "String"), ("x|y", "Int64")]
+    preview = metadata["preview"].value
     lines = preview.strip().split("\n")
     assert len(lines) == 3  # header, rule, one row
     unescaped_pipes = [len(re.findall(r"(?<!\\)(?:\\\\)*\|", line)) for line in (lines[0], lines[2])]

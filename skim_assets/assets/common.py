@@ -26,7 +26,8 @@ def markdown_cell(value, width: int = 80) -> str:
 
 
 def table_metadata(frame: pl.DataFrame, path: Path, preview_rows: int = 5) -> dict:
-    """Row count, path and a Markdown preview of a written table."""
+    """Row count, column schema (Dagster's `dagster/column_schema`: the UI's Columns tab), path and a Markdown
+    preview of a written table."""
     preview = frame.head(preview_rows)
     header = ("| " + " | ".join(markdown_cell(c) for c in preview.columns) + " |\n|" + "---|" * len(preview.columns)
               + "\n")
@@ -35,6 +36,8 @@ def table_metadata(frame: pl.DataFrame, path: Path, preview_rows: int = 5) -> di
     )
     return {
         "dagster/row_count": dg.MetadataValue.int(frame.height),
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(name, str(dtype))
+                                                         for name, dtype in frame.schema.items()]),
         "path": dg.MetadataValue.path(str(path)),
         "preview": dg.MetadataValue.md(header + rows),
     }
