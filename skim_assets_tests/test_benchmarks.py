@@ -68,3 +68,12 @@ def test_training_and_orchestration_inputs_are_consistent():
     # the Dagster side materializes exactly this subset of the `skim_core` job
     job_assets = {k.to_user_string() for k in defs.resolve_job_def("skim_core").asset_layer.executable_asset_keys}
     assert set(orchestration.SUBSET) <= job_assets
+
+
+def test_encoding_benchmark_compares_equal_vectors():
+    pytest.importorskip("sentence_transformers")
+    from benchmarks import encoding
+
+    result = encoding.compare(encoding.texts_of(24, None), rounds=1)
+    assert all(_finite_positive(v) for v in result["texts_per_s"].values())
+    assert result["max_abs_diff"] < 1e-5
