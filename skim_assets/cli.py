@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -48,17 +49,20 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def cli_run_tags() -> dict[str, str]:
+    """Tags of a run this `skim` process executes in-process: which process on which machine runs it."""
+    return {CLI_PID_TAG: str(os.getpid()), CLI_HOST_TAG: socket.gethostname()}
+
+
 def reap_dead_cli_runs(instance) -> list[str]:
     """Runs a `skim` process on this machine started and never finished because the process is gone (killed,
     machine restarted): marked failed, and their `gpu` pool slots freed. Without this, a killed run would hold
     its slot forever and every later model step would wait for it."""
-    import socket
-
     import dagster as dg
 
     reaped = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED],
-                                                       tags={CLI_HOST_TAG: socket.gethostname()})):
+                                                       tags={CLI_HOST_TAG: cli_run_tags()[CLI_HOST_TAG]})):
         pid = int(run.tags.get(CLI_PID_TAG, "0") or 0)
         if pid and pid != os.getpid() and not _process_alive(pid):
             instance.report_run_failed(run, f"the skim process (pid {pid}) that ran it is gone")
@@ -92,11 +96,8 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
     # SKIM_LOG_LEVEL=DEBUG brings it back. The instance's event log keeps every event for the UI either way.
     console = {"console": {"config": {"log_level": os.environ.get(LOG_LEVEL_ENV, "INFO").upper()}}}
     run_config = {"loggers": console, **(run_config or {})}
-    import socket
-
     reap_dead_cli_runs(instance)
-    tags = {CLI_PID_TAG: str(os.getpid()), CLI_HOST_TAG: socket.gethostname()}
-    result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config, tags=tags,
+    result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config, tags=cli_run_tags(),
                                     raise_on_error=False, asset_selection=selection)
     return result.success
 

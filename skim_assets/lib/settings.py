@@ -24,10 +24,13 @@ class Settings(BaseModel):
 
     def with_(self: S, **changes) -> S:
         """A copy of this class's settings with `changes`, validated."""
-        base = next(c for c in type(self).__mro__ if Settings in c.__bases__)
-        return base(**{**{name: getattr(self, name) for name in base.model_fields}, **changes})
+        return self._settings_class()(**{**self.as_dict(), **changes})
 
     def as_dict(self) -> dict:
         """This settings class's own fields (a Dagster config's extra fields left out), JSON-ready."""
-        base = next(c for c in type(self).__mro__ if Settings in c.__bases__)
-        return {name: getattr(self, name) for name in base.model_fields}
+        return {name: getattr(self, name) for name in self._settings_class().model_fields}
+
+    @classmethod
+    def _settings_class(cls) -> type[Settings]:
+        """The `lib` settings class in this class's bases (itself, or what a Dagster config subclasses)."""
+        return next(c for c in cls.__mro__ if Settings in c.__bases__)
