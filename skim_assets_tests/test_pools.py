@@ -53,6 +53,7 @@ def test_the_shipped_instance_config_runs_one_model_step_at_a_time_across_runs(t
     assert install_instance_config(limited) and not install_instance_config(limited)  # an existing one stays
     unlimited.mkdir()
     for home in (limited, unlimited):
+        dg.DagsterInstance.from_config(str(home)).get_runs()  # storage created once, not raced by two processes
         runs = [_start(home, home / "spans.jsonl", 3.0) for _ in range(2)]
         assert [run.wait(timeout=120) for run in runs] == [0, 0]
     first, second = sorted(_spans(limited / "spans.jsonl"))
