@@ -107,6 +107,7 @@ def missing_assets(root: Path, name: str, job_name: str) -> list:
     import dagster as dg
 
     from .definitions import defs
+    from .lib.catalogue import CATALOGUE_FILE
     from .resources import StorageResource
 
     storage = StorageResource(root=str(root))
@@ -114,8 +115,10 @@ def missing_assets(root: Path, name: str, job_name: str) -> list:
     in_job = defs.resolve_job_def(job_name).asset_layer.executable_asset_keys
 
     def has_artifact(key) -> bool:  # unpartitioned assets (base_slm) live at <root>/<asset>/
+        if key.path[-1] == "duckdb_catalogue":  # one database for every dataset
+            return (storage.root_path / CATALOGUE_FILE).exists()
         partitioned = graph.get(key).partitions_def is not None
-        return (storage.artifact_dir(key.path[-1], name) if partitioned else storage.root_path / key.path[-1]).exists()
+        return storage.artifact_dir(key.path[-1], name if partitioned else None).exists()
 
     missing = [k for k in in_job if not has_artifact(k)]
     if not missing:

@@ -13,7 +13,13 @@ from .assets.distillation import (
     lora_adapter_no_metadata,
     teacher_demonstrations,
 )
-from .assets.evaluation import comparison_report, evaluation_checks, label_repair_report, retrieval_metrics
+from .assets.evaluation import (
+    comparison_report,
+    duckdb_catalogue,
+    evaluation_checks,
+    label_repair_report,
+    retrieval_metrics,
+)
 from .assets.generation import generation_assets, generation_checks
 from .assets.mapping import mapping_assets, mapping_checks
 from .assets.ova import ova_assets, ova_checks
@@ -22,12 +28,12 @@ from .assets.simulation import simulated_clicks
 from .assets.sweeps import sweep_assets
 from .assets.training import retriever_assets, train_pairs, training_checks
 from .jobs import click_refresh_job, model_refresh_job, skim_core_job, skim_pipeline_job
-from .resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource
+from .resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource, storage_resources
 from .sensors import click_log_sensor, dataset_folder_sensor, model_refresh_schedule, table_automation_sensor
 
 ASSETS = [
     dataset_tables, click_log_pairs, simulated_clicks, train_pairs, *retriever_assets, *ova_assets,
-    retrieval_metrics, comparison_report, label_repair_report,
+    retrieval_metrics, comparison_report, label_repair_report, duckdb_catalogue,
     teacher_demonstrations, base_slm, lora_adapter, lora_adapter_no_metadata, *generation_assets, *mapping_assets,
     *baseline_pair_assets, *sweep_assets,
 ]
@@ -52,7 +58,7 @@ def build_teacher_resource() -> TeacherResource:
 
 def build_resources() -> dict:
     return {
-        "storage": StorageResource(),
+        **storage_resources(StorageResource().root),
         "encoder": EncoderResource(),
         "teacher": build_teacher_resource(),
         "generator": GeneratorResource(),

@@ -75,3 +75,16 @@ def cli_env(tmp_path, monkeypatch):
     monkeypatch.setenv("SKIM_DATA_ROOT", str(root))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     return root
+
+
+def materialize_selected(assets, **kwargs):
+    """`dg.materialize` of `assets` (and any asset checks among them) within the whole graph: their inputs load
+    from storage through the IO manager, as in a partial run of the code location."""
+    import dagster as dg
+
+    from skim_assets.definitions import ASSETS, build_resources
+
+    kwargs["resources"] = build_resources() | kwargs.get("resources", {})  # unselected assets need theirs too
+    checks = [a for a in assets if isinstance(a, dg.AssetChecksDefinition)]
+    selection = [key for a in assets if not isinstance(a, dg.AssetChecksDefinition) for key in a.keys]
+    return dg.materialize([*ASSETS, *checks], selection=selection, **kwargs)

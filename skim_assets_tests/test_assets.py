@@ -9,21 +9,28 @@ import pytest
 
 from skim_assets.assets.datasets import click_log_pairs, dataset_tables
 from skim_assets.assets.simulation import simulated_clicks
-from skim_assets.assets.distillation import LoraAdapterConfig, TeacherDemonstrationsConfig, teacher_demonstrations
+from skim_assets.assets.distillation import (
+    LoraAdapterConfig,
+    TeacherDemonstrationsConfig,
+    base_slm,
+    teacher_demonstrations,
+)
 from skim_assets.assets.generation import SyntheticQueriesConfig, generation_assets
 from skim_assets.assets.ova import OVA_HEADS
 from skim_assets.assets.training import METHODS, RETRIEVERS, RetrieverTrainingConfig, train_pairs
 from skim_assets.definitions import ASSETS, all_checks, defs
 from skim_assets.partitions import dataset_partitions
-from skim_assets.resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource
+from skim_assets.resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource, storage_resources
 from skim_assets.sensors import dataset_folder_sensor
+
+from .conftest import materialize_selected
 
 QUICK_TRAINING = RetrieverTrainingConfig(epochs=2, learning_rate=1e-4, hard_negatives=1)
 
 
 def _resources(root, base_model_path=""):
     return {
-        "storage": StorageResource(root=str(root)),
+        **storage_resources(root),
         "encoder": EncoderResource(device="cpu"),
         "teacher": TeacherResource(kind="keyphrase"),
         "generator": GeneratorResource(base_model_path=str(base_model_path), device="cpu", backend="transformers"),
@@ -37,8 +44,8 @@ def _instance(*datasets):
 
 
 def _materialize(assets, root, dataset, instance=None, base_model_path="", **kwargs):
-    return dg.materialize(assets, partition_key=dataset, instance=instance or _instance(dataset),
-                          resources=_resources(root, base_model_path), raise_on_error=False, **kwargs)
+    return materialize_selected(assets, partition_key=dataset, instance=instance or _instance(dataset),
+                                resources=_resources(root, base_model_path), raise_on_error=False, **kwargs)
 
 
 def test_definitions_load_with_every_asset_and_the_pipeline_job():
@@ -127,7 +134,7 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     exposure = pl.read_parquet(storage_root / "exposure_sweep_report" / "tiny" / "data.parquet")
     assert set(exposure["method"]) == {"clicks (MNAR)", "IPS, true propensities", "SKIM", "MAR sample"}
     assert exposure["R@100"].is_between(0, 1).all()
-    assert (storage_root / "exposure_sweep_report" / "tiny" / "exposure_sweep.png").exists()
+    assert (storage_root / "figures" / "tiny" / "exposure_sweep_report-exposure_sweep.png").exists()
 
     with duckdb.connect(str(storage_root / "skim.duckdb")) as con:
         rows = con.execute("SELECT count(*) FROM retrieval_metrics WHERE dataset = 'tiny'").fetchall()[0][0]
@@ -188,20 +195,15 @@ def test_click_log_drops_become_training_pairs(storage_root, tiny_demo):
     assert pl.read_parquet(storage_root / "click_log_pairs" / "tiny" / "data.parquet").equals(pairs)
 
 
-def test_train_pairs_union_clicks_and_click_logs(storage_root):
-    from skim_assets.lib.storage import write_parquet_atomic
-
-    write_parquet_atomic(pl.DataFrame({"query_id": ["q1", "q2"], "doc_id": ["d1", "d2"], "weight": [1.0, 1.0],
-                                       "source": ["click", "click"]}),
-                         storage_root / "click_train_pairs" / "x" / "data.parquet")
-    write_parquet_atomic(pl.DataFrame({"query_id": ["q2", "q3"], "doc_id": ["d2", "d3"], "weight": [1.0, 1.0],
-                                       "source": ["click_log", "click_log"]}),
-                         storage_root / "click_log_pairs" / "x" / "data.parquet")
-    result = train_pairs(dg.build_asset_context(partition_key="x"), storage=StorageResource(root=str(storage_root)))
-    pairs = pl.read_parquet(storage_root / "train_pairs" / "x" / "data.parquet")
-    assert pairs.sort("query_id").rows() == [("q1", "d1", 1.0, "click"), ("q2", "d2", 1.0, "click"),
-                                             ("q3", "d3", 1.0, "click_log")]
-    assert result.metadata["pairs_click"].value == 2
+def test_train_pairs_union_clicks_and_click_logs():
+    clicks = pl.DataFrame({"query_id": ["q1", "q2"], "doc_id": ["d1", "d2"], "weight": [1.0, 1.0],
+                           "source": ["click", "click"]})
+    click_log = pl.DataFrame({"query_id": ["q2", "q3"], "doc_id": ["d2", "d3"], "weight": [1.0, 1.0],
+                              "source": ["click_log", "click_log"]})
+    result = train_pairs(click_train_pairs=clicks, click_log_pairs=click_log)
+    assert result.value.sort("query_id").rows() == [("q1", "d1", 1.0, "click"), ("q2", "d2", 1.0, "click"),
+                                                    ("q3", "d3", 1.0, "click_log")]
+    assert result.metadata["pairs_click"] == 2
 
 
 def test_dataset_sensor_registers_new_folders_once(storage_root, tiny_demo):
@@ -229,7 +231,8 @@ def test_dataset_sensor_registers_new_folders_once(storage_root, tiny_demo):
     assert noted.run_requests == [] and noted.dynamic_partitions_requests == [] and noted.cursor == "tiny"
 
 
-def test_teacher_demonstrations_from_an_openai_compatible_server_are_cached(storage_root, tiny_demo, httpserver):
+def test_teacher_demonstrations_from_an_openai_compatible_server_are_cached(storage_root, tiny_demo, httpserver,
+                                                                            tiny_causal_lm):
     """A real local HTTP server stands in for the API; the second materialization sends no request."""
     answer = {"choices": [{"message": {"role": "assistant", "content": "Queries:\n1. soothing evening drink\n- calm sleep aid\n"}}],
               "usage": {"prompt_tokens": 300, "completion_tokens": 12}}
@@ -237,14 +240,14 @@ def test_teacher_demonstrations_from_an_openai_compatible_server_are_cached(stor
     instance = _instance("tiny")
     assert _materialize([dataset_tables, click_log_pairs, simulated_clicks, train_pairs], storage_root, "tiny", instance).success
     secret = "sk-test-secret-0123456789"
-    resources = _resources(storage_root) | {"teacher": TeacherResource(
+    resources = _resources(storage_root, tiny_causal_lm) | {"teacher": TeacherResource(
         kind="openai", base_url=httpserver.url_for("/v1"), model="gpt-test", api_key=secret,
         usd_per_1k_prompt_tokens=0.01, usd_per_1k_completion_tokens=0.03, concurrency=2)}
     config = dg.RunConfig(ops={"teacher_demonstrations": TeacherDemonstrationsConfig(max_documents=10)})
 
     def run():
-        return dg.materialize([teacher_demonstrations], partition_key="tiny", instance=instance, resources=resources,
-                              run_config=config)
+        return materialize_selected([teacher_demonstrations, base_slm], partition_key="tiny", instance=instance,
+                                    resources=resources, run_config=config)
 
     first = run().asset_materializations_for_node("teacher_demonstrations")[0].metadata
     assert len(httpserver.log) == 10
@@ -263,7 +266,6 @@ def test_teacher_demonstrations_from_an_openai_compatible_server_are_cached(stor
 
 def test_comparison_report_of_a_partial_run_leaves_untrained_models_blank(storage_root):
     from skim_assets.assets.evaluation import comparison_report
-    from skim_assets.lib.storage import write_parquet_atomic
 
     rows = []
     for model, method, base_model in [("zero_shot", "zero_shot", "zero_shot"), ("base_retriever", "base", "dual_encoder"),
@@ -271,10 +273,9 @@ def test_comparison_report_of_a_partial_run_leaves_untrained_models_blank(storag
         for test_set in ("biased", "unbiased"):
             rows.append({"model": model, "method": method, "base_model": base_model, "test_set": test_set,
                          "P@5": 0.1, "R@10": 0.2, "R@25": 0.3, "R@100": 0.4 if method != "skim" else 0.5})
-    write_parquet_atomic(pl.DataFrame(rows), storage_root / "retrieval_metrics" / "x" / "data.parquet")
-    result = comparison_report(dg.build_asset_context(partition_key="x"), storage=StorageResource(root=str(storage_root)))
-    report = pl.read_parquet(storage_root / "comparison_report" / "x" / "data.parquet")
-    skim = report.filter(pl.col("method") == "skim").row(0, named=True)
+    result = comparison_report(dg.build_asset_context(partition_key="x"), storage=StorageResource(root=str(storage_root)),
+                               retrieval_metrics=pl.DataFrame(rows))
+    skim = result.value.filter(pl.col("method") == "skim").row(0, named=True)
     assert skim["dual_encoder unbiased R@100"] is None and skim["ova_head unbiased R@100"] == 0.5
     assert "skim_minus_base_unbiased_R@100" not in result.metadata  # no SKIM dual encoder to compare
-    assert (storage_root / "comparison_report" / "x" / "chart.png").exists()
+    assert (storage_root / "figures" / "x" / "comparison_report-chart.png").exists()

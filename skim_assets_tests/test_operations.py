@@ -23,8 +23,10 @@ from skim_assets.jobs import CLICK_REFRESH_ASSETS, click_refresh_job
 from skim_assets.lib.demonstrations import QUERIES_SCHEMA as SYNTHETIC_SCHEMA
 from skim_assets.lib.storage import write_parquet_atomic
 from skim_assets.partitions import dataset_partitions
-from skim_assets.resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource
+from skim_assets.resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource, storage_resources
 from skim_assets.sensors import click_log_sensor, model_refresh_schedule
+
+from .conftest import materialize_selected
 
 ASSET_BY_NAME = {key.path[-1]: asset for asset in ASSETS for key in asset.keys}
 REFRESH_CONFIG = {"ops": {"mapped_pairs_udapdr": {"config": {"tau": 0.55}}}}
@@ -34,7 +36,7 @@ SYNTHETIC = "synthetic_queries_udapdr"
 
 def _resources(root):
     return {
-        "storage": StorageResource(root=str(root)),
+        **storage_resources(root),
         "encoder": EncoderResource(device="cpu"),
         "teacher": TeacherResource(kind="keyphrase"),
         "generator": GeneratorResource(device="cpu", backend="transformers"),
@@ -69,11 +71,11 @@ def _trained_world(storage_root, instance):
     resources = _resources(storage_root)
     quick = dg.RunConfig(ops={"base_retriever": RetrieverTrainingConfig(epochs=1, hard_negatives=0)})
     base = [dataset_tables, click_log_pairs, simulated_clicks, train_pairs, ASSET_BY_NAME["base_retriever"]]
-    assert dg.materialize(base, partition_key="tiny", instance=instance, resources=resources, run_config=quick).success
+    assert materialize_selected(base, partition_key="tiny", instance=instance, resources=resources, run_config=quick).success
     _write_synthetic_queries(storage_root)
     tables = ["mapped_pairs_udapdr", "augmented_train_pairs_udapdr", "ips_train_pairs", "lever_train_pairs",
               "lever_ips_train_pairs", "gandalf_train_pairs"]
-    assert dg.materialize(_refresh_assets(tables), partition_key="tiny", instance=instance, resources=resources,
+    assert materialize_selected(_refresh_assets(tables), partition_key="tiny", instance=instance, resources=resources,
                           run_config=REFRESH_CONFIG).success
     yield instance, resources
 
@@ -133,7 +135,7 @@ def test_click_drop_refreshes_only_tables_with_only_new_rows_and_equals_a_full_r
         shutil.rmtree(fresh / folder, ignore_errors=True)
     fresh_instance = dg.DagsterInstance.ephemeral()
     fresh_instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
-    full = dg.materialize(_refresh_assets(sorted(selected)), partition_key="tiny", instance=fresh_instance,
+    full = materialize_selected(_refresh_assets(sorted(selected)), partition_key="tiny", instance=fresh_instance,
                           resources=_resources(fresh), run_config=REFRESH_CONFIG)
     assert full.success
     full_meta = _materialization_metadata(full)
@@ -159,7 +161,7 @@ def test_model_refresh_schedule_runs_only_datasets_whose_train_pairs_changed(sto
     assert isinstance(skipped, dg.SkipReason)  # the base retriever was trained on the current train pairs
 
     _drop_new_clicks(storage_root)
-    assert dg.materialize([click_log_pairs, train_pairs], partition_key="tiny", instance=instance,
+    assert materialize_selected([click_log_pairs, train_pairs], partition_key="tiny", instance=instance,
                           resources=resources).success
     [request] = model_refresh_schedule(when)
     assert request.partition_key == "tiny" and request.run_key == "models:tiny:2026-11-28T03:00"
@@ -173,21 +175,21 @@ def test_cheap_tables_follow_their_upstream_eagerly_and_models_do_not(storage_ro
     instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
     resources = _resources(storage_root)
     defs = dg.Definitions(assets=ASSETS, resources=resources)
-    assert dg.materialize([dataset_tables, click_log_pairs, simulated_clicks, train_pairs,
+    assert materialize_selected([dataset_tables, click_log_pairs, simulated_clicks, train_pairs,
                            ASSET_BY_NAME["ips_train_pairs"], ASSET_BY_NAME["gandalf_train_pairs"]],
                           partition_key="tiny", instance=instance, resources=resources).success
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert first.total_requested == 0  # everything is up to date
 
     _drop_new_clicks(storage_root)
-    assert dg.materialize([click_log_pairs], partition_key="tiny", instance=instance, resources=resources).success
+    assert materialize_selected([click_log_pairs], partition_key="tiny", instance=instance, resources=resources).success
     after_drop = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     # one tick plans the cascade: train pairs and the tables that follow them, never a model step
     requested = {name for name in ASSET_BY_NAME if after_drop.get_requested_partitions(dg.AssetKey(name)) == {"tiny"}}
     assert {"train_pairs", "ips_train_pairs", "gandalf_train_pairs"} <= requested
     assert not any(name.endswith(("_retriever", "_ova_head")) or name.startswith(("synthetic", "lora", "teacher"))
                    for name in requested)
-    assert dg.materialize([train_pairs, ASSET_BY_NAME["ips_train_pairs"], ASSET_BY_NAME["gandalf_train_pairs"]],
+    assert materialize_selected([train_pairs, ASSET_BY_NAME["ips_train_pairs"], ASSET_BY_NAME["gandalf_train_pairs"]],
                           partition_key="tiny", instance=instance, resources=resources).success
     settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after_drop.cursor)
     assert settled.total_requested == 0
@@ -233,19 +235,21 @@ KILLABLE_STEP = """
 import json
 import sys
 import dagster as dg
-from skim_assets.assets.generation import SyntheticQueriesConfig, synthetic_queries_udapdr
+from skim_assets.definitions import ASSETS, build_resources
 from skim_assets.partitions import dataset_partitions
-from skim_assets.resources import GeneratorResource, StorageResource
+from skim_assets.resources import GeneratorResource, storage_resources
 root, lm, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 instance = dg.DagsterInstance.ephemeral()
 instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
-config = dg.RunConfig(ops={"synthetic_queries_udapdr": SyntheticQueriesConfig(max_new_tokens=24, shard_size=2, seed=seed, temperature=0.8)})
-result = dg.materialize([synthetic_queries_udapdr], partition_key="tiny", instance=instance, run_config=config,
-                        resources={"storage": StorageResource(root=root),
-                                   "generator": GeneratorResource(base_model_path=lm, device="cpu", backend="transformers")})
+config = {"ops": {"synthetic_queries_udapdr": {"config": {"max_new_tokens": 24, "shard_size": 2, "seed": seed,
+                                                          "temperature": 0.8}}}}
+result = dg.materialize(ASSETS, selection=["base_slm", "synthetic_queries_udapdr"], partition_key="tiny",
+                        instance=instance, run_config=config, resources={
+                            **build_resources(), **storage_resources(root),
+                            "generator": GeneratorResource(base_model_path=lm, device="cpu", backend="transformers")})
 if result.success:
-    [event] = result.get_asset_materialization_events()
-    print(json.dumps({"shards_reused": event.materialization.metadata["shards_reused"].value}))
+    metadata = result.asset_materializations_for_node("synthetic_queries_udapdr")[0].metadata
+    print(json.dumps({"shards_reused": metadata["shards_reused"].value}))
 sys.exit(0 if result.success else 1)
 """
 
@@ -267,7 +271,7 @@ def test_a_generation_step_killed_with_sigkill_keeps_the_previous_artifact_and_r
     resources = _resources(storage_root)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
-    assert dg.materialize([dataset_tables, click_log_pairs, simulated_clicks, train_pairs], partition_key="tiny",
+    assert materialize_selected([dataset_tables, click_log_pairs, simulated_clicks, train_pairs], partition_key="tiny",
                           instance=instance, resources=resources).success
     first = _generation_step(storage_root, tiny_causal_lm, seed=1)
     _finish(first)

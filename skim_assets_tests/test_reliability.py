@@ -18,7 +18,9 @@ from skim_assets.cli import main
 from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
 from skim_assets.lib.formats import QUERIES_SCHEMA, DataError
 from skim_assets.partitions import dataset_partitions
-from skim_assets.resources import StorageResource
+from skim_assets.resources import StorageResource, storage_resources
+
+from .conftest import materialize_selected
 
 SECRET = "sk-PROBE-SECRET-1234567"
 
@@ -34,8 +36,8 @@ def _materialize(assets, root, dataset, instance=None):
     instance = instance or dg.DagsterInstance.ephemeral()
     if dataset not in instance.get_dynamic_partitions(dataset_partitions.name):
         instance.add_dynamic_partitions(dataset_partitions.name, [dataset])
-    return dg.materialize(assets, partition_key=dataset, instance=instance,
-                          resources={"storage": StorageResource(root=str(root))}, raise_on_error=False)
+    return materialize_selected(assets, partition_key=dataset, instance=instance, resources=storage_resources(root),
+                                raise_on_error=False)
 
 
 def _tables(root: Path, dataset: str) -> dict[str, pl.DataFrame]:
@@ -449,15 +451,17 @@ def test_the_catalogue_makes_no_views_of_caches_and_shards(tmp_path):
     assert refresh_catalogue(tmp_path) == ["documents"]
 
 
-def test_markdown_previews_survive_newlines_and_pipes(tmp_path):
-    from skim_assets.assets.common import table_metadata
+def test_table_previews_are_dagster_tables_with_the_schema_and_cut_cells(tmp_path):
+    from skim_assets.resources.artifacts import PREVIEW_CELL_CHARS, table_metadata
 
-    frame = pl.DataFrame({"id": ["a"], "text": ["one | two\nthree\\"], "x|y": [1]})
+    frame = pl.DataFrame({"id": ["a", "b"], "text": ["one | two\nthree\\", "x" * 500], "x|y": [1, None]})
     metadata = table_metadata(frame, tmp_path / "t.parquet")
     assert [(c.name, c.type) for c in metadata["dagster/column_schema"].columns] == [
         ("id", "String"), ("text", "String"), ("x|y", "Int64")]
-    preview = metadata["preview"].value
-    lines = preview.strip().split("\n")
-    assert len(lines) == 3  # header, rule, one row
-    unescaped_pipes = [len(re.findall(r"(?<!\\)(?:\\\\)*\|", line)) for line in (lines[0], lines[2])]
-    assert unescaped_pipes == [4, 4]
+    preview = metadata["preview"]
+    assert isinstance(preview, dg.TableMetadataValue)
+    assert [c.name for c in preview.schema.columns] == ["id", "text", "x|y"]
+    first, second = (record.data for record in preview.records)
+    assert first == {"id": "a", "text": "one | two\nthree\\", "x|y": 1}  # a table cell needs no escaping
+    assert second["text"] == "x" * PREVIEW_CELL_CHARS and second["x|y"] is None
+    assert metadata["dagster/row_count"] == 2

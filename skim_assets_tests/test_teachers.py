@@ -1,5 +1,5 @@
-"""Teachers: the OpenAI-compatible client against a real local HTTP server (pytest-httpserver), the offline
-keyphrase teacher (real MiniLM and the statistical fallback), and the local HF teacher (slow)."""
+"""Teachers: the OpenAI-compatible client (the `openai` SDK) against a real local HTTP server (pytest-httpserver),
+the offline keyphrase teacher (real MiniLM and the statistical fallback), and the local HF teacher (slow)."""
 
 from __future__ import annotations
 
@@ -68,12 +68,19 @@ def doc_of(request: Request) -> str:
 
 
 def fast_teacher(httpserver: HTTPServer, **settings) -> OpenAIChatTeacher:
-    defaults = dict(
-        base_url=httpserver.url_for("/v1"), model="gpt-test", backoff_s=0.01, max_backoff_s=0.05, timeout_s=5.0,
-        max_retries=3, concurrency=1,
-    )
+    defaults = dict(base_url=httpserver.url_for("/v1"), model="gpt-test", timeout_s=5.0, max_retries=3, concurrency=1)
     defaults.update(settings)
     return OpenAIChatTeacher(**defaults)
+
+
+@pytest.fixture(autouse=True)
+def fast_sdk_backoff(monkeypatch):
+    """The SDK's exponential backoff (0.5 s doubling to 8 s) cut to 10-50 ms, so retry tests take milliseconds. The
+    SDK reads these module constants at each retry; a rename in a new SDK fails here loudly, not slowly."""
+    import openai._base_client
+
+    monkeypatch.setattr(openai._base_client, "INITIAL_RETRY_DELAY", 0.01)
+    monkeypatch.setattr(openai._base_client, "MAX_RETRY_DELAY", 0.05)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +104,8 @@ def tserver(threaded_server):
 # OpenAIChatTeacher
 
 
-def test_success_returns_text_tokens_and_cost(httpserver):
+def test_success_returns_text_tokens_and_cost(httpserver, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")  # never picked up: no api_key, no header
     httpserver.expect_request(CHAT_PATH, method="POST").respond_with_json(
         completion("Queries:\nbest espresso machine\ncordless coffee maker", 120, 30)
     )
@@ -127,20 +135,33 @@ def test_missing_usage_falls_back_to_an_estimate(httpserver):
     assert response.prompt_tokens == pytest.approx(sum(len(m["content"]) for m in messages("doc-1")) / 4, abs=2)
 
 
-def test_429_is_retried_and_retry_after_is_honoured_but_capped(httpserver):
+def test_429_is_retried_and_retry_after_is_honoured(httpserver):
     httpserver.expect_oneshot_request(CHAT_PATH).respond_with_data(
-        "rate limited", status=429, headers={"Retry-After": "2"}
+        "rate limited", status=429, headers={"Retry-After": "0.3"}
     )
     httpserver.expect_request(CHAT_PATH).respond_with_json(completion("Queries:\nq1"))
-    teacher = fast_teacher(httpserver, backoff_s=0.001, max_backoff_s=0.3)
+    teacher = fast_teacher(httpserver)
     started = time.monotonic()
     [response] = teacher.complete(requests_for("doc-1"))
     elapsed = time.monotonic() - started
 
     assert response.ok and response.text == "Queries:\nq1" and response.attempts == 2
     assert len(httpserver.log) == 2
-    assert 0.28 <= elapsed < 1.5  # waited the capped Retry-After (0.3 s), not 2 s, nor the 1 ms backoff
+    assert [req.headers["x-stainless-retry-count"] for req, _ in httpserver.log] == ["0", "1"]
+    assert 0.28 <= elapsed < 1.5  # waited the server's Retry-After (0.3 s), not the 10 ms backoff
     assert teacher.stats["retries"] == 1 and teacher.stats["http_attempts"] == 2
+
+
+def test_a_retry_after_beyond_two_minutes_is_reported_at_once(httpserver):
+    httpserver.expect_request(CHAT_PATH).respond_with_data(
+        "quota exceeded, come back tomorrow", status=429, headers={"Retry-After": "86400"}
+    )
+    teacher = fast_teacher(httpserver, max_retries=5)
+    started = time.monotonic()
+    [response] = teacher.complete(requests_for("doc-1"))
+    assert time.monotonic() - started < 2.0  # neither waited a day nor retried
+    assert response.error == "HTTP 429 for document 'doc-1': quota exceeded, come back tomorrow"
+    assert response.attempts == 1 and len(httpserver.log) == 1
 
 
 def test_500s_exhaust_retries_and_the_run_continues(httpserver):
@@ -157,7 +178,7 @@ def test_500s_exhaust_retries_and_the_run_continues(httpserver):
     good_a, bad, good_c = responses
     assert good_a.text == "Queries:\nabout doc-a" and good_c.text == "Queries:\nabout doc-c"
     assert bad.text is None and not bad.ok
-    assert bad.error.startswith("HTTP 500 after 3 attempts") and "upstream exploded" in bad.error
+    assert bad.error == "HTTP 500 after 3 attempts for document 'doc-bad': upstream exploded"
     assert bad.attempts == 3
     assert sum(doc_of(req) == "doc-bad" for req, _ in httpserver.log) == 3
     assert teacher.stats["errors"] == 1 and teacher.stats["http_attempts"] == 5
@@ -167,7 +188,7 @@ def test_400_is_not_retried(httpserver):
     httpserver.expect_request(CHAT_PATH).respond_with_json({"error": {"message": "context too long"}}, status=400)
     [response] = fast_teacher(httpserver, max_retries=5).complete(requests_for("doc-1"))
     assert response.text is None
-    assert response.error.startswith("HTTP 400") and "context too long" in response.error
+    assert response.error.startswith("HTTP 400 for document 'doc-1': ") and "context too long" in response.error
     assert response.attempts == 1 and len(httpserver.log) == 1
 
 
@@ -181,7 +202,7 @@ def test_timeouts_are_retried_then_reported(tserver):
     started = time.monotonic()
     [response] = teacher.complete(requests_for("doc-1"))
     assert time.monotonic() - started < 0.95  # did not wait for the slow server
-    assert response.text is None and response.error == "timeout (0.2s) after 2 attempts"
+    assert response.text is None and response.error == "timeout (0.2s) after 2 attempts for document 'doc-1'"
     assert response.attempts == 2
 
 
@@ -201,11 +222,12 @@ def test_connection_errors_are_retried_then_reported():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     teacher = OpenAIChatTeacher(
-        f"http://127.0.0.1:{port}/v1", "gpt-test", api_key=API_KEY, max_retries=2, backoff_s=0.01, timeout_s=1.0
+        f"http://127.0.0.1:{port}/v1", "gpt-test", api_key=API_KEY, max_retries=2, timeout_s=1.0
     )
     [response] = teacher.complete(requests_for("doc-1"))
-    assert response.text is None
-    assert response.error.startswith("connection error") and response.error.endswith("after 3 attempts")
+    assert response.text is None and response.attempts == 3
+    assert response.error.startswith("connection error (")
+    assert response.error.endswith("after 3 attempts for document 'doc-1'")
     assert API_KEY not in response.error
 
 
@@ -216,14 +238,16 @@ def test_connection_errors_are_retried_then_reported():
         (json.dumps({"id": "x", "choices": []}), "application/json"),
         (json.dumps({"choices": [{"message": {"role": "assistant"}}]}), "application/json"),
         (json.dumps({"choices": [{"message": {"role": "assistant", "content": None}}]}), "application/json"),
+        (json.dumps(completion("  \n")), "application/json"),
+        ("<html>502 from a proxy, but with status 200</html>", "text/html"),
     ],
-    ids=["not-json", "no-choices", "no-content", "null-content"],
+    ids=["not-json", "no-choices", "no-content", "null-content", "empty-content", "html"],
 )
 def test_malformed_responses_are_errors_without_retry(httpserver, body, content_type):
     httpserver.expect_request(CHAT_PATH).respond_with_data(body, content_type=content_type)
     teacher = fast_teacher(httpserver, max_retries=4)
     [response] = teacher.complete(requests_for("doc-1"))
-    assert response.text is None and response.error.startswith("malformed response")
+    assert response.text is None and response.error.startswith("malformed response for document 'doc-1': ")
     assert len(httpserver.log) == 1
     assert teacher.stats["errors"] == 1
 
@@ -233,7 +257,9 @@ def test_an_unsendable_request_fails_alone(httpserver, tmp_path):
     broken = TeacherRequest("doc-broken", [{"role": "user", "content": {1, 2}}])  # a set is not JSON
     teacher = fast_teacher(httpserver, concurrency=2, cache_dir=tmp_path / "cache")
     responses = teacher.complete([broken, *requests_for("doc-1")])
-    assert responses[0].error.startswith("unexpected error: TypeError") and responses[1].ok
+    assert responses[0].error.startswith("invalid request for document 'doc-broken': messages are not JSON")
+    assert responses[0].attempts == 0 and responses[1].ok
+    assert len(httpserver.log) == 1  # the broken one was never sent (the SDK would have sent the set as a list)
 
 
 def test_content_that_parses_to_nothing_is_returned_as_is(httpserver):
@@ -331,17 +357,47 @@ def test_api_key_never_leaks(httpserver, tmp_path, caplog):
         assert API_KEY not in text
 
 
-def test_azure_style_base_url_and_api_key_header(httpserver):
-    azure_key = "azure-SECRET-key-42"
+def test_azure_deployment_url_and_api_key_header(httpserver):
+    azure_key, gateway_token = "azure-SECRET-key-42", "gw-SECRET-token-7"
     httpserver.expect_request(
         "/openai/deployments/gpt4o/chat/completions", query_string="api-version=2024-06-01", method="POST",
-        headers={"api-key": azure_key},
+        headers={"api-key": azure_key, "x-gateway-token": gateway_token},
     ).respond_with_json(completion("Queries:\nq"))
     base_url = httpserver.url_for("/openai/deployments/gpt4o") + "?api-version=2024-06-01"
-    teacher = OpenAIChatTeacher(base_url, "gpt-4o", extra_headers={"api-key": azure_key}, max_retries=0)
+    teacher = OpenAIChatTeacher(
+        base_url, "gpt-4o", api_key=azure_key, extra_headers={"x-gateway-token": gateway_token}, max_retries=0
+    )
     [response] = teacher.complete(requests_for("doc-1"))
     assert response.ok and response.text == "Queries:\nq"
-    assert azure_key not in repr(teacher) and azure_key not in json.dumps(teacher.describe())
+    assert "Authorization" not in httpserver.log[0][0].headers  # Azure takes the key as api-key only
+    assert teacher.describe()["client"] == "AzureOpenAI" and teacher.api_version == "2024-06-01"
+    for secret in (azure_key, gateway_token):
+        assert secret not in repr(teacher) and secret not in json.dumps(teacher.describe())
+
+
+def test_azure_resource_endpoint_routes_the_model_to_its_deployment(httpserver):
+    httpserver.expect_request(
+        "/openai/deployments/gpt4o-mini/chat/completions", query_string="api-version=2024-10-21", method="POST",
+        headers={"api-key": "azure-key-1234"},
+    ).respond_with_json(completion("Queries:\nq"))
+    teacher = OpenAIChatTeacher(
+        httpserver.url_for("/"), "gpt4o-mini", api_key="azure-key-1234", api_version="2024-10-21", max_retries=0
+    )
+    [response] = teacher.complete(requests_for("doc-1"))
+    assert response.ok and response.text == "Queries:\nq"
+
+
+def test_azure_hosts_need_an_api_version_and_a_key(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_VERSION", raising=False)
+    with pytest.raises(ValueError, match="needs api_version"):
+        OpenAIChatTeacher("https://res.openai.azure.com", "gpt-4o", api_key="azure-key-1234")
+    with pytest.raises(ValueError, match="needs api_key"):
+        OpenAIChatTeacher("https://res.openai.azure.com", "gpt-4o", api_version="2024-10-21")
+    azure = OpenAIChatTeacher("https://res.openai.azure.com/", "gpt-4o", api_key="k-1234", api_version="2024-10-21")
+    assert azure.describe()["client"] == "AzureOpenAI"
+    # Azure's version-less v1 API is an ordinary OpenAI endpoint
+    v1 = OpenAIChatTeacher("https://res.openai.azure.com/openai/v1", "gpt-4o", api_key="azure-key-1234")
+    assert v1.describe()["client"] == "OpenAI" and v1.api_version is None
 
 
 def test_concurrency_keeps_request_order(tserver):

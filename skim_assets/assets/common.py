@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from ..deployment import GPU_TAGS, gpu_op_tags
-from ..lib.storage import directory_size_bytes
+from ..resources import Tables
 
 # Model steps (training, distillation, generation, ranking) share the `gpu` pool and carry the GPU op tags: the
 # local executor runs them one at a time, the k8s profile gives each a GPU (see `deployment.py`). Asset tags
@@ -17,65 +17,39 @@ MODEL_STEP = {"pool": GPU_POOL, "tags": GPU_TAGS, "op_tags": gpu_op_tags()}
 # Cheap training tables follow their upstream (a new click drop, a retrained encoder, new synthetic queries).
 EAGER = dg.AutomationCondition.eager()
 
-
-def markdown_cell(value, width: int = 80) -> str:
-    """A value as one Markdown table cell: cut to `width` first, then line breaks folded to spaces and `\\`, `|`
-    escaped, so no value can end its row or add a column."""
-    text = " ".join(str(value)[:width].splitlines())
-    return text.replace("\\", "\\\\").replace("|", "\\|")
+# Folders inside model artifacts that more than one stage opens.
+BASE_MODEL = "model"  # in `base_slm`'s folder: the HF model, or a link to the configured one
+LORA_FOLDER = "adapter"  # in a LoRA adapter's folder: the peft adapter
+RETRIEVER_FOLDER = "encoder"  # in a retriever's folder: the sentence-transformers model
 
 
-def table_metadata(frame: pl.DataFrame, path: Path, preview_rows: int = 5) -> dict:
-    """Row count, column schema (Dagster's `dagster/column_schema`: the UI's Columns tab), path and a Markdown
-    preview of a written table."""
-    preview = frame.head(preview_rows)
-    header = ("| " + " | ".join(markdown_cell(c) for c in preview.columns) + " |\n|" + "---|" * len(preview.columns)
-              + "\n")
-    rows = "".join(
-        "| " + " | ".join(markdown_cell(v) for v in row) + " |\n" for row in preview.iter_rows()
-    )
-    return {
-        "dagster/row_count": dg.MetadataValue.int(frame.height),
-        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(name, str(dtype))
-                                                         for name, dtype in frame.schema.items()]),
-        "path": dg.MetadataValue.path(str(path)),
-        "preview": dg.MetadataValue.md(header + rows),
-    }
+def base_model_folder(base_slm: Path) -> Path:
+    """The small LM's Hugging Face folder inside the `base_slm` artifact."""
+    return base_slm / BASE_MODEL
 
 
-def directory_metadata(path: Path) -> dict:
-    return {
-        "path": dg.MetadataValue.path(str(path)),
-        "size_mb": dg.MetadataValue.float(round(directory_size_bytes(path) / 2**20, 2)),
-    }
+def pairs_output(pairs: pl.DataFrame | Tables, extra: dict | None = None) -> dg.MaterializeResult:
+    """A training-pairs table as the asset's value, described by a count per `source` (the IO manager adds rows,
+    columns and a preview)."""
+    frame = pairs.data if isinstance(pairs, Tables) else pairs
+    by_source = dict(frame.group_by("source").len().iter_rows())
+    return dg.MaterializeResult(value=pairs, metadata={f"pairs_{s}": n for s, n in sorted(by_source.items())}
+                                | (extra or {}))
 
 
-def pairs_result(storage, asset: str, dataset: str, pairs: pl.DataFrame, extra: dict | None = None) -> dg.MaterializeResult:
-    """Write a training-pairs table and describe it: rows, preview and a count per `source`."""
-    path = storage.write_table(asset, dataset, pairs)
-    by_source = dict(pairs.group_by("source").len().iter_rows())
-    return dg.MaterializeResult(
-        metadata=table_metadata(pairs, path) | {f"pairs_{s}": dg.MetadataValue.int(n) for s, n in by_source.items()}
-        | (extra or {})
-    )
+def all_queries(queries: pl.DataFrame, click_log_pairs: Tables, pairs: Tables | None = None) -> pl.DataFrame:
+    """The dataset's queries plus those that only occur in click logs and, when `pairs` is given, the training
+    points that pairs artifact created (its side table `queries`, e.g. Gandalf's)."""
+    frames = [queries] + [t["queries"] for t in (click_log_pairs, pairs) if t is not None and "queries" in t]
+    return pl.concat(frames)
 
 
-def all_queries(storage, dataset: str, pairs_asset: str | None = None) -> pl.DataFrame:
-    """The dataset's queries plus those that only occur in click logs and, when `pairs_asset` is given, the
-    training points that asset created (a pairs table may carry a side table `queries`, e.g. Gandalf's)."""
-    queries = storage.read_table("queries", dataset)
-    for asset in ("click_log_pairs", pairs_asset):
-        extra = storage.table_path(asset, dataset, "queries") if asset else None
-        if extra is not None and extra.exists():
-            queries = pl.concat([queries, pl.read_parquet(extra)])
-    return queries
-
-
-def known_queries(storage, dataset: str) -> dict:
-    """doc_id -> texts of a few of its clicked train queries (what the teacher and student prompts show)."""
+def known_queries(train_pairs: pl.DataFrame, queries: pl.DataFrame) -> dict:
+    """doc_id -> texts of a few of its clicked train queries (what the teacher and student prompts show);
+    `queries` should be `all_queries(...)`."""
     from ..lib.demonstrations import known_queries_by_doc
 
-    return known_queries_by_doc(storage.read_table("train_pairs", dataset), all_queries(storage, dataset))
+    return known_queries_by_doc(train_pairs, queries)
 
 
 def quality_metadata(figures: dict, prefix: str) -> dict:

@@ -2,12 +2,12 @@
 
 import json
 import time
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ..lib.datasets import read_spec
 from ..lib.demonstrations import (
     parse_outputs,
     sample_documents,
@@ -18,10 +18,9 @@ from ..lib.distillation import LoraSftConfig, train_lora_adapter
 from ..lib.plots import line_plot, markdown_image
 from ..lib.quality import judge_queries, query_quality
 from ..lib.slm import export_gguf_as_hf
-from ..lib.storage import atomic_directory
 from ..lib.teachers import TeacherRequest
 from ..partitions import dataset_partitions
-from ..resources import GeneratorResource, StorageResource, TeacherResource
+from ..resources import GeneratorResource, StorageResource, Tables, TeacherResource
 from .checking import (
     ERROR,
     WARN,
@@ -34,7 +33,7 @@ from .checking import (
     ok,
     rounded,
 )
-from .common import MODEL_STEP, directory_metadata, known_queries, quality_metadata, sample_markdown, table_metadata
+from .common import BASE_MODEL, LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, known_queries, quality_metadata, sample_markdown
 
 
 
@@ -47,26 +46,26 @@ class TeacherDemonstrationsConfig(dg.Config):
 @dg.asset(
     partitions_def=dataset_partitions,
     group_name="distillation",
-    deps=["documents", "queries", "train_pairs"],
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
 )
 def teacher_demonstrations(
     context: dg.AssetExecutionContext, config: TeacherDemonstrationsConfig, storage: StorageResource,
-    teacher: TeacherResource, generator: GeneratorResource,
+    teacher: TeacherResource, documents: pl.DataFrame, queries: pl.DataFrame, train_pairs: pl.DataFrame,
+    click_log_pairs: Tables, base_slm: Path,
 ) -> dg.MaterializeResult:
     """A teacher writes up to ~10 diverse queries per sampled document from its metadata only (the paper's
     URL+queries or Wikipedia-categories prompt, with worked examples); outputs are parsed and filtered.
 
     Answers are cached by prompt hash under `<root>/teacher_cache/`, so a rerun or a resumed crash never pays twice.
+    The raw answers are side table `raw`. `base_slm` is the local teacher's model when none is configured.
     """
     dataset = context.partition_key
-    spec = read_spec(storage.inputs(dataset))
-    documents = storage.read_table("documents", dataset)
-    known = known_queries(storage, dataset)
+    spec = storage.dataset_spec(dataset)
+    known = known_queries(train_pairs, all_queries(queries, click_log_pairs))
     sample = sample_documents(documents, config.max_documents, config.seed)
-    model = teacher.build(storage.root_path / "teacher_cache", fallback_model_path=_base_model_dir(storage, generator))
+    model = teacher.build(storage.inside_root(TEACHER_CACHE), fallback_model_path=str(base_model_folder(base_slm)))
     if hasattr(model, "adapt_to_dataset"):  # the offline teacher learns the corpus's boilerplate and query style
-        train_texts = storage.read_table("queries", dataset).filter(pl.col("split") == "train")["text"].to_list()
+        train_texts = queries.filter(pl.col("split") == "train")["text"].to_list()
         model.adapt_to_dataset(documents["metadata"].to_list(), train_texts)
     context.log.info(f"teacher {model.backend}:{model.model} on {sample.height} documents ({spec.prompt_style} prompt)")
     started = time.monotonic()
@@ -80,8 +79,6 @@ def teacher_demonstrations(
     raw = pl.DataFrame({"doc_id": [r.key for r in responses], "text": [r.text for r in responses],
                         "error": [r.error for r in responses], "cached": [r.cached for r in responses]},
                        schema={"doc_id": pl.String, "text": pl.String, "error": pl.String, "cached": pl.Boolean})
-    storage.write_table("teacher_demonstrations", dataset, raw, "raw")
-    path = storage.write_table("teacher_demonstrations", dataset, demonstrations)
     usage = getattr(model, "stats", {}) or {}
     judged = judge_queries(demonstrations, documents)
     figures = query_quality(demonstrations, documents, sample.height)
@@ -89,48 +86,47 @@ def teacher_demonstrations(
                      f"{figures['grounded_share']:.1%}, junk {figures['junk_share']:.1%}, "
                      f"{figures['distinct_queries_per_document']:.1f} distinct per document")
     return dg.MaterializeResult(
-        metadata=table_metadata(demonstrations, path)
-        | {
+        value=Tables(demonstrations, raw=raw),
+        metadata={
             "teacher_backend": model.backend,
             "teacher_model": model.model,
-            "documents": dg.MetadataValue.int(sample.height),
-            "parse_rate": dg.MetadataValue.float(round(stats["parse_rate"], 4)),
-            "queries_per_document": dg.MetadataValue.float(round(stats["queries_per_document"], 2)),
+            "documents": sample.height,
+            "parse_rate": round(stats["parse_rate"], 4),
+            "queries_per_document": round(stats["queries_per_document"], 2),
             "rejected": dg.MetadataValue.json(stats["rejected"]),
-            "errors": dg.MetadataValue.int(len(errors)),
-            "cached_answers": dg.MetadataValue.int(sum(r.cached for r in responses)),
-            "prompt_tokens": dg.MetadataValue.int(sum(r.prompt_tokens for r in responses)),
-            "completion_tokens": dg.MetadataValue.int(sum(r.completion_tokens for r in responses)),
-            "cost_usd": dg.MetadataValue.float(round(float(usage.get("cost_usd", 0.0)), 4)),
-            "seconds": dg.MetadataValue.float(round(seconds, 1)),
+            "errors": len(errors),
+            "cached_answers": sum(r.cached for r in responses),
+            "prompt_tokens": sum(r.prompt_tokens for r in responses),
+            "completion_tokens": sum(r.completion_tokens for r in responses),
+            "cost_usd": round(float(usage.get("cost_usd", 0.0)), 4),
+            "seconds": round(seconds, 1),
             **quality_metadata(figures, "teacher"),
             "sample": dg.MetadataValue.md(sample_markdown(judged, documents)),
-        }
+        },
     )
 
 
-def _base_model_dir(storage: StorageResource, generator: GeneratorResource) -> str:
-    return generator.base_model_path or str(storage.root_path / "base_slm" / "model")
+TEACHER_CACHE = "teacher_cache"  # under the root: answers by prompt hash, shared by every dataset
 
 
 @dg.asset(group_name="distillation", kinds={"pytorch"})
-def base_slm(context: dg.AssetExecutionContext, storage: StorageResource, generator: GeneratorResource):
-    """The small LM as a plain Hugging Face folder: the bundled SmolLM2-135M-Instruct (GGUF, de-quantized) or the
-    configured `base_model_path`, checked to load. Shared by every dataset."""
+def base_slm(context: dg.AssetExecutionContext, storage: StorageResource,
+             generator: GeneratorResource) -> dg.MaterializeResult:
+    """The small LM as a plain Hugging Face folder (`model/`): the bundled SmolLM2-135M-Instruct (GGUF,
+    de-quantized), or a link to the configured `base_model_path`, checked to load. Shared by every dataset."""
+    folder = storage.staging_dir()
     if generator.base_model_path:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(generator.base_model_path)
-        return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(generator.base_model_path),
-                                              "architecture": str(config.architectures), "bundled": False})
-    target = storage.root_path / "base_slm" / "model"
-    with atomic_directory(target) as tmp:
-        report = export_gguf_as_hf(tmp)
+        source = Path(generator.base_model_path).expanduser().resolve()
+        config = AutoConfig.from_pretrained(source)
+        (folder / BASE_MODEL).symlink_to(source, target_is_directory=True)
+        return dg.MaterializeResult(value=folder, metadata={"source": str(source), "bundled": False,
+                                                            "architecture": str(config.architectures)})
+    report = export_gguf_as_hf(folder / BASE_MODEL)
     context.log.info(f"exported {report['source']} ({report['parameters'] / 1e6:.0f}M parameters) in {report['seconds']:.0f}s")
-    return dg.MaterializeResult(
-        metadata=directory_metadata(target)
-        | {"parameters": dg.MetadataValue.int(report["parameters"]), "source": report["source"], "bundled": True}
-    )
+    return dg.MaterializeResult(value=folder, metadata={"parameters": report["parameters"], "source": report["source"],
+                                                        "bundled": True})
 
 
 class LoraAdapterConfig(dg.Config, LoraSftConfig):
@@ -144,7 +140,6 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
         name=name,
         partitions_def=dataset_partitions,
         group_name="distillation",
-        deps=["teacher_demonstrations", "base_slm", "documents", "train_pairs"],
         description=description,
         retry_policy=dg.RetryPolicy(max_retries=1, delay=30),
         kinds={"pytorch"},
@@ -152,42 +147,39 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
     )
     def _lora_adapter(
         context: dg.AssetExecutionContext, config: LoraAdapterConfig, storage: StorageResource,
-        generator: GeneratorResource,
+        generator: GeneratorResource, teacher_demonstrations: pl.DataFrame, base_slm: Path, documents: pl.DataFrame,
+        queries: pl.DataFrame, train_pairs: pl.DataFrame, click_log_pairs: Tables,
     ) -> dg.MaterializeResult:
-        dataset = context.partition_key
-        spec = read_spec(storage.inputs(dataset))
-        documents = storage.read_table("documents", dataset)
-        known = known_queries(storage, dataset)
-        prompts, targets, doc_ids = student_examples(storage.read_table("teacher_demonstrations", dataset), documents, known,
-                                            spec.prompt_style, use_metadata)
-        target = storage.artifact_dir(name, dataset)
-        with atomic_directory(target) as tmp:
-            report = train_lora_adapter(_base_model_dir(storage, generator), prompts, targets, tmp / "adapter",
-                                        config, progress=context.log.info, keys=doc_ids,
-                                        device=generator.device)
-            curve = [(0, report.holdout_loss_before), *report.holdout_curve]
-            plot = line_plot({"held-out loss": ([s for s, _ in curve], [v for _, v in curve])},
-                             "LoRA SFT: held-out target-token loss", "optimizer step", "loss", tmp / "loss.png")
-            loss_md = markdown_image(plot, "loss curve")
-            (tmp / "base_model.json").write_text(json.dumps({"base_model_path": _base_model_dir(storage, generator)}))
+        spec = storage.dataset_spec(context.partition_key)
+        known = known_queries(train_pairs, all_queries(queries, click_log_pairs))
+        prompts, targets, doc_ids = student_examples(teacher_demonstrations, documents, known, spec.prompt_style,
+                                                     use_metadata)
+        base_model = base_model_folder(base_slm)
+        folder = storage.staging_dir()
+        report = train_lora_adapter(str(base_model), prompts, targets, folder / LORA_FOLDER, config,
+                                    progress=context.log.info, keys=doc_ids, device=generator.device)
+        curve = [(0, report.holdout_loss_before), *report.holdout_curve]
+        plot = line_plot({"held-out loss": ([s for s, _ in curve], [v for _, v in curve])},
+                         "LoRA SFT: held-out target-token loss", "optimizer step", "loss", folder / "loss.png")
+        (folder / "base_model.json").write_text(json.dumps({"base_model_path": str(base_model)}))
         return dg.MaterializeResult(
-            metadata=directory_metadata(target)
-            | {
+            value=folder,
+            metadata={
                 "use_metadata": use_metadata,
-                "train_examples": dg.MetadataValue.int(report.train_examples),
-                "holdout_examples": dg.MetadataValue.int(report.holdout_examples),
-                "holdout_loss_before": dg.MetadataValue.float(round(report.holdout_loss_before, 4)),
-                "holdout_loss_after": dg.MetadataValue.float(round(report.holdout_loss_after, 4)),
-                "examples_per_second": dg.MetadataValue.float(round(report.examples_per_second, 2)),
-                "steps": dg.MetadataValue.int(report.steps),
-                "best_step": dg.MetadataValue.int(report.best_step),
+                "train_examples": report.train_examples,
+                "holdout_examples": report.holdout_examples,
+                "holdout_loss_before": round(report.holdout_loss_before, 4),
+                "holdout_loss_after": round(report.holdout_loss_after, 4),
+                "examples_per_second": round(report.examples_per_second, 2),
+                "steps": report.steps,
+                "best_step": report.best_step,
                 "stopped_early": report.stopped_early,
                 "holdout_documents": dg.MetadataValue.json(report.holdout_keys[:50]),
-                "seconds": dg.MetadataValue.float(round(report.seconds, 1)),
+                "seconds": round(report.seconds, 1),
                 "precision": report.precision,
                 "device": report.device,
-                "loss_curve": dg.MetadataValue.md(loss_md),
-            }
+                "loss_curve": dg.MetadataValue.md(markdown_image(plot, "loss curve")),
+            },
         )
 
     return _lora_adapter
@@ -204,7 +196,6 @@ lora_adapter_no_metadata = build_lora_adapter_asset(
 PARSE_RATE_ERROR = 0.5  # teacher demonstrations: below this the distillation data is mostly garbage
 PARSE_RATE_WARN = 0.9
 LORA_ADAPTERS = ("lora_adapter", "lora_adapter_no_metadata")
-LORA_FOLDER = "adapter"
 
 
 def parse_rate_stats(raw: pl.DataFrame, demonstrations: pl.DataFrame) -> dict:

@@ -3,6 +3,7 @@ paper's comparison table."""
 
 import math
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -10,18 +11,17 @@ import polars as pl
 
 from ..lib.baselines import click_propensities
 from ..lib.catalogue import refresh_catalogue
-from ..lib.datasets import read_spec
 from ..lib.metrics import evaluate_rankings, metrics_table_markdown
 from ..lib.ova_head import ova_topk
 from ..lib.plots import bar_plot, markdown_image
 from ..lib.quality import label_repair
 from ..lib.retrieval import topk_frame
 from ..partitions import dataset_partitions
-from ..resources import EncoderResource, StorageResource
+from ..resources import EncoderResource, StorageResource, Tables
 from .checking import ERROR, WARN, Outcome, build_check, fail, ok, rounded, weights_outside
-from .common import MODEL_STEP
-from .ova import HEAD_FILE, OVA_HEADS, pretrained_embeddings
-from .training import METHODS, RETRIEVER_FOLDER, RETRIEVERS
+from .common import MODEL_STEP, RETRIEVER_FOLDER
+from .ova import HEAD_FILE, pretrained_embeddings
+from .training import METHODS
 
 EVAL_KS = (1, 5, 10, 25, 100)
 TABLE_COLUMNS = ["model", "test_set", "P@1", "P@5", "R@10", "R@25", "R@100", "nDCG@10", "PSP@5", "queries"]
@@ -30,9 +30,14 @@ TEST_SETS = {"biased": "biased_test_qrels", "unbiased": "unbiased_test_qrels"}
 BASE_MODELS = {"dual_encoder": "_retriever", "ova_head": "_ova_head"}
 
 
+MODEL_ASSETS = {f"{method}{suffix}": (method, base_model) for method in METHODS
+                for base_model, suffix in BASE_MODELS.items()}  # asset -> (method, base model)
+
+
 def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, queries: pl.DataFrame,
-            documents: pl.DataFrame):
-    """(model name, method, base model, ranking function) for the zero-shot encoder and every trained model."""
+            documents: pl.DataFrame, folders: dict[str, Path | None]):
+    """(model name, method, base model, ranking function or None when not materialized) for the zero-shot encoder
+    and every trained model (`folders`: asset -> its folder)."""
 
     def dual_encoder(path):
         return lambda: encoder.rank(queries, documents, max(EVAL_KS), path)
@@ -46,24 +51,27 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
         return rank
 
     yield "zero_shot", "zero_shot", "zero_shot", dual_encoder(None)
-    for method in METHODS:
-        encoder_path = storage.artifact_dir(f"{method}_retriever", dataset) / RETRIEVER_FOLDER
-        head_path = storage.artifact_dir(f"{method}_ova_head", dataset) / HEAD_FILE
-        yield f"{method}_retriever", method, "dual_encoder", dual_encoder(str(encoder_path)) if encoder_path.exists() else None
-        yield f"{method}_ova_head", method, "ova_head", ova_head(head_path) if head_path.exists() else None
+    for asset, (method, base_model) in MODEL_ASSETS.items():
+        folder = folders.get(asset)
+        if folder is None:
+            rank = None
+        elif base_model == "dual_encoder":
+            rank = dual_encoder(str(folder / RETRIEVER_FOLDER))
+        else:
+            rank = ova_head(folder / HEAD_FILE)
+        yield asset, method, base_model, rank
 
 
-def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset: str, log):
-    """Rank the test queries with every model and score both test sets: (metrics table, rankings)."""
-    spec = read_spec(storage.inputs(dataset))
-    documents = storage.read_table("documents", dataset)
-    test_sets = {name: storage.read_table(asset, dataset) for name, asset in TEST_SETS.items()}
+def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset: str, documents: pl.DataFrame,
+                    queries: pl.DataFrame, test_sets: dict[str, pl.DataFrame], train_pairs: pl.DataFrame,
+                    folders: dict[str, Path | None], log):
+    """Rank the test queries with every model and score both test sets: (metrics table, rankings, missing)."""
+    spec = storage.dataset_spec(dataset)
     test_query_ids = pl.concat([t.select("query_id") for t in test_sets.values()]).unique()
-    queries = storage.read_table("queries", dataset).join(test_query_ids, on="query_id").sort("query_id")
-    propensities = click_propensities(documents, storage.read_table("train_pairs", dataset),
-                                      spec.propensity_a, spec.propensity_b)
+    queries = queries.join(test_query_ids, on="query_id").sort("query_id")
+    propensities = click_propensities(documents, train_pairs, spec.propensity_a, spec.propensity_b)
     rows, rankings, missing = [], [], []
-    for model, method, base_model, rank in _models(storage, encoder, dataset, queries, documents):
+    for model, method, base_model, rank in _models(storage, encoder, dataset, queries, documents, folders):
         if rank is None:  # a partial materialization (e.g. the `skim_core` job) leaves some models out
             missing.append(model)
             continue
@@ -82,33 +90,45 @@ def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset:
 @dg.asset(
     partitions_def=dataset_partitions,
     group_name="evaluation",
-    deps=[*RETRIEVERS, *OVA_HEADS, *TEST_SETS.values(), "train_pairs"],
+    ins={asset: dg.AssetIn(asset, metadata={"optional": True}, dagster_type=Path) for asset in MODEL_ASSETS},
     **MODEL_STEP,  # encodes the corpus with every model
 )
-def retrieval_metrics(context: dg.AssetExecutionContext, storage: StorageResource, encoder: EncoderResource):
+def retrieval_metrics(context: dg.AssetExecutionContext, storage: StorageResource, encoder: EncoderResource,
+                      documents: pl.DataFrame, queries: pl.DataFrame, biased_test_qrels: pl.DataFrame,
+                      unbiased_test_qrels: pl.DataFrame, train_pairs: pl.DataFrame,
+                      **models: Path | None) -> dg.MaterializeResult:
     """P@k, R@k, nDCG@k and PSP@k (Jain propensities from the click pairs) of the zero-shot encoder and every
-    trained model, on the biased and the unbiased test sets. Queries without labels are excluded."""
+    trained model, on the biased and the unbiased test sets; every model's top 100 is side table `rankings`.
+    Queries without labels are excluded; models not materialized (a partial run) are listed, not evaluated."""
     dataset = context.partition_key
-    table, rankings, missing = evaluate_models(storage, encoder, dataset, context.log.info)
-    path = storage.write_table("retrieval_metrics", dataset, table)
-    storage.write_table("retrieval_metrics", dataset, rankings, "rankings")
+    test_sets = {"biased": biased_test_qrels, "unbiased": unbiased_test_qrels}
+    table, rankings, missing = evaluate_models(storage, encoder, dataset, documents, queries, test_sets, train_pairs,
+                                               models, context.log.info)
     markdown = metrics_table_markdown(table.to_dicts(), TABLE_COLUMNS)
     context.log.info(f"retrieval metrics for {dataset}:\n{markdown}")
+    unbiased = table.filter(pl.col("test_set") == "unbiased")
+    return dg.MaterializeResult(
+        value=Tables(table, rankings=rankings),
+        metadata={
+            "metrics": dg.MetadataValue.md(markdown),
+            "models_not_materialized": dg.MetadataValue.json(missing),
+            **{f"unbiased_R@100/{r['model']}": round(r["R@100"], 4) for r in unbiased.to_dicts()},
+        },
+    )
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name="evaluation",
+          deps=["retrieval_metrics", "comparison_report", "label_repair_report"])
+def duckdb_catalogue(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+    """`<root>/skim.duckdb`: one DuckDB view per artifact table across datasets (e.g. `retrieval_metrics`), for
+    SQL over every run; views read the Parquet files at query time. Refreshed after each evaluation (it only
+    records where the tables are, so its dependencies are ordering, not inputs)."""
     try:
         views = refresh_catalogue(storage.root_path)
     except Exception as error:  # a user holding the DuckDB file open must not fail the evaluation
         context.log.warning(f"DuckDB catalogue not refreshed: {error}")
         views = []
-    unbiased = table.filter(pl.col("test_set") == "unbiased")
-    return dg.MaterializeResult(
-        metadata={
-            "metrics": dg.MetadataValue.md(markdown),
-            "path": dg.MetadataValue.path(str(path)),
-            "catalogue_views": dg.MetadataValue.int(len(views)),
-            "models_not_materialized": dg.MetadataValue.json(missing),
-            **{f"unbiased_R@100/{r['model']}": dg.MetadataValue.float(round(r["R@100"], 4)) for r in unbiased.to_dicts()},
-        }
-    )
+    return dg.MaterializeResult(metadata={"views": len(views), "view_names": dg.MetadataValue.json(views)})
 
 
 def comparison_table(metrics: pl.DataFrame) -> pl.DataFrame:
@@ -127,14 +147,13 @@ def comparison_table(metrics: pl.DataFrame) -> pl.DataFrame:
     return wide.sort(pl.col("method").replace_strict(order, return_dtype=pl.Int32)).select("method", *columns)
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name="evaluation", deps=["retrieval_metrics"])
-def comparison_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+@dg.asset(partitions_def=dataset_partitions, group_name="evaluation")
+def comparison_report(context: dg.AssetExecutionContext, storage: StorageResource,
+                      retrieval_metrics: pl.DataFrame) -> dg.MaterializeResult:
     """Every method x base model on the biased and unbiased test sets (P@5, R@10, R@25, R@100), as in the paper's
     Table 1/8: Markdown here, Parquet on disk, and a chart of unbiased R@100."""
     dataset = context.partition_key
-    metrics = storage.read_table("retrieval_metrics", dataset)
-    table = comparison_table(metrics)
-    path = storage.write_table("comparison_report", dataset, table)
+    table = comparison_table(retrieval_metrics)
     sections = []
     for base_model in BASE_MODELS:
         columns = [c for c in table.columns if c.startswith(base_model)]
@@ -142,34 +161,36 @@ def comparison_report(context: dg.AssetExecutionContext, storage: StorageResourc
         sections.append(f"**{base_model}**\n\n" + metrics_table_markdown(sub.to_dicts(), sub.columns))
     chart = bar_plot(table["method"].to_list(),
                      {b: table[f"{b} unbiased R@100"].to_list() for b in BASE_MODELS if f"{b} unbiased R@100" in table.columns},
-                     f"{dataset}: unbiased R@100 by method", "R@100", path.parent / "chart.png")
+                     f"{dataset}: unbiased R@100 by method", "R@100",
+                     storage.figure_path("comparison_report", dataset, "chart.png"))
     markdown = "\n\n".join(sections)
     context.log.info(f"comparison for {dataset}:\n{markdown}")
     by_method = dict(zip(table["method"].to_list(), table["dual_encoder unbiased R@100"].to_list()))
-    gain = {"skim_minus_base_unbiased_R@100": dg.MetadataValue.float(round(by_method["skim"] - by_method["base"], 4))} \
+    gain = {"skim_minus_base_unbiased_R@100": round(by_method["skim"] - by_method["base"], 4)} \
         if by_method.get("skim") is not None and by_method.get("base") is not None else {}
-    return dg.MaterializeResult(metadata=gain | {
+    return dg.MaterializeResult(value=table, metadata=gain | {
         "table": dg.MetadataValue.md(markdown),
         "chart": dg.MetadataValue.md(markdown_image(chart, "unbiased R@100")),
-        "path": dg.MetadataValue.path(str(path)),
-        "methods": dg.MetadataValue.int(table.height),
+        "methods": table.height,
     })
 
 
-def label_repair_table(storage: StorageResource, dataset: str) -> tuple[pl.DataFrame, list[str]]:
-    """For every method whose training pairs exist: its added pairs judged against the held-back train labels
-    (`lib.quality.label_repair`); and the methods not materialized."""
-    clicks = storage.read_table("train_pairs", dataset)
-    oracle = storage.read_table("oracle_train_pairs", dataset)
+PAIRS_ASSETS = list(dict.fromkeys(pairs for method, (pairs, _) in METHODS.items() if method != "base"))
+
+
+def label_repair_table(train_pairs: pl.DataFrame, oracle_train_pairs: pl.DataFrame,
+                       pairs: dict[str, pl.DataFrame | None]) -> tuple[pl.DataFrame, list[str]]:
+    """For every method whose training pairs exist (`pairs`: asset -> table or None): its added pairs judged
+    against the held-back train labels (`lib.quality.label_repair`); and the methods not materialized."""
     rows, missing = [], []
     for method, (pairs_asset, _) in METHODS.items():
         if method == "base":
             continue
-        path = storage.table_path(pairs_asset, dataset)
-        if not path.exists():
+        table = oracle_train_pairs if pairs_asset == "oracle_train_pairs" else pairs.get(pairs_asset)
+        if table is None:
             missing.append(method)
             continue
-        rows.append({"method": method, **label_repair(pl.read_parquet(path), clicks, oracle)})
+        rows.append({"method": method, **label_repair(table, train_pairs, oracle_train_pairs)})
     return pl.DataFrame(rows, schema=LABEL_REPAIR_SCHEMA), missing
 
 
@@ -181,30 +202,31 @@ LABEL_REPAIR_SCHEMA = {
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="evaluation",
-          deps=["train_pairs", "oracle_train_pairs", *dict.fromkeys(p for p, _ in METHODS.values())])
-def label_repair_report(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+          ins={asset: dg.AssetIn(asset, metadata={"optional": True}, dagster_type=pl.DataFrame)
+               for asset in PAIRS_ASSETS if asset != "oracle_train_pairs"})
+def label_repair_report(context: dg.AssetExecutionContext, storage: StorageResource, train_pairs: pl.DataFrame,
+                        oracle_train_pairs: pl.DataFrame, **pairs: pl.DataFrame | None) -> dg.MaterializeResult:
     """Label repair on a dataset with simulated bias: for every method that adds training pairs, the precision of
     those pairs against the held-back train labels (all train labels minus the clicks), the recall of the held-back
     labels, and how many documents gained a correct label. A figure the paper never reports: a simulation knows the
     labels the clicks missed, so it can tell repair from noise before any retriever is trained."""
     dataset = context.partition_key
-    if not read_spec(storage.inputs(dataset)).simulate_bias:
+    if not storage.dataset_spec(dataset).simulate_bias:
         context.log.info(f"{dataset} is a click log (no simulated bias): no held-back labels to judge against")
-    table, missing = label_repair_table(storage, dataset)
-    path = storage.write_table("label_repair_report", dataset, table)
+    table, missing = label_repair_table(train_pairs, oracle_train_pairs, pairs)
     chart = bar_plot(table["method"].to_list(), {"precision": table["precision"].to_list(),
                                                   "recall": table["recall"].to_list()},
-                     f"{dataset}: label repair against held-back train labels", "share", path.parent / "chart.png")
+                     f"{dataset}: label repair against held-back train labels", "share",
+                     storage.figure_path("label_repair_report", dataset, "chart.png"))
     context.log.info("label repair:\n" + metrics_table_markdown(table.to_dicts(), table.columns))
     skim = table.filter(pl.col("method") == "skim")
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(value=table, metadata={
         "table": dg.MetadataValue.md(metrics_table_markdown(table.to_dicts(), table.columns)),
         "chart": dg.MetadataValue.md(markdown_image(chart, "label repair")),
-        "path": dg.MetadataValue.path(str(path)),
         "methods_not_materialized": dg.MetadataValue.json(missing),
-        **({"skim_precision": dg.MetadataValue.float(round(skim["precision"][0], 4)),
-            "skim_recall": dg.MetadataValue.float(round(skim["recall"][0], 4)),
-            "skim_documents_repaired": dg.MetadataValue.int(int(skim["documents_repaired"][0]))} if skim.height else {}),
+        **({"skim_precision": round(skim["precision"][0], 4),
+            "skim_recall": round(skim["recall"][0], 4),
+            "skim_documents_repaired": int(skim["documents_repaired"][0])} if skim.height else {}),
     })
 
 

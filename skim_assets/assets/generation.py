@@ -1,17 +1,18 @@
 """Synthetic queries at scale: the distilled small LM writes queries for every document, shard by shard."""
 
+from pathlib import Path
+
 import dagster as dg
 import numpy as np
 import polars as pl
 from pydantic import Field
 
-from ..lib.datasets import read_spec
 from ..lib.demonstrations import duplicate_rate, merge_samples, parse_outputs, student_prompts
 from ..lib.generation import SamplingSettings, generate_samples, make_backend
 from ..lib.prompts import teacher_messages
 from ..lib.quality import judge_queries, judged_quality, keep_grounded
 from ..partitions import dataset_partitions
-from ..resources import GeneratorResource, StorageResource
+from ..resources import GeneratorResource, StorageResource, Tables
 from .checking import (
     ERROR,
     WARN,
@@ -24,8 +25,15 @@ from .checking import (
     ok,
     rounded,
 )
-from .common import MODEL_STEP, known_queries, quality_metadata, sample_markdown, table_metadata
-from .distillation import _base_model_dir
+from .common import (
+    LORA_FOLDER,
+    MODEL_STEP,
+    all_queries,
+    base_model_folder,
+    known_queries,
+    quality_metadata,
+    sample_markdown,
+)
 
 
 class SyntheticQueriesConfig(dg.Config, SamplingSettings):
@@ -46,11 +54,18 @@ def build_synthetic_queries_asset(
     """Generation by the base SLM plus `adapter_asset` (the compact student prompt), or, with no adapter, by the
     base SLM prompted few-shot with the teacher's chat prompt (UDAPDR-style generation)."""
 
+    ins = {"documents": dg.AssetIn("documents"), "queries": dg.AssetIn("queries"),
+           "train_pairs": dg.AssetIn("train_pairs"), "click_log_pairs": dg.AssetIn("click_log_pairs"),
+           "base_slm": dg.AssetIn("base_slm")}
+    if adapter_asset:  # the student: its adapter, and the teacher's answers it is compared with
+        ins |= {"adapter": dg.AssetIn(adapter_asset, dagster_type=Path),
+                "teacher_demonstrations": dg.AssetIn("teacher_demonstrations", dagster_type=pl.DataFrame)}
+
     @dg.asset(
         name=name,
         partitions_def=dataset_partitions,
         group_name="generation",
-        deps=[*([adapter_asset] if adapter_asset else []), "base_slm", "documents", "train_pairs"],
+        ins=ins,
         description=description,
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
         kinds={"pytorch"},
@@ -58,14 +73,15 @@ def build_synthetic_queries_asset(
     )
     def _synthetic_queries(
         context: dg.AssetExecutionContext, config: SyntheticQueriesConfig, storage: StorageResource,
-        generator: GeneratorResource,
+        generator: GeneratorResource, documents: pl.DataFrame, queries: pl.DataFrame, train_pairs: pl.DataFrame,
+        click_log_pairs: Tables, base_slm: Path, **student,
     ) -> dg.MaterializeResult:
         dataset = context.partition_key
-        spec = read_spec(storage.inputs(dataset))
-        documents = generation_documents(storage.read_table("documents", dataset), config.max_documents, config.seed)
-        known = known_queries(storage, dataset)
-        base = _base_model_dir(storage, generator)
-        adapter = storage.artifact_dir(adapter_asset, dataset) / "adapter" if adapter_asset else None
+        spec = storage.dataset_spec(dataset)
+        documents = generation_documents(documents, config.max_documents, config.seed)
+        known = known_queries(train_pairs, all_queries(queries, click_log_pairs))
+        base = str(base_model_folder(base_slm))
+        adapter = student["adapter"] / LORA_FOLDER if student else None
         if adapter is not None:
             prompts = student_prompts(documents, known, spec.prompt_style, use_metadata)
         else:
@@ -84,7 +100,7 @@ def build_synthetic_queries_asset(
         adapter_stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns if adapter else None
         raw, report = generate_samples(
             documents["doc_id"].to_list(), prompts, backend_factory, sampling,
-            checkpoint_dir=storage.root_path / f"{name}_shards" / dataset, shard_size=config.shard_size,
+            checkpoint_dir=storage.step_dir(f"{name}_shards", dataset), shard_size=config.shard_size,
             settings={"base": base, "adapter": str(adapter) if adapter else None, "adapter_stamp": adapter_stamp,
                       "backend": generator.backend, "dtype": generator.dtype},
             progress=context.log.info,
@@ -94,48 +110,45 @@ def build_synthetic_queries_asset(
         parsed = merge_samples(parsed, config.queries_per_document)
         stats["queries_per_document"] = parsed.height / max(documents.height, 1)
         judged = judge_queries(parsed, documents)  # one verdict per row, for the filter and every figure
-        queries, dropped = keep_grounded(judged, parsed.columns) if config.quality_filter else (parsed, {})
-        storage.write_table(name, dataset, raw, "raw")
-        storage.write_table(name, dataset, judged, "judged")
-        path = storage.write_table(name, dataset, queries)
+        kept, dropped = keep_grounded(judged, parsed.columns) if config.quality_filter else (parsed, {})
         written_quality = judged_quality(judged, documents.height)
         kept_quality = judged_quality(judged.filter(pl.col("grounded")) if config.quality_filter else judged,
                                       documents.height)
-        agreement = (student_teacher_agreement(storage, dataset, adapter, parsed, documents["doc_id"].to_list())
+        agreement = (student_teacher_agreement(adapter, parsed, student["teacher_demonstrations"],
+                                               documents["doc_id"].to_list())
                      if adapter is not None else None)
         docs_per_second = report.docs_per_second / max(1, config.samples)  # documents with all their samples
         context.log.info(
             f"{name}: {parsed.height} queries written for {documents.height} documents "
             f"({docs_per_second:.2f} docs/s): grounded {written_quality['grounded_share']:.1%}, junk "
             f"{written_quality['junk_share']:.1%}, {written_quality['distinct_queries_per_document']:.1f} distinct per "
-            f"document; kept {queries.height} after the quality filter"
+            f"document; kept {kept.height} after the quality filter"
             + (f"; agreement with the teacher on held-out documents F1 {agreement['f1']:.3f}" if agreement else ""))
         return dg.MaterializeResult(
-            metadata=table_metadata(queries, path)
-            | {
+            value=Tables(kept, raw=raw, judged=judged),
+            metadata={
                 "backend": backend_name[0] if backend_name else "checkpoints only",
                 "use_metadata": use_metadata,
-                "documents": dg.MetadataValue.int(documents.height),
-                "samples_per_document": dg.MetadataValue.int(max(1, config.samples)),
-                "shards": dg.MetadataValue.int(report.shards),
-                "shards_reused": dg.MetadataValue.int(report.shards_reused),
-                "docs_per_second": dg.MetadataValue.float(round(docs_per_second, 3)),
-                "outputs_per_second": dg.MetadataValue.float(round(report.docs_per_second, 3)),
-                "generated_tokens_per_second": dg.MetadataValue.float(round(report.tokens_per_second, 1)),
-                "queries_per_document": dg.MetadataValue.float(round(stats["queries_per_document"], 2)),
-                "parse_rate": dg.MetadataValue.float(round(stats["parse_rate"], 4)),
-                "duplicate_rate": dg.MetadataValue.float(round(duplicate_rate(queries), 4)),
-                "empty_outputs": dg.MetadataValue.int(int((raw["text"].str.strip_chars() == "").sum())),
+                "documents": documents.height,
+                "samples_per_document": max(1, config.samples),
+                "shards": report.shards,
+                "shards_reused": report.shards_reused,
+                "docs_per_second": round(docs_per_second, 3),
+                "outputs_per_second": round(report.docs_per_second, 3),
+                "generated_tokens_per_second": round(report.tokens_per_second, 1),
+                "queries_per_document": round(stats["queries_per_document"], 2),
+                "parse_rate": round(stats["parse_rate"], 4),
+                "duplicate_rate": round(duplicate_rate(kept), 4),
+                "empty_outputs": int((raw["text"].str.strip_chars() == "").sum()),
                 "rejected": dg.MetadataValue.json(stats["rejected"]),
                 "quality_filter": config.quality_filter,
                 "quality_filter_dropped": dg.MetadataValue.json(dropped),
                 **quality_metadata(written_quality, "written"),
                 **quality_metadata(kept_quality, "kept"),
-                **({f"agreement_{k}": dg.MetadataValue.float(round(v, 4)) for k, v in agreement.items()
-                    if k != "documents"} | {"agreement_documents": dg.MetadataValue.int(agreement["documents"])}
-                   if agreement else {}),
+                **({f"agreement_{k}": round(v, 4) for k, v in agreement.items() if k != "documents"}
+                   | {"agreement_documents": agreement["documents"]} if agreement else {}),
                 "sample": dg.MetadataValue.md(sample_markdown(judged, documents)),
-            }
+            },
         )
 
     return _synthetic_queries
@@ -178,7 +191,7 @@ def few_shot_prompts(base_model_path: str, documents, known: dict, style: str, u
     ]
 
 
-def student_teacher_agreement(storage: StorageResource, dataset: str, adapter, written: pl.DataFrame,
+def student_teacher_agreement(adapter: Path, written: pl.DataFrame, teacher_demonstrations: pl.DataFrame,
                               asked: list[str]) -> dict | None:
     """Set agreement (normalised queries) of the student with the teacher on the demonstration documents the
     LoRA adapter was never trained on (its held-out slice) that generation was asked about."""
@@ -191,7 +204,7 @@ def student_teacher_agreement(storage: StorageResource, dataset: str, adapter, w
     doc_ids = sorted(set(read_json(report_path).get("holdout_keys", [])) & set(asked))
     if not doc_ids:
         return None
-    return set_agreement(written, storage.read_table("teacher_demonstrations", dataset), doc_ids)
+    return set_agreement(written, teacher_demonstrations, doc_ids)
 
 
 # ----------------------------------------------------------------------------------------------- asset checks

@@ -1,20 +1,19 @@
 """Mapping synthetic queries onto real train queries, and the augmented training set."""
 
 import hashlib
-import json
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from ..lib.datasets import read_spec
 from ..lib.formats import union_pairs
-from ..lib.mapping import DEFAULT_TAU, MappingSettings, embed_with_cache, map_incrementally, text_hash
+from ..lib.datasets import SPEC_FILE
+from ..lib.mapping import DEFAULT_TAU, MappingSettings, embed_with_cache, map_incrementally, read_mapping_state, text_hash
 from ..lib.plots import histogram_plot, markdown_image
 from ..partitions import dataset_partitions
-from ..resources import EncoderResource, StorageResource
+from ..resources import EncoderResource, StorageResource, Tables
 from .checking import ERROR, WARN, Evaluate, Outcome, build_check, fail, ok, rounded, weights_outside
-from .common import EAGER, all_queries, pairs_result, table_metadata
-from .training import RETRIEVER_FOLDER
+from .common import EAGER, RETRIEVER_FOLDER, all_queries, pairs_output
 
 MAPPING_ENCODER = "base_retriever"  # the dual encoder fine-tuned on the (click) train set
 
@@ -30,17 +29,13 @@ def encoder_fingerprint(path) -> str:
     return hashlib.sha1(f"{weights}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
-def mapping_state_dir(storage: StorageResource, asset: str, dataset: str):
-    """Where a mapping asset keeps its candidates (read them with `lib.mapping.read_mapping_state`)."""
-    return storage.root_path / "mapping_state" / asset / dataset
-
-
-def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, dataset: str):
+def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, dataset: str, base_retriever: Path):
     """(embed(texts, max_length) -> (vectors, how many computed now), encoder identity) for the click-trained
-    dual encoder; vectors are cached by text hash per encoder, so a refresh embeds only new text."""
-    encoder_path = storage.artifact_dir(MAPPING_ENCODER, dataset) / RETRIEVER_FOLDER
+    dual encoder (the `base_retriever` artifact); vectors are cached by text hash per encoder, so a refresh embeds
+    only new text."""
+    encoder_path = base_retriever / RETRIEVER_FOLDER
     fingerprint = encoder_fingerprint(encoder_path)
-    cache_dir = storage.root_path / "embedding_cache" / dataset / fingerprint
+    cache_dir = storage.step_dir("embedding_cache", dataset, fingerprint)
     model = []
 
     def embed(texts: list[str], max_length: int):
@@ -54,67 +49,66 @@ def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, d
     return embed, fingerprint
 
 
-def map_queries(context, config: MappingConfig, storage: StorageResource, encoder: EncoderResource,
-                synthetic_asset: str, source: str):
-    dataset = context.partition_key
-    spec = read_spec(storage.inputs(dataset))
-    settings = config.with_(tau=spec.tau if config.tau is None else config.tau,
-                            seed=spec.seed if config.seed is None else config.seed)
-    synthetic = storage.read_table(synthetic_asset, dataset)
-    train_queries = all_queries(storage, dataset).filter(pl.col("split") == "train")
-    embed, encoder_id = click_encoder_embedder(storage, encoder, dataset)
-    synthetic_vectors, new_synthetic = embed(synthetic["query"].to_list(), encoder.query_max_length)
-    train_vectors, new_train = embed(train_queries["text"].to_list(), encoder.query_max_length)
-    # candidates are kept per (synthetic queries, encoder): a click refresh searches only the new train queries
-    identity = hashlib.sha1("\n".join(f"{d}\t{text_hash(q)}" for d, q in synthetic.select("doc_id", "query").iter_rows())
-                            .encode()).hexdigest() + ":" + encoder_id
-    pairs, stats = map_incrementally(synthetic["doc_id"].to_list(), synthetic_vectors, train_queries["query_id"].to_list(),
-                                     train_vectors, settings, source,
-                                     mapping_state_dir(storage, context.asset_key.path[-1], dataset), identity)
-    context.log.info(f"mapped {synthetic.height} synthetic queries -> {pairs.height} new pairs "
-                     f"(tau {settings.tau}; searched {stats['train_queries_searched']} of {train_queries.height} "
-                     f"train queries, incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")
-    documents = storage.read_table("documents", dataset)
-    path = storage.write_table(context.asset_key.path[-1], dataset, pairs)
-    histogram = histogram_plot(stats["scores"], "best neighbour score per synthetic query", "(1 + cos) / 2",
-                               path.parent / "scores.png", marker=settings.tau) if stats["scores"] else None
-    return dg.MaterializeResult(
-        metadata=table_metadata(pairs, path)
-        | {
-            "pairs_added": dg.MetadataValue.int(pairs.height),
-            "synthetic_queries": dg.MetadataValue.int(synthetic.height),
-            "document_coverage": dg.MetadataValue.float(round(pairs["doc_id"].n_unique() / max(documents.height, 1), 4)),
-            "tau": dg.MetadataValue.float(settings.tau),
-            "k": dg.MetadataValue.int(settings.k),
-            "hnsw_recall_at_k": dg.MetadataValue.float(round(stats["hnsw_recall"], 4)) if stats["hnsw_recall"] is not None else None,
-            "texts_embedded_now": dg.MetadataValue.int(new_synthetic + new_train),
-            "train_queries": dg.MetadataValue.int(train_queries.height),
-            "train_queries_searched_now": dg.MetadataValue.int(stats["train_queries_searched"]),
-            "incremental": stats["incremental"],
-            "mean_weight": dg.MetadataValue.float(round(float(pairs["weight"].mean()), 4)) if pairs.height else 0.0,
-            **({"score_histogram": dg.MetadataValue.md(markdown_image(histogram, "scores"))} if histogram else {}),
-        }
-    )
-
-
 def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, description: str) -> dg.AssetsDefinition:
+    """(train query, document) pairs from the synthetic queries of `synthetic_asset`; side tables `candidates`
+    and `synthetic` keep every synthetic query's k best neighbours, so any tau can be applied later (the tau
+    sweep) without a new search."""
+
     @dg.asset(name=name, partitions_def=dataset_partitions, group_name="mapping",
-              deps=[synthetic_asset, MAPPING_ENCODER, "queries", "click_log_pairs"], description=description,
-              automation_condition=EAGER)
+              ins={"synthetic": dg.AssetIn(synthetic_asset), MAPPING_ENCODER: dg.AssetIn(MAPPING_ENCODER)},
+              description=description, automation_condition=EAGER)
     def _mapped(context: dg.AssetExecutionContext, config: MappingConfig, storage: StorageResource,
-                encoder: EncoderResource) -> dg.MaterializeResult:
-        return map_queries(context, config, storage, encoder, synthetic_asset, source)
+                encoder: EncoderResource, synthetic: pl.DataFrame, base_retriever: Path, documents: pl.DataFrame,
+                queries: pl.DataFrame, click_log_pairs: Tables) -> dg.MaterializeResult:
+        dataset = context.partition_key
+        spec = storage.dataset_spec(dataset)
+        settings = config.with_(tau=spec.tau if config.tau is None else config.tau,
+                                seed=spec.seed if config.seed is None else config.seed)
+        train_queries = all_queries(queries, click_log_pairs).filter(pl.col("split") == "train")
+        embed, encoder_id = click_encoder_embedder(storage, encoder, dataset, base_retriever)
+        synthetic_vectors, new_synthetic = embed(synthetic["query"].to_list(), encoder.query_max_length)
+        train_vectors, new_train = embed(train_queries["text"].to_list(), encoder.query_max_length)
+        # candidates are kept per (synthetic queries, encoder): a click refresh searches only the new train queries
+        identity = hashlib.sha1("\n".join(f"{d}\t{text_hash(q)}" for d, q in synthetic.select("doc_id", "query")
+                                          .iter_rows()).encode()).hexdigest() + ":" + encoder_id
+        state_dir = storage.step_dir("mapping_state", dataset, name)
+        pairs, stats = map_incrementally(synthetic["doc_id"].to_list(), synthetic_vectors,
+                                         train_queries["query_id"].to_list(), train_vectors, settings, source,
+                                         state_dir, identity)
+        candidates, synthetic_doc_ids = read_mapping_state(state_dir)
+        context.log.info(f"mapped {synthetic.height} synthetic queries -> {pairs.height} new pairs "
+                         f"(tau {settings.tau}; searched {stats['train_queries_searched']} of {train_queries.height} "
+                         f"train queries, incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")
+        histogram = histogram_plot(stats["scores"], "best neighbour score per synthetic query", "(1 + cos) / 2",
+                                   storage.figure_path(name, dataset, "scores.png"),
+                                   marker=settings.tau) if stats["scores"] else None
+        return dg.MaterializeResult(
+            value=Tables(pairs, candidates=candidates,
+                         synthetic=pl.DataFrame({"doc_id": synthetic_doc_ids}, schema={"doc_id": pl.String})),
+            metadata={
+                "pairs_added": pairs.height,
+                "synthetic_queries": synthetic.height,
+                "document_coverage": round(pairs["doc_id"].n_unique() / max(documents.height, 1), 4),
+                "tau": float(settings.tau),
+                "k": settings.k,
+                "hnsw_recall_at_k": round(stats["hnsw_recall"], 4) if stats["hnsw_recall"] is not None else None,
+                "texts_embedded_now": new_synthetic + new_train,
+                "train_queries": train_queries.height,
+                "train_queries_searched_now": stats["train_queries_searched"],
+                "incremental": stats["incremental"],
+                "mean_weight": round(float(pairs["weight"].mean()), 4) if pairs.height else 0.0,
+                **({"score_histogram": dg.MetadataValue.md(markdown_image(histogram, "scores"))} if histogram else {}),
+            },
+        )
 
     return _mapped
 
 
 def build_augmented_pairs_asset(name: str, mapped_asset: str, description: str) -> dg.AssetsDefinition:
-    @dg.asset(name=name, partitions_def=dataset_partitions, group_name="mapping", deps=["train_pairs", mapped_asset],
-              description=description, automation_condition=EAGER)
-    def _augmented(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-        dataset = context.partition_key
-        pairs = union_pairs(storage.read_table("train_pairs", dataset), storage.read_table(mapped_asset, dataset))
-        return pairs_result(storage, name, dataset, pairs)
+    @dg.asset(name=name, partitions_def=dataset_partitions, group_name="mapping",
+              ins={"mapped": dg.AssetIn(mapped_asset)}, description=description, automation_condition=EAGER)
+    def _augmented(train_pairs: pl.DataFrame, mapped: pl.DataFrame) -> dg.MaterializeResult:
+        return pairs_output(union_pairs(train_pairs, mapped))
 
     return _augmented
 
@@ -150,14 +144,9 @@ MAPPED_PAIRS_ASSETS = tuple(k for a in mapping_assets if (k := a.key.to_user_str
 
 
 def dataset_tau(storage: StorageResource, dataset: str) -> float:
-    """`tau` from `<root>/inputs/<dataset>/dataset.json` (DEFAULT_TAU when the file or the key is absent).
-
-    Note: a run that overrides `MappingConfig.tau` maps with a different threshold than the one checked here.
-    """
-    path = storage.inputs(dataset) / "dataset.json"
-    if not path.exists():
-        return DEFAULT_TAU
-    return float(json.loads(path.read_text(encoding="utf-8")).get("tau", DEFAULT_TAU))
+    """The dataset's tau (DEFAULT_TAU for a dataset never registered). A run that overrides `MappingConfig.tau`
+    maps with a different threshold than the one checked here."""
+    return storage.dataset_spec(dataset).tau if (storage.inputs(dataset) / SPEC_FILE).exists() else DEFAULT_TAU
 
 
 def evaluate_mapped_pairs(asset: str) -> Evaluate:

@@ -2,14 +2,14 @@
 
 import dagster as dg
 import numpy as np
+import polars as pl
 
 from ..lib.mapping import embed_with_cache
 from ..lib.ova_head import OvaHeadConfig, train_ova_head
-from ..lib.storage import atomic_directory
 from ..partitions import dataset_partitions
-from ..resources import EncoderResource, StorageResource
+from ..resources import EncoderResource, StorageResource, Tables
 from .checking import build_finite_weights_check, nonfinite_in_npz
-from .common import MODEL_STEP, all_queries, directory_metadata
+from .common import MODEL_STEP, all_queries
 from .training import METHODS
 
 HEAD_FILE = "head.npz"
@@ -23,37 +23,37 @@ def pretrained_embeddings(storage: StorageResource, encoder: EncoderResource, da
                           max_length: int) -> np.ndarray:
     """Frozen pretrained-encoder features, cached by text hash per dataset."""
     model = encoder.load()
-    cache = storage.root_path / "embedding_cache" / dataset / "pretrained" / f"texts-{max_length}.parquet"
+    cache = storage.step_dir("embedding_cache", dataset, "pretrained", f"texts-{max_length}.parquet")
     vectors, _ = embed_with_cache(texts, lambda batch: model.encode(batch, max_length=max_length), cache)
     return vectors
 
 
 def build_ova_asset(name: str, pairs_asset: str, description: str) -> dg.AssetsDefinition:
     @dg.asset(name=name, partitions_def=dataset_partitions, group_name="training", description=description,
-              deps=[pairs_asset, "documents", "queries", "click_log_pairs"], kinds={"pytorch"}, **MODEL_STEP)
+              ins={"pairs": dg.AssetIn(pairs_asset)}, kinds={"pytorch"}, **MODEL_STEP)
     def _ova(context: dg.AssetExecutionContext, config: OvaHeadTrainingConfig, storage: StorageResource,
-             encoder: EncoderResource) -> dg.MaterializeResult:
+             encoder: EncoderResource, pairs: Tables, documents: pl.DataFrame, queries: pl.DataFrame,
+             click_log_pairs: Tables) -> dg.MaterializeResult:
         dataset = context.partition_key
-        pairs = storage.read_table(pairs_asset, dataset)
-        documents = storage.read_table("documents", dataset)
-        queries = all_queries(storage, dataset, pairs_asset).join(pairs.select("query_id").unique(), on="query_id")
+        training = pairs.data
+        queries = all_queries(queries, click_log_pairs, pairs).join(training.select("query_id").unique(), on="query_id")
         query_index = {q: i for i, q in enumerate(queries["query_id"].to_list())}
         doc_index = {d: i for i, d in enumerate(documents["doc_id"].to_list())}
         weights, biases, report = train_ova_head(
             pretrained_embeddings(storage, encoder, dataset, queries["text"].to_list(), encoder.query_max_length),
-            np.array([query_index[q] for q in pairs["query_id"].to_list()]),
-            np.array([doc_index[d] for d in pairs["doc_id"].to_list()]),
-            pairs["weight"].to_numpy(),
+            np.array([query_index[q] for q in training["query_id"].to_list()]),
+            np.array([doc_index[d] for d in training["doc_id"].to_list()]),
+            training["weight"].to_numpy(),
             pretrained_embeddings(storage, encoder, dataset, documents["title"].to_list(), encoder.doc_max_length),
             config, progress=context.log.info,
         )
-        with atomic_directory(storage.artifact_dir(name, dataset)) as tmp:
-            np.savez(tmp / HEAD_FILE, weights=weights, biases=biases, doc_ids=np.array(documents["doc_id"].to_list()))
-        return dg.MaterializeResult(metadata=directory_metadata(storage.artifact_dir(name, dataset)) | {
-            "training_queries": dg.MetadataValue.int(report.queries),
-            "training_pairs": dg.MetadataValue.int(report.pairs),
-            "seconds": dg.MetadataValue.float(round(report.seconds, 2)),
-            "final_epoch_loss": dg.MetadataValue.float(round(report.epoch_losses[-1], 4)),
+        folder = storage.staging_dir()
+        np.savez(folder / HEAD_FILE, weights=weights, biases=biases, doc_ids=np.array(documents["doc_id"].to_list()))
+        return dg.MaterializeResult(value=folder, metadata={
+            "training_queries": report.queries,
+            "training_pairs": report.pairs,
+            "seconds": round(report.seconds, 2),
+            "final_epoch_loss": round(report.epoch_losses[-1], 4),
         })
 
     return _ova

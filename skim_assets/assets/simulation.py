@@ -4,7 +4,6 @@
 import dagster as dg
 import polars as pl
 
-from ..lib.datasets import read_spec
 from ..lib.metrics import metrics_table_markdown
 from ..lib.plots import line_plot, markdown_image
 from ..lib.simulation import (
@@ -16,7 +15,7 @@ from ..lib.simulation import (
 )
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
-from .common import MODEL_STEP, table_metadata
+from .common import MODEL_STEP
 
 SIMULATION_OUTPUTS = {
     "click_train_pairs": "Train pairs that survived as clicks (Algorithm 1), or the dataset's own train labels.",
@@ -28,14 +27,14 @@ SIMULATION_OUTPUTS = {
 
 
 @dg.multi_asset(
-    specs=[dg.AssetSpec(name, description=text, deps=["documents", "queries", "relevance_labels"])
-           for name, text in SIMULATION_OUTPUTS.items()],
+    outs={name: dg.AssetOut(description=text, dagster_type=pl.DataFrame) for name, text in SIMULATION_OUTPUTS.items()},
     partitions_def=dataset_partitions,
     group_name="simulation",
     can_subset=False,
     pool=MODEL_STEP["pool"], op_tags=MODEL_STEP["op_tags"],  # ranks every query with the zero-shot encoder
 )
-def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource, encoder: EncoderResource):
+def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource, encoder: EncoderResource,
+                     documents: pl.DataFrame, queries: pl.DataFrame, relevance_labels: pl.DataFrame):
     """Simulate click bias on a dataset with complete labels (paper's Algorithm 1).
 
     A pretrained retriever (the encoder resource; titles only) ranks all documents for every query; a relevant
@@ -43,10 +42,8 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
     Datasets registered with `simulate_bias: false` already are click logs: their labels pass through unchanged.
     """
     dataset = context.partition_key
-    spec = read_spec(storage.inputs(dataset))
-    documents = storage.read_table("documents", dataset)
-    queries = storage.read_table("queries", dataset)
-    qrels = storage.read_table("relevance_labels", dataset).join(queries.select("query_id", "split"), on="query_id")
+    spec = storage.dataset_spec(dataset)
+    qrels = relevance_labels.join(queries.select("query_id", "split"), on="query_id")
     train_labels, test_labels = (qrels.filter(pl.col("split") == s).drop("split") for s in ("train", "test"))
     metadata: dict[str, dict] = {name: {} for name in SIMULATION_OUTPUTS}
 
@@ -62,16 +59,16 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
         curve = exposure_curve(ranked, train_labels, [k for k in DEFAULT_EXPOSURE_KS if k <= depth])
         plot = line_plot({"train labels kept": (curve["exposure_k"].to_list(), curve["fraction_kept"].to_list())},
                          "Labels surviving exposure", "exposure window K", "fraction kept",
-                         storage.artifact_dir("click_train_pairs", dataset) / "exposure_curve.png")
+                         storage.figure_path("click_train_pairs", dataset, "exposure_curve.png"))
         metadata["click_train_pairs"] = {
             "exposure_k": spec.exposure_k,
             "sigmoid_sampling": spec.sigmoid_sampling,
-            "fraction_of_labels_kept": dg.MetadataValue.float(round(clicks.height / max(train_labels.height, 1), 4)),
+            "fraction_of_labels_kept": round(clicks.height / max(train_labels.height, 1), 4),
             "per_k": dg.MetadataValue.md(metrics_table_markdown(curve.to_dicts(), curve.columns)),
             "exposure_curve": dg.MetadataValue.md(markdown_image(plot, "exposure curve")),
         }
         metadata["biased_test_qrels"] = {
-            "fraction_of_labels_kept": dg.MetadataValue.float(round(biased_test.height / max(test_labels.height, 1), 4)),
+            "fraction_of_labels_kept": round(biased_test.height / max(test_labels.height, 1), 4),
         }
     else:
         context.log.info("simulate_bias is false: the dataset's train labels are the clicks; no unbiased test set")
@@ -87,6 +84,5 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
         "unbiased_test_qrels": test_labels.filter(pl.col("relevance") > 0) if spec.simulate_bias else biased_test,
     }
     for name, frame in frames.items():
-        path = storage.write_table(name, dataset, frame)
-        yield dg.MaterializeResult(asset_key=name, metadata=table_metadata(frame, path) | metadata[name]
-                                   | {"queries_with_labels": dg.MetadataValue.int(frame["query_id"].n_unique())})
+        yield dg.Output(frame, output_name=name,
+                        metadata=metadata[name] | {"queries_with_labels": frame["query_id"].n_unique()})

@@ -4,36 +4,30 @@
 import json
 
 import dagster as dg
+import polars as pl
 
 from ..lib.dual_encoder import DualEncoderConfig, train_dual_encoder
 from ..lib.formats import union_pairs
 from ..lib.plots import line_plot, markdown_image
-from ..lib.storage import atomic_directory, file_digest
 from ..partitions import dataset_partitions
-from ..resources import EncoderResource, StorageResource
+from ..resources import EncoderResource, StorageResource, Tables
 from .checking import build_finite_weights_check, nonfinite_in_safetensors
-from .common import EAGER, MODEL_STEP, all_queries, directory_metadata, pairs_result
+from .common import EAGER, MODEL_STEP, RETRIEVER_FOLDER, all_queries, pairs_output
 
 TRAINING_RETRY = dg.RetryPolicy(max_retries=1, delay=30)
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name="training", deps=["click_train_pairs", "click_log_pairs"],
-          automation_condition=EAGER)
-def train_pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+@dg.asset(partitions_def=dataset_partitions, group_name="training", automation_condition=EAGER)
+def train_pairs(click_train_pairs: pl.DataFrame, click_log_pairs: pl.DataFrame) -> dg.MaterializeResult:
     """The click-log training set: simulated (or imported) click pairs plus pairs from click-log drops.
 
     A (query, doc) pair present in both keeps one row (the first source, 'click').
     """
-    dataset = context.partition_key
-    pairs = union_pairs(storage.read_table("click_train_pairs", dataset), storage.read_table("click_log_pairs", dataset))
-    return pairs_result(storage, "train_pairs", dataset, pairs)
+    return pairs_output(union_pairs(click_train_pairs, click_log_pairs))
 
 
 class RetrieverTrainingConfig(dg.Config, DualEncoderConfig):
     """DEXML-style dual-encoder fine-tuning: the fields of `lib.dual_encoder.DualEncoderConfig`."""
-
-
-RETRIEVER_FOLDER = "encoder"
 
 
 def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.AssetsDefinition:
@@ -43,7 +37,7 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.A
         name=name,
         partitions_def=dataset_partitions,
         group_name="training",
-        deps=[pairs_asset, "documents", "queries", "click_log_pairs"],
+        ins={"pairs": dg.AssetIn(pairs_asset)},
         description=description,
         retry_policy=TRAINING_RETRY,
         kinds={"pytorch"},
@@ -51,36 +45,32 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.A
     )
     def _retriever(
         context: dg.AssetExecutionContext, config: RetrieverTrainingConfig, storage: StorageResource,
-        encoder: EncoderResource,
+        encoder: EncoderResource, pairs: Tables, documents: pl.DataFrame, queries: pl.DataFrame,
+        click_log_pairs: Tables,
     ) -> dg.MaterializeResult:
-        dataset = context.partition_key
-        pairs = storage.read_table(pairs_asset, dataset)
-        documents = storage.read_table("documents", dataset)
-        queries = all_queries(storage, dataset, pairs_asset)
         model = encoder.load()
-        context.log.info(f"training {name} on {pairs.height} pairs ({pairs_asset}) on {model.device}")
-        report = train_dual_encoder(model, pairs, queries, documents, config, progress=context.log.info,
-                                    query_max_length=encoder.query_max_length, doc_max_length=encoder.doc_max_length)
-        with atomic_directory(storage.artifact_dir(name, dataset)) as tmp:
-            model.save(tmp / RETRIEVER_FOLDER, max(encoder.query_max_length, encoder.doc_max_length))
-            # the pairs' digest tells the model-refresh schedule whether this model is stale
-            (tmp / "training.json").write_text(json.dumps(
-                report.__dict__ | {"pairs_sha1": file_digest(storage.table_path(pairs_asset, dataset))}, indent=2))
-            plot = line_plot({"loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
-                             f"{name} training loss", "log window", "weighted decoupled-softmax loss", tmp / "loss.png")
-            loss_md = markdown_image(plot, "loss curve")
+        context.log.info(f"training {name} on {pairs.data.height} pairs ({pairs_asset}) on {model.device}")
+        report = train_dual_encoder(model, pairs.data, all_queries(queries, click_log_pairs, pairs), documents, config,
+                                    progress=context.log.info, query_max_length=encoder.query_max_length,
+                                    doc_max_length=encoder.doc_max_length)
+        folder = storage.staging_dir()
+        model.save(folder / RETRIEVER_FOLDER, max(encoder.query_max_length, encoder.doc_max_length))
+        # the pairs' digest tells the model-refresh schedule whether this model is stale
+        (folder / "training.json").write_text(json.dumps(report.__dict__ | {"pairs_sha1": pairs.digest()}, indent=2))
+        plot = line_plot({"loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
+                         f"{name} training loss", "log window", "weighted decoupled-softmax loss", folder / "loss.png")
         return dg.MaterializeResult(
-            metadata=directory_metadata(storage.artifact_dir(name, dataset))
-            | {
-                "training_pairs": dg.MetadataValue.int(report.pairs),
-                "training_queries": dg.MetadataValue.int(report.queries),
-                "epochs": dg.MetadataValue.int(config.epochs),
-                "seconds": dg.MetadataValue.float(round(report.seconds, 1)),
-                "pairs_per_second": dg.MetadataValue.float(round(report.pairs_per_second, 2)),
-                "final_epoch_loss": dg.MetadataValue.float(round(report.epoch_losses[-1], 4)),
+            value=folder,
+            metadata={
+                "training_pairs": report.pairs,
+                "training_queries": report.queries,
+                "epochs": config.epochs,
+                "seconds": round(report.seconds, 1),
+                "pairs_per_second": round(report.pairs_per_second, 2),
+                "final_epoch_loss": round(report.epoch_losses[-1], 4),
                 "device": str(model.device),
-                "loss_curve": dg.MetadataValue.md(loss_md),
-            }
+                "loss_curve": dg.MetadataValue.md(markdown_image(plot, "loss curve")),
+            },
         )
 
     return _retriever

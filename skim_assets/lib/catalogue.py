@@ -14,7 +14,11 @@ from pathlib import Path
 import duckdb
 
 # Top-level folders of the storage root that are not assets: inputs, caches and resumable work state.
-NOT_ARTIFACTS = frozenset({"inputs", "click_log_cache", "embedding_cache", "mapping_state", "teacher_cache"})
+NOT_ARTIFACTS = frozenset({"inputs", "click_log_cache", "embedding_cache", "mapping_state", "teacher_cache",
+                           "figures"})
+
+
+CATALOGUE_FILE = "skim.duckdb"  # under the storage root
 
 
 def is_artifact_folder(name: str) -> bool:
@@ -30,7 +34,7 @@ def _view_name(asset: str, table: str) -> str:
 def refresh_catalogue(root: str | Path, database: str | Path | None = None) -> list[str]:
     """(Re)create one view per artifact table; returns the view names. Views read the files at query time."""
     root = Path(root).resolve()
-    database = Path(database) if database else root / "skim.duckdb"
+    database = Path(database) if database else root / CATALOGUE_FILE
     tables: dict[tuple[str, str], str] = defaultdict(str)
     for path in sorted(root.glob("*/*/*.parquet")):
         asset = path.parts[-3]

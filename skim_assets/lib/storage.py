@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -104,11 +105,59 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_directory(tmp, path)
+
+
+def replace_directory(staged: str | Path, path: str | Path) -> Path:
+    """Move the finished folder `staged` (on the same file system) to `path`, replacing what was there.
+
+    The old folder is moved aside first, so readers see the old or the new folder whole; the window where `path`
+    is missing is two renames long. A link in `path`'s place (a table set's) is replaced, never followed."""
+    staged, path = Path(staged), Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_orphans(path)
     old = _temp_sibling(path, "old")
-    if path.exists():
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
         os.replace(path, old)
-    os.replace(tmp, path)
+    os.replace(staged, path)
     shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+STAGING_ORPHAN_AGE_S = 86_400.0  # a staging folder of another host (or of this one, pid unknown) this old is junk
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def new_staging_directory(parent: str | Path) -> Path:
+    """A fresh, empty folder under `parent` for a step to write an artifact into before it is moved into place
+    (`replace_directory`). Its name carries the host and pid of the process writing it, so the folders of killed
+    steps are removed here (their process is gone) while a live step, however long it trains, keeps its own."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    host, now = socket.gethostname(), time.time()
+    for orphan in parent.iterdir():
+        owner_host, _, rest = orphan.name.rpartition("~")[0].partition("~") if "~" in orphan.name else ("", "", "")
+        try:
+            dead = (owner_host == host and rest.isdigit() and not _process_alive(int(rest))) or \
+                now - orphan.lstat().st_mtime >= STAGING_ORPHAN_AGE_S
+            if dead:
+                shutil.rmtree(orphan) if orphan.is_dir() and not orphan.is_symlink() else orphan.unlink()
+        except FileNotFoundError:
+            continue
+    staged = parent / f"{host}~{os.getpid()}~{uuid.uuid4().hex}"
+    staged.mkdir()
+    return staged
 
 
 def directory_size_bytes(path: str | Path) -> int:

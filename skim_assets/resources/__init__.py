@@ -1,8 +1,11 @@
-"""Dagster resources: where artifacts live, and the models (encoder, teacher, generator)."""
+"""Dagster resources: where artifacts live (storage and the IO manager), and the models (encoder, teacher,
+generator)."""
 
+from .artifacts import ArtifactIOManager, Tables, storage_resources
 from .encoder import EncoderResource
 from .generator import GeneratorResource
 from .storage import StorageResource
 from .teacher import TeacherResource
 
-__all__ = ["EncoderResource", "GeneratorResource", "StorageResource", "TeacherResource"]
+__all__ = ["ArtifactIOManager", "EncoderResource", "GeneratorResource", "StorageResource", "Tables", "TeacherResource",
+           "storage_resources"]

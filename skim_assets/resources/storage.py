@@ -6,15 +6,21 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ..lib.datasets import check_dataset_name
-from ..lib.storage import write_parquet_atomic, write_table_set
+from ..lib.datasets import DatasetSpec, check_dataset_name, read_spec
+from ..lib.storage import new_staging_directory, replace_directory, write_parquet_atomic, write_table_set
 
 DEFAULT_ROOT = os.environ.get("SKIM_DATA_ROOT", "data")
 
 
+STAGING_FOLDER = ".staging"  # under the root: folders steps write before the IO manager moves them into place
+FIGURES_FOLDER = "figures"  # under the root: the plots a step draws for its metadata, per dataset
+
+
 class StorageResource(dg.ConfigurableResource):
-    """The storage root. Inputs live in `<root>/inputs/<dataset>/`; every artifact in `<root>/<asset>/<dataset>/`
-    (tables as `<table>.parquet`, models as folders), written atomically; `<root>/skim.duckdb` catalogues them."""
+    """The storage root: the one owner of every path. Inputs live in `<root>/inputs/<dataset>/`; every artifact
+    in `<root>/<asset>/<dataset>/` (tables as `<table>.parquet`, models as folders), written atomically by the
+    artifact IO manager (`resources/artifacts.py`); a step's own working state (caches, checkpoints) in
+    `<root>/<kind>/<dataset>/` (`step_dir`); `<root>/skim.duckdb` catalogues the tables."""
 
     root: str = Field(default=DEFAULT_ROOT, description="Storage root (default: $SKIM_DATA_ROOT or ./data).")
 
@@ -34,13 +40,43 @@ class StorageResource(dg.ConfigurableResource):
     def inputs(self, dataset: str) -> Path:
         return self.inside_root("inputs", check_dataset_name(dataset))
 
-    def artifact_dir(self, asset: str, dataset: str) -> Path:
-        return self.inside_root(asset, check_dataset_name(dataset))
+    def dataset_spec(self, dataset: str) -> DatasetSpec:
+        """The registered dataset's settings (`<root>/inputs/<dataset>/dataset.json`)."""
+        return read_spec(self.inputs(dataset))
 
-    def table_path(self, asset: str, dataset: str, table: str = "data") -> Path:
-        return self.inside_root(asset, check_dataset_name(dataset), f"{table}.parquet")
+    def artifact_dir(self, asset: str, dataset: str | None) -> Path:
+        """`<root>/<asset>/<dataset>`, or `<root>/<asset>` for an asset shared by every dataset (dataset None)."""
+        return self.inside_root(asset, check_dataset_name(dataset)) if dataset is not None else self.inside_root(asset)
 
-    def write_table(self, asset: str, dataset: str, frame: pl.DataFrame, table: str = "data") -> Path:
+    def step_dir(self, kind: str, dataset: str, *parts: str) -> Path:
+        """A step's own working state that is not an artifact (`kind` e.g. 'embedding_cache', 'mapping_state',
+        '<asset>_shards'): `<root>/<kind>/<dataset>/<parts...>`."""
+        return self.inside_root(kind, check_dataset_name(dataset), *parts)
+
+    def figure_path(self, asset: str, dataset: str, name: str) -> Path:
+        """Where a table asset's plot is saved (`<root>/figures/<dataset>/<asset>-<name>`); folder artifacts keep
+        their plots inside the folder."""
+        path = self.inside_root(FIGURES_FOLDER, check_dataset_name(dataset), f"{asset}-{name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def staging_dir(self) -> Path:
+        """A fresh folder to write a folder artifact into; return it from the asset and the IO manager moves it
+        into place whole. Ask for it when ready to write: orphans of killed steps are removed after 10 minutes."""
+        return new_staging_directory(self.root_path / STAGING_FOLDER)
+
+    def adopt_folder(self, staged: Path, asset: str, dataset: str | None) -> Path:
+        """Move a finished staged folder to `<root>/<asset>/<dataset>`, replacing the previous artifact whole."""
+        staged = Path(staged).resolve()
+        if self.root_path / STAGING_FOLDER not in staged.parents:
+            raise ValueError(f"{staged} is not a staging folder of {self.root_path}: write folder artifacts into "
+                             "`storage.staging_dir()`")
+        return replace_directory(staged, self.artifact_dir(asset, dataset))
+
+    def table_path(self, asset: str, dataset: str | None, table: str = "data") -> Path:
+        return self.artifact_dir(asset, dataset) / f"{table}.parquet"
+
+    def write_table(self, asset: str, dataset: str | None, frame: pl.DataFrame, table: str = "data") -> Path:
         return write_parquet_atomic(frame, self.table_path(asset, dataset, table))
 
     def write_table_set(self, step: str, dataset: str, tables: dict[str, dict[str, pl.DataFrame]]) -> dict:

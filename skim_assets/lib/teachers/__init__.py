@@ -1,9 +1,9 @@
 """Teachers: turn chat messages into text (the teacher demonstrations of SKIM's first stage).
 
-One protocol (`protocol`), three backends: `OpenAIChatTeacher` (`openai_client`, answers cached by `cache`),
-`KeyphraseTeacher` (`keyphrase`, offline) and `LocalHFTeacher` (`local_hf`). This module holds the factory and
-re-exports the public names. Parsing the answers is the caller's business (`skim_assets.lib.parsing`). No Dagster
-here.
+One protocol (`protocol`), three backends: `OpenAIChatTeacher` (`openai_client`, the `openai` SDK with answers
+cached by `cache`), `KeyphraseTeacher` (`keyphrase`, offline) and `LocalHFTeacher` (`local_hf`). This module holds
+the factory and re-exports the public names. Parsing the answers is the caller's business
+(`skim_assets.lib.parsing`). No Dagster here.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from pathlib import Path
 from .cache import CACHE_FORMAT_VERSION, ResponseCache, cache_key
 from .keyphrase import STOPWORDS, KeyphraseTeacher, format_queries
 from .local_hf import LocalHFTeacher
-from .openai_client import RETRYABLE_STATUS, OpenAIChatTeacher
+from .openai_client import OpenAIChatTeacher
 from .protocol import ProgressFn, Teacher, TeacherRequest, TeacherResponse, estimate_tokens
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
-    "RETRYABLE_STATUS",
     "STOPWORDS",
     "TEACHER_KINDS",
     "KeyphraseTeacher",

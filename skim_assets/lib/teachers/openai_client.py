@@ -1,64 +1,70 @@
-"""`OpenAIChatTeacher`: a client for any OpenAI-compatible `/chat/completions` endpoint (OpenAI, Azure, a local
-`vllm serve`), with retries, the response cache, cost accounting and a budget."""
+"""`OpenAIChatTeacher`: any OpenAI-compatible `/chat/completions` endpoint (OpenAI, Azure OpenAI, a local
+`vllm serve` or `llama_cpp.server`) through the official `openai` SDK, with our response cache, cost accounting,
+budget, concurrency and secret redaction around it."""
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import random
+import os
+import re
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .cache import CACHE_FORMAT_VERSION, ResponseCache, cache_key
 from .protocol import ProgressFn, TeacherRequest, TeacherResponse, _messages_text, _Progress, estimate_tokens
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx
+AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
+# The SDK refuses an empty key; a keyless server (a local vLLM or llama.cpp) gets this placeholder, and the
+# Authorization header is then omitted from every request, so the placeholder is never sent.
+_NO_KEY = "no-key"
 
 
-def _chat_completions_url(base_url: str) -> str:
-    """`{base_url}/chat/completions`, keeping any query string (Azure's `?api-version=...`)."""
-    parts = urlsplit(base_url)
+def _split_base_url(base_url: str) -> tuple[str, dict[str, str]]:
+    """The API root without a trailing `/chat/completions` or query string, and the query as a dict (Azure's
+    `?api-version=...`, or any other query a gateway wants on every request)."""
+    parts = urlsplit(base_url.strip())
     path = parts.path.rstrip("/")
-    if not path.endswith("/chat/completions"):
-        path += "/chat/completions"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+    if path.endswith("/chat/completions"):
+        path = path[: -len("/chat/completions")]
+    root = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    return root, dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
-def _parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
+def _retry_count(request) -> int:
+    """Retries the SDK had taken when it built `request` (it sends the count in `x-stainless-retry-count`)."""
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        return max(0, int(request.headers.get("x-stainless-retry-count", 0)))
+    except (AttributeError, RuntimeError, TypeError, ValueError):  # no request attached, or an odd header
+        return 0
+
+
+def _plural(n: int) -> str:
+    return f"{n} attempt" if n == 1 else f"{n} attempts"
 
 
 class OpenAIChatTeacher:
     """A client for an OpenAI-compatible chat endpoint, safe to rerun: answers are cached by prompt hash.
 
-    `base_url` is the API root (`http://127.0.0.1:8000/v1`, `https://api.openai.com/v1`, or an Azure deployment
-    URL such as `https://<res>.openai.azure.com/openai/deployments/<dep>?api-version=...` with
-    `extra_headers={"api-key": ...}`). Failed requests come back with `error` set and `text` None; the run goes
-    on and the caller decides what to do with them. 429, 408/409/425, 5xx, timeouts and connection errors are
-    retried `max_retries` times (exponential backoff from `backoff_s` plus up to 25% jitter, or the server's
-    `Retry-After`, both capped at `max_backoff_s`); other 4xx and malformed bodies are not. Costs and the budget
-    are per instance (all `complete` calls); requests already in flight when the budget runs out still land.
+    `base_url` is the API root (`http://127.0.0.1:8000/v1`, `https://api.openai.com/v1`). An Azure OpenAI
+    endpoint (host `*.openai.azure.com` and the like, an `api_version`, or `?api-version=` in `base_url`) gets the
+    SDK's `AzureOpenAI` client, which sends the key as `api-key`: `https://<res>.openai.azure.com` (the model names
+    the deployment) or `https://<res>.openai.azure.com/openai/deployments/<dep>?api-version=...`. Azure's
+    version-less `/openai/v1` API is a plain OpenAI endpoint. Without `api_key` no Authorization header is sent,
+    and the environment's OPENAI_API_KEY is never used.
+
+    The SDK owns the transport: it retries 408, 409, 429, 5xx, timeouts and connection errors `max_retries`
+    times with exponential backoff, honours the server's `Retry-After` (up to 120 s; a longer one is not
+    retried), and applies `timeout_s` to each attempt. Failed requests come back with `error` set and `text` None
+    (an HTTP error names the status, the document and the server's redacted reply); the run goes on and the
+    caller decides what to do with them. Costs and the budget are per instance (all `complete` calls); requests
+    already in flight when the budget runs out still land.
     """
 
     backend = "openai"
@@ -72,16 +78,14 @@ class OpenAIChatTeacher:
         max_tokens: int = 200,
         timeout_s: float = 60.0,
         max_retries: int = 5,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 30.0,
         concurrency: int = 4,
         cache_dir: str | Path | None = None,
         budget_usd: float | None = None,
         usd_per_1k_prompt_tokens: float = 0.0,
         usd_per_1k_completion_tokens: float = 0.0,
         extra_headers: dict | None = None,
+        api_version: str | None = None,
         progress_every_s: float = 5.0,
-        seed: int | None = None,
     ):
         if not base_url:
             raise ValueError("base_url is required (e.g. http://127.0.0.1:8000/v1)")
@@ -92,36 +96,74 @@ class OpenAIChatTeacher:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.base_url = base_url
-        self.url = _chat_completions_url(base_url)
         self.model = model
         self._api_key = api_key or None
         self.temperature = float(temperature)
         self.max_tokens = int(max_tokens)
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
-        self.backoff_s = float(backoff_s)
-        self.max_backoff_s = float(max_backoff_s)
         self.concurrency = int(concurrency)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._cache = ResponseCache(self.cache_dir) if self.cache_dir is not None else None
         self.budget_usd = budget_usd
         self.usd_per_1k_prompt_tokens = float(usd_per_1k_prompt_tokens)
         self.usd_per_1k_completion_tokens = float(usd_per_1k_completion_tokens)
-        self._extra_headers = dict(extra_headers or {})
+        self._extra_headers = {str(k): str(v) for k, v in (extra_headers or {}).items()}
         self.progress_every_s = float(progress_every_s)
-        # Secrets to scrub from anything we print: the key and every extra header value (e.g. Azure's api-key).
+        # Secrets to scrub from anything we print: the key and every extra header value.
         self._secrets = sorted(
-            {s for s in [self._api_key, *map(str, self._extra_headers.values())] if s and len(s) >= 4},
+            {s for s in [self._api_key, *self._extra_headers.values()] if s and len(s) >= 4},
             key=len,
             reverse=True,
         )
-        self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._local = threading.local()
         self._stats: dict[str, float] = dict(
             requests_sent=0, http_attempts=0, retries=0, cache_hits=0, errors=0, budget_refusals=0,
             prompt_tokens=0, completion_tokens=0, cost_usd=0.0,
         )
+        self._client, self.api_version = self._make_client(api_version)
+
+    def _make_client(self, api_version: str | None):
+        """One SDK client for all threads (it is thread-safe), and the Azure API version (None: not Azure)."""
+        import openai
+
+        root, query = _split_base_url(self.base_url)
+        parts = urlsplit(root)
+        path = parts.path.rstrip("/")
+        host = (parts.hostname or "").lower()
+        api_version = api_version or query.pop("api-version", None)
+        azure_host = host.endswith(AZURE_HOST_SUFFIXES) and not path.endswith("/openai/v1")
+        common = dict(
+            max_retries=self.max_retries,
+            timeout=self.timeout_s,
+            default_headers=self._extra_headers or None,
+            default_query=query or None,
+        )
+        self._request_headers: dict = {}
+        if not (api_version or azure_host):
+            if not self._api_key and "authorization" not in {k.lower() for k in self._extra_headers}:
+                self._request_headers = {"Authorization": openai.Omit()}
+            return openai.OpenAI(base_url=root, api_key=self._api_key or _NO_KEY, **common), None
+
+        api_version = api_version or os.environ.get("OPENAI_API_VERSION")
+        if not api_version:
+            raise ValueError(
+                f"the Azure OpenAI endpoint {self._redact(root)} needs api_version (or ?api-version=... in base_url)"
+            )
+        if not self._api_key:
+            raise ValueError(f"the Azure OpenAI endpoint {self._redact(root)} needs api_key")
+        if re.search(r"/openai/deployments/[^/]+$", path):
+            client = openai.AzureOpenAI(base_url=root, api_version=api_version, api_key=self._api_key, **common)
+        else:  # the resource endpoint: the SDK puts /openai/deployments/<model> in front of each call
+            endpoint = urlunsplit((parts.scheme, parts.netloc, path.removesuffix("/openai"), "", ""))
+            client = openai.AzureOpenAI(
+                azure_endpoint=endpoint, api_version=api_version, api_key=self._api_key, **common
+            )
+        return client, api_version
+
+    def close(self) -> None:
+        """Closes the SDK client's connection pool (the teacher is not usable afterwards)."""
+        self._client.close()
 
     # -- presentation (never the key) --------------------------------------------------------------------------
 
@@ -129,9 +171,9 @@ class OpenAIChatTeacher:
         headers = sorted(self._extra_headers)
         return (
             f"OpenAIChatTeacher(base_url={self._redact(self.base_url)!r}, model={self.model!r}, "
-            f"api_key={'***' if self._api_key else None}, extra_headers={headers}, temperature={self.temperature}, "
-            f"max_tokens={self.max_tokens}, concurrency={self.concurrency}, cache_dir={str(self.cache_dir)!r}, "
-            f"budget_usd={self.budget_usd})"
+            f"api_key={'***' if self._api_key else None}, extra_headers={headers}, api_version={self.api_version!r}, "
+            f"temperature={self.temperature}, max_tokens={self.max_tokens}, concurrency={self.concurrency}, "
+            f"cache_dir={str(self.cache_dir)!r}, budget_usd={self.budget_usd})"
         )
 
     __str__ = __repr__
@@ -140,12 +182,15 @@ class OpenAIChatTeacher:
         """Settings for asset metadata (no secrets)."""
         return {
             "backend": self.backend,
+            "client": type(self._client).__name__,
             "model": self.model,
             "base_url": self._redact(self.base_url),
+            "api_version": self.api_version,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "concurrency": self.concurrency,
             "max_retries": self.max_retries,
+            "timeout_s": self.timeout_s,
             "cache_dir": str(self.cache_dir) if self.cache_dir else None,
             "budget_usd": self.budget_usd,
             "usd_per_1k_prompt_tokens": self.usd_per_1k_prompt_tokens,
@@ -156,6 +201,10 @@ class OpenAIChatTeacher:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+    def _snippet(self, text: str, limit: int) -> str:
+        """A server reply for an error message: redacted first, then cut (so no half key survives the cut)."""
+        return " ".join(self._redact(text or "")[:limit].split())
 
     @property
     def stats(self) -> dict:
@@ -223,29 +272,10 @@ class OpenAIChatTeacher:
             cached=True,
         )
 
-    def _session(self):
-        import requests
-
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
-
-    def _headers(self) -> dict:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        headers.update({str(k): str(v) for k, v in self._extra_headers.items()})
-        return headers
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to sleep before retry number `attempt` (1-based)."""
-        if retry_after is not None:
-            return min(retry_after, self.max_backoff_s)
-        base = min(self.backoff_s * (2 ** (attempt - 1)), self.max_backoff_s)
+    def _count_attempts(self, attempts: int) -> None:
         with self._lock:
-            jitter = self._rng.uniform(0.0, 0.25 * base)
-        return min(base + jitter, self.max_backoff_s)
+            self._stats["http_attempts"] += attempts
+            self._stats["retries"] += max(0, attempts - 1)
 
     def _fail(self, request: TeacherRequest, error: str, attempts: int, quiet: bool = False) -> TeacherResponse:
         error = self._redact(error)
@@ -260,11 +290,16 @@ class OpenAIChatTeacher:
             return self._complete_one(request)
         except Exception as exc:  # noqa: BLE001
             log.debug("teacher request %s raised", request.key, exc_info=True)
-            return self._fail(request, f"unexpected error: {type(exc).__name__}: {exc}", 0)
+            return self._fail(request, f"unexpected error for document {request.key!r}: {type(exc).__name__}: {exc}", 0)
 
     def _complete_one(self, request: TeacherRequest) -> TeacherResponse:
-        import requests
+        import openai
 
+        where = f"for document {request.key!r}"
+        try:  # the SDK would send a set as a list: refuse what the cache could not store, before paying for it
+            json.dumps(request.messages)
+        except (TypeError, ValueError) as exc:
+            return self._fail(request, f"invalid request {where}: messages are not JSON ({exc})", 0)
         with self._lock:
             if self.budget_usd is not None and self._stats["cost_usd"] >= self.budget_usd:
                 self._stats["budget_refusals"] += 1
@@ -277,70 +312,60 @@ class OpenAIChatTeacher:
                 log.warning("teacher budget of $%.4f is spent: no more requests are sent", self.budget_usd)
             return self._fail(request, f"budget exhausted (${self.budget_usd:.4f} spent or more)", 0, quiet=True)
 
-        body = {
-            "model": self.model,
-            "messages": request.messages,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
-        total_attempts = self.max_retries + 1
-        last_problem, last_snippet = "no attempt", ""
-        for attempt in range(1, total_attempts + 1):
-            with self._lock:
-                self._stats["http_attempts"] += 1
-                if attempt > 1:
-                    self._stats["retries"] += 1
-            retry_after = None
-            try:
-                reply = self._session().post(self.url, json=body, headers=self._headers(), timeout=self.timeout_s)
-            except requests.Timeout:
-                last_problem = f"timeout ({self.timeout_s:g}s)"
-            except requests.ConnectionError as exc:
-                last_problem = f"connection error ({type(exc).__name__})"
-            except requests.RequestException as exc:  # invalid URL and the like: retrying will not help
-                return self._fail(request, f"request failed: {type(exc).__name__}: {exc}", attempt)
-            else:
-                status = reply.status_code
-                if status == 200:
-                    return self._success(request, reply, attempt)
-                snippet = " ".join(self._redact(reply.text)[:300].split())  # redact, then cut: no key half
-                if status in RETRYABLE_STATUS or status >= 500:
-                    last_problem = f"HTTP {status}"
-                    last_snippet = snippet
-                    retry_after = _parse_retry_after(reply.headers.get("Retry-After"))
-                else:
-                    return self._fail(request, f"HTTP {status}: {snippet}", attempt)
-            if attempt < total_attempts:
-                delay = self._backoff(attempt, retry_after)
-                log.info(
-                    "teacher request %s: %s, retry %d/%d in %.2fs",
-                    request.key, last_problem, attempt, self.max_retries, delay,
-                )
-                time.sleep(delay)
-        detail = f": {last_snippet}" if last_problem.startswith("HTTP") and last_snippet else ""
-        return self._fail(request, f"{last_problem} after {total_attempts} attempts{detail}", total_attempts)
+        try:
+            raw = self._client.chat.completions.with_raw_response.create(
+                model=self.model,
+                messages=request.messages,
+                temperature=self.temperature,
+                max_tokens=self.max_tokens,
+                extra_headers=self._request_headers or None,
+            )
+        except openai.APIStatusError as exc:  # a 4xx, or a retried status that never got better
+            attempts = _retry_count(exc.response.request) + 1
+            self._count_attempts(attempts)
+            tries = f" after {_plural(attempts)}" if attempts > 1 else ""
+            detail = self._snippet(exc.response.text, 300)
+            return self._fail(request, f"HTTP {exc.status_code}{tries} {where}: {detail}", attempts)
+        except openai.APITimeoutError as exc:
+            attempts = _retry_count(exc.request) + 1
+            self._count_attempts(attempts)
+            return self._fail(request, f"timeout ({self.timeout_s:g}s) after {_plural(attempts)} {where}", attempts)
+        except openai.APIConnectionError as exc:
+            attempts = _retry_count(exc.request) + 1
+            self._count_attempts(attempts)
+            cause = type(exc.__cause__ or exc).__name__
+            return self._fail(request, f"connection error ({cause}) after {_plural(attempts)} {where}", attempts)
+        attempts = raw.retries_taken + 1
+        self._count_attempts(attempts)
+        return self._success(request, raw, attempts, where)
 
-    def _success(self, request: TeacherRequest, reply, attempts: int) -> TeacherResponse:
+    def _success(self, request: TeacherRequest, raw, attempts: int, where: str) -> TeacherResponse:
+        body = raw.http_response.text
         try:
-            payload = reply.json()
-        except ValueError:
-            snippet = " ".join(self._redact(reply.text)[:200].split())
-            return self._fail(request, f"malformed response: not JSON: {snippet!r}", attempts)
-        try:
-            content = payload["choices"][0]["message"]["content"]
-            if not isinstance(content, str):
-                raise TypeError(f"content is {type(content).__name__}")
-        except (KeyError, IndexError, TypeError) as exc:
-            snippet = " ".join(self._redact(json.dumps(payload))[:200].split()) if isinstance(payload, (dict, list)) else ""
-            problem = f"malformed response: no choices[0].message.content ({exc}): {snippet}"
+            completion = raw.parse()
+        except ValueError:  # the body is not JSON though the content type says so
+            completion = None
+        if completion is None or isinstance(completion, str):  # the SDK returns a non-JSON body as text
+            return self._fail(request, f"malformed response {where}: not JSON: {self._snippet(body, 200)!r}", attempts)
+        choices = getattr(completion, "choices", None)
+        if not choices:
+            return self._fail(request, f"malformed response {where}: no choices: {self._snippet(body, 200)}", attempts)
+        choice = choices[0]
+        content = getattr(getattr(choice, "message", None), "content", None)
+        if not isinstance(content, str):
+            problem = f"malformed response {where}: no choices[0].message.content: {self._snippet(body, 200)}"
             return self._fail(request, problem, attempts)
+        if not content.strip():
+            finish = getattr(choice, "finish_reason", None)
+            return self._fail(request, f"malformed response {where}: empty content (finish_reason={finish})", attempts)
         content = self._redact(content)  # a key echoed in the answer is never cached or returned
-        usage = payload.get("usage") if isinstance(payload, dict) else None
-        usage = usage if isinstance(usage, dict) else {}
-        estimated = not ("prompt_tokens" in usage and "completion_tokens" in usage)
-        prompt_tokens = int(usage.get("prompt_tokens") or 0) or estimate_tokens(_messages_text(request.messages))
-        if "completion_tokens" in usage:
-            completion_tokens = int(usage.get("completion_tokens") or 0)
+        usage = getattr(completion, "usage", None)
+        reported_prompt = getattr(usage, "prompt_tokens", None)
+        reported_completion = getattr(usage, "completion_tokens", None)
+        estimated = reported_prompt is None or reported_completion is None
+        prompt_tokens = int(reported_prompt or 0) or estimate_tokens(_messages_text(request.messages))
+        if reported_completion is not None:
+            completion_tokens = int(reported_completion)
         else:
             completion_tokens = estimate_tokens(content)
         cost = self.cost_of(prompt_tokens, completion_tokens)

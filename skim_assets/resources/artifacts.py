@@ -1,0 +1,153 @@
+"""The IO manager that owns every artifact: assets return tables and folders, and receive their inputs as
+function parameters, so an asset's signature is its lineage.
+
+What an asset returns decides how it is stored (all writes atomic, through `StorageResource`):
+- a polars `DataFrame`: the asset's table, `<root>/<asset>/<dataset>/data.parquet`;
+- `Tables`: the asset's table (`data`) and side tables of the same step (e.g. generation's `raw` outputs),
+  written as one set, so readers see all old or all new tables;
+- a `Path` to a folder from `storage.staging_dir()` (a model): moved whole to `<root>/<asset>/<dataset>/`.
+
+What a parameter is annotated with decides what it receives: `pl.DataFrame` (the `data` table), `Tables` (every
+table of the artifact, read when first used) or `Path` (the folder; never a pickle). An input declared with
+`dg.AssetIn(metadata={"optional": True})` receives None when the artifact was never materialized (the evaluation
+of a partial run).
+"""
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from ..lib.storage import directory_size_bytes, file_digest
+from .storage import StorageResource
+
+DATA = "data"  # the table an asset *is*; other tables of the artifact are its side tables
+PREVIEW_ROWS = 5
+PREVIEW_CELL_CHARS = 80
+
+
+class Tables(Mapping[str, pl.DataFrame]):
+    """The tables of one artifact: `data` and side tables, from frames (an output) or from a folder (an input,
+    each table read on first use)."""
+
+    def __init__(self, data: pl.DataFrame | None = None, folder: Path | None = None, **side: pl.DataFrame):
+        self._frames: dict[str, pl.DataFrame] = ({DATA: data} if data is not None else {}) | side
+        self.folder = folder
+        if folder is None and DATA not in self._frames:
+            raise ValueError("an artifact's tables need a `data` table")
+
+    def path(self, table: str = DATA) -> Path:
+        """Where a table of a loaded artifact lives (e.g. to digest it)."""
+        if self.folder is None:
+            raise ValueError("tables built in memory have no path until the IO manager writes them")
+        return self.folder / f"{table}.parquet"
+
+    def digest(self, table: str = DATA) -> str:
+        """sha1 of a stored table's bytes: its identity (our Parquet writes are deterministic)."""
+        return file_digest(self.path(table))
+
+    @property
+    def data(self) -> pl.DataFrame:
+        return self[DATA]
+
+    def __getitem__(self, table: str) -> pl.DataFrame:
+        if table not in self._frames:
+            if self.folder is None or not self.path(table).exists():
+                raise KeyError(f"no table {table!r} in {self.folder or 'these tables'}")
+            self._frames[table] = pl.read_parquet(self.path(table))
+        return self._frames[table]
+
+    def _names(self) -> list[str]:
+        stored = sorted(p.stem for p in self.folder.glob("*.parquet")) if self.folder is not None else []
+        return list(dict.fromkeys([*self._frames, *stored]))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+def table_preview(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> dg.TableMetadataValue:
+    """The first rows as a Dagster table (strings cut to PREVIEW_CELL_CHARS, other values as Dagster infers)."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
+
+    def cell(value):
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        return str(value)[:PREVIEW_CELL_CHARS]
+
+    records = [dg.TableRecord({k: cell(v) for k, v in row.items()}) for row in frame.head(rows).iter_rows(named=True)]
+    return dg.MetadataValue.table(records, schema=schema)
+
+
+def table_metadata(frame: pl.DataFrame, path: Path, preview_rows: int = PREVIEW_ROWS) -> dict:
+    """Row count, column schema (the UI's Columns tab), path and a preview of a stored table."""
+    return {
+        "dagster/row_count": frame.height,
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(name, str(dtype))
+                                                         for name, dtype in frame.schema.items()]),
+        "path": dg.MetadataValue.path(str(path)),
+        "preview": table_preview(frame, preview_rows),
+    }
+
+
+def folder_metadata(path: Path) -> dict:
+    return {"path": dg.MetadataValue.path(str(path)),
+            "size_mb": round(directory_size_bytes(path) / 2**20, 2)}
+
+
+class ArtifactIOManager(dg.ConfigurableIOManager):
+    """Stores what assets return and hands it to the assets downstream (see the module docstring)."""
+
+    storage: dg.ResourceDependency[StorageResource]
+
+    @staticmethod
+    def _partition(context) -> str | None:
+        return context.asset_partition_key if context.has_asset_partitions else None
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        asset, dataset = context.asset_key.path[-1], self._partition(context)
+        if obj is None:  # an asset that stored its artifact itself (a multi-asset's table set) returns no value
+            return
+        if isinstance(obj, pl.DataFrame):
+            path = self.storage.write_table(asset, dataset, obj)
+            context.add_output_metadata(table_metadata(obj, path))
+        elif isinstance(obj, Tables):
+            frames = {name: obj[name] for name in obj}
+            paths = self.storage.write_table_set(asset, dataset, {asset: frames})[asset]
+            context.add_output_metadata(table_metadata(obj.data, paths[DATA]) | {
+                "side_tables": {name: frames[name].height for name in frames if name != DATA}})
+        elif isinstance(obj, Path):
+            context.add_output_metadata(folder_metadata(self.storage.adopt_folder(obj, asset, dataset)))
+        else:
+            raise TypeError(f"asset {asset!r} returned a {type(obj).__name__}: return a polars DataFrame, Tables or "
+                            "the Path of a folder written in `storage.staging_dir()`")
+
+    def load_input(self, context: dg.InputContext):
+        asset, dataset = context.asset_key.path[-1], self._partition(context)
+        folder = self.storage.artifact_dir(asset, dataset)
+        wanted = context.dagster_type.typing_type
+        optional = bool((context.definition_metadata or {}).get("optional"))
+        where = f"asset '{asset}'" + (f" for partition '{dataset}'" if dataset else "")
+        data = folder / f"{DATA}.parquet"
+        present = folder.is_dir() if wanted is Path else data.exists()
+        if not present:
+            if optional:
+                return None
+            raise FileNotFoundError(f"{data if wanted is not Path else folder} is missing: materialize {where} first")
+        if wanted is Path:
+            return folder
+        if wanted is Tables:
+            return Tables(folder=folder)
+        if wanted in (pl.DataFrame, object) or wanted is None or str(wanted) == "typing.Any":
+            return pl.read_parquet(data)
+        raise TypeError(f"input {context.name!r} ({where}) is annotated {wanted}: annotate it pl.DataFrame, Tables "
+                        "or Path")
+
+
+def storage_resources(root: str | Path) -> dict:
+    """The storage resource for `root` and the IO manager over it: the two resources every asset needs."""
+    storage = StorageResource(root=str(root))
+    return {"storage": storage, "io_manager": ArtifactIOManager(storage=storage)}
