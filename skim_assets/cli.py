@@ -81,6 +81,9 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
     With `only_missing_under` (a storage root), only the assets without an artifact there and everything
     downstream of them run: a long run that stopped half way picks up where it stopped, without retraining
     finished models."""
+    import dagster as dg
+
+    from .console import step_progress_logger
     from .definitions import defs
 
     job = defs.resolve_job_def(job_name)
@@ -92,10 +95,13 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
             return True
         print(f"running {len(selection)} assets without artifacts (and what they feed): "
               f"{', '.join(sorted(k.to_user_string() for k in selection))}")
-    # the console shows INFO and above (each step's progress and results), not Dagster's DEBUG event stream;
-    # SKIM_LOG_LEVEL=DEBUG brings it back. The instance's event log keeps every event for the UI either way.
-    console = {"console": {"config": {"log_level": os.environ.get(LOG_LEVEL_ENV, "INFO").upper()}}}
-    run_config = {"loggers": console, **(run_config or {})}
+    # the console shows one line per finished step and long steps' progress (`console.py`), not Dagster's event
+    # stream; SKIM_LOG_LEVEL=INFO or DEBUG brings Dagster's console logger back. The instance's event log keeps
+    # every event for the UI either way.
+    level = os.environ.get(LOG_LEVEL_ENV, "").upper()
+    job = job.with_logger_defs({"console": dg.colored_console_logger, "skim_progress": step_progress_logger})
+    loggers = {"console": {"config": {"log_level": level}}} if level else {"skim_progress": {}}
+    run_config = {"loggers": loggers, **(run_config or {})}
     reap_dead_cli_runs(instance)
     result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config, tags=cli_run_tags(),
                                     raise_on_error=False, asset_selection=selection)

@@ -279,3 +279,17 @@ def test_comparison_report_of_a_partial_run_leaves_untrained_models_blank(storag
     assert skim["dual_encoder unbiased R@100"] is None and skim["ova_head unbiased R@100"] == 0.5
     assert "skim_minus_base_unbiased_R@100" not in result.metadata  # no SKIM dual encoder to compare
     assert (storage_root / "figures" / "x" / "comparison_report-chart.png").exists()
+
+
+def test_evaluation_of_a_partial_run_skips_what_was_not_materialized(storage_root, tiny_demo):
+    """The optional inputs of the reports: a method never materialized is listed, not an error."""
+    from skim_assets.assets.baselines import ips_train_pairs
+    from skim_assets.assets.evaluation import label_repair_report
+
+    result = _materialize([dataset_tables, click_log_pairs, simulated_clicks, train_pairs, ips_train_pairs,
+                           label_repair_report], storage_root, "tiny")
+    assert result.success
+    metadata = result.asset_materializations_for_node("label_repair_report")[0].metadata
+    assert "ips" not in metadata["methods_not_materialized"].value and "skim" in metadata["methods_not_materialized"].value
+    repair = pl.read_parquet(storage_root / "label_repair_report" / "tiny" / "data.parquet")
+    assert sorted(repair["method"]) == ["ips", "mar", "oracle"]

@@ -86,3 +86,42 @@ def test_materialize_takes_several_datasets_and_a_run_config_file(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(SystemExit, match="must be a mapping"):
         load_run_config(str(bad))
+
+
+def test_the_console_prints_one_line_per_step_and_long_steps_progress_at_most_every_interval(tmp_path, capsys):
+    """What `skim demo` prints: `[n] <step> done in <s>` per step, no Dagster event stream."""
+    import io
+    import logging
+    import re
+
+    import dagster as dg
+
+    from skim_assets.console import StepProgressHandler, step_progress_logger
+    from skim_assets.definitions import defs
+    from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
+    from skim_assets.partitions import dataset_partitions
+    from skim_assets.resources import storage_resources
+
+    root = tmp_path / "root"
+    write_demo_dataset(root / "inputs" / "tiny", DemoWorldConfig(n_documents=20))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
+    job = dg.Definitions(assets=defs.assets, jobs=defs.jobs, resources=defs.resources | storage_resources(root)
+                         ).resolve_job_def("skim_pipeline").with_logger_defs({"skim_progress": step_progress_logger})
+    selection = [dg.AssetKey(name) for name in ("documents", "queries", "relevance_labels", "click_log_pairs")]
+    result = job.execute_in_process(partition_key="tiny", instance=instance, asset_selection=selection,
+                                    run_config={"loggers": {"skim_progress": {}}})
+    assert result.success
+    lines = capsys.readouterr().out.strip().splitlines()
+    steps = [re.fullmatch(r"\[\s*(\d+)\] (\S+) done in [\d.]+s", line) for line in lines]
+    assert all(steps), lines
+    assert [(int(m[1]), m[2]) for m in steps] == [(1, "dataset_tables"), (2, "click_log_pairs")]
+
+    # a long step's own messages: the first, then none until the interval passed; warnings always
+    handler = StepProgressHandler(io.StringIO(), interval_s=3600)
+    logger = logging.Logger("t")
+    logger.addHandler(handler)
+    for i in range(5):
+        logger.info(f"epoch {i}\nsecond line", extra={"dagster_meta": {"step_key": "train", "orig_message": f"epoch {i}"}})
+    logger.warning("disk almost full", extra={"dagster_meta": {"step_key": "train", "orig_message": "disk almost full"}})
+    assert handler.stream.getvalue().splitlines() == ["  train: epoch 0", "  train: warning: disk almost full"]

@@ -90,7 +90,7 @@ def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset:
 @dg.asset(
     partitions_def=dataset_partitions,
     group_name="evaluation",
-    ins={asset: dg.AssetIn(asset, metadata={"optional": True}, dagster_type=Path) for asset in MODEL_ASSETS},
+    ins={asset: dg.AssetIn(asset, metadata={"optional": True}, dagster_type=Path | None) for asset in MODEL_ASSETS},
     **MODEL_STEP,  # encodes the corpus with every model
 )
 def retrieval_metrics(context: dg.AssetExecutionContext, storage: StorageResource, encoder: EncoderResource,
@@ -202,7 +202,7 @@ LABEL_REPAIR_SCHEMA = {
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="evaluation",
-          ins={asset: dg.AssetIn(asset, metadata={"optional": True}, dagster_type=pl.DataFrame)
+          ins={asset: dg.AssetIn(asset, metadata={"optional": True}, dagster_type=pl.DataFrame | None)
                for asset in PAIRS_ASSETS if asset != "oracle_train_pairs"})
 def label_repair_report(context: dg.AssetExecutionContext, storage: StorageResource, train_pairs: pl.DataFrame,
                         oracle_train_pairs: pl.DataFrame, **pairs: pl.DataFrame | None) -> dg.MaterializeResult:

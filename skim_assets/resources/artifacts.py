@@ -13,6 +13,8 @@ table of the artifact, read when first used) or `Path` (the folder; never a pick
 of a partial run).
 """
 
+import types
+import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -98,6 +100,14 @@ def folder_metadata(path: Path) -> dict:
             "size_mb": round(directory_size_bytes(path) / 2**20, 2)}
 
 
+def _without_none(annotation):
+    """`Path` for `Path | None` (an optional input's type); other annotations as they are."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else annotation
+    return annotation
+
+
 class ArtifactIOManager(dg.ConfigurableIOManager):
     """Stores what assets return and hands it to the assets downstream (see the module docstring)."""
 
@@ -128,7 +138,7 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext):
         asset, dataset = context.asset_key.path[-1], self._partition(context)
         folder = self.storage.artifact_dir(asset, dataset)
-        wanted = context.dagster_type.typing_type
+        wanted = _without_none(context.dagster_type.typing_type)
         optional = bool((context.definition_metadata or {}).get("optional"))
         where = f"asset '{asset}'" + (f" for partition '{dataset}'" if dataset else "")
         data = folder / f"{DATA}.parquet"

@@ -1,0 +1,67 @@
+"""What `skim demo` / `skim materialize` print: one line per finished step, and, for long steps, their own progress
+messages at most once per interval. Dagster's event stream stays in the instance (the UI shows all of it);
+`SKIM_LOG_LEVEL=DEBUG` (or INFO) brings Dagster's console logger back instead."""
+
+import logging
+import sys
+import time
+
+import dagster as dg
+
+PROGRESS_INTERVAL_S = 30.0  # a long step's progress line at most this often
+
+
+class StepProgressHandler(logging.Handler):
+    """Turns a run's log records into short console lines (see the module docstring)."""
+
+    def __init__(self, stream, interval_s: float = PROGRESS_INTERVAL_S):
+        super().__init__(logging.DEBUG)  # step starts and ends are DEBUG events
+        self.stream, self.interval_s = stream, interval_s
+        self.started: dict[str, float] = {}  # step -> start time
+        self.last_progress: dict[str, float] = {}  # step -> time of its last progress line
+        self.finished = 0
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        step = meta.get("step_key") or "run"
+        event = meta.get("dagster_event")
+        message = str(meta.get("orig_message", record.getMessage()))
+        now = time.monotonic()
+        if event is not None:
+            kind = event.event_type_value
+            if kind == "STEP_START":
+                self.started[step] = self.last_progress[step] = now
+            elif kind == "STEP_SUCCESS":
+                self.finished += 1
+                seconds = now - self.started.get(step, now)
+                self._print(f"[{self.finished:>2}] {step} done in {seconds:.1f}s")
+            elif kind in ("STEP_FAILURE", "RUN_FAILURE"):
+                self._print(f"FAILED {step}: {message}")
+            elif kind == "ASSET_CHECK_EVALUATION":
+                data = event.event_specific_data
+                if data is not None and not getattr(data, "passed", True):
+                    self._print(f"  check {data.asset_key.to_user_string()}:{data.check_name} did not pass: "
+                                f"{(data.description or '').splitlines()[0] if data.description else ''}")
+            return
+        first_line = message.strip().splitlines()[0] if message.strip() else ""
+        if record.levelno < logging.INFO:
+            return
+        if record.levelno >= logging.WARNING:
+            self._print(f"  {step}: {record.levelname.lower()}: {first_line}")
+        elif now - self.last_progress.get(step, float("-inf")) >= self.interval_s:
+            self.last_progress[step] = now
+            self._print(f"  {step}: {first_line}")
+
+
+@dg.logger(
+    config_schema={"interval_s": dg.Field(float, default_value=PROGRESS_INTERVAL_S,
+                                          description="A long step's progress line at most this often.")},
+    description="One console line per finished step, long steps' progress at most every interval_s.",
+)
+def step_progress_logger(init_context) -> logging.Logger:
+    logger = logging.Logger("skim_progress", level=logging.DEBUG)
+    logger.addHandler(StepProgressHandler(sys.stdout, init_context.logger_config["interval_s"]))
+    return logger
