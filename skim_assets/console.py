@@ -1,5 +1,5 @@
-"""What `skim demo` / `skim materialize` print: one line per finished step, and, for long steps, their own progress
-messages at most once per interval. Dagster's event stream stays in the instance (the UI shows all of it);
+"""What `skim demo` / `skim materialize` print: one line per step that materialized assets (checks print only when
+they fail), and, for long steps, their own progress messages at most once per interval. Dagster's event stream stays in the instance (the UI shows all of it);
 `SKIM_LOG_LEVEL=DEBUG` (or INFO) brings Dagster's console logger back instead."""
 
 import logging
@@ -19,6 +19,7 @@ class StepProgressHandler(logging.Handler):
         self.stream, self.interval_s = stream, interval_s
         self.started: dict[str, float] = {}  # step -> start time
         self.last_progress: dict[str, float] = {}  # step -> time of its last progress line
+        self.materialized: dict[str, list[str]] = {}  # step -> assets it materialized
         self.finished = 0
 
     def _print(self, line: str) -> None:
@@ -34,10 +35,12 @@ class StepProgressHandler(logging.Handler):
             kind = event.event_type_value
             if kind == "STEP_START":
                 self.started[step] = self.last_progress[step] = now
-            elif kind == "STEP_SUCCESS":
+            elif kind == "ASSET_MATERIALIZATION":
+                self.materialized.setdefault(step, []).append(event.asset_key.to_user_string())
+            elif kind == "STEP_SUCCESS" and step in self.materialized:  # steps that wrote assets, not checks
                 self.finished += 1
                 seconds = now - self.started.get(step, now)
-                self._print(f"[{self.finished:>2}] {step} done in {seconds:.1f}s")
+                self._print(f"[{self.finished:>2}] {', '.join(self.materialized.pop(step))} done in {seconds:.1f}s")
             elif kind in ("STEP_FAILURE", "RUN_FAILURE"):
                 self._print(f"FAILED {step}: {message}")
             elif kind == "ASSET_CHECK_EVALUATION":

@@ -113,9 +113,9 @@ def test_the_console_prints_one_line_per_step_and_long_steps_progress_at_most_ev
                                     run_config={"loggers": {"skim_progress": {}}})
     assert result.success
     lines = capsys.readouterr().out.strip().splitlines()
-    steps = [re.fullmatch(r"\[\s*(\d+)\] (\S+) done in [\d.]+s", line) for line in lines]
+    steps = [re.fullmatch(r"\[\s*(\d+)\] (.+) done in [\d.]+s", line) for line in lines]
     assert all(steps), lines
-    assert [(int(m[1]), m[2]) for m in steps] == [(1, "dataset_tables"), (2, "click_log_pairs")]
+    assert [(int(m[1]), m[2]) for m in steps] == [(1, "documents, queries, relevance_labels"), (2, "click_log_pairs")]
 
     # a long step's own messages: the first, then none until the interval passed; warnings always
     handler = StepProgressHandler(io.StringIO(), interval_s=3600)

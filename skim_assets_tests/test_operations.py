@@ -202,7 +202,13 @@ def _definitions_summary(env: dict) -> dict:
         graph = defs.resolve_asset_graph()
         ops = {}
         for key in graph.get_all_asset_keys():
-            ops[key.to_user_string()] = dict(defs.resolve_assets_def(key).op.tags)
+            node = defs.resolve_assets_def(key).node_def
+            # a graph-backed asset (generation): the tags of its model ops
+            inner = list(node.iterate_op_defs()) if hasattr(node, "iterate_op_defs") else [node]
+            tags = {}
+            for op in inner:
+                tags |= dict(op.tags)
+            ops[key.to_user_string()] = tags
         executor = defs.resolve_job_def("skim_pipeline").executor_def
         print(json.dumps({"executor": executor.name, "ops": ops}))
     """)

@@ -1,5 +1,7 @@
 """Synthetic queries at scale: the distilled small LM writes queries for every document, shard by shard."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -8,7 +10,7 @@ import polars as pl
 from pydantic import Field
 
 from ..lib.demonstrations import duplicate_rate, merge_samples, parse_outputs, student_prompts
-from ..lib.generation import SamplingSettings, generate_samples, make_backend
+from ..lib.generation import SamplingSettings, generate_samples, make_backend, shard_count
 from ..lib.prompts import teacher_messages
 from ..lib.quality import judge_queries, judged_quality, keep_grounded
 from ..partitions import dataset_partitions
@@ -44,68 +46,134 @@ class SyntheticQueriesConfig(dg.Config, SamplingSettings):
                                  "word occurs in the document; no role prefixes, code-like strings or one-word "
                                  "fragments); off for the ablation.")
     shard_size: int = Field(default=256, description="Documents per checkpointed shard.")
+    parallel_shards: int = Field(default=1, description="Shard groups generated as parallel steps, each on its own "
+                                 "GPU (or CPU worker); the `gpu` pool's limit bounds how many run at once. Shard s "
+                                 "belongs to group s mod parallel_shards: the output equals a one-step run's.")
     max_documents: int = Field(default=0, description="Generate for a seeded random sample of this many documents "
                                "(0 = every document, the method; a sample bounds CPU-only runs on large corpora).")
+
+
+@dataclass
+class GenerationWork:
+    """What every step of one generation asset computes alike: the documents, prompts, decoding and checkpoints."""
+
+    documents: pl.DataFrame
+    known: dict
+    prompts: list[str]
+    adapter: Path | None
+    sampling: SamplingSettings
+    checkpoint_dir: Path
+    settings: dict
+    backend_factory: Callable
+    backend_names: list
+    shard_size: int = 256
+
+    @property
+    def shards(self) -> int:
+        return shard_count(self.documents.height, self.shard_size)
+
+    def generate(self, progress, shards=None):
+        return generate_samples(self.documents["doc_id"].to_list(), self.prompts, self.backend_factory, self.sampling,
+                                checkpoint_dir=self.checkpoint_dir, shard_size=self.shard_size, settings=self.settings,
+                                progress=progress, shards=shards)
+
+
+def generation_work(name: str, dataset: str, use_metadata: bool, config: SyntheticQueriesConfig,
+                    storage: StorageResource, generator: GeneratorResource, documents: pl.DataFrame,
+                    queries: pl.DataFrame, train_pairs: pl.DataFrame, click_log_pairs: Tables, base_slm: Path,
+                    adapter: Path | None) -> GenerationWork:
+    spec = storage.dataset_spec(dataset)
+    documents = generation_documents(documents, config.max_documents, config.seed)
+    known = known_queries(train_pairs, all_queries(queries, click_log_pairs))
+    base = str(base_model_folder(base_slm))
+    adapter = adapter / LORA_FOLDER if adapter is not None else None
+    if adapter is not None:
+        prompts = student_prompts(documents, known, spec.prompt_style, use_metadata)
+    else:
+        prompts = few_shot_prompts(base, documents, known, spec.prompt_style, use_metadata)
+    backend_names = []
+
+    def backend_factory():
+        backend = make_backend(generator.backend, base, adapter, device=generator.device,
+                               batch_size=generator.batch_size, dtype=generator.dtype,
+                               tensor_parallel_size=generator.tensor_parallel_size,
+                               gpu_memory_utilization=generator.gpu_memory_utilization)
+        backend_names.append(backend.name)
+        return backend
+
+    # the adapter's weights file identifies it: a retrained adapter invalidates every checkpoint
+    adapter_stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns if adapter else None
+    settings = {"base": base, "adapter": str(adapter) if adapter else None, "adapter_stamp": adapter_stamp,
+                "backend": generator.backend, "dtype": generator.dtype}
+    return GenerationWork(documents, known, prompts, adapter, SamplingSettings.of(config),
+                          storage.step_dir(f"{name}_shards", dataset), settings, backend_factory, backend_names,
+                          shard_size=config.shard_size)
+
+
+def shard_groups(config: SyntheticQueriesConfig, documents: int) -> int:
+    return max(1, min(config.parallel_shards, shard_count(documents, config.shard_size)))
+
+
+MODEL_OP = {"pool": MODEL_STEP["pool"], "tags": MODEL_STEP["op_tags"]}  # an op's spelling of MODEL_STEP
+REPORT_FIELDS = ("shards", "shards_generated", "shards_reused", "documents", "documents_generated",
+                 "generated_tokens", "seconds")
 
 
 def build_synthetic_queries_asset(
     name: str, adapter_asset: str | None, use_metadata: bool, description: str
 ) -> dg.AssetsDefinition:
     """Generation by the base SLM plus `adapter_asset` (the compact student prompt), or, with no adapter, by the
-    base SLM prompted few-shot with the teacher's chat prompt (UDAPDR-style generation)."""
+    base SLM prompted few-shot with the teacher's chat prompt (UDAPDR-style generation).
 
-    ins = {"documents": dg.AssetIn("documents"), "queries": dg.AssetIn("queries"),
-           "train_pairs": dg.AssetIn("train_pairs"), "click_log_pairs": dg.AssetIn("click_log_pairs"),
-           "base_slm": dg.AssetIn("base_slm")}
-    if adapter_asset:  # the student: its adapter, and the teacher's answers it is compared with
-        ins |= {"adapter": dg.AssetIn(adapter_asset, dagster_type=Path),
-                "teacher_demonstrations": dg.AssetIn("teacher_demonstrations", dagster_type=pl.DataFrame)}
+    A graph of steps: `plan` splits the shards into `parallel_shards` groups, one `generate` step per group
+    writes its shards' checkpoints (the steps run in parallel up to the `gpu` pool's limit, each resumable), and
+    `write` reads every shard back, parses, judges and filters the queries into the table."""
+    student = adapter_asset is not None
+    model_ins = {"base_slm": dg.In(Path), **({"adapter": dg.In(Path)} if student else {})}
+    table_ins = {"documents": dg.In(pl.DataFrame), "queries": dg.In(pl.DataFrame),
+                 "train_pairs": dg.In(pl.DataFrame), "click_log_pairs": dg.In(Tables)}
 
-    @dg.asset(
-        name=name,
-        partitions_def=dataset_partitions,
-        group_name="generation",
-        ins=ins,
-        description=description,
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=30),
-        kinds={"pytorch"},
-        **MODEL_STEP,
-    )
-    def _synthetic_queries(
-        context: dg.AssetExecutionContext, config: SyntheticQueriesConfig, storage: StorageResource,
-        generator: GeneratorResource, documents: pl.DataFrame, queries: pl.DataFrame, train_pairs: pl.DataFrame,
-        click_log_pairs: Tables, base_slm: Path, **student,
-    ) -> dg.MaterializeResult:
+    @dg.op(name=f"{name}__plan", out=dg.DynamicOut(int), ins={"documents": dg.In(pl.DataFrame)})
+    def plan(config: SyntheticQueriesConfig, documents: pl.DataFrame):
+        """One output per shard group (at most one per shard)."""
+        n = generation_documents(documents, config.max_documents, config.seed).height
+        for group in range(shard_groups(config, n)):
+            yield dg.DynamicOutput(group, mapping_key=f"shards_{group}")
+
+    @dg.op(name=f"{name}__generate", ins={"group": dg.In(int), **table_ins, **model_ins},
+           retry_policy=dg.RetryPolicy(max_retries=2, delay=30), **MODEL_OP)
+    def generate(context: dg.OpExecutionContext, config: SyntheticQueriesConfig, storage: StorageResource,
+                 generator: GeneratorResource, group: int, documents: pl.DataFrame, queries: pl.DataFrame,
+                 train_pairs: pl.DataFrame, click_log_pairs: Tables, base_slm: Path, adapter: Path | None = None) -> dict:
+        """The shards of one group (shard s when s mod groups == group), checkpointed: a rerun resumes."""
+        work = generation_work(name, context.partition_key, use_metadata, config, storage, generator, documents,
+                               queries, train_pairs, click_log_pairs, base_slm, adapter)
+        groups = shard_groups(config, work.documents.height)
+        shards = [s for s in range(work.shards) if s % groups == group]
+        context.log.info(f"{name}: shard group {group + 1}/{groups}: {len(shards)} of {work.shards} shards")
+        _, report = work.generate(context.log.info, shards)
+        return {f: getattr(report, f) for f in REPORT_FIELDS} | {"backend": work.backend_names[:1]}
+
+    @dg.op(name=f"{name}__write", ins={"reports": dg.In(list[dict]), **table_ins, **model_ins,
+                                       **({"teacher_demonstrations": dg.In(pl.DataFrame)} if student else {})},
+           out=dg.Out(Tables), retry_policy=dg.RetryPolicy(max_retries=2, delay=30), **MODEL_OP)
+    def write(context: dg.OpExecutionContext, config: SyntheticQueriesConfig, storage: StorageResource,
+              generator: GeneratorResource, reports: list[dict], documents: pl.DataFrame, queries: pl.DataFrame,
+              train_pairs: pl.DataFrame, click_log_pairs: Tables, base_slm: Path, adapter: Path | None = None,
+              teacher_demonstrations: pl.DataFrame | None = None):
+        """Every shard read back (a shard no group wrote is generated here), parsed, judged and filtered."""
         dataset = context.partition_key
         spec = storage.dataset_spec(dataset)
-        documents = generation_documents(documents, config.max_documents, config.seed)
-        known = known_queries(train_pairs, all_queries(queries, click_log_pairs))
-        base = str(base_model_folder(base_slm))
-        adapter = student["adapter"] / LORA_FOLDER if student else None
-        if adapter is not None:
-            prompts = student_prompts(documents, known, spec.prompt_style, use_metadata)
-        else:
-            prompts = few_shot_prompts(base, documents, known, spec.prompt_style, use_metadata)
-        sampling = SamplingSettings.of(config)
-        backend_name = []
-
-        def backend_factory():
-            backend = make_backend(generator.backend, base, adapter, device=generator.device,
-                                   batch_size=generator.batch_size, dtype=generator.dtype, tensor_parallel_size=generator.tensor_parallel_size,
-                                   gpu_memory_utilization=generator.gpu_memory_utilization)
-            backend_name.append(backend.name)
-            return backend
-
-        # the adapter's weights file identifies it: a retrained adapter invalidates every checkpoint
-        adapter_stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns if adapter else None
-        raw, report = generate_samples(
-            documents["doc_id"].to_list(), prompts, backend_factory, sampling,
-            checkpoint_dir=storage.step_dir(f"{name}_shards", dataset), shard_size=config.shard_size,
-            settings={"base": base, "adapter": str(adapter) if adapter else None, "adapter_stamp": adapter_stamp,
-                      "backend": generator.backend, "dtype": generator.dtype},
-            progress=context.log.info,
-        )
-        parsed, stats = parse_outputs(raw["doc_id"].to_list(), raw["text"].to_list(), documents, known,
+        work = generation_work(name, dataset, use_metadata, config, storage, generator, documents, queries,
+                               train_pairs, click_log_pairs, base_slm, adapter)
+        raw, own = work.generate(context.log.info)
+        # the groups' reports say what was generated where; this step only generated what they left
+        report = {f: sum(r[f] for r in reports) for f in REPORT_FIELDS}
+        for field in ("shards_generated", "documents_generated", "generated_tokens", "seconds"):
+            report[field] += getattr(own, field)
+        backend = next((b[0] for b in [*(r["backend"] for r in reports), work.backend_names] if b), None)
+        documents = work.documents
+        parsed, stats = parse_outputs(raw["doc_id"].to_list(), raw["text"].to_list(), documents, work.known,
                                       spec.prompt_style, config.queries_per_document)
         parsed = merge_samples(parsed, config.queries_per_document)
         stats["queries_per_document"] = parsed.height / max(documents.height, 1)
@@ -114,28 +182,31 @@ def build_synthetic_queries_asset(
         written_quality = judged_quality(judged, documents.height)
         kept_quality = judged_quality(judged.filter(pl.col("grounded")) if config.quality_filter else judged,
                                       documents.height)
-        agreement = (student_teacher_agreement(adapter, parsed, student["teacher_demonstrations"],
-                                               documents["doc_id"].to_list())
-                     if adapter is not None else None)
-        docs_per_second = report.docs_per_second / max(1, config.samples)  # documents with all their samples
+        agreement = (student_teacher_agreement(work.adapter, parsed, teacher_demonstrations,
+                                               documents["doc_id"].to_list()) if student else None)
+        samples = max(1, config.samples)
+        outputs_per_second = report["documents_generated"] / report["seconds"] if report["seconds"] else 0.0
+        docs_per_second = outputs_per_second / samples  # documents with all their samples, per generating step
         context.log.info(
             f"{name}: {parsed.height} queries written for {documents.height} documents "
-            f"({docs_per_second:.2f} docs/s): grounded {written_quality['grounded_share']:.1%}, junk "
+            f"({docs_per_second:.2f} docs/s per step): grounded {written_quality['grounded_share']:.1%}, junk "
             f"{written_quality['junk_share']:.1%}, {written_quality['distinct_queries_per_document']:.1f} distinct per "
             f"document; kept {kept.height} after the quality filter"
             + (f"; agreement with the teacher on held-out documents F1 {agreement['f1']:.3f}" if agreement else ""))
-        return dg.MaterializeResult(
-            value=Tables(kept, raw=raw, judged=judged),
+        return dg.Output(
+            Tables(kept, raw=raw, judged=judged),
             metadata={
-                "backend": backend_name[0] if backend_name else "checkpoints only",
+                "backend": backend or "checkpoints only",
                 "use_metadata": use_metadata,
                 "documents": documents.height,
-                "samples_per_document": max(1, config.samples),
-                "shards": report.shards,
-                "shards_reused": report.shards_reused,
+                "samples_per_document": samples,
+                "parallel_steps": len(reports),
+                "shards": report["shards"],
+                "shards_reused": report["shards_reused"],
                 "docs_per_second": round(docs_per_second, 3),
-                "outputs_per_second": round(report.docs_per_second, 3),
-                "generated_tokens_per_second": round(report.tokens_per_second, 1),
+                "outputs_per_second": round(outputs_per_second, 3),
+                "generated_tokens_per_second": round(report["generated_tokens"] / report["seconds"], 1)
+                if report["seconds"] else 0.0,
                 "queries_per_document": round(stats["queries_per_document"], 2),
                 "parse_rate": round(stats["parse_rate"], 4),
                 "duplicate_rate": round(duplicate_rate(kept), 4),
@@ -151,7 +222,32 @@ def build_synthetic_queries_asset(
             },
         )
 
-    return _synthetic_queries
+    ops = (plan, generate, write)
+    config = dg.ConfigMapping(config_fn=lambda values: {op.name: {"config": dict(values)} for op in ops},
+                              config_schema=SyntheticQueriesConfig.to_config_schema())
+    asset_ins = {"documents": dg.AssetIn("documents"), "queries": dg.AssetIn("queries"),
+                 "train_pairs": dg.AssetIn("train_pairs"), "click_log_pairs": dg.AssetIn("click_log_pairs"),
+                 "base_slm": dg.AssetIn("base_slm")}
+    common = dict(name=name, partitions_def=dataset_partitions, group_name="generation", description=description,
+                  kinds={"pytorch"}, config=config, tags=MODEL_STEP["tags"])
+    if student:
+        @dg.graph_asset(ins=asset_ins | {"adapter": dg.AssetIn(adapter_asset),
+                                         "teacher_demonstrations": dg.AssetIn("teacher_demonstrations")}, **common)
+        def _student(documents, queries, train_pairs, click_log_pairs, base_slm, adapter, teacher_demonstrations):
+            reports = plan(documents).map(lambda group: generate(group, documents, queries, train_pairs,
+                                                                 click_log_pairs, base_slm, adapter)).collect()
+            return write(reports, documents, queries, train_pairs, click_log_pairs, base_slm, adapter,
+                         teacher_demonstrations)
+
+        return _student
+
+    @dg.graph_asset(ins=asset_ins, **common)
+    def _few_shot(documents, queries, train_pairs, click_log_pairs, base_slm):
+        reports = plan(documents).map(lambda group: generate(group, documents, queries, train_pairs, click_log_pairs,
+                                                             base_slm)).collect()
+        return write(reports, documents, queries, train_pairs, click_log_pairs, base_slm)
+
+    return _few_shot
 
 
 synthetic_queries = build_synthetic_queries_asset(

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -331,6 +331,13 @@ def _fingerprint(doc_ids: list[str], prompts: list[str], settings: dict) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+SHARD_SCHEMA = {"doc_id": pl.String, "text": pl.String, "generated_tokens": pl.Int64, "shard": pl.Int32}
+
+
+def shard_count(documents: int, shard_size: int) -> int:
+    return max(1, -(-documents // shard_size))
+
+
 def generate_sharded(
     doc_ids: list[str],
     prompts: list[str],
@@ -341,22 +348,26 @@ def generate_sharded(
     settings: dict | None = None,
     progress: Callable[[str], None] | None = None,
     on_shard_done: Callable[[int], None] | None = None,
+    shards: Collection[int] | None = None,
 ) -> tuple[pl.DataFrame, ShardReport]:
     """Generate one text per document, shard by shard, reusing finished shards found in `checkpoint_dir`.
 
     Returns (doc_id, text, generated_tokens, shard) in doc_id order. A shard is reused only when its manifest
     fingerprint (doc ids, prompts, sampling and `settings` such as model and adapter identity) matches, so a
     change of inputs regenerates it. The backend is created lazily: a fully checkpointed run loads no model.
+    `shards` (indices) restricts the work to those shards, e.g. one parallel worker's share: a shard's documents
+    and seed depend only on its index, so workers that split the shards write what one run would.
     """
     say = progress or log.info
     checkpoint_dir = Path(checkpoint_dir)
     order = np.argsort(doc_ids, kind="stable")
     doc_ids = [doc_ids[i] for i in order]
     prompts = [prompts[i] for i in order]
-    n_shards = max(1, -(-len(doc_ids) // shard_size))
+    n_shards = shard_count(len(doc_ids), shard_size)
     backend: GenerationBackend | None = None
     frames, generated, reused, docs_generated, tokens, seconds = [], 0, 0, 0, 0, 0.0
-    for shard in range(n_shards):
+    selected = range(n_shards) if shards is None else sorted(set(shards) & set(range(n_shards)))
+    for shard in selected:
         ids = doc_ids[shard * shard_size : (shard + 1) * shard_size]
         shard_prompts = prompts[shard * shard_size : (shard + 1) * shard_size]
         shard_sampling = sampling.with_(seed=sampling.seed + shard)
@@ -378,7 +389,7 @@ def generate_sharded(
         frame = pl.DataFrame(
             {"doc_id": ids, "text": [o.text for o in outputs], "generated_tokens": [o.generated_tokens for o in outputs],
              "shard": [shard] * len(ids)},
-            schema={"doc_id": pl.String, "text": pl.String, "generated_tokens": pl.Int64, "shard": pl.Int32},
+            schema=SHARD_SCHEMA,
         )
         write_parquet_atomic(frame, data_path)  # data first, manifest last: a shard counts only when both exist
         write_json_atomic({"fingerprint": fingerprint, "documents": len(ids), "seconds": elapsed}, manifest_path)
@@ -391,9 +402,10 @@ def generate_sharded(
             f"({len(ids) / max(elapsed, 1e-9):.2f} docs/s, {frame['generated_tokens'].sum() / max(elapsed, 1e-9):.1f} tokens/s)")
         if on_shard_done:
             on_shard_done(shard)
-    report = ShardReport(shards=n_shards, shards_generated=generated, shards_reused=reused, documents=len(doc_ids),
-                         documents_generated=docs_generated, generated_tokens=tokens, seconds=seconds)
-    return pl.concat(frames), report
+    report = ShardReport(shards=len(selected), shards_generated=generated, shards_reused=reused,
+                         documents=sum(f.height for f in frames), documents_generated=docs_generated,
+                         generated_tokens=tokens, seconds=seconds)
+    return (pl.concat(frames) if frames else pl.DataFrame(schema=SHARD_SCHEMA)), report
 
 
 def sample_settings(sampling: SamplingSettings, sample: int) -> SamplingSettings:

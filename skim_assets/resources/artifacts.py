@@ -13,6 +13,7 @@ table of the artifact, read when first used) or `Path` (the folder; never a pick
 of a partial run).
 """
 
+import re
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -21,12 +22,13 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from ..lib.storage import directory_size_bytes, file_digest
+from ..lib.storage import directory_size_bytes, file_digest, read_json, write_json_atomic
 from .storage import StorageResource
 
 DATA = "data"  # the table an asset *is*; other tables of the artifact are its side tables
 PREVIEW_ROWS = 5
 PREVIEW_CELL_CHARS = 80
+STEP_OUTPUTS = ".step_outputs"  # under the root: JSON values passed between the ops of a graph asset, per run
 
 
 class Tables(Mapping[str, pl.DataFrame]):
@@ -117,7 +119,16 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     def _partition(context) -> str | None:
         return context.asset_partition_key if context.has_asset_partitions else None
 
+    def _step_output_path(self, context: dg.OutputContext) -> Path:
+        """Where an op output inside a graph asset lives (a small JSON value: a shard group's number or report)."""
+        step = re.sub(r"[^A-Za-z0-9_.-]", "_", context.step_key)
+        name = context.name + (f"-{context.mapping_key}" if context.mapping_key else "")
+        return self.storage.inside_root(STEP_OUTPUTS, context.run_id, step, f"{name}.json")
+
     def handle_output(self, context: dg.OutputContext, obj) -> None:
+        if not context.has_asset_key:  # between the ops of a graph asset: JSON, never a pickle
+            write_json_atomic(obj, self._step_output_path(context))
+            return
         asset, dataset = context.asset_key.path[-1], self._partition(context)
         if obj is None:  # an asset that stored its artifact itself (a multi-asset's table set) returns no value
             return
@@ -136,6 +147,8 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
                             "the Path of a folder written in `storage.staging_dir()`")
 
     def load_input(self, context: dg.InputContext):
+        if not context.has_asset_key:
+            return read_json(self._step_output_path(context.upstream_output))
         asset, dataset = context.asset_key.path[-1], self._partition(context)
         folder = self.storage.artifact_dir(asset, dataset)
         wanted = _without_none(context.dagster_type.typing_type)
