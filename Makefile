@@ -9,6 +9,7 @@ export SKIM_DATA_ROOT ?= $(ROOT)
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 export HF_HUB_DISABLE_PROGRESS_BARS = 1
+export TQDM_DISABLE = 1
 
 .PHONY: install demo test test-vllm ui validate clean
 

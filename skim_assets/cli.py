@@ -74,19 +74,29 @@ def reap_dead_cli_runs(instance) -> list[str]:
     return reaped
 
 
-def materialize_dataset(name: str, instance, run_config: dict | None = None, job_name: str = "skim_pipeline",
-                        only_missing_under: Path | None = None) -> bool:
-    """Run a job (default: the whole graph) for one dataset partition in this process; returns success.
-
-    With `only_missing_under` (a storage root), only the assets without an artifact there and everything
-    downstream of them run: a long run that stopped half way picks up where it stopped, without retraining
-    finished models."""
+def cli_job(job_name: str):
+    """A job of the code location with the console loggers of the CLI (`console.py`). The run's step processes
+    rebuild it from this function (`dg.build_reconstructable_job`)."""
     import dagster as dg
 
     from .console import step_progress_logger
     from .definitions import defs
 
-    job = defs.resolve_job_def(job_name)
+    return defs.resolve_job_def(job_name).with_logger_defs(
+        {"console": dg.colored_console_logger, "skim_progress": step_progress_logger})
+
+
+def materialize_dataset(name: str, instance, run_config: dict | None = None, job_name: str = "skim_pipeline",
+                        only_missing_under: Path | None = None) -> bool:
+    """Run a job (default: the whole graph) for one dataset partition through the instance; returns success.
+
+    The run goes through the job's executor (every step a process of its own; `deployment.py`), so the
+    instance's pools and the executor's limits apply as to any run the UI or a sensor launches, and it shows in
+    the UI as one. With `only_missing_under` (a storage root), only the assets without an artifact there and
+    everything downstream of them run: a long run that stopped half way picks up where it stopped, without
+    retraining finished models."""
+    import dagster as dg
+
     selection = None
     if only_missing_under is not None:
         selection = missing_assets(only_missing_under, name, job_name)
@@ -95,17 +105,17 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
             return True
         print(f"running {len(selection)} assets without artifacts (and what they feed): "
               f"{', '.join(sorted(k.to_user_string() for k in selection))}")
-    # the console shows one line per finished step and long steps' progress (`console.py`), not Dagster's event
+    # the console shows one line per asset step and long steps' progress (`console.py`), not Dagster's event
     # stream; SKIM_LOG_LEVEL=INFO or DEBUG brings Dagster's console logger back. The instance's event log keeps
     # every event for the UI either way.
     level = os.environ.get(LOG_LEVEL_ENV, "").upper()
-    job = job.with_logger_defs({"console": dg.colored_console_logger, "skim_progress": step_progress_logger})
     loggers = {"console": {"config": {"log_level": level}}} if level else {"skim_progress": {}}
     run_config = {"loggers": loggers, **(run_config or {})}
     reap_dead_cli_runs(instance)
-    result = job.execute_in_process(partition_key=name, instance=instance, run_config=run_config, tags=cli_run_tags(),
-                                    raise_on_error=False, asset_selection=selection)
-    return result.success
+    job = dg.build_reconstructable_job("skim_assets.cli", "cli_job", (job_name,))
+    with dg.execute_job(job, instance=instance, run_config=run_config, asset_selection=selection,
+                        tags=cli_run_tags() | {"dagster/partition": name}) as result:
+        return result.success
 
 
 def missing_assets(root: Path, name: str, job_name: str) -> list:
@@ -368,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     mat = sub.add_parser("materialize", help="run the whole graph for one or more registered datasets")
     mat.add_argument("names", nargs="+", metavar="dataset")
     mat.add_argument("--config", help="run config file (YAML/JSON), e.g. configs/scifact_cpu.yaml")
-    mat.add_argument("--job", default="skim_pipeline", choices=["skim_pipeline", "skim_core"],
-                     help="skim_core leaves out the generation ablations")
+    mat.add_argument("--job", default="skim_pipeline", choices=["skim_pipeline", "skim_core", "dataset_import"],
+                     help="skim_core leaves out the generation ablations; dataset_import only imports and checks")
     mat.add_argument("--only-missing", action="store_true",
                      help="run only assets without an artifact yet, and what they feed (resume a long run)")
     mat.set_defaults(func=cmd_materialize)

@@ -20,7 +20,6 @@ class StepProgressHandler(logging.Handler):
         self.started: dict[str, float] = {}  # step -> start time
         self.last_progress: dict[str, float] = {}  # step -> time of its last progress line
         self.materialized: dict[str, list[str]] = {}  # step -> assets it materialized
-        self.finished = 0
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
@@ -38,9 +37,9 @@ class StepProgressHandler(logging.Handler):
             elif kind == "ASSET_MATERIALIZATION":
                 self.materialized.setdefault(step, []).append(event.asset_key.to_user_string())
             elif kind == "STEP_SUCCESS" and step in self.materialized:  # steps that wrote assets, not checks
-                self.finished += 1
                 seconds = now - self.started.get(step, now)
-                self._print(f"[{self.finished:>2}] {', '.join(self.materialized.pop(step))} done in {seconds:.1f}s")
+                self._print(f"{time.strftime('%H:%M:%S')} {', '.join(self.materialized.pop(step))} done in "
+                            f"{seconds:.1f}s")
             elif kind in ("STEP_FAILURE", "RUN_FAILURE"):
                 self._print(f"FAILED {step}: {message}")
             elif kind == "ASSET_CHECK_EVALUATION":

@@ -27,7 +27,7 @@ from .deployment import build_executor
 from .assets.simulation import simulated_clicks
 from .assets.sweeps import sweep_assets
 from .assets.training import retriever_assets, train_pairs, training_checks
-from .jobs import click_refresh_job, model_refresh_job, skim_core_job, skim_pipeline_job
+from .jobs import click_refresh_job, dataset_import_job, model_refresh_job, skim_core_job, skim_pipeline_job
 from .resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource, storage_resources
 from .sensors import click_log_sensor, dataset_folder_sensor, model_refresh_schedule, table_automation_sensor
 
@@ -68,7 +68,7 @@ def build_resources() -> dict:
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=all_checks,
-    jobs=[skim_pipeline_job, skim_core_job, click_refresh_job, model_refresh_job],
+    jobs=[skim_pipeline_job, skim_core_job, dataset_import_job, click_refresh_job, model_refresh_job],
     sensors=[dataset_folder_sensor, click_log_sensor, table_automation_sensor],
     schedules=[model_refresh_schedule],
     resources=build_resources(),

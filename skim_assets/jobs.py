@@ -11,6 +11,13 @@ skim_pipeline_job = dg.define_asset_job(
     description="Every asset for one dataset partition, from import to the comparison report.",
 )
 
+# Import and validate a dataset (its tables, click-log drops and the checks on them): what a new dataset or a
+# changed input needs first, in seconds.
+dataset_import_job = dg.define_asset_job(
+    "dataset_import", selection=dg.AssetSelection.groups("datasets"), partitions_def=dataset_partitions,
+    description="The dataset's canonical tables and click-log pairs, with their checks.",
+)
+
 # The generation ablations (UDAPDR-style and SKIM without metadata) each cost a LoRA run and a generation pass;
 # the core job leaves them out: import, bias simulation, SKIM itself and the training-data baselines.
 GENERATION_ABLATIONS = dg.AssetSelection.assets("lora_adapter_no_metadata", "synthetic_queries_udapdr").downstream() - \

@@ -1,6 +1,7 @@
 """The `skim` command: import validates before it registers anything; report needs metrics."""
 
 import json
+import os
 
 import dagster as dg
 import pytest
@@ -113,9 +114,9 @@ def test_the_console_prints_one_line_per_step_and_long_steps_progress_at_most_ev
                                     run_config={"loggers": {"skim_progress": {}}})
     assert result.success
     lines = capsys.readouterr().out.strip().splitlines()
-    steps = [re.fullmatch(r"\[\s*(\d+)\] (.+) done in [\d.]+s", line) for line in lines]
+    steps = [re.fullmatch(r"\d\d:\d\d:\d\d (.+) done in [\d.]+s", line) for line in lines]
     assert all(steps), lines
-    assert [(int(m[1]), m[2]) for m in steps] == [(1, "documents, queries, relevance_labels"), (2, "click_log_pairs")]
+    assert [m[1] for m in steps] == ["documents, queries, relevance_labels", "click_log_pairs"]
 
     # a long step's own messages: the first, then none until the interval passed; warnings always
     handler = StepProgressHandler(io.StringIO(), interval_s=3600)
@@ -125,3 +126,23 @@ def test_the_console_prints_one_line_per_step_and_long_steps_progress_at_most_ev
         logger.info(f"epoch {i}\nsecond line", extra={"dagster_meta": {"step_key": "train", "orig_message": f"epoch {i}"}})
     logger.warning("disk almost full", extra={"dagster_meta": {"step_key": "train", "orig_message": "disk almost full"}})
     assert handler.stream.getvalue().splitlines() == ["  train: epoch 0", "  train: warning: disk almost full"]
+
+
+def test_materialize_runs_through_the_instance_and_the_jobs_executor(cli_env, tmp_path, capfd):
+    """`skim materialize` launches a run like the UI does: recorded in the instance, each step a process of its own
+    (the multiprocess executor, so pools and tag limits apply), and a quiet console."""
+    source = tmp_path / "source"
+    write_demo_dataset(source, DemoWorldConfig(n_documents=20))
+    assert main(["--root", str(cli_env), "import", "mini", str(source)]) == 0
+    capfd.readouterr()
+    assert main(["--root", str(cli_env), "materialize", "mini", "--job", "dataset_import"]) == 0
+    out = capfd.readouterr().out
+    with dg.DagsterInstance.get() as instance:
+        [run] = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS and run.job_name == "dataset_import"
+        assert run.tags["dagster/partition"] == "mini" and run.tags["skim/cli_pid"] == str(os.getpid())
+        workers = {r.dagster_event.step_key: r.dagster_event.pid for r in instance.all_logs(run.run_id)
+                   if r.dagster_event and r.dagster_event.event_type_value == "STEP_WORKER_STARTED"}
+    assert {"dataset_tables", "click_log_pairs"} <= set(workers) and os.getpid() not in workers.values()
+    assert "documents, queries, relevance_labels done in" in out and "click_log_pairs done in" in out
+    assert "STEP_WORKER_STARTED" not in out and "DEBUG" not in out
