@@ -20,7 +20,13 @@ from skim_assets.assets.ova import OVA_HEADS
 from skim_assets.assets.training import METHODS, RETRIEVERS, RetrieverTrainingConfig, train_pairs
 from skim_assets.definitions import ASSETS, all_checks, defs
 from skim_assets.partitions import dataset_partitions
-from skim_assets.resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource, storage_resources
+from skim_assets.resources import (
+    EncoderResource,
+    GeneratorResource,
+    StorageResource,
+    TeacherResource,
+    storage_resources,
+)
 from skim_assets.sensors import dataset_folder_sensor
 
 from .conftest import materialize_selected

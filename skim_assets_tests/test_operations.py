@@ -15,15 +15,14 @@ import polars as pl
 import pytest
 
 from skim_assets.assets.datasets import click_log_pairs, dataset_tables
-from skim_assets.assets.mapping import MappingConfig
 from skim_assets.assets.simulation import simulated_clicks
 from skim_assets.assets.training import RetrieverTrainingConfig, train_pairs
 from skim_assets.definitions import ASSETS
-from skim_assets.jobs import CLICK_REFRESH_ASSETS, click_refresh_job
+from skim_assets.jobs import click_refresh_job
 from skim_assets.lib.demonstrations import QUERIES_SCHEMA as SYNTHETIC_SCHEMA
 from skim_assets.lib.storage import write_parquet_atomic
 from skim_assets.partitions import dataset_partitions
-from skim_assets.resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource, storage_resources
+from skim_assets.resources import EncoderResource, GeneratorResource, TeacherResource, storage_resources
 from skim_assets.sensors import click_log_sensor, model_refresh_schedule
 
 from .conftest import materialize_selected

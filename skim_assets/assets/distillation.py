@@ -33,7 +33,16 @@ from .checking import (
     ok,
     rounded,
 )
-from .common import BASE_MODEL, LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, known_queries, quality_metadata, sample_markdown
+from .common import (
+    BASE_MODEL,
+    LORA_FOLDER,
+    MODEL_STEP,
+    all_queries,
+    base_model_folder,
+    known_queries,
+    quality_metadata,
+    sample_markdown,
+)
 
 
 
