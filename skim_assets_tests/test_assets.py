@@ -299,3 +299,13 @@ def test_evaluation_of_a_partial_run_skips_what_was_not_materialized(storage_roo
     assert "ips" not in metadata["methods_not_materialized"].value and "skim" in metadata["methods_not_materialized"].value
     repair = pl.read_parquet(storage_root / "label_repair_report" / "tiny" / "data.parquet")
     assert sorted(repair["method"]) == ["ips", "mar", "oracle"]
+
+
+def test_all_queries_adds_click_log_queries_to_queries_with_metadata():
+    from skim_assets.assets.common import all_queries
+    from skim_assets.resources import Tables
+
+    queries = pl.DataFrame({"query_id": ["q1"], "text": ["a"], "split": ["train"], "metadata": ["article"]})
+    new = pl.DataFrame({"query_id": ["c1"], "text": ["b"], "split": ["train"]})
+    combined = all_queries(queries, Tables(pl.DataFrame({"x": [1]}), queries=new))
+    assert combined.rows() == [("q1", "a", "train", "article"), ("c1", "b", "train", None)]

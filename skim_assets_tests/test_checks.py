@@ -119,6 +119,14 @@ def test_queries_check_fails_on_wrong_dtype_and_on_empty_text(storage):
     assert meta(result, "empty_texts") == 1 and meta(result, "duplicate_query_ids") == 0
 
 
+def test_queries_check_accepts_query_metadata_and_no_other_extra_column(storage):
+    write(storage, "queries", queries().with_columns(metadata=pl.lit("article text")))
+    assert run(queries_check, storage).passed
+    write(storage, "queries", queries().with_columns(notes=pl.lit("x")))
+    result = run(queries_check, storage)
+    assert not result.passed and meta(result, "extra_columns") == ["notes"]
+
+
 def test_relevance_labels_check_fails_on_unknown_ids(dataset_tables):
     write(dataset_tables, "relevance_labels", qrels(query_id=["q0", "q1", "q9"], doc_id=["d0", "d7", "d7"]))
     result = run(relevance_labels_check, dataset_tables)

@@ -274,6 +274,11 @@ def test_xc_raw_errors(tmp_path: Path, override: dict, name: str, row: int, fiel
         read_xc_raw(make_xc_raw(tmp_path, **override))
 
 
+def test_xc_raw_query_content_of_another_type_names_the_row(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=where("trn.json.gz", 2, "content") + ".*must be a string"):
+        read_xc_raw(make_xc_raw(tmp_path, trn=[TRN[0], dict(TRN[1], content=["a", "list"])]))
+
+
 def test_xc_raw_missing_file(tmp_path: Path) -> None:
     make_xc_raw(tmp_path)
     (tmp_path / "tst.json.gz").unlink()
@@ -458,3 +463,26 @@ def test_click_log_timezone_is_utc(tmp_path: Path) -> None:
     path = write(tmp_path / "drop.csv", CSV_HEADER + "q,d1,1,2024-06-01T00:30:00-01:00\n")
     expected = datetime(2024, 6, 1, 1, 30, tzinfo=timezone.utc).replace(tzinfo=None)
     assert read_click_log(path)["timestamp"].to_list() == [expected]
+
+
+# ------------------------------------------------------------------------------------------ query-side metadata
+
+QUERY_METADATA = QUERIES_SCHEMA | {"metadata": pl.String}
+
+
+def test_beir_never_imports_its_query_metadata_field(tmp_path: Path) -> None:
+    """SciFact's `metadata` of a query holds its labels' evidence: importing it would leak labels."""
+    queries = [{"_id": "q1", "text": "first", "metadata": {"d1": [{"sentences": [0], "label": "SUPPORT"}]}},
+               {"_id": "q2", "text": "second"}, {"_id": "q3", "text": "third", "metadata": "free text"},
+               {"_id": "q4", "text": "dev only"}]
+    tables = read_beir(make_beir(tmp_path, queries=jsonl(queries)), title_words=3)
+    assert_frame_equal(tables.queries, frame([("q1", "first", "train"), ("q3", "third", "test")], QUERIES_SCHEMA))
+
+
+def test_xc_raw_keeps_the_content_of_queries_as_their_metadata(tmp_path: Path) -> None:
+    trn = [dict(TRN[0], content="Query A's article text"), *TRN[1:]]
+    tables = read_xc_raw(make_xc_raw(tmp_path, trn=trn))
+    assert tables.queries.columns == ["query_id", "text", "split", "metadata"]
+    assert tables.queries["metadata"].to_list() == ["Query A's article text", "", "", ""]
+    # every query's content empty (as in many XC files): no metadata column
+    assert read_xc_raw(make_xc_raw(tmp_path / "empty")).queries.columns == list(QUERIES_SCHEMA)

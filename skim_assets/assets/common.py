@@ -41,7 +41,7 @@ def all_queries(queries: pl.DataFrame, click_log_pairs: Tables, pairs: Tables | 
     """The dataset's queries plus those that only occur in click logs and, when `pairs` is given, the training
     points that pairs artifact created (its side table `queries`, e.g. Gandalf's)."""
     frames = [queries] + [t["queries"] for t in (click_log_pairs, pairs) if t is not None and "queries" in t]
-    return pl.concat(frames)
+    return pl.concat(frames, how="diagonal_relaxed")  # click-log queries carry no query metadata
 
 
 def known_queries(train_pairs: pl.DataFrame, queries: pl.DataFrame) -> dict:

@@ -8,7 +8,7 @@ import polars as pl
 
 from ..lib.clicklogs import aggregate_click_logs, click_log_files
 from ..lib.datasets import CLICKS_FOLDER, TABLE_ASSETS, import_tables
-from ..lib.formats import DOCUMENTS_SCHEMA, QRELS_SCHEMA, QUERIES_SCHEMA, SPLITS
+from ..lib.formats import DOCUMENTS_SCHEMA, QRELS_SCHEMA, SPLITS, queries_schema
 from ..partitions import dataset_partitions
 from ..resources import StorageResource, Tables
 from ..resources.artifacts import DATA, table_metadata
@@ -124,10 +124,11 @@ def evaluate_documents(storage: StorageResource, dataset: str) -> Outcome:
 
 def evaluate_queries(storage: StorageResource, dataset: str) -> Outcome:
     queries = storage.read_table("queries", dataset)
-    if schema_problems(queries, QUERIES_SCHEMA)["missing_columns"]:
-        return _table_outcome("queries", queries, QUERIES_SCHEMA, {})
+    schema = queries_schema(queries)  # with the query-metadata column when the dataset has one
+    if schema_problems(queries, schema)["missing_columns"]:
+        return _table_outcome("queries", queries, schema, {})
     splits = dict(queries.group_by("split").len().iter_rows())
-    return _table_outcome("queries", queries, QUERIES_SCHEMA, {
+    return _table_outcome("queries", queries, schema, {
         "empty_query_ids": empty_text_count(queries["query_id"]),
         "duplicate_query_ids": duplicate_count(queries, ["query_id"]),
         "empty_texts": empty_text_count(queries["text"]),

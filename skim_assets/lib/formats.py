@@ -17,6 +17,9 @@ import polars as pl
 
 DOCUMENTS_SCHEMA = {"doc_id": pl.String, "title": pl.String, "metadata": pl.String}
 QUERIES_SCHEMA = {"query_id": pl.String, "text": pl.String, "split": pl.String}
+# Query-side metadata (the paper's second setting: a Wikipedia title's article text), kept beside the query text
+# when the source has it; queries without it have "".
+QUERY_METADATA_SCHEMA = {"metadata": pl.String}
 QRELS_SCHEMA = {"query_id": pl.String, "doc_id": pl.String, "relevance": pl.Float64}
 PAIRS_SCHEMA = {"query_id": pl.String, "doc_id": pl.String, "weight": pl.Float64, "source": pl.String}
 CLICKS_SCHEMA = {"query": pl.String, "doc_id": pl.String, "clicks": pl.Int64, "timestamp": pl.Datetime("us")}
@@ -96,9 +99,16 @@ def validate_documents(documents: pl.DataFrame, source: Source) -> pl.DataFrame:
     return documents
 
 
+def queries_schema(queries: pl.DataFrame) -> dict:
+    """The canonical columns of this queries table: the query-metadata column when it has one."""
+    return QUERIES_SCHEMA | (QUERY_METADATA_SCHEMA if "metadata" in queries.columns else {})
+
+
 def validate_queries(queries: pl.DataFrame, source: Source) -> pl.DataFrame:
     require_columns(queries, QUERIES_SCHEMA, source)
-    queries = queries.select(pl.col(c).cast(t) for c, t in QUERIES_SCHEMA.items())
+    queries = queries.select(pl.col(c).cast(t) for c, t in queries_schema(queries).items())
+    if "metadata" in queries.columns:
+        queries = queries.with_columns(pl.col("metadata").fill_null(""))
     require_nonempty_strings(queries, "query_id", source)
     require_unique(queries, ["query_id"], source)
     require_nonempty_strings(queries, "text", source)

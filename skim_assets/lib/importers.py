@@ -26,6 +26,7 @@ from .formats import (
     DOCUMENTS_SCHEMA,
     QRELS_SCHEMA,
     QUERIES_SCHEMA,
+    QUERY_METADATA_SCHEMA,
     SPLITS,
     DataError,
     DatasetTables,
@@ -137,8 +138,16 @@ def _text(record: dict, key: str, path: Path, line: int, *, required: bool = Fal
 
 def _tables(documents: list[tuple], queries: list[tuple], qrels: list[tuple], notes: dict,
             source: Path) -> DatasetTables:
+    """Queries are (id, text, split) or (id, text, split, metadata or None); the metadata column is kept when any
+    query has non-empty metadata (XC files often carry an empty `content` for every query)."""
+    query_schema = QUERIES_SCHEMA
+    if any(len(q) > 3 and q[3] and q[3].strip() for q in queries):
+        query_schema = QUERIES_SCHEMA | QUERY_METADATA_SCHEMA
+        queries = [(*q[:3], q[3] if len(q) > 3 and q[3] is not None else "") for q in queries]
+    else:
+        queries = [q[:3] for q in queries]
     frames = [pl.DataFrame(rows, schema=schema, orient="row")
-              for rows, schema in ((documents, DOCUMENTS_SCHEMA), (queries, QUERIES_SCHEMA), (qrels, QRELS_SCHEMA))]
+              for rows, schema in ((documents, DOCUMENTS_SCHEMA), (queries, query_schema), (qrels, QRELS_SCHEMA))]
     # The checks above already name file lines; validate() is the final guarantee of the canonical schemas.
     return DatasetTables(*frames, notes=notes).validate(source)
 
@@ -207,6 +216,8 @@ def read_beir(folder: str | Path, *, title_words: int = 12, dev_split: str = "ig
             notes["derived_titles"] += 1
         documents.append((doc_id, title, text))
 
+    # BEIR's own `metadata` of a query is not query-side text: SciFact's holds the evidence sentences of its labels,
+    # which would leak test labels into training. It is not imported.
     query_text: dict[str, str] = {}
     for line, record in read_jsonl(queries_path):
         query_id = _id(record, "_id", queries_path, line)
@@ -254,7 +265,7 @@ def read_beir(folder: str | Path, *, title_words: int = 12, dev_split: str = "ig
 def _count_unlabelled(queries: list[tuple], qrels: list[tuple], notes: dict) -> dict:
     # XC queries keep their split without labels (unlike BEIR), so they are kept and only counted.
     labelled = {q for q, _, _ in qrels}
-    return notes | {"queries_without_labels": sum(q not in labelled for q, _, _ in queries)}
+    return notes | {"queries_without_labels": sum(q[0] not in labelled for q in queries)}
 
 
 def _label_list(record: dict, key: str, path: Path, line: int, kind: type | tuple) -> list | None:
@@ -293,7 +304,9 @@ def read_xc_raw(folder: str | Path) -> DatasetTables:
             if uid in first_seen:
                 raise DataError(path, f"duplicate uid {uid!r} (first in {first_seen[uid]})", row=line, field="uid")
             first_seen[uid] = f"{path.name} line {line}"
-            queries.append((uid, _text(record, "title", path, line, required=True, nonempty=True), split))
+            # the query's `content` (e.g. a Wikipedia title's article text) is its query-side metadata
+            queries.append((uid, _text(record, "title", path, line, required=True, nonempty=True), split,
+                            _text(record, "content", path, line)))
             if "target_ind" not in record:
                 raise DataError(path, "missing key 'target_ind'", row=line, field="target_ind")
             indices = _label_list(record, "target_ind", path, line, int) or []
