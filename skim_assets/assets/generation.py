@@ -27,15 +27,8 @@ from .checking import (
     ok,
     rounded,
 )
-from .common import (
-    LORA_FOLDER,
-    MODEL_STEP,
-    all_queries,
-    base_model_folder,
-    known_queries,
-    quality_metadata,
-    sample_markdown,
-)
+from .common import (LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, known_queries, quality_metadata,
+                     sample_markdown)
 
 
 class SyntheticQueriesConfig(dg.Config, SamplingSettings):
