@@ -39,16 +39,6 @@ LOG_LEVEL_ENV = "SKIM_LOG_LEVEL"
 CLI_PID_TAG, CLI_HOST_TAG = "skim/cli_pid", "skim/cli_host"  # which `skim` process runs a run in-process
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def cli_run_tags() -> dict[str, str]:
     """Tags of a run this `skim` process executes in-process: which process on which machine runs it."""
     return {CLI_PID_TAG: str(os.getpid()), CLI_HOST_TAG: socket.gethostname()}
@@ -60,11 +50,13 @@ def reap_dead_cli_runs(instance) -> list[str]:
     its slot forever and every later model step would wait for it."""
     import dagster as dg
 
+    from .lib.storage import process_alive
+
     reaped = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED],
                                                        tags={CLI_HOST_TAG: cli_run_tags()[CLI_HOST_TAG]})):
         pid = int(run.tags.get(CLI_PID_TAG, "0") or 0)
-        if pid and pid != os.getpid() and not _process_alive(pid):
+        if pid and pid != os.getpid() and not process_alive(pid):
             instance.report_run_failed(run, f"the skim process (pid {pid}) that ran it is gone")
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
             reaped.append(run.run_id)

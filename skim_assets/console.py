@@ -1,6 +1,7 @@
 """What `skim demo` / `skim materialize` print: one line per step that materialized assets (checks print only when
-they fail), and, for long steps, their own progress messages at most once per interval. Dagster's event stream stays in the instance (the UI shows all of it);
-`SKIM_LOG_LEVEL=DEBUG` (or INFO) brings Dagster's console logger back instead."""
+they fail), and, for long steps, their own progress messages at most once per interval. Dagster's event stream
+stays in the instance (the UI shows all of it); `SKIM_LOG_LEVEL=DEBUG` (or INFO) brings Dagster's console logger
+back instead."""
 
 import logging
 import sys
@@ -45,8 +46,9 @@ class StepProgressHandler(logging.Handler):
             elif kind == "ASSET_CHECK_EVALUATION":
                 data = event.event_specific_data
                 if data is not None and not getattr(data, "passed", True):
+                    summary = (data.description or "").strip().splitlines()[:1]
                     self._print(f"  check {data.asset_key.to_user_string()}:{data.check_name} did not pass: "
-                                f"{(data.description or '').splitlines()[0] if data.description else ''}")
+                                f"{''.join(summary)}")
             return
         first_line = message.strip().splitlines()[0] if message.strip() else ""
         if record.levelno < logging.INFO:

@@ -14,6 +14,7 @@ from ..resources import Tables
 # repeat the marker so the UI can filter model assets.
 GPU_POOL = "gpu"
 MODEL_STEP = {"pool": GPU_POOL, "tags": GPU_TAGS, "op_tags": gpu_op_tags()}
+MODEL_OP = {"pool": GPU_POOL, "tags": MODEL_STEP["op_tags"]}  # the same for an op inside a graph asset
 # Cheap training tables follow their upstream (a new click drop, a retrained encoder, new synthetic queries).
 EAGER = dg.AutomationCondition.eager()
 

@@ -186,7 +186,7 @@ def label_repair_table(train_pairs: pl.DataFrame, oracle_train_pairs: pl.DataFra
     for method, (pairs_asset, _) in METHODS.items():
         if method == "base":
             continue
-        table = oracle_train_pairs if pairs_asset == "oracle_train_pairs" else pairs.get(pairs_asset)
+        table = pairs.get(pairs_asset)
         if table is None:
             missing.append(method)
             continue
@@ -213,7 +213,8 @@ def label_repair_report(context: dg.AssetExecutionContext, storage: StorageResou
     dataset = context.partition_key
     if not storage.dataset_spec(dataset).simulate_bias:
         context.log.info(f"{dataset} is a click log (no simulated bias): no held-back labels to judge against")
-    table, missing = label_repair_table(train_pairs, oracle_train_pairs, pairs)
+    table, missing = label_repair_table(train_pairs, oracle_train_pairs,
+                                        pairs | {"oracle_train_pairs": oracle_train_pairs})
     chart = bar_plot(table["method"].to_list(), {"precision": table["precision"].to_list(),
                                                   "recall": table["recall"].to_list()},
                      f"{dataset}: label repair against held-back train labels", "share",

@@ -1,5 +1,6 @@
 """Synthetic queries at scale: the distilled small LM writes queries for every document, shard by shard."""
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ import polars as pl
 from pydantic import Field
 
 from ..lib.demonstrations import duplicate_rate, merge_samples, parse_outputs, student_prompts
-from ..lib.generation import SamplingSettings, generate_samples, make_backend, shard_count
+from ..lib.generation import SamplingSettings, ShardReport, generate_samples, make_backend, shard_count
 from ..lib.prompts import teacher_messages
 from ..lib.quality import judge_queries, judged_quality, keep_grounded
 from ..partitions import dataset_partitions
@@ -27,8 +28,8 @@ from .checking import (
     ok,
     rounded,
 )
-from .common import (LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, known_queries, quality_metadata,
-                     sample_markdown)
+from .common import (LORA_FOLDER, MODEL_OP, MODEL_STEP, all_queries, base_model_folder, known_queries,
+                     quality_metadata, sample_markdown)
 
 
 class SyntheticQueriesConfig(dg.Config, SamplingSettings):
@@ -107,9 +108,6 @@ def shard_groups(config: SyntheticQueriesConfig, documents: int) -> int:
     return max(1, min(config.parallel_shards, shard_count(documents, config.shard_size)))
 
 
-MODEL_OP = {"pool": MODEL_STEP["pool"], "tags": MODEL_STEP["op_tags"]}  # an op's spelling of MODEL_STEP
-REPORT_FIELDS = ("shards", "shards_generated", "shards_reused", "documents", "documents_generated",
-                 "generated_tokens", "seconds")
 
 
 def build_synthetic_queries_asset(
@@ -145,7 +143,7 @@ def build_synthetic_queries_asset(
         shards = [s for s in range(work.shards) if s % groups == group]
         context.log.info(f"{name}: shard group {group + 1}/{groups}: {len(shards)} of {work.shards} shards")
         _, report = work.generate(context.log.info, shards)
-        return {f: getattr(report, f) for f in REPORT_FIELDS} | {"backend": work.backend_names[:1]}
+        return {"report": dataclasses.asdict(report), "backend": work.backend_names[:1]}
 
     @dg.op(name=f"{name}__write", ins={"reports": dg.In(list[dict]), **table_ins, **model_ins,
                                        **({"teacher_demonstrations": dg.In(pl.DataFrame)} if student else {})},
@@ -160,10 +158,10 @@ def build_synthetic_queries_asset(
         work = generation_work(name, dataset, use_metadata, config, storage, generator, documents, queries,
                                train_pairs, click_log_pairs, base_slm, adapter)
         raw, own = work.generate(context.log.info)
-        # the groups' reports say what was generated where; this step only generated what they left
-        report = {f: sum(r[f] for r in reports) for f in REPORT_FIELDS}
-        for field in ("shards_generated", "documents_generated", "generated_tokens", "seconds"):
-            report[field] += getattr(own, field)
+        # the groups' reports say what was generated where; this step only generated what they left (its reused
+        # shards are the groups')
+        report = ShardReport.total([*(ShardReport(**r["report"]) for r in reports),
+                                    dataclasses.replace(own, shards=0, shards_reused=0, documents=0)])
         backend = next((b[0] for b in [*(r["backend"] for r in reports), work.backend_names] if b), None)
         documents = work.documents
         parsed, stats = parse_outputs(raw["doc_id"].to_list(), raw["text"].to_list(), documents, work.known,
@@ -178,8 +176,7 @@ def build_synthetic_queries_asset(
         agreement = (student_teacher_agreement(work.adapter, parsed, teacher_demonstrations,
                                                documents["doc_id"].to_list()) if student else None)
         samples = max(1, config.samples)
-        outputs_per_second = report["documents_generated"] / report["seconds"] if report["seconds"] else 0.0
-        docs_per_second = outputs_per_second / samples  # documents with all their samples, per generating step
+        docs_per_second = report.docs_per_second / samples  # documents with all their samples, per generating step
         context.log.info(
             f"{name}: {parsed.height} queries written for {documents.height} documents "
             f"({docs_per_second:.2f} docs/s per step): grounded {written_quality['grounded_share']:.1%}, junk "
@@ -194,12 +191,11 @@ def build_synthetic_queries_asset(
                 "documents": documents.height,
                 "samples_per_document": samples,
                 "parallel_steps": len(reports),
-                "shards": report["shards"],
-                "shards_reused": report["shards_reused"],
+                "shards": report.shards,
+                "shards_reused": report.shards_reused,
                 "docs_per_second": round(docs_per_second, 3),
-                "outputs_per_second": round(outputs_per_second, 3),
-                "generated_tokens_per_second": round(report["generated_tokens"] / report["seconds"], 1)
-                if report["seconds"] else 0.0,
+                "outputs_per_second": round(report.docs_per_second, 3),
+                "generated_tokens_per_second": round(report.tokens_per_second, 1),
                 "queries_per_document": round(stats["queries_per_document"], 2),
                 "parse_rate": round(stats["parse_rate"], 4),
                 "duplicate_rate": round(duplicate_rate(kept), 4),

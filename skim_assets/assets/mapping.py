@@ -8,7 +8,7 @@ import polars as pl
 
 from ..lib.formats import union_pairs
 from ..lib.datasets import SPEC_FILE
-from ..lib.mapping import DEFAULT_TAU, MappingSettings, embed_with_cache, map_incrementally, read_mapping_state, text_hash
+from ..lib.mapping import DEFAULT_TAU, MappingSettings, embed_with_cache, map_incrementally, text_hash
 from ..lib.plots import histogram_plot, markdown_image
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
@@ -72,10 +72,9 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
         identity = hashlib.sha1("\n".join(f"{d}\t{text_hash(q)}" for d, q in synthetic.select("doc_id", "query")
                                           .iter_rows()).encode()).hexdigest() + ":" + encoder_id
         state_dir = storage.step_dir("mapping_state", dataset, name)
-        pairs, stats = map_incrementally(synthetic["doc_id"].to_list(), synthetic_vectors,
-                                         train_queries["query_id"].to_list(), train_vectors, settings, source,
-                                         state_dir, identity)
-        candidates, synthetic_doc_ids = read_mapping_state(state_dir)
+        pairs, candidates, stats = map_incrementally(synthetic["doc_id"].to_list(), synthetic_vectors,
+                                                     train_queries["query_id"].to_list(), train_vectors, settings,
+                                                     source, state_dir, identity)
         context.log.info(f"mapped {synthetic.height} synthetic queries -> {pairs.height} new pairs "
                          f"(tau {settings.tau}; searched {stats['train_queries_searched']} of {train_queries.height} "
                          f"train queries, incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")
@@ -83,8 +82,7 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                                    storage.figure_path(name, dataset, "scores.png"),
                                    marker=settings.tau) if stats["scores"] else None
         return dg.MaterializeResult(
-            value=Tables(pairs, candidates=candidates,
-                         synthetic=pl.DataFrame({"doc_id": synthetic_doc_ids}, schema={"doc_id": pl.String})),
+            value=Tables(pairs, candidates=candidates, synthetic=synthetic.select("doc_id")),
             metadata={
                 "pairs_added": pairs.height,
                 "synthetic_queries": synthetic.height,

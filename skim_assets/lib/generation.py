@@ -321,6 +321,11 @@ class ShardReport:
     def tokens_per_second(self) -> float:
         return self.generated_tokens / self.seconds if self.seconds else 0.0
 
+    @classmethod
+    def total(cls, reports) -> "ShardReport":
+        """The reports of several passes (samples, parallel shard groups) summed field by field."""
+        return cls(**{f: sum(getattr(r, f) for r in reports) for f in cls.__dataclass_fields__})
+
 
 # settings about the other outputs of a document (`generate_samples`): they never change this output's text
 _ACROSS_OUTPUTS = {"samples", "diversity_temperature"}
@@ -441,5 +446,5 @@ def generate_samples(
                                          **shard_options)
         frames.append(frame.with_columns(sample=pl.lit(sample, dtype=pl.Int32)))
         reports.append(report)
-    total = ShardReport(**{f: sum(getattr(r, f) for r in reports) for f in ShardReport.__dataclass_fields__})
+    total = ShardReport.total(reports)
     return pl.concat(frames), total

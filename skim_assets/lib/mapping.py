@@ -152,8 +152,9 @@ def map_incrementally(
     source: str,
     state_dir: str | Path,
     identity: str,
-) -> tuple[pl.DataFrame, dict]:
-    """`map_to_train_queries` that searches only train queries not searched before.
+) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """`map_to_train_queries` that searches only train queries not searched before: (pairs, every synthetic
+    query's k best candidates so far, stats).
 
     `state_dir` keeps every synthetic query's k best candidates so far and the train queries already searched,
     under `identity` (the synthetic queries, the encoder and the index settings: anything else that changes
@@ -184,23 +185,11 @@ def map_incrementally(
     candidates = best_candidates(pl.concat([old_candidates, new_candidates]), settings.k)
     # the state is written last: a crash before it leaves the previous state, which is still consistent
     write_parquet_atomic(candidates, candidates_path)
-    write_parquet_atomic(pl.DataFrame({"doc_id": list(synthetic_doc_ids)}, schema={"doc_id": pl.String}),
-                         state_dir / "synthetic.parquet")
     write_parquet_atomic(pl.DataFrame({"query_id": list(train_query_ids)}, schema={"query_id": pl.String}), searched_path)
     write_json_atomic({"identity": identity, "train_queries": len(train_query_ids)}, state_path)
     pairs = candidates_to_pairs(candidates, synthetic_doc_ids, settings.threshold, source)
-    return pairs, mapping_stats(candidates, pairs, recall) | {
+    return pairs, candidates, mapping_stats(candidates, pairs, recall) | {
         "train_queries_searched": len(new_rows), "incremental": previous is not None}
-
-
-def read_mapping_state(state_dir: str | Path) -> tuple[pl.DataFrame, list[str]]:
-    """The candidates `map_incrementally` kept in `state_dir` and the doc_id of each synthetic query row, so any
-    tau can be applied later without a new search."""
-    state_dir = Path(state_dir)
-    if not (state_dir / "state.json").exists():
-        raise FileNotFoundError(f"{state_dir} holds no mapping state: materialize the mapping asset first")
-    return (pl.read_parquet(state_dir / "candidates.parquet"),
-            pl.read_parquet(state_dir / "synthetic.parquet")["doc_id"].to_list())
 
 
 def hnsw_recall(queries: np.ndarray, items: np.ndarray, approx: np.ndarray, k: int, settings: MappingSettings) -> float:

@@ -129,7 +129,8 @@ def replace_directory(staged: str | Path, path: str | Path) -> Path:
 STAGING_ORPHAN_AGE_S = 86_400.0  # a staging folder of another host (or of this one, pid unknown) this old is junk
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with this pid runs (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -149,7 +150,7 @@ def new_staging_directory(parent: str | Path) -> Path:
     for orphan in parent.iterdir():
         owner_host, _, rest = orphan.name.rpartition("~")[0].partition("~") if "~" in orphan.name else ("", "", "")
         try:
-            dead = (owner_host == host and rest.isdigit() and not _process_alive(int(rest))) or \
+            dead = (owner_host == host and rest.isdigit() and not process_alive(int(rest))) or \
                 now - orphan.lstat().st_mtime >= STAGING_ORPHAN_AGE_S
             if dead:
                 shutil.rmtree(orphan) if orphan.is_dir() and not orphan.is_symlink() else orphan.unlink()

@@ -73,9 +73,12 @@ class Tables(Mapping[str, pl.DataFrame]):
         return len(self._names())
 
 
+def column_schema(frame: pl.DataFrame) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
+
+
 def table_preview(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> dg.TableMetadataValue:
     """The first rows as a Dagster table (strings cut to PREVIEW_CELL_CHARS, other values as Dagster infers)."""
-    schema = dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
 
     def cell(value):
         if value is None or isinstance(value, (bool, int, float)):
@@ -83,15 +86,14 @@ def table_preview(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> dg.TableMeta
         return str(value)[:PREVIEW_CELL_CHARS]
 
     records = [dg.TableRecord({k: cell(v) for k, v in row.items()}) for row in frame.head(rows).iter_rows(named=True)]
-    return dg.MetadataValue.table(records, schema=schema)
+    return dg.MetadataValue.table(records, schema=column_schema(frame))
 
 
 def table_metadata(frame: pl.DataFrame, path: Path, preview_rows: int = PREVIEW_ROWS) -> dict:
     """Row count, column schema (the UI's Columns tab), path and a preview of a stored table."""
     return {
         "dagster/row_count": frame.height,
-        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(name, str(dtype))
-                                                         for name, dtype in frame.schema.items()]),
+        "dagster/column_schema": column_schema(frame),
         "path": dg.MetadataValue.path(str(path)),
         "preview": table_preview(frame, preview_rows),
     }
@@ -164,7 +166,7 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
             return folder
         if wanted is Tables:
             return Tables(folder=folder)
-        if wanted in (pl.DataFrame, object) or wanted is None or str(wanted) == "typing.Any":
+        if wanted in (pl.DataFrame, typing.Any, object, None):
             return pl.read_parquet(data)
         raise TypeError(f"input {context.name!r} ({where}) is annotated {wanted}: annotate it pl.DataFrame, Tables "
                         "or Path")

@@ -62,7 +62,7 @@ class StorageResource(dg.ConfigurableResource):
 
     def staging_dir(self) -> Path:
         """A fresh folder to write a folder artifact into; return it from the asset and the IO manager moves it
-        into place whole. Ask for it when ready to write: orphans of killed steps are removed after 10 minutes."""
+        into place whole. Folders of killed steps (their process gone) are removed when the next one is asked for."""
         return new_staging_directory(self.root_path / STAGING_FOLDER)
 
     def adopt_folder(self, staged: Path, asset: str, dataset: str | None) -> Path:
