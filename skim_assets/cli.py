@@ -211,7 +211,7 @@ def demo_run_config(job_name: str = "skim_pipeline") -> dict:
     re-mining negatives every epoch;
     teacher demonstrations for every document (the offline teacher takes seconds); LoRA at effective batch 8 and
     lr 2e-3 for 40 steps (held-out loss flattens near there: BENCHMARKS.md); 80 new tokens per document (a list of
-    short queries)."""
+    short queries), two outputs per document (greedy, and one sampled from the prompt's words)."""
     from .assets.generation import generation_assets
     from .assets.training import RETRIEVERS
     from .definitions import defs
@@ -222,7 +222,8 @@ def demo_run_config(job_name: str = "skim_pipeline") -> dict:
         # re-mining every epoch: on 160 documents mining costs nothing (remine_every=2 is for large corpora)
         **{name: {"config": {"epochs": 3, "learning_rate": 1e-4, "remine_every": 1}} for name in RETRIEVERS},
         **{name: {"config": lora} for name in ("lora_adapter", "lora_adapter_no_metadata")},
-        **{asset.key.path[-1]: {"config": {"max_new_tokens": 80}} for asset in generation_assets},
+        # a second output per document, sampled from the prompt's words: ~6 distinct queries per document
+        **{asset.key.path[-1]: {"config": {"max_new_tokens": 80, "samples": 2}} for asset in generation_assets},
     }
     return {"ops": {name: config for name, config in ops.items() if name in in_job}}
 
