@@ -173,23 +173,25 @@ def print_knowledge_infusion(root: Path, name: str) -> None:
     import polars as pl
 
     from .lib.metrics import metrics_table_markdown
-    from .lib.quality import query_quality
+    from .lib.quality import judged_quality
 
-    documents_path = root / "documents" / name / "data.parquet"
-    if not documents_path.exists():
-        return
-    documents = pl.read_parquet(documents_path)
     rows = []
-    for asset, table in (("teacher_demonstrations", "data"), ("synthetic_queries", "judged"),
-                         ("synthetic_queries", "data"), ("synthetic_queries_no_metadata", "judged"),
-                         ("synthetic_queries_udapdr", "judged")):
-        path = root / asset / name / f"{table}.parquet"
-        if path.exists():
-            queries = pl.read_parquet(path)
-            figures = query_quality(queries, documents, queries["doc_id"].n_unique() if asset ==
-                                    "teacher_demonstrations" else None)
-            rows.append({"writer": asset + (" (written)" if table == "judged" else " (kept)" if asset != "teacher_demonstrations" else ""),
-                         "queries": figures["queries"], "grounded %": figures["grounded_share"],
+    for asset in ("teacher_demonstrations", "synthetic_queries", "synthetic_queries_no_metadata",
+                  "synthetic_queries_udapdr"):
+        folder = root / asset / name
+        if not (folder / "judged.parquet").exists():
+            continue
+        judged = pl.read_parquet(folder / "judged.parquet")  # the writer's own verdicts, before any filter
+        asked = pl.read_parquet(folder / "raw.parquet")["doc_id"].n_unique()
+        versions = [("", judged)]
+        if asset != "teacher_demonstrations":
+            kept = judged.join(pl.read_parquet(folder / "data.parquet").select("doc_id", "query"),
+                               on=["doc_id", "query"], how="semi")
+            versions = [(" (written)", judged), (" (kept)", kept)]
+        for label, table in versions:
+            figures = judged_quality(table, asked)
+            rows.append({"writer": asset + label, "queries": figures["queries"],
+                         "grounded %": figures["grounded_share"],
                          "junk %": figures["junk_share"],  # fractions: the table prints them as percentages
                          "distinct per doc": f"{figures['distinct_queries_per_document']:.2f}"})
     if rows:
@@ -236,15 +238,16 @@ def cmd_demo(args) -> int:
     root = _use_root(args.root)
     from .lib.demo import DemoWorldConfig, write_demo_dataset
 
-    counts = write_demo_dataset(root / "inputs" / DEMO_DATASET, DemoWorldConfig(n_documents=args.documents))
-    print(f"demo world written to {root / 'inputs' / DEMO_DATASET}: {counts}", flush=True)
+    name = DEMO_DATASET if args.world == "products" else f"{DEMO_DATASET}-{args.world}"
+    counts = write_demo_dataset(root / "inputs" / name, DemoWorldConfig(n_documents=args.documents, world=args.world))
+    print(f"demo world written to {root / 'inputs' / name}: {counts}", flush=True)
     instance = _instance()
-    register_dataset(DEMO_DATASET, instance)
+    register_dataset(name, instance)
     job = demo_job(args.all_methods)
-    if not materialize_dataset(DEMO_DATASET, instance, demo_run_config(job), job):
+    if not materialize_dataset(name, instance, demo_run_config(job), job):
         print("the demo run failed: see the log above", file=sys.stderr)
         return 1
-    return print_report(root, DEMO_DATASET)
+    return print_report(root, name)
 
 
 def cmd_import(args) -> int:
@@ -263,7 +266,8 @@ def cmd_import(args) -> int:
                        dev_split=args.dev_split, simulate_bias=not args.no_simulate_bias,
                        exposure_k=args.exposure_k, sigmoid_sampling=args.sigmoid_sampling,
                        propensity_a=args.propensity_a, propensity_b=args.propensity_b,
-                       prompt_style=args.prompt_style, tau=args.tau, seed=args.seed)
+                       prompt_style=args.prompt_style, generate=args.generate,
+                       query_metadata_field=args.query_metadata_field, tau=args.tau, seed=args.seed)
     folder = root / "inputs" / name
     try:
         tables = import_tables(folder, spec)  # validate everything before registering anything
@@ -336,7 +340,8 @@ def cmd_report(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .lib.datasets import DatasetSpec
-    from .lib.demo import DemoWorldConfig
+    from .lib.formats import DIRECTIONS
+    from .lib.demo import WORLDS, DemoWorldConfig
 
     defaults = DatasetSpec()
     parser = argparse.ArgumentParser(prog="skim", description=__doc__)
@@ -345,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="generate the demo world, materialize every asset, print the metrics")
     demo.add_argument("--documents", type=int, default=DemoWorldConfig().n_documents, help="demo world size")
+    demo.add_argument("--world", choices=WORLDS, default=DemoWorldConfig().world,
+                      help="products: queries written for products from their metadata (dataset 'demo'); "
+                           "categories: the reverse direction, categories written for products asked about as "
+                           "queries, from the queries' metadata (dataset 'demo-categories')")
     demo.add_argument("--all-methods", action="store_true",
                       help="also run the generation ablations (UDAPDR-style, SKIM without metadata)")
     demo.set_defaults(func=cmd_demo)
@@ -361,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--propensity-a", type=float, default=defaults.propensity_a)
     imp.add_argument("--propensity-b", type=float, default=defaults.propensity_b)
     imp.add_argument("--prompt-style", choices=["url-queries", "wiki-categories"], default=defaults.prompt_style)
+    imp.add_argument("--generate", choices=["", *DIRECTIONS], default=defaults.generate,
+                     help="queries_for_documents (document metadata) or documents_for_queries (query metadata); "
+                          "default: by prompt style")
+    imp.add_argument("--query-metadata-field", default=defaults.query_metadata_field,
+                     help="BEIR: the queries.jsonl key ('key' or 'metadata.key') holding query-side metadata text")
     imp.add_argument("--tau", type=float, default=defaults.tau)
     imp.add_argument("--seed", type=int, default=defaults.seed)
     imp.add_argument("--materialize", action="store_true", help="also run the whole graph for it")

@@ -29,7 +29,9 @@ from skim_assets.resources import (
 )
 from skim_assets.sensors import dataset_folder_sensor
 
-from .conftest import materialize_selected
+from skim_assets.lib.quality import label_repair
+
+from .conftest import TINY_WORLD, materialize_selected
 
 QUICK_TRAINING = RetrieverTrainingConfig(epochs=2, learning_rate=1e-4, hard_negatives=1)
 
@@ -150,6 +152,63 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert report["method"].to_list() == list(METHODS)
     assert "ova_head unbiased R@100" in report.columns and "dual_encoder biased P@5" in report.columns
     assert "**dual_encoder**" in events["comparison_report"]["table"].value
+
+
+def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_them_onto_documents(
+        storage_root, tiny_causal_lm):
+    """The categories world (products asked about as queries, their descriptions as query metadata, categories as
+    documents): the same assets write for the train queries and map onto real documents."""
+    from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
+    from skim_assets.lib.encoders import TextEncoder
+    from skim_assets.lib.mapping import MappingSettings, map_to_train_queries
+
+    write_demo_dataset(storage_root / "inputs" / "tinycat", DemoWorldConfig(**TINY_WORLD, world="categories"))
+    run_config = dg.RunConfig(ops={
+        **{name: QUICK_TRAINING for name in RETRIEVERS},
+        **{name: LoraAdapterConfig(epochs=1, min_steps=0, effective_batch_size=8, micro_batch_size=8)
+           for name in ("lora_adapter", "lora_adapter_no_metadata")},
+        # the random tiny LM writes ungrounded text: SKIM keeps it, so the mapping has rows to map
+        **{asset.key.path[-1]: SyntheticQueriesConfig(max_new_tokens=12, shard_size=10, quality_filter=False)
+           for asset in generation_assets},
+    })
+    result = _materialize([*ASSETS, *all_checks], storage_root, "tinycat", base_model_path=tiny_causal_lm,
+                          run_config=run_config)
+    assert result.success
+    events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    read = lambda asset, table="data": pl.read_parquet(storage_root / asset / "tinycat" / f"{table}.parquet")  # noqa: E731
+    queries, documents = read("queries"), read("documents")
+    train_ids = set(queries.filter(pl.col("split") == "train")["query_id"])
+
+    # the teacher and the student write for the train queries, from their metadata
+    demonstrations = read("teacher_demonstrations")
+    assert set(demonstrations["doc_id"]) <= train_ids and demonstrations["doc_id"].n_unique() >= 20
+    assert events["teacher_demonstrations"]["direction"].value == "documents_for_queries"
+    assert events["teacher_demonstrations"]["teacher_grounded_share"].value == 1.0  # phrases of the query metadata
+    raw = read("synthetic_queries", "raw")
+    assert set(raw["doc_id"]) == train_ids and raw.height == len(train_ids)
+    # ...and the mapping pairs each of those queries with real documents
+    mapped = read("mapped_pairs")
+    assert mapped.height > 0 and set(mapped["query_id"]) <= train_ids
+    assert set(mapped["doc_id"]) <= set(documents["doc_id"])
+    assert read("mapped_pairs", "candidates").columns == ["synthetic", "doc_id", "cosine"]
+    assert events["mapped_pairs"]["mapped_onto"].value == "documents"
+    repair = read("label_repair_report")
+    assert "skim" in repair["method"].to_list()
+    metrics = read("retrieval_metrics")
+    assert {"skim_retriever", "skim_ova_head"} <= set(metrics["model"])
+    assert read("tau_sweep_report").height == 6
+
+    # what the method would map from grounded text: the teacher's phrases, mapped onto the category documents
+    # with the click-trained encoder, are mostly held-back labels (the student here is a random tiny LM)
+    encoder = TextEncoder(storage_root / "base_retriever" / "tinycat" / "encoder", device="cpu")
+    phrases = encoder.encode(demonstrations["query"].to_list(), max_length=32)
+    titles = encoder.encode(documents["title"].to_list(), max_length=32)
+    # map_to_train_queries with documents as the targets: (document, "query") rows read as (query, document)
+    found, _ = map_to_train_queries(demonstrations["doc_id"].to_list(), phrases, documents["doc_id"].to_list(),
+                                    titles, MappingSettings(k=1, tau=0.0))
+    pairs = found.select(pl.col("doc_id").alias("query_id"), pl.col("query_id").alias("doc_id"), "weight", "source")
+    figures = label_repair(pairs, read("click_train_pairs"), read("oracle_train_pairs"))
+    assert figures["precision"] >= 0.5, figures
 
 
 def test_reimport_is_idempotent_and_bad_input_keeps_the_previous_tables(storage_root, tiny_demo):

@@ -130,3 +130,28 @@ def test_extra_samples_are_checkpointed_apart_and_merged_into_one_list(tiny_caus
     merged = merge_samples(rows, max_queries=5)
     assert merged.rows() == [("a", "zinc cream", 1), ("a", "for sleep", 2), ("b", "tea", 1), ("b", "tea bags", 2)]
     assert merge_samples(rows, max_queries=1)["query"].to_list() == ["zinc cream", "tea"]
+
+
+def test_prompt_words_only_writes_nothing_but_the_prompts_words(tiny_causal_lm, monkeypatch):
+    """A random tiny LM, sampled hot, writes any token; constrained, only tokens that spell the prompt's words
+    (as written, lowercased, after a space or not), line breaks and the end marker."""
+    from skim_assets.lib.generation import prompt_token_ids
+
+    backend = TransformersBackend(tiny_causal_lm, None, device="cpu", dtype="float32", batch_size=1)
+    allowed = prompt_token_ids(backend.tokenizer, OTHERS)
+    lavender = backend.tokenizer("lavender", add_special_tokens=False)["input_ids"]
+    assert set(lavender) <= set(allowed[3]) and not set(lavender) <= set(allowed[0])
+    picked: list[int] = []  # every token the decoder chose (one prompt per batch: one row)
+    pick = TransformersBackend._pick
+    monkeypatch.setattr(TransformersBackend, "_pick",
+                        staticmethod(lambda *args: picked.extend(pick(*args).tolist()) or torch.tensor(picked[-1:])))
+    hot = SamplingSettings(temperature=1.5, top_k=0, max_new_tokens=24, seed=1)
+    outside = []
+    for prompt, ids in zip(OTHERS, allowed):
+        picked.clear()
+        backend.generate([prompt], hot)
+        outside.append(set(picked) - set(ids))
+        picked.clear()
+        backend.generate([prompt], hot.with_(prompt_words_only=True))
+        assert picked and set(picked) <= set(ids), prompt
+    assert any(outside)  # unconstrained, the same decoding leaves the prompt's words

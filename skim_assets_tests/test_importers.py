@@ -486,3 +486,27 @@ def test_xc_raw_keeps_the_content_of_queries_as_their_metadata(tmp_path: Path) -
     assert tables.queries["metadata"].to_list() == ["Query A's article text", "", "", ""]
     # every query's content empty (as in many XC files): no metadata column
     assert read_xc_raw(make_xc_raw(tmp_path / "empty")).queries.columns == list(QUERIES_SCHEMA)
+
+
+@pytest.mark.parametrize("field", ["description", "metadata.description"])
+def test_beir_imports_the_query_metadata_field_the_spec_names(tmp_path: Path, field: str) -> None:
+    """A named field (top level, or inside BEIR's `metadata` object) is the query's metadata; a query without it
+    reads as empty."""
+    def record(qid, text, description=None):
+        if description is None:
+            return {"_id": qid, "text": text}
+        return ({"_id": qid, "text": text, "description": description} if field == "description"
+                else {"_id": qid, "text": text, "metadata": {"description": description}})
+
+    queries = [record("q1", "first", "the first query's article"), record("q2", "second"),
+               record("q3", "third", "the third's"), record("q4", "dev only", "never imported")]
+    tables = read_beir(make_beir(tmp_path, queries=jsonl(queries)), title_words=3, query_metadata_field=field)
+    assert_frame_equal(tables.queries, frame([("q1", "first", "train", "the first query's article"),
+                                              ("q3", "third", "test", "the third's")], QUERY_METADATA))
+
+
+def test_beir_query_metadata_field_of_another_type_names_the_row(tmp_path: Path) -> None:
+    queries = [{"_id": "q1", "text": "first", "description": ["not", "text"]}, {"_id": "q3", "text": "third"}]
+    with pytest.raises(DataError, match="'description' must be a string") as error:
+        read_beir(make_beir(tmp_path, queries=jsonl(queries)), title_words=3, query_metadata_field="description")
+    assert error.value.row == 1 and error.value.field == "description"

@@ -84,19 +84,19 @@ def test_incremental_mapping_searches_only_new_train_queries_and_equals_a_full_s
     state = tmp_path / "state"
 
     first, _, stats = map_incrementally(doc_ids, synthetic, ids[:45], train[:45], settings, "skim", state, "v1")
-    assert stats["incremental"] is False and stats["train_queries_searched"] == 45
+    assert stats["incremental"] is False and stats["targets_searched"] == 45
     assert first.equals(map_to_train_queries(doc_ids, synthetic, ids[:45], train[:45], settings)[0])
 
     refreshed, _, stats = map_incrementally(doc_ids, synthetic, ids, train, settings, "skim", state, "v1")
     full, _ = map_to_train_queries(doc_ids, synthetic, ids, train, settings)
-    assert stats["incremental"] is True and stats["train_queries_searched"] == 15
+    assert stats["incremental"] is True and stats["targets_searched"] == 15
     assert refreshed.equals(full) and full.height > first.height / 2
 
     unchanged, _, stats = map_incrementally(doc_ids, synthetic, ids, train, settings, "skim", state, "v1")
-    assert stats["train_queries_searched"] == 0 and unchanged.equals(full)
+    assert stats["targets_searched"] == 0 and unchanged.equals(full)
     # other synthetic queries or encoder (identity), or a vanished train query: a full search again
     _, _, stats = map_incrementally(doc_ids, synthetic, ids, train, settings, "skim", state, "v2")
-    assert stats["incremental"] is False and stats["train_queries_searched"] == 60
+    assert stats["incremental"] is False and stats["targets_searched"] == 60
     shrunk, _, stats = map_incrementally(doc_ids, synthetic, ids[5:], train[5:], settings, "skim", state, "v2")
     assert stats["incremental"] is False
     assert shrunk.equals(map_to_train_queries(doc_ids, synthetic, ids[5:], train[5:], settings)[0])

@@ -122,7 +122,7 @@ def test_click_drop_refreshes_only_tables_with_only_new_rows_and_equals_a_full_r
     assert set(meta) == selected
     assert meta["click_log_pairs"]["files_read_now"].value == 1 and meta["click_log_pairs"]["rows_read_now"].value == 4
     assert meta["mapped_pairs_udapdr"]["incremental"].value is True
-    assert meta["mapped_pairs_udapdr"]["train_queries_searched_now"].value == new_texts
+    assert meta["mapped_pairs_udapdr"]["targets_searched_now"].value == new_texts
     # only the new query texts are embedded, once: synthetic queries and documents come from the shared cache
     embedded = [meta[a]["texts_embedded_now"].value for a in ("mapped_pairs_udapdr", "lever_train_pairs")]
     assert sum(embedded) == new_texts

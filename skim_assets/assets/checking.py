@@ -41,7 +41,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from ..lib.quality import judged_quality, query_quality
+from ..lib.quality import judged_quality
 from ..partitions import dataset_partitions
 from ..resources import StorageResource
 
@@ -124,16 +124,12 @@ def weights_outside(weights: pl.Series, low: float, high: float, tolerance: floa
 # ----------------------------------------------------------------------------------------------- query quality
 
 
-def evaluate_query_quality(asset: str, judged_table: str | None) -> Evaluate:
-    """Grounded and junk shares of what a writer wrote: the parsed queries before the generation's quality
-    filter (table `judged_table`), or the table itself when it has none (teacher demonstrations)."""
+def evaluate_query_quality(asset: str) -> Evaluate:
+    """Grounded and junk shares of what a writer wrote: its `judged` table (the parsed queries with the writer's
+    own verdicts, before any quality filter), per source it was asked about (its `raw` table)."""
     def evaluate(storage: StorageResource, dataset: str) -> Outcome:
-        path = storage.table_path(asset, dataset, judged_table) if judged_table else None
-        documents = storage.read_table("documents", dataset)
-        if path is not None and path.exists():  # the generation step's own verdicts: no second judging
-            figures = judged_quality(pl.read_parquet(path), documents.height)
-        else:
-            figures = query_quality(storage.read_table(asset, dataset), documents)
+        asked = storage.read_table(asset, dataset, "raw")["doc_id"].n_unique()
+        figures = judged_quality(storage.read_table(asset, dataset, "judged"), asked)
         metadata = {
             "queries": figures["queries"],
             "grounded_share": rounded(figures["grounded_share"]),
@@ -290,11 +286,10 @@ def build_check(
     return _check
 
 
-def build_query_quality_check(asset: str, judged_table: str | None) -> dg.AssetChecksDefinition:
+def build_query_quality_check(asset: str) -> dg.AssetChecksDefinition:
     """The non-blocking `query_quality` check of a query writer (the teacher, or a synthetic-queries asset)."""
     return build_check(
-        asset, "query_quality", evaluate_query_quality(asset, judged_table),
-        blocking=False, additional_deps=("documents",),
+        asset, "query_quality", evaluate_query_quality(asset), blocking=False,
         description=f"WARN when under {GROUNDED_SHARE_WARN:.0%} of the written queries are grounded in their document "
                     f"or over {JUNK_SHARE_WARN:.0%} are junk (measured before the generation's quality filter).",
     )

@@ -1,6 +1,7 @@
 """Metadata helpers and settings shared by the asset modules."""
 
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -45,12 +46,40 @@ def all_queries(queries: pl.DataFrame, click_log_pairs: Tables, pairs: Tables | 
     return pl.concat(frames, how="diagonal_relaxed")  # click-log queries carry no query metadata
 
 
-def known_queries(train_pairs: pl.DataFrame, queries: pl.DataFrame) -> dict:
-    """doc_id -> texts of a few of its clicked train queries (what the teacher and student prompts show);
-    `queries` should be `all_queries(...)`."""
-    from ..lib.demonstrations import known_queries_by_doc
+@dataclass(frozen=True)
+class RetrievalInput:
+    """What a retriever reads: the queries' and documents' texts and their token caps."""
 
-    return known_queries_by_doc(train_pairs, queries)
+    queries: pl.DataFrame
+    documents: pl.DataFrame
+    query_max_length: int
+    doc_max_length: int
+
+
+def retrieval_input(direction: str, metadata_input: bool, queries: pl.DataFrame, documents: pl.DataFrame,
+                    encoder) -> RetrievalInput:
+    """The short texts (query text, document title), or for metadata-augmented retrieval (`metadata_input`) the
+    side that holds the dataset's metadata with it: documents for queries_for_documents, queries for
+    documents_for_queries (`lib.retrieval.with_metadata`), under the encoder's longer token cap."""
+    if not metadata_input:
+        return RetrievalInput(queries, documents, encoder.query_max_length, encoder.doc_max_length)
+    from ..lib.formats import DOCUMENTS_FOR_QUERIES
+    from ..lib.retrieval import with_metadata
+
+    side = "queries" if direction == DOCUMENTS_FOR_QUERIES else "documents"
+    queries, documents = with_metadata(queries, documents, side)
+    long = encoder.metadata_max_length
+    return RetrievalInput(queries, documents, long if side == "queries" else encoder.query_max_length,
+                          long if side == "documents" else encoder.doc_max_length)
+
+
+def generation_sources_of(direction: str, documents: pl.DataFrame, queries: pl.DataFrame, train_pairs: pl.DataFrame,
+                          click_log_pairs: Tables) -> tuple[pl.DataFrame, dict]:
+    """What the teacher and student write for in the dataset's direction, and each source's known outputs
+    (`lib.demonstrations.generation_sources` over every query, click-log ones included)."""
+    from ..lib.demonstrations import generation_sources
+
+    return generation_sources(direction, documents, all_queries(queries, click_log_pairs), train_pairs)
 
 
 def quality_metadata(figures: dict, prefix: str) -> dict:

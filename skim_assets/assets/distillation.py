@@ -12,11 +12,12 @@ from ..lib.demonstrations import (
     parse_outputs,
     sample_documents,
     student_examples,
+    teacher_reference_texts,
     teacher_requests,
 )
 from ..lib.distillation import LoraSftConfig, train_lora_adapter
 from ..lib.plots import line_plot, markdown_image
-from ..lib.quality import judge_queries, query_quality
+from ..lib.quality import judge_queries, judged_quality
 from ..lib.slm import export_gguf_as_hf
 from ..lib.teachers import TeacherRequest
 from ..partitions import dataset_partitions
@@ -37,9 +38,8 @@ from .common import (
     BASE_MODEL,
     LORA_FOLDER,
     MODEL_STEP,
-    all_queries,
     base_model_folder,
-    known_queries,
+    generation_sources_of,
     quality_metadata,
     sample_markdown,
 )
@@ -70,33 +70,35 @@ def teacher_demonstrations(
     """
     dataset = context.partition_key
     spec = storage.dataset_spec(dataset)
-    known = known_queries(train_pairs, all_queries(queries, click_log_pairs))
-    sample = sample_documents(documents, config.max_documents, config.seed)
+    sources, known = generation_sources_of(spec.direction, documents, queries, train_pairs, click_log_pairs)
+    sample = sample_documents(sources, config.max_documents, config.seed)
     model = teacher.build(storage.inside_root(TEACHER_CACHE), fallback_model_path=str(base_model_folder(base_slm)))
-    if hasattr(model, "adapt_to_dataset"):  # the offline teacher learns the corpus's boilerplate and query style
-        train_texts = queries.filter(pl.col("split") == "train")["text"].to_list()
-        model.adapt_to_dataset(documents["metadata"].to_list(), train_texts)
-    context.log.info(f"teacher {model.backend}:{model.model} on {sample.height} documents ({spec.prompt_style} prompt)")
+    if hasattr(model, "adapt_to_dataset"):  # the offline teacher learns the corpus's boilerplate and output style
+        model.adapt_to_dataset(sources["metadata"].to_list(),
+                               teacher_reference_texts(spec.direction, documents, queries))
+    context.log.info(f"teacher {model.backend}:{model.model} on {sample.height} {spec.direction} sources "
+                     f"({spec.prompt_style} prompt)")
     started = time.monotonic()
     responses = model.complete(teacher_requests(sample, known, spec.prompt_style, TeacherRequest), progress=context.log.info)
     seconds = time.monotonic() - started
     errors = [r for r in responses if r.error]
     if len(errors) == len(responses):
         raise RuntimeError(f"the teacher failed on every document; first error: {errors[0].error}")
-    demonstrations, stats = parse_outputs([r.key for r in responses], [r.text for r in responses], documents, known,
+    demonstrations, stats = parse_outputs([r.key for r in responses], [r.text for r in responses], sources, known,
                                           spec.prompt_style, config.queries_per_document)
     raw = pl.DataFrame({"doc_id": [r.key for r in responses], "text": [r.text for r in responses],
                         "error": [r.error for r in responses], "cached": [r.cached for r in responses]},
                        schema={"doc_id": pl.String, "text": pl.String, "error": pl.String, "cached": pl.Boolean})
     usage = getattr(model, "stats", {}) or {}
-    judged = judge_queries(demonstrations, documents)
-    figures = query_quality(demonstrations, documents, sample.height)
+    judged = judge_queries(demonstrations, sources)
+    figures = judged_quality(judged, sample.height)
     context.log.info(f"teacher demonstrations: {demonstrations.height} queries for {sample.height} documents, grounded "
                      f"{figures['grounded_share']:.1%}, junk {figures['junk_share']:.1%}, "
                      f"{figures['distinct_queries_per_document']:.1f} distinct per document")
     return dg.MaterializeResult(
-        value=Tables(demonstrations, raw=raw),
+        value=Tables(demonstrations, raw=raw, judged=judged),
         metadata={
+            "direction": spec.direction,
             "teacher_backend": model.backend,
             "teacher_model": model.model,
             "documents": sample.height,
@@ -110,7 +112,7 @@ def teacher_demonstrations(
             "cost_usd": round(float(usage.get("cost_usd", 0.0)), 4),
             "seconds": round(seconds, 1),
             **quality_metadata(figures, "teacher"),
-            "sample": dg.MetadataValue.md(sample_markdown(judged, documents)),
+            "sample": dg.MetadataValue.md(sample_markdown(judged, sources)),
         },
     )
 
@@ -160,8 +162,8 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
         queries: pl.DataFrame, train_pairs: pl.DataFrame, click_log_pairs: Tables,
     ) -> dg.MaterializeResult:
         spec = storage.dataset_spec(context.partition_key)
-        known = known_queries(train_pairs, all_queries(queries, click_log_pairs))
-        prompts, targets, doc_ids = student_examples(teacher_demonstrations, documents, known, spec.prompt_style,
+        sources, known = generation_sources_of(spec.direction, documents, queries, train_pairs, click_log_pairs)
+        prompts, targets, doc_ids = student_examples(teacher_demonstrations, sources, known, spec.prompt_style,
                                                      use_metadata)
         base_model = base_model_folder(base_slm)
         folder = storage.staging_dir()
@@ -237,7 +239,7 @@ teacher_demonstrations_check = build_check(
     description=f"Documents with >= 1 parsed query / documents answered: ERROR below {PARSE_RATE_ERROR}, "
                 f"WARN below {PARSE_RATE_WARN}.",
 )
-teacher_query_quality_check = build_query_quality_check("teacher_demonstrations", None)  # no pre-filter table
+teacher_query_quality_check = build_query_quality_check("teacher_demonstrations")
 lora_weight_checks = [
     build_finite_weights_check(name, LORA_FOLDER, "adapter_model.safetensors", nonfinite_in_safetensors)
     for name in LORA_ADAPTERS

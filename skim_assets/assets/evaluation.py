@@ -19,9 +19,9 @@ from ..lib.retrieval import topk_frame
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import ERROR, WARN, Outcome, build_check, fail, ok, rounded, weights_outside
-from .common import MODEL_STEP, RETRIEVER_FOLDER
+from .common import MODEL_STEP, RETRIEVER_FOLDER, retrieval_input
 from .ova import HEAD_FILE, pretrained_embeddings
-from .training import METHODS
+from .training import METADATA_INPUT_METHODS, METHODS
 
 EVAL_KS = (1, 5, 10, 25, 100)
 TABLE_COLUMNS = ["model", "test_set", "P@1", "P@5", "R@10", "R@25", "R@100", "nDCG@10", "PSP@5", "queries"]
@@ -39,13 +39,19 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
     """(model name, method, base model, ranking function or None when not materialized) for the zero-shot encoder
     and every trained model (`folders`: asset -> its folder)."""
 
-    def dual_encoder(path):
-        return lambda: encoder.rank(queries, documents, max(EVAL_KS), path)
+    direction = storage.dataset_spec(dataset).direction
 
-    def ova_head(path):
+    def dual_encoder(path, metadata_input=False):
+        read = retrieval_input(direction, metadata_input, queries, documents, encoder)
+        return lambda: encoder.rank(read.queries, read.documents, max(EVAL_KS), path, read.query_max_length,
+                                    read.doc_max_length)
+
+    def ova_head(path, metadata_input=False):
         def rank():
             head = np.load(path)
-            vectors = pretrained_embeddings(storage, encoder, dataset, queries["text"].to_list(), encoder.query_max_length)
+            read = retrieval_input(direction, metadata_input, queries, documents, encoder)
+            vectors = pretrained_embeddings(storage, encoder, dataset, read.queries["text"].to_list(),
+                                            read.query_max_length)
             indices, scores = ova_topk(vectors, head["weights"], head["biases"], max(EVAL_KS))
             return topk_frame(queries["query_id"], head["doc_ids"].tolist(), indices, scores)
         return rank
@@ -53,12 +59,13 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
     yield "zero_shot", "zero_shot", "zero_shot", dual_encoder(None)
     for asset, (method, base_model) in MODEL_ASSETS.items():
         folder = folders.get(asset)
+        metadata_input = method in METADATA_INPUT_METHODS
         if folder is None:
             rank = None
         elif base_model == "dual_encoder":
-            rank = dual_encoder(str(folder / RETRIEVER_FOLDER))
+            rank = dual_encoder(str(folder / RETRIEVER_FOLDER), metadata_input)
         else:
-            rank = ova_head(folder / HEAD_FILE)
+            rank = ova_head(folder / HEAD_FILE, metadata_input)
         yield asset, method, base_model, rank
 
 
@@ -175,7 +182,8 @@ def comparison_report(context: dg.AssetExecutionContext, storage: StorageResourc
     })
 
 
-PAIRS_ASSETS = list(dict.fromkeys(pairs for method, (pairs, _) in METHODS.items() if method != "base"))
+ADDS_NO_PAIRS = ("base", *METADATA_INPUT_METHODS)  # methods whose pairs another method of the report already judges
+PAIRS_ASSETS = list(dict.fromkeys(pairs for method, (pairs, _) in METHODS.items() if method not in ADDS_NO_PAIRS))
 
 
 def label_repair_table(train_pairs: pl.DataFrame, oracle_train_pairs: pl.DataFrame,
@@ -184,7 +192,7 @@ def label_repair_table(train_pairs: pl.DataFrame, oracle_train_pairs: pl.DataFra
     against the held-back train labels (`lib.quality.label_repair`); and the methods not materialized."""
     rows, missing = [], []
     for method, (pairs_asset, _) in METHODS.items():
-        if method == "base":
+        if method in ADDS_NO_PAIRS:
             continue
         table = pairs.get(pairs_asset)
         if table is None:

@@ -28,8 +28,8 @@ from .checking import (
     ok,
     rounded,
 )
-from .common import (LORA_FOLDER, MODEL_OP, MODEL_STEP, all_queries, base_model_folder, known_queries,
-                     quality_metadata, sample_markdown)
+from .common import (LORA_FOLDER, MODEL_OP, MODEL_STEP, base_model_folder, generation_sources_of, quality_metadata,
+                     sample_markdown)
 
 
 class SyntheticQueriesConfig(dg.Config, SamplingSettings):
@@ -77,8 +77,8 @@ def generation_work(name: str, dataset: str, use_metadata: bool, config: Synthet
                     queries: pl.DataFrame, train_pairs: pl.DataFrame, click_log_pairs: Tables, base_slm: Path,
                     adapter: Path | None) -> GenerationWork:
     spec = storage.dataset_spec(dataset)
-    documents = generation_documents(documents, config.max_documents, config.seed)
-    known = known_queries(train_pairs, all_queries(queries, click_log_pairs))
+    sources, known = generation_sources_of(spec.direction, documents, queries, train_pairs, click_log_pairs)
+    documents = generation_documents(sources, config.max_documents, config.seed)
     base = str(base_model_folder(base_slm))
     adapter = adapter / LORA_FOLDER if adapter is not None else None
     if adapter is not None:
@@ -124,10 +124,13 @@ def build_synthetic_queries_asset(
     table_ins = {"documents": dg.In(pl.DataFrame), "queries": dg.In(pl.DataFrame),
                  "train_pairs": dg.In(pl.DataFrame), "click_log_pairs": dg.In(Tables)}
 
-    @dg.op(name=f"{name}__plan", out=dg.DynamicOut(int), ins={"documents": dg.In(pl.DataFrame)})
-    def plan(config: SyntheticQueriesConfig, documents: pl.DataFrame):
+    @dg.op(name=f"{name}__plan", out=dg.DynamicOut(int), ins=table_ins)
+    def plan(context: dg.OpExecutionContext, config: SyntheticQueriesConfig, storage: StorageResource,
+             documents: pl.DataFrame, queries: pl.DataFrame, train_pairs: pl.DataFrame, click_log_pairs: Tables):
         """One output per shard group (at most one per shard)."""
-        n = generation_documents(documents, config.max_documents, config.seed).height
+        direction = storage.dataset_spec(context.partition_key).direction
+        sources, _ = generation_sources_of(direction, documents, queries, train_pairs, click_log_pairs)
+        n = generation_documents(sources, config.max_documents, config.seed).height
         for group in range(shard_groups(config, n)):
             yield dg.DynamicOutput(group, mapping_key=f"shards_{group}")
 
@@ -223,8 +226,9 @@ def build_synthetic_queries_asset(
         @dg.graph_asset(ins=asset_ins | {"adapter": dg.AssetIn(adapter_asset),
                                          "teacher_demonstrations": dg.AssetIn("teacher_demonstrations")}, **common)
         def _student(documents, queries, train_pairs, click_log_pairs, base_slm, adapter, teacher_demonstrations):
-            reports = plan(documents).map(lambda group: generate(group, documents, queries, train_pairs,
-                                                                 click_log_pairs, base_slm, adapter)).collect()
+            groups = plan(documents, queries, train_pairs, click_log_pairs)
+            reports = groups.map(lambda group: generate(group, documents, queries, train_pairs, click_log_pairs,
+                                                        base_slm, adapter)).collect()
             return write(reports, documents, queries, train_pairs, click_log_pairs, base_slm, adapter,
                          teacher_demonstrations)
 
@@ -232,8 +236,9 @@ def build_synthetic_queries_asset(
 
     @dg.graph_asset(ins=asset_ins, **common)
     def _few_shot(documents, queries, train_pairs, click_log_pairs, base_slm):
-        reports = plan(documents).map(lambda group: generate(group, documents, queries, train_pairs, click_log_pairs,
-                                                             base_slm)).collect()
+        groups = plan(documents, queries, train_pairs, click_log_pairs)
+        reports = groups.map(lambda group: generate(group, documents, queries, train_pairs, click_log_pairs,
+                                                    base_slm)).collect()
         return write(reports, documents, queries, train_pairs, click_log_pairs, base_slm)
 
     return _few_shot
@@ -344,5 +349,5 @@ synthetic_queries_checks = [
     for asset in SYNTHETIC_QUERY_ASSETS
 ]
 # judged against the parsed queries before the quality filter (table `judged`)
-query_quality_checks = [build_query_quality_check(asset, "judged") for asset in SYNTHETIC_QUERY_ASSETS]
+query_quality_checks = [build_query_quality_check(asset) for asset in SYNTHETIC_QUERY_ASSETS]
 generation_checks = [*synthetic_queries_checks, *query_quality_checks]

@@ -8,6 +8,7 @@ import polars as pl
 
 from ..lib.formats import union_pairs
 from ..lib.datasets import SPEC_FILE
+from ..lib.formats import DOCUMENTS_FOR_QUERIES
 from ..lib.mapping import DEFAULT_TAU, MappingSettings, embed_with_cache, map_incrementally, text_hash
 from ..lib.plots import histogram_plot, markdown_image
 from ..partitions import dataset_partitions
@@ -64,20 +65,29 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
         spec = storage.dataset_spec(dataset)
         settings = config.with_(tau=spec.tau if config.tau is None else config.tau,
                                 seed=spec.seed if config.seed is None else config.seed)
-        train_queries = all_queries(queries, click_log_pairs).filter(pl.col("split") == "train")
         embed, encoder_id = click_encoder_embedder(storage, encoder, dataset, base_retriever)
-        synthetic_vectors, new_synthetic = embed(synthetic["query"].to_list(), encoder.query_max_length)
-        train_vectors, new_train = embed(train_queries["text"].to_list(), encoder.query_max_length)
-        # candidates are kept per (synthetic queries, encoder): a click refresh searches only the new train queries
+        # synthetic texts are queries written for documents (mapped onto train queries) or, in the
+        # documents_for_queries direction, documents written for train queries (mapped onto real documents)
+        onto_documents = spec.direction == DOCUMENTS_FOR_QUERIES
+        if onto_documents:
+            target, target_ids = "doc_id", documents["doc_id"].to_list()
+            synthetic_vectors, new_synthetic = embed(synthetic["query"].to_list(), encoder.doc_max_length)
+            target_vectors, new_targets = embed(documents["title"].to_list(), encoder.doc_max_length)
+        else:
+            train_queries = all_queries(queries, click_log_pairs).filter(pl.col("split") == "train")
+            target, target_ids = "query_id", train_queries["query_id"].to_list()
+            synthetic_vectors, new_synthetic = embed(synthetic["query"].to_list(), encoder.query_max_length)
+            target_vectors, new_targets = embed(train_queries["text"].to_list(), encoder.query_max_length)
+        # candidates are kept per (synthetic texts, encoder): a click refresh searches only the new targets
         identity = hashlib.sha1("\n".join(f"{d}\t{text_hash(q)}" for d, q in synthetic.select("doc_id", "query")
                                           .iter_rows()).encode()).hexdigest() + ":" + encoder_id
         state_dir = storage.step_dir("mapping_state", dataset, name)
-        pairs, candidates, stats = map_incrementally(synthetic["doc_id"].to_list(), synthetic_vectors,
-                                                     train_queries["query_id"].to_list(), train_vectors, settings,
-                                                     source, state_dir, identity)
-        context.log.info(f"mapped {synthetic.height} synthetic queries -> {pairs.height} new pairs "
-                         f"(tau {settings.tau}; searched {stats['train_queries_searched']} of {train_queries.height} "
-                         f"train queries, incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")
+        pairs, candidates, stats = map_incrementally(synthetic["doc_id"].to_list(), synthetic_vectors, target_ids,
+                                                     target_vectors, settings, source, state_dir, identity, target)
+        targets = "documents" if onto_documents else "train queries"
+        context.log.info(f"mapped {synthetic.height} synthetic texts -> {pairs.height} new pairs "
+                         f"(tau {settings.tau}; searched {stats['targets_searched']} of {len(target_ids)} "
+                         f"{targets}, incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")
         histogram = histogram_plot(stats["scores"], "best neighbour score per synthetic query", "(1 + cos) / 2",
                                    storage.figure_path(name, dataset, "scores.png"),
                                    marker=settings.tau) if stats["scores"] else None
@@ -87,12 +97,15 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                 "pairs_added": pairs.height,
                 "synthetic_queries": synthetic.height,
                 "document_coverage": round(pairs["doc_id"].n_unique() / max(documents.height, 1), 4),
+                "query_coverage": pairs["query_id"].n_unique(),
                 "tau": float(settings.tau),
                 "k": settings.k,
                 "hnsw_recall_at_k": round(stats["hnsw_recall"], 4) if stats["hnsw_recall"] is not None else None,
-                "texts_embedded_now": new_synthetic + new_train,
-                "train_queries": train_queries.height,
-                "train_queries_searched_now": stats["train_queries_searched"],
+                "direction": spec.direction,
+                "texts_embedded_now": new_synthetic + new_targets,
+                "mapped_onto": targets,
+                "targets": len(target_ids),
+                "targets_searched_now": stats["targets_searched"],
                 "incremental": stats["incremental"],
                 "mean_weight": round(float(pairs["weight"].mean()), 4) if pairs.height else 0.0,
                 **({"score_histogram": dg.MetadataValue.md(markdown_image(histogram, "scores"))} if histogram else {}),

@@ -12,7 +12,7 @@ from ..lib.plots import line_plot, markdown_image
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import build_finite_weights_check, nonfinite_in_safetensors
-from .common import EAGER, MODEL_STEP, RETRIEVER_FOLDER, all_queries, pairs_output
+from .common import EAGER, MODEL_STEP, RETRIEVER_FOLDER, all_queries, pairs_output, retrieval_input
 
 TRAINING_RETRY = dg.RetryPolicy(max_retries=1, delay=30)
 
@@ -30,8 +30,10 @@ class RetrieverTrainingConfig(dg.Config, DualEncoderConfig):
     """DEXML-style dual-encoder fine-tuning: the fields of `lib.dual_encoder.DualEncoderConfig`."""
 
 
-def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.AssetsDefinition:
-    """A dual encoder trained on the pairs of `pairs_asset`, saved to `<root>/<name>/<dataset>/encoder/`."""
+def build_retriever_asset(name: str, pairs_asset: str, description: str,
+                          metadata_input: bool = False) -> dg.AssetsDefinition:
+    """A dual encoder trained on the pairs of `pairs_asset`, saved to `<root>/<name>/<dataset>/encoder/`; with
+    `metadata_input`, on texts that carry their metadata (`common.retrieval_input`)."""
 
     @dg.asset(
         name=name,
@@ -50,11 +52,14 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.A
     ) -> dg.MaterializeResult:
         model = encoder.load()
         context.log.info(f"training {name} on {pairs.data.height} pairs ({pairs_asset}) on {model.device}")
-        report = train_dual_encoder(model, pairs.data, all_queries(queries, click_log_pairs, pairs), documents, config,
-                                    progress=context.log.info, query_max_length=encoder.query_max_length,
-                                    doc_max_length=encoder.doc_max_length)
+        direction = storage.dataset_spec(context.partition_key).direction
+        read = retrieval_input(direction, metadata_input, all_queries(queries, click_log_pairs, pairs), documents,
+                               encoder)
+        report = train_dual_encoder(model, pairs.data, read.queries, read.documents, config,
+                                    progress=context.log.info, query_max_length=read.query_max_length,
+                                    doc_max_length=read.doc_max_length)
         folder = storage.staging_dir()
-        model.save(folder / RETRIEVER_FOLDER, max(encoder.query_max_length, encoder.doc_max_length))
+        model.save(folder / RETRIEVER_FOLDER, max(read.query_max_length, read.doc_max_length))
         # the pairs' digest tells the model-refresh schedule whether this model is stale
         (folder / "training.json").write_text(json.dumps(report.__dict__ | {"pairs_sha1": pairs.digest()}, indent=2))
         plot = line_plot({"loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
@@ -65,6 +70,7 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str) -> dg.A
                 "training_pairs": report.pairs,
                 "training_queries": report.queries,
                 "epochs": config.epochs,
+                "metadata_input": metadata_input,
                 "seconds": round(report.seconds, 1),
                 "pairs_per_second": round(report.pairs_per_second, 2),
                 "final_epoch_loss": round(report.epoch_losses[-1], 4),
@@ -88,9 +94,16 @@ METHODS = {
     "udapdr": ("augmented_train_pairs_udapdr", "Clicks plus UDAPDR-style pairs (generation without metadata)."),
     "skim_no_metadata": ("augmented_train_pairs_no_metadata", "Ablation: SKIM without the metadata."),
     "skim": ("augmented_train_pairs", "Clicks plus SKIM's mapped pairs (knowledge infusion)."),
+    "ra": ("train_pairs", "Click-log pairs, the model reading the metadata beside the short text (RA)."),
+    "skim_ra": ("augmented_train_pairs", "SKIM's training set, the model reading the metadata too (SKIM + RA)."),
 }
+# Metadata-augmented retrieval (the paper's Table 4): the model reads the metadata beside the short text, at train
+# and test time (the document's for queries_for_documents, the query's for documents_for_queries). Same pairs as
+# `base` and `skim`: it adds no label.
+METADATA_INPUT_METHODS = ("ra", "skim_ra")
 RETRIEVERS = {f"{method}_retriever": (pairs, f"DEXML-style dual encoder. {text}") for method, (pairs, text) in METHODS.items()}
-retriever_assets = [build_retriever_asset(name, pairs, text) for name, (pairs, text) in RETRIEVERS.items()]
+retriever_assets = [build_retriever_asset(name, pairs, text, name.removesuffix("_retriever") in METADATA_INPUT_METHODS)
+                    for name, (pairs, text) in RETRIEVERS.items()]
 
 retriever_weight_checks = [
     build_finite_weights_check(name, RETRIEVER_FOLDER, "*.safetensors", nonfinite_in_safetensors) for name in RETRIEVERS

@@ -11,6 +11,9 @@ A dataset folder carries `dataset.json`:
   score_scale       see above
   propensity_a/_b   Jain et al. propensity constants for PSP@k (0.55/1.5; Wikipedia-like 0.5/0.4)
   prompt_style      'url-queries' | 'wiki-categories' (teacher prompt)
+  generate          'queries_for_documents' | 'documents_for_queries' | '' (= by prompt style: wiki-categories
+                    writes documents for queries, url-queries queries for documents)
+  query_metadata_field  BEIR: the queries.jsonl key ('key' or 'metadata.key') holding each query's metadata text
   tau               SKIM mapping threshold on (1 + cos) / 2
   seed              seed of every sampling step
 Click-log drops live in `<root>/inputs/<name>/clicks/` as Parquet or CSV files.
@@ -25,7 +28,7 @@ from pathlib import Path
 import polars as pl
 
 from .catalogue import is_artifact_folder
-from .formats import DataError, DatasetTables
+from .formats import DIRECTIONS, DOCUMENTS_FOR_QUERIES, QUERIES_FOR_DOCUMENTS, DataError, DatasetTables
 from .importers import read_beir, read_xc_bow, read_xc_raw
 from .mapping import DEFAULT_TAU
 from .storage import read_json, write_json_atomic
@@ -50,11 +53,21 @@ class DatasetSpec:
     propensity_a: float = 0.55
     propensity_b: float = 1.5
     prompt_style: str = "url-queries"
+    generate: str = ""
+    query_metadata_field: str = ""
     tau: float = DEFAULT_TAU
     seed: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @property
+    def direction(self) -> str:
+        """What the teacher and student write: queries for documents (from document metadata, the paper's
+        LF-Orcas setting) or documents for queries (from query metadata, its LF-WikiTitlesHierarchy setting)."""
+        if self.generate:
+            return self.generate
+        return DOCUMENTS_FOR_QUERIES if self.prompt_style == "wiki-categories" else QUERIES_FOR_DOCUMENTS
 
 
 class DatasetNameError(ValueError):
@@ -82,6 +95,12 @@ def read_spec(folder: str | Path) -> DatasetSpec:
     spec = DatasetSpec(**{k: v for k, v in raw.items() if k in known})
     if spec.format not in FORMATS:
         raise DataError(path, f"format must be one of {FORMATS}, got {spec.format!r}", field="format")
+    if spec.generate not in ("", *DIRECTIONS):
+        raise DataError(path, f"generate must be one of {DIRECTIONS} (or empty), got {spec.generate!r}",
+                        field="generate")
+    if spec.query_metadata_field and spec.format != "beir":
+        raise DataError(path, "query_metadata_field is for BEIR folders (XC raw files carry `content`)",
+                        field="query_metadata_field")
     return spec
 
 
@@ -102,7 +121,8 @@ def import_tables(folder: str | Path, spec: DatasetSpec | None = None) -> Datase
         problem = "is not a folder" if source.exists() else "does not exist"
         raise DataError(Path(folder) / SPEC_FILE, f"source folder {source} {problem}", field="source")
     if spec.format == "beir":
-        return read_beir(source, title_words=spec.title_words, dev_split=spec.dev_split)
+        return read_beir(source, title_words=spec.title_words, dev_split=spec.dev_split,
+                         query_metadata_field=spec.query_metadata_field)
     if spec.format == "xc-raw":
         return read_xc_raw(source)
     return read_xc_bow(source)

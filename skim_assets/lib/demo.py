@@ -12,6 +12,14 @@ is what SKIM's teacher and generator read to bring them back; the unbiased test 
 
 The world is written in BEIR layout (corpus.jsonl, queries.jsonl, qrels/{train,test}.tsv) so the demo goes through
 the same importer as real data.
+
+The `categories` variant turns the world around, as the paper's LF-WikiTitlesHierarchy setting does: the products
+are the *queries* (their short title as text, their description as query-side metadata in a `description` field)
+and the documents are categories with no metadata ("migraine remedies", "made in Lyon", "Vellamo Labs"). A
+product is relevant to the five categories of its facts. Clicks again only find what the title shows, and the
+rest of a product's categories is stated only in its description: SKIM must write categories for each train
+query (`generate: documents_for_queries`) and map them onto the real category documents. Each product is asked
+about twice: its train query is its title, its test query another phrasing of it ("Orvana 4471 reviews").
 """
 
 from __future__ import annotations
@@ -87,11 +95,19 @@ FILLER = [
 ]
 
 
+WORLDS = ("products", "categories")
+# the category documents of the `categories` world: one per fact value
+CATEGORY_TITLES = {"category": "{v}", "condition": "{v} remedies", "ingredient": "{v} products",
+                   "place": "made in {v}", "maker": "{v}"}
+PRODUCT_TEST_PHRASINGS = ["{t} reviews", "where to buy {t}", "{t} price", "is {t} any good"]
+
+
 @dataclass(frozen=True)
 class DemoWorldConfig:
     """Size and shape of the demo world. Defaults keep the whole graph to a few minutes on 2 CPU cores."""
 
-    n_documents: int = 160
+    n_documents: int = 160  # products (in the `categories` world: products asked about as queries)
+    world: str = "products"  # or "categories": the reverse direction (see the module docstring)
     docs_per_fact: float = 4.0  # mean number of products sharing one condition / ingredient / place / maker
     title_category_rate: float = 0.6  # fraction of titles that show the product category
     train_phrasings: int = 1  # phrasings per fact in the train split (plus one held-out test phrasing)
@@ -110,6 +126,8 @@ def _maker_names() -> list[str]:
 
 def generate_demo_world(config: DemoWorldConfig = DemoWorldConfig()) -> dict:
     """The world as plain records: documents, queries (with split) and qrels."""
+    if config.world not in WORLDS:
+        raise ValueError(f"world must be one of {WORLDS}, got {config.world!r}")
     rng = np.random.default_rng(config.seed)
     attribute_values = {
         "category": CATEGORIES[: max(2, min(len(CATEGORIES), config.n_documents // 12))],
@@ -135,6 +153,8 @@ def generate_demo_world(config: DemoWorldConfig = DemoWorldConfig()) -> dict:
         metadata = template.format(name=name, **facts) + " " + filler
         documents.append({"_id": f"D{i:05d}", "title": title, "text": metadata})
         facts_of_doc.append(facts)
+    if config.world == "categories":
+        return _categories_world(documents, facts_of_doc, attribute_values, rng)
 
     queries, qrels = [], {"train": [], "test": []}
     for attr, values in attribute_values.items():
@@ -154,6 +174,29 @@ def generate_demo_world(config: DemoWorldConfig = DemoWorldConfig()) -> dict:
     return {"documents": documents, "queries": queries, "qrels": qrels}
 
 
+def _categories_world(products: list[dict], facts_of_product: list[dict], attribute_values: dict,
+                      rng: np.random.Generator) -> dict:
+    """The products as queries with their description as metadata; one category document per fact value."""
+    documents, category_of = [], {}
+    for attr, values in attribute_values.items():
+        for value in values:
+            doc_id = f"C{len(documents):05d}"
+            category_of[(attr, value)] = doc_id
+            documents.append({"_id": doc_id, "title": CATEGORY_TITLES[attr].format(v=value), "text": ""})
+    used = {category_of[(a, v)] for facts in facts_of_product for a, v in facts.items()}
+    documents = [d for d in documents if d["_id"] in used]  # a category no product has is never relevant
+    queries, qrels = [], {"train": [], "test": []}
+    for product, facts in zip(products, facts_of_product):
+        relevant = [category_of[(attr, value)] for attr, value in facts.items()]
+        test_text = PRODUCT_TEST_PHRASINGS[int(rng.integers(len(PRODUCT_TEST_PHRASINGS)))].format(t=product["title"])
+        for split, text in (("train", product["title"]), ("test", test_text)):
+            query_id = f"Q{len(queries):05d}"
+            queries.append({"_id": query_id, "text": text, "kind": "product", "split": split,
+                            "description": product["text"]})
+            qrels[split].extend((query_id, doc_id) for doc_id in relevant)
+    return {"documents": documents, "queries": queries, "qrels": qrels}
+
+
 def write_demo_dataset(folder: str | Path, config: DemoWorldConfig = DemoWorldConfig()) -> dict:
     """Write the demo world in BEIR layout plus its dataset.json; returns summary counts. Atomic and idempotent."""
     world = generate_demo_world(config)
@@ -164,15 +207,20 @@ def write_demo_dataset(folder: str | Path, config: DemoWorldConfig = DemoWorldCo
                 out.write(json.dumps(doc) + "\n")
         with open(tmp / "queries.jsonl", "w", encoding="utf-8") as out:
             for q in world["queries"]:
-                out.write(json.dumps({"_id": q["_id"], "text": q["text"], "metadata": {"kind": q["kind"]}}) + "\n")
+                record = {"_id": q["_id"], "text": q["text"], "metadata": {"kind": q["kind"]}}
+                out.write(json.dumps(record | ({"description": q["description"]} if "description" in q else {}))
+                          + "\n")
         (tmp / "qrels").mkdir()
         for split, rows in world["qrels"].items():
             with open(tmp / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as out:
                 out.write("query-id\tcorpus-id\tscore\n")
                 out.writelines(f"{q}\t{d}\t1\n" for q, d in rows)
+        reverse = config.world == "categories"  # products as queries: write categories for them
         write_json_atomic(
             {"format": "beir", "source": ".", "exposure_k": config.exposure_k, "simulate_bias": True,
-             "prompt_style": "url-queries", "demo_world": asdict(config)},
+             "prompt_style": "wiki-categories" if reverse else "url-queries",
+             **({"generate": "documents_for_queries", "query_metadata_field": "description"} if reverse else {}),
+             "demo_world": asdict(config)},
             tmp / "dataset.json",
         )
     return {

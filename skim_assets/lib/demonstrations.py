@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 import polars as pl
 
+from .formats import DOCUMENTS_FOR_QUERIES
 from .parsing import parse_generated_queries, parse_rate
 from .prompts import MAX_KNOWN_QUERIES, student_prompt, student_target, teacher_messages
 
@@ -25,6 +26,47 @@ def known_queries_by_doc(pairs: pl.DataFrame, queries: pl.DataFrame, limit: int 
         .agg(pl.col("text").head(limit))
     )
     return dict(zip(known["doc_id"].to_list(), known["text"].to_list()))
+
+
+def known_documents_by_query(pairs: pl.DataFrame, documents: pl.DataFrame, limit: int = MAX_KNOWN_QUERIES) -> dict:
+    """query_id -> up to `limit` titles of its known (clicked) documents, highest weight first."""
+    known = (
+        pairs.join(documents.select("doc_id", "title"), on="doc_id")
+        .sort(["query_id", "weight", "title"], descending=[False, True, False])
+        .group_by("query_id", maintain_order=True)
+        .agg(pl.col("title").head(limit))
+    )
+    return dict(zip(known["query_id"].to_list(), known["title"].to_list()))
+
+
+def generation_sources(direction: str, documents: pl.DataFrame, queries: pl.DataFrame,
+                       train_pairs: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+    """What the teacher and the student write for, shaped like the documents table (doc_id, title, metadata), and
+    each source's known outputs (what the prompts show).
+
+    - queries_for_documents: the documents; known outputs are their clicked train queries.
+    - documents_for_queries: the train queries with metadata, as rows whose `doc_id` is the query id and whose
+      `title` is the query text; known outputs are the titles of their clicked documents. Test queries are never
+      sources: their labels are what the evaluation holds back.
+    In either direction the generation tables key their rows by the source's id in `doc_id`.
+    """
+    if direction != DOCUMENTS_FOR_QUERIES:
+        return documents, known_queries_by_doc(train_pairs, queries)
+    if "metadata" not in queries.columns:
+        raise ValueError("generate: documents_for_queries needs query metadata, and no query of this dataset has "
+                         "any (XC raw `content`, or BEIR's `query_metadata_field` in dataset.json)")
+    sources = (queries.filter((pl.col("split") == "train") & (pl.col("metadata").fill_null("").str.strip_chars() != ""))
+               .select(pl.col("query_id").alias("doc_id"), pl.col("text").alias("title"), "metadata")
+               .unique("doc_id", keep="first").sort("doc_id"))
+    return sources, known_documents_by_query(train_pairs, documents)
+
+
+def teacher_reference_texts(direction: str, documents: pl.DataFrame, queries: pl.DataFrame) -> list[str]:
+    """What an offline teacher's phrases should read like: the dataset's train queries, or for
+    documents_for_queries its documents' titles."""
+    if direction == DOCUMENTS_FOR_QUERIES:
+        return documents["title"].to_list()
+    return queries.filter(pl.col("split") == "train")["text"].to_list()
 
 
 def sample_documents(documents: pl.DataFrame, max_documents: int, seed: int) -> pl.DataFrame:

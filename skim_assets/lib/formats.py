@@ -24,6 +24,10 @@ QRELS_SCHEMA = {"query_id": pl.String, "doc_id": pl.String, "relevance": pl.Floa
 PAIRS_SCHEMA = {"query_id": pl.String, "doc_id": pl.String, "weight": pl.Float64, "source": pl.String}
 CLICKS_SCHEMA = {"query": pl.String, "doc_id": pl.String, "clicks": pl.Int64, "timestamp": pl.Datetime("us")}
 SPLITS = ("train", "test")
+# what SKIM's models write: queries for documents (from document metadata) or documents for queries (from query
+# metadata); a dataset's `generate` setting
+QUERIES_FOR_DOCUMENTS, DOCUMENTS_FOR_QUERIES = "queries_for_documents", "documents_for_queries"
+DIRECTIONS = (QUERIES_FOR_DOCUMENTS, DOCUMENTS_FOR_QUERIES)
 
 
 class DataError(ValueError):

@@ -185,11 +185,14 @@ def _read_qrels_tsv(path: Path) -> Iterator[tuple[int, str, str, float]]:
         yield line, parts[0], parts[1], score
 
 
-def read_beir(folder: str | Path, *, title_words: int = 12, dev_split: str = "ignore") -> DatasetTables:
+def read_beir(folder: str | Path, *, title_words: int = 12, dev_split: str = "ignore",
+              query_metadata_field: str = "") -> DatasetTables:
     """Import a BEIR dataset folder (corpus.jsonl, queries.jsonl, qrels/{train,test[,dev]}.tsv; each may be .gz).
 
     A query's split is the qrels file it appears in; dev qrels are ignored or counted as `dev_split`.
     Queries without (positive) labels and qrels with score <= 0 are dropped and counted in `notes`.
+    `query_metadata_field` names the key of a queries.jsonl record whose string is the query's metadata (query-side
+    text, e.g. an article for a title): a top-level key, or `metadata.<key>` inside BEIR's `metadata` object.
     """
     if dev_split not in DEV_SPLITS:
         raise ValueError(f"dev_split must be one of {DEV_SPLITS}, got {dev_split!r}")
@@ -216,14 +219,17 @@ def read_beir(folder: str | Path, *, title_words: int = 12, dev_split: str = "ig
             notes["derived_titles"] += 1
         documents.append((doc_id, title, text))
 
-    # BEIR's own `metadata` of a query is not query-side text: SciFact's holds the evidence sentences of its labels,
-    # which would leak test labels into training. It is not imported.
+    # BEIR's own `metadata` of a query is not query-side text by default: SciFact's holds the evidence sentences
+    # of its labels, which would leak test labels into training. Only the field the spec names is imported.
     query_text: dict[str, str] = {}
+    query_metadata: dict[str, str] = {}
     for line, record in read_jsonl(queries_path):
         query_id = _id(record, "_id", queries_path, line)
         if query_id in query_text:
             raise DataError(queries_path, f"duplicate _id {query_id!r}", row=line, field="_id")
         query_text[query_id] = _text(record, "text", queries_path, line, required=True, nonempty=True)
+        if query_metadata_field:
+            query_metadata[query_id] = _nested_text(record, query_metadata_field, queries_path, line)
 
     split_of: dict[str, tuple[str, str, int]] = {}  # query -> (split, file name, line) where first labelled
     pairs: set[tuple[str, str]] = set()
@@ -254,9 +260,20 @@ def read_beir(folder: str | Path, *, title_words: int = 12, dev_split: str = "ig
             qrels.append((query_id, doc_id, score))
 
     labelled = {q for q, _, _ in qrels}
-    queries = [(q, text, split_of[q][0]) for q, text in query_text.items() if q in labelled]
+    queries = [(q, text, split_of[q][0], *([query_metadata[q]] if query_metadata_field else []))
+               for q, text in query_text.items() if q in labelled]
     notes["dropped_unlabeled_queries"] = len(query_text) - len(queries)
     return _tables(documents, queries, qrels, notes, folder)
+
+
+def _nested_text(record: dict, field: str, path: Path, line: int) -> str:
+    """The string at `field` ("key" or "metadata.key") of a JSON record; a missing key reads as empty."""
+    *parents, key = field.split(".")
+    for parent in parents:
+        record = record.get(parent) or {}
+        if not isinstance(record, dict):
+            raise DataError(path, f"{parent!r} must be an object to hold {field!r}", row=line, field=field)
+    return _text(record, key, path, line)
 
 
 # ---------------------------------------------------------------------------------------------------- XC (LF raw)

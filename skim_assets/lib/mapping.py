@@ -77,39 +77,52 @@ def embed_with_cache(
     return np.stack([cached[h] for h in hashes]).astype(np.float32), len(missing)
 
 
-CANDIDATES_SCHEMA = {"synthetic": pl.Int64, "query_id": pl.String, "cosine": pl.Float32}
+def candidates_schema(target: str = "query_id") -> dict:
+    """Candidates of a mapping: (synthetic row, target id, cosine). The target is a train query (`query_id`) when
+    the synthetic texts are queries written for documents, a document (`doc_id`) when they are documents written
+    for queries (the `documents_for_queries` direction)."""
+    return {"synthetic": pl.Int64, target: pl.String, "cosine": pl.Float32}
 
 
-def mapping_candidates(synthetic_vectors: np.ndarray, train_query_ids: list[str], train_vectors: np.ndarray,
-                       settings: MappingSettings) -> tuple[pl.DataFrame, float | None]:
-    """Each synthetic query's k nearest train queries by hnswlib (synthetic row, query_id, cosine), and the
-    search's recall@k against exact search on a sample."""
-    if len(synthetic_vectors) == 0 or len(train_query_ids) == 0:
-        return pl.DataFrame(schema=CANDIDATES_SCHEMA), None
-    k = min(settings.k, len(train_query_ids))
-    neighbours, cosines = hnsw_topk(synthetic_vectors, train_vectors, k, m=settings.m,
+def _target(candidates: pl.DataFrame) -> str:
+    return "query_id" if "query_id" in candidates.columns else "doc_id"
+
+
+def mapping_candidates(synthetic_vectors: np.ndarray, target_ids: list[str], target_vectors: np.ndarray,
+                       settings: MappingSettings, target: str = "query_id") -> tuple[pl.DataFrame, float | None]:
+    """Each synthetic text's k nearest targets by hnswlib (synthetic row, target id, cosine), and the search's
+    recall@k against exact search on a sample."""
+    if len(synthetic_vectors) == 0 or len(target_ids) == 0:
+        return pl.DataFrame(schema=candidates_schema(target)), None
+    k = min(settings.k, len(target_ids))
+    neighbours, cosines = hnsw_topk(synthetic_vectors, target_vectors, k, m=settings.m,
                                     ef_construction=settings.ef_construction, ef_search=settings.ef_search,
                                     seed=settings.seed or 0)
-    candidates = neighbour_frame(np.arange(len(synthetic_vectors)), train_query_ids, neighbours, cosines,
-                                 "synthetic", "query_id")
-    return candidates.cast(CANDIDATES_SCHEMA), hnsw_recall(synthetic_vectors, train_vectors, neighbours, k, settings)
+    candidates = neighbour_frame(np.arange(len(synthetic_vectors)), target_ids, neighbours, cosines,
+                                 "synthetic", target)
+    return (candidates.cast(candidates_schema(target)),
+            hnsw_recall(synthetic_vectors, target_vectors, neighbours, k, settings))
 
 
 def best_candidates(candidates: pl.DataFrame, k: int) -> pl.DataFrame:
-    """Per synthetic query, its k best candidates (cosine descending, then query_id): merges searches."""
+    """Per synthetic text, its k best candidates (cosine descending, then target id): merges searches."""
+    target = _target(candidates)
     return (
-        candidates.unique(["synthetic", "query_id"])
-        .sort(["synthetic", "cosine", "query_id"], descending=[False, True, False])
+        candidates.unique(["synthetic", target])
+        .sort(["synthetic", "cosine", target], descending=[False, True, False])
         .group_by("synthetic", maintain_order=True).head(k)
     )
 
 
-def candidates_to_pairs(candidates: pl.DataFrame, synthetic_doc_ids: list[str], tau: float, source: str) -> pl.DataFrame:
+def candidates_to_pairs(candidates: pl.DataFrame, synthetic_source_ids: list[str], tau: float,
+                        source: str) -> pl.DataFrame:
     """New pairs (query_id, doc_id, weight, source): candidates with (1 + cos) / 2 >= tau, one row per pair with
-    its highest weight."""
-    doc_of = pl.Series("doc_id", synthetic_doc_ids, dtype=pl.String)
+    its highest weight. A synthetic text's source (the document, or in the documents_for_queries direction the
+    query, it was written for) is the other side of each of its candidates' pairs."""
+    source_column = "doc_id" if _target(candidates) == "query_id" else "query_id"
+    source_of = pl.Series(source_column, synthetic_source_ids, dtype=pl.String)
     return (
-        candidates.with_columns(doc_id=doc_of.gather(candidates["synthetic"]))
+        candidates.with_columns(source_of.gather(candidates["synthetic"]).alias(source_column))
         .select("query_id", "doc_id", similarity_weight(pl.col("cosine")))
         .filter(pl.col("weight") >= tau)
         .group_by("query_id", "doc_id").agg(pl.col("weight").max())
@@ -152,6 +165,7 @@ def map_incrementally(
     source: str,
     state_dir: str | Path,
     identity: str,
+    target: str = "query_id",
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """`map_to_train_queries` that searches only train queries not searched before: (pairs, every synthetic
     query's k best candidates so far, stats).
@@ -160,36 +174,40 @@ def map_incrementally(
     under `identity` (the synthetic queries, the encoder and the index settings: anything else that changes
     means a full search). New train queries get an index of their own; each synthetic query's candidates are
     its k best of the old and the new, which is what a full search over all train queries finds.
-    Stats add `train_queries_searched` and `incremental`.
+    Stats add `targets_searched` (train queries searched now) and `incremental`.
+
+    With `target="doc_id"` (the documents_for_queries direction) the same holds with documents in place of train
+    queries: `synthetic_doc_ids` are then the query ids the synthetic documents were written for, and
+    `train_query_ids` / `train_vectors` the real documents.
     """
     state_dir = Path(state_dir)
-    identity = hashlib.sha1(json.dumps([identity, settings.k, settings.m, settings.ef_construction,
+    identity = hashlib.sha1(json.dumps([identity, target, settings.k, settings.m, settings.ef_construction,
                                         settings.ef_search, settings.seed or 0]).encode()).hexdigest()
     state_path, candidates_path, searched_path = (state_dir / "state.json", state_dir / "candidates.parquet",
                                                   state_dir / "searched.parquet")
     previous = None
     if state_path.exists() and candidates_path.exists() and searched_path.exists():
         if json.loads(state_path.read_text()).get("identity") == identity:
-            searched = set(pl.read_parquet(searched_path)["query_id"].to_list())
+            searched = set(pl.read_parquet(searched_path)["id"].to_list())
             if searched <= set(train_query_ids):  # a vanished train query means its pairs must go: full search
                 previous = (pl.read_parquet(candidates_path), searched)
     if previous is None:
         new_rows = list(range(len(train_query_ids)))
-        old_candidates = pl.DataFrame(schema=CANDIDATES_SCHEMA)
+        old_candidates = pl.DataFrame(schema=candidates_schema(target))
     else:
         old_candidates, searched = previous
         new_rows = [i for i, q in enumerate(train_query_ids) if q not in searched]
     new_candidates, recall = mapping_candidates(
         synthetic_vectors, [train_query_ids[i] for i in new_rows], train_vectors[new_rows] if new_rows else train_vectors[:0],
-        settings)
+        settings, target)
     candidates = best_candidates(pl.concat([old_candidates, new_candidates]), settings.k)
     # the state is written last: a crash before it leaves the previous state, which is still consistent
     write_parquet_atomic(candidates, candidates_path)
-    write_parquet_atomic(pl.DataFrame({"query_id": list(train_query_ids)}, schema={"query_id": pl.String}), searched_path)
+    write_parquet_atomic(pl.DataFrame({"id": list(train_query_ids)}, schema={"id": pl.String}), searched_path)
     write_json_atomic({"identity": identity, "train_queries": len(train_query_ids)}, state_path)
     pairs = candidates_to_pairs(candidates, synthetic_doc_ids, settings.threshold, source)
     return pairs, candidates, mapping_stats(candidates, pairs, recall) | {
-        "train_queries_searched": len(new_rows), "incremental": previous is not None}
+        "targets_searched": len(new_rows), "incremental": previous is not None}
 
 
 def hnsw_recall(queries: np.ndarray, items: np.ndarray, approx: np.ndarray, k: int, settings: MappingSettings) -> float:

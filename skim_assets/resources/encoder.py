@@ -12,14 +12,19 @@ class EncoderResource(dg.ConfigurableResource):
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:n]'.")
     query_max_length: int = Field(default=32, description="Token cap for queries.")
     doc_max_length: int = Field(default=32, description="Token cap for document titles (the short text).")
+    metadata_max_length: int = Field(default=128, description="Token cap of a text that carries its metadata too "
+                                     "(metadata-augmented retrieval, the `ra` methods).")
 
     def load(self, path: str | None = None) -> TextEncoder:
         """The pretrained encoder, or a fine-tuned one saved at `path`."""
         return TextEncoder(path or self.model_path or None, device=self.device, max_length=self.query_max_length)
 
-    def rank(self, queries, documents, k: int, path: str | None = None):
-        """Top-k documents per query (query_id, doc_id, score, rank) with this resource's token caps."""
+    def rank(self, queries, documents, k: int, path: str | None = None, query_max_length: int | None = None,
+             doc_max_length: int | None = None):
+        """Top-k documents per query (query_id, doc_id, score, rank) with this resource's token caps (or those
+        given)."""
         from ..lib.dual_encoder import rank_documents
 
-        return rank_documents(self.load(path), queries, documents, k, query_max_length=self.query_max_length,
-                              doc_max_length=self.doc_max_length)
+        return rank_documents(self.load(path), queries, documents, k,
+                              query_max_length=query_max_length or self.query_max_length,
+                              doc_max_length=doc_max_length or self.doc_max_length)
