@@ -209,20 +209,21 @@ def print_knowledge_infusion(root: Path, name: str) -> None:
 
 def demo_run_config(job_name: str = "skim_pipeline") -> dict:
     """The demo's profile: sized for minutes on 2 CPU cores. The asset defaults follow the paper and SciFact;
-    the demo world is small, so its models take fewer, larger steps: 3 epochs at lr 1e-4 for the dual encoders,
+    the demo world is small, so its models take fewer, larger steps: 2 epochs at lr 1e-4 for the dual encoders,
     re-mining negatives every epoch;
     teacher demonstrations for every document (the offline teacher takes seconds); LoRA at effective batch 8 and
-    lr 2e-3 for 40 steps (held-out loss flattens near there: BENCHMARKS.md); 80 new tokens per document (a list of
-    short queries), two outputs per document (greedy, and one sampled from the prompt's words)."""
+    lr 2e-3 for 30 steps (held-out loss flattens near there: BENCHMARKS.md); 80 new tokens per document (a list of
+    short queries), two outputs per document (greedy, and one sampled from the prompt's words). The whole run fits
+    10 minutes on 2 cores with the install (RESULTS.md)."""
     from .assets.generation import generation_assets
     from .assets.training import RETRIEVERS
     from .definitions import defs
 
     in_job = set(defs.resolve_job_def(job_name).graph.node_dict)
-    lora = {"effective_batch_size": 8, "learning_rate": 2e-3, "min_steps": 40, "patience": 2}
+    lora = {"effective_batch_size": 8, "learning_rate": 2e-3, "epochs": 1, "min_steps": 30, "patience": 2}
     ops = {
         # re-mining every epoch: on 160 documents mining costs nothing (remine_every=2 is for large corpora)
-        **{name: {"config": {"epochs": 3, "learning_rate": 1e-4, "remine_every": 1}} for name in RETRIEVERS},
+        **{name: {"config": {"epochs": 2, "learning_rate": 1e-4, "remine_every": 1}} for name in RETRIEVERS},
         **{name: {"config": lora} for name in ("lora_adapter", "lora_adapter_no_metadata")},
         # a second output per document, sampled from the prompt's words: ~6 distinct queries per document
         **{asset.key.path[-1]: {"config": {"max_new_tokens": 80, "samples": 2}} for asset in generation_assets},

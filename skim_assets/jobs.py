@@ -22,13 +22,15 @@ dataset_import_job = dg.define_asset_job(
 # the core job leaves them out: import, bias simulation, SKIM itself and the training-data baselines.
 GENERATION_ABLATIONS = dg.AssetSelection.assets("lora_adapter_no_metadata", "synthetic_queries_udapdr").downstream() - \
     dg.AssetSelection.assets("retrieval_metrics", "comparison_report", "label_repair_report", "duckdb_catalogue")
-# Metadata-augmented retrieval (Table 4) trains on texts four times as long: it too is left to the whole pipeline.
-METADATA_INPUT_MODELS = dg.AssetSelection.assets("ra_retriever", "ra_ova_head", "skim_ra_retriever", "skim_ra_ova_head")
+# Metadata-augmented retrieval (Table 4) trains on texts four times as long, and the exposure sweep (Fig. 3) trains
+# a head per window and method: both are left to the whole pipeline too.
+FULL_PIPELINE_ONLY = dg.AssetSelection.assets("ra_retriever", "ra_ova_head", "skim_ra_retriever", "skim_ra_ova_head",
+                                              "exposure_sweep_report")
 skim_core_job = dg.define_asset_job(
-    "skim_core", selection=dg.AssetSelection.all() - GENERATION_ABLATIONS - METADATA_INPUT_MODELS,
+    "skim_core", selection=dg.AssetSelection.all() - GENERATION_ABLATIONS - FULL_PIPELINE_ONLY,
     partitions_def=dataset_partitions,
-    description="The pipeline without the generation ablations and metadata-augmented retrieval (what `skim "
-                "demo` runs).",
+    description="The pipeline without the generation ablations, metadata-augmented retrieval and the exposure "
+                "sweep (what `skim demo` runs).",
 )
 
 # What a click-log drop changes without a model step: the drops' pairs, the training tables, and the mapping

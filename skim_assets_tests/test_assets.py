@@ -162,7 +162,11 @@ def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_the
     from skim_assets.lib.encoders import TextEncoder
     from skim_assets.lib.mapping import MappingSettings, map_to_train_queries
 
-    write_demo_dataset(storage_root / "inputs" / "tinycat", DemoWorldConfig(**TINY_WORLD, world="categories"))
+    folder = storage_root / "inputs" / "tinycat"
+    write_demo_dataset(folder, DemoWorldConfig(**TINY_WORLD, world="categories"))
+    # the random tiny LM's text sits far from every category: a low tau, so the mapping has pairs to write
+    spec = json.loads((folder / "dataset.json").read_text())
+    (folder / "dataset.json").write_text(json.dumps(spec | {"tau": 0.5}))
     run_config = dg.RunConfig(ops={
         **{name: QUICK_TRAINING for name in RETRIEVERS},
         **{name: LoraAdapterConfig(epochs=1, min_steps=0, effective_batch_size=8, micro_batch_size=8)

@@ -156,6 +156,23 @@ def raw_outputs(doc_ids, texts=None):
                          "error": [None] * len(doc_ids)}, schema={"doc_id": pl.String, "text": pl.String, "error": pl.String})
 
 
+def test_query_quality_judges_what_the_writer_judged_per_source_it_was_asked_about(storage):
+    """The verdicts come from the writer's `judged` table (against its own sources: documents, or queries in the
+    documents_for_queries direction); distinct queries per source count every source in `raw`."""
+    from skim_assets.assets.distillation import teacher_query_quality_check
+
+    write(storage, "teacher_demonstrations", raw_outputs(["q0", "q1", "q2", "q3"]), "raw")
+    judged = pl.DataFrame({"doc_id": ["q0", "q0", "q1", "q2"], "query": ["made in lyon", "lavender", "A: x", "tea"],
+                           "rank": [1, 2, 1, 1], "grounded": [True, False, False, True],
+                           "junk": [None, "one_word", "prefix", "one_word"]})
+    write(storage, "teacher_demonstrations", judged.select("doc_id", "query", "rank"))
+    write(storage, "teacher_demonstrations", judged, "judged")
+    result = run(teacher_query_quality_check, storage)
+    assert result.passed is False and result.severity == WARN
+    assert meta(result, "grounded_share") == 0.5 and meta(result, "junk_share") == 0.75
+    assert meta(result, "distinct_queries_per_document") == 1.0  # 4 distinct queries over 4 sources asked
+
+
 @pytest.mark.parametrize("parsed_docs, passed, severity, rate", [
     (["d0", "d0", "d1", "d2", "d3"], True, ERROR, 1.0),
     (["d0", "d1", "d2"], False, WARN, 0.75),

@@ -81,7 +81,7 @@ def sample_documents(documents: pl.DataFrame, max_documents: int, seed: int) -> 
 def teacher_requests(documents: pl.DataFrame, known: dict, style: str, request_type: type) -> list:
     return [
         request_type(key=row["doc_id"], messages=teacher_messages(row["title"], row["metadata"], known.get(row["doc_id"], []), style),
-                     title=row["title"], metadata=row["metadata"])
+                     title=row["title"], metadata=row["metadata"], style=style)
         for row in documents.iter_rows(named=True)
     ]
 

@@ -36,8 +36,10 @@ def export_gguf_as_hf(out_dir: str | Path, gguf_path: str | Path | None = None) 
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the weights are de-quantized now; keep the folder loadable anywhere
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(loaded.state_dict())
+    with torch.device("meta"):  # no random initialisation of weights that are replaced at once
+        model = LlamaForCausalLM(config)
+    model.load_state_dict(loaded.state_dict(), assign=True)
+    model.tie_weights()
     model = model.to(torch.float32)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)

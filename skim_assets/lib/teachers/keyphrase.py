@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from skim_assets.lib.prompts import QUERIES_HEADER  # the output header shared with the prompts
+from skim_assets.lib.prompts import QUERIES_HEADER, output_header  # the output headers shared with the prompts
 
 from .protocol import ProgressFn, TeacherRequest, TeacherResponse, _Progress, estimate_tokens
 
@@ -230,9 +230,9 @@ def _encoder_name(encoder: Any) -> str:
     return path.name
 
 
-def format_queries(queries: Sequence[str]) -> str:
-    """The teacher output format: the header, then one query per line."""
-    return "\n".join([QUERIES_HEADER, *queries])
+def format_queries(queries: Sequence[str], header: str = QUERIES_HEADER) -> str:
+    """The teacher output format: the prompt style's header, then one query (or category) per line."""
+    return "\n".join([header, *queries])
 
 
 class KeyphraseTeacher:
@@ -354,7 +354,7 @@ class KeyphraseTeacher:
             batch = requests[start : start + self.batch_docs]
             phrases = self._select_batch([(r.metadata, r.title) for r in batch])
             for request, chosen in zip(batch, phrases):
-                text = format_queries(chosen)
+                text = format_queries(chosen, output_header(request.style))
                 response = TeacherResponse(
                     key=request.key,
                     text=text,

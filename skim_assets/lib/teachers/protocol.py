@@ -23,6 +23,7 @@ class TeacherRequest:
     messages: list[dict]
     title: str = ""
     metadata: str = ""
+    style: str = "url-queries"  # the prompt style: what an offline teacher writes under which header
 
 
 @dataclass
