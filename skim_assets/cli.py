@@ -66,25 +66,27 @@ def reap_dead_cli_runs(instance) -> list[str]:
     return reaped
 
 
-def cli_job(job_name: str):
-    """A job of the code location with the console loggers of the CLI (`console.py`). The run's step processes
-    rebuild it from this function (`dg.build_reconstructable_job`)."""
+def cli_job(job_name: str, in_process: bool = False):
+    """A job of the code location with the console loggers of the CLI (`console.py`), and with `in_process` the
+    in-process executor. The run's step processes rebuild it from this function (`dg.build_reconstructable_job`)."""
     import dagster as dg
 
     from .console import step_progress_logger
     from .definitions import defs
 
-    return defs.resolve_job_def(job_name).with_logger_defs(
+    job = defs.resolve_job_def(job_name).with_logger_defs(
         {"console": dg.colored_console_logger, "skim_progress": step_progress_logger})
+    return job.with_executor_def(dg.in_process_executor) if in_process else job
 
 
 def materialize_dataset(name: str, instance, run_config: dict | None = None, job_name: str = "skim_pipeline",
-                        only_missing_under: Path | None = None) -> bool:
+                        only_missing_under: Path | None = None, in_process: bool = False) -> bool:
     """Run a job (default: the whole graph) for one dataset partition through the instance; returns success.
 
     The run goes through the job's executor (every step a process of its own; `deployment.py`), so the
     instance's pools and the executor's limits apply as to any run the UI or a sensor launches, and it shows in
-    the UI as one. With `only_missing_under` (a storage root), only the assets without an artifact there and
+    the UI as one. `in_process` runs the steps one after another in this process instead (the demo's 160
+    documents: a process per step would cost ~50 s of its 10 minutes), still a run of the instance. With `only_missing_under` (a storage root), only the assets without an artifact there and
     everything downstream of them run: a long run that stopped half way picks up where it stopped, without
     retraining finished models."""
     import dagster as dg
@@ -104,7 +106,7 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
     loggers = {"console": {"config": {"log_level": level}}} if level else {"skim_progress": {}}
     run_config = {"loggers": loggers, **(run_config or {})}
     reap_dead_cli_runs(instance)
-    job = dg.build_reconstructable_job("skim_assets.cli", "cli_job", (job_name,))
+    job = dg.build_reconstructable_job("skim_assets.cli", "cli_job", (job_name, in_process))
     with dg.execute_job(job, instance=instance, run_config=run_config, asset_selection=selection,
                         tags=cli_run_tags() | {"dagster/partition": name}) as result:
         return result.success
@@ -210,17 +212,18 @@ def print_knowledge_infusion(root: Path, name: str) -> None:
 def demo_run_config(job_name: str = "skim_pipeline") -> dict:
     """The demo's profile: sized for minutes on 2 CPU cores. The asset defaults follow the paper and SciFact;
     the demo world is small, so its models take fewer, larger steps: 2 epochs at lr 1e-4 for the dual encoders,
-    re-mining negatives every epoch;
-    teacher demonstrations for every document (the offline teacher takes seconds); LoRA at effective batch 8 and
-    lr 2e-3 for 30 steps (held-out loss flattens near there: BENCHMARKS.md); 80 new tokens per document (a list of
-    short queries), two outputs per document (greedy, and one sampled from the prompt's words). The whole run fits
-    10 minutes on 2 cores with the install (RESULTS.md)."""
+    re-mining negatives every epoch; teacher demonstrations for every document (the offline teacher takes
+    seconds); LoRA at effective batch 8 and lr 2e-3 for 40 steps (held-out loss flattens near there:
+    BENCHMARKS.md; 30 steps cost 4 points of grounding and one distinct query per document), its held-out loss
+    every 20 steps; 80 new tokens per document (a list of short queries), two outputs per document (greedy, and
+    one sampled from the prompt's words). The whole run fits 10 minutes on 2 cores with the install
+    (RESULTS.md)."""
     from .assets.generation import generation_assets
     from .assets.training import RETRIEVERS
     from .definitions import defs
 
     in_job = set(defs.resolve_job_def(job_name).graph.node_dict)
-    lora = {"effective_batch_size": 8, "learning_rate": 2e-3, "epochs": 1, "min_steps": 30, "patience": 2}
+    lora = {"effective_batch_size": 8, "learning_rate": 2e-3, "min_steps": 40, "eval_every_steps": 20, "patience": 2}
     ops = {
         # re-mining every epoch: on 160 documents mining costs nothing (remine_every=2 is for large corpora)
         **{name: {"config": {"epochs": 2, "learning_rate": 1e-4, "remine_every": 1}} for name in RETRIEVERS},
@@ -245,7 +248,7 @@ def cmd_demo(args) -> int:
     instance = _instance()
     register_dataset(name, instance)
     job = demo_job(args.all_methods)
-    if not materialize_dataset(name, instance, demo_run_config(job), job):
+    if not materialize_dataset(name, instance, demo_run_config(job), job, in_process=True):
         print("the demo run failed: see the log above", file=sys.stderr)
         return 1
     return print_report(root, name)

@@ -50,10 +50,15 @@ def test_demo_profile_is_valid_run_config_for_the_pipeline():
 
     for job in ("skim_core", "skim_pipeline"):
         config = demo_run_config(job)
-        assert config["ops"]["skim_retriever"]["config"]["epochs"] == 3
+        assert config["ops"]["skim_retriever"]["config"]["epochs"] == 2
+        assert config["ops"]["synthetic_queries"]["config"]["samples"] == 2
         dg.validate_run_config(defs.resolve_job_def(job), config)  # raises on unknown ops or fields
     assert "synthetic_queries_udapdr" not in demo_run_config("skim_core")["ops"]
     assert "synthetic_queries_udapdr" in demo_run_config("skim_pipeline")["ops"]
+    # metadata-augmented retrieval and the exposure sweep are left to the whole pipeline
+    core = set(defs.resolve_job_def("skim_core").graph.node_dict)
+    assert not {"ra_retriever", "skim_ra_ova_head", "exposure_sweep_report"} & core
+    assert "skim_ra_retriever" in demo_run_config("skim_pipeline")["ops"]
 
 
 def test_only_missing_selects_assets_without_artifacts_and_everything_they_feed(tmp_path):

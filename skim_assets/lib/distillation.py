@@ -261,7 +261,8 @@ def train_lora_adapter(
                 p.copy_(best_state[name])
     report.seconds = time.monotonic() - started
     report.examples_per_second = examples_seen / max(report.seconds, 1e-9)
-    report.holdout_loss_after = mean_target_loss(model, holdout, pad_id, device, bf16=bf16)
+    # the restored adapter's held-out loss was measured when it was best (or before training: the baseline)
+    report.holdout_loss_after = best_loss if holdout else float("nan")
     say(f"LoRA SFT done in {report.seconds:.0f}s ({step} steps); held-out loss {report.holdout_loss_before:.4f} -> "
         f"{report.holdout_loss_after:.4f} (best step {report.best_step})")
     out_dir = Path(out_dir)

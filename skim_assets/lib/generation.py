@@ -63,6 +63,27 @@ class SamplingSettings(Settings):
                                             "at 0.5 unconstrained, 93% at 0.7 constrained).")
 
 
+def output_ngram_guard(prompt_length: int, size: int):
+    """A transformers logits processor that bans repeating an n-gram of the generated tokens only."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class OutputNoRepeatNGram(LogitsProcessor):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            generated = input_ids[:, prompt_length:]
+            if generated.shape[1] < size - 1:
+                return scores
+            for row, tokens in enumerate(generated.tolist()):
+                prefix = tuple(tokens[len(tokens) - size + 1 :])
+                banned = {tokens[i + size - 1] for i in range(len(tokens) - size + 1)
+                          if tuple(tokens[i : i + size - 1]) == prefix}
+                if banned:
+                    scores[row, list(banned)] = -float("inf")
+            return scores
+
+    return OutputNoRepeatNGram()
+
+
 _WORD = re.compile(r"[^\W_]+")
 
 
