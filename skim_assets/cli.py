@@ -211,8 +211,9 @@ def print_knowledge_infusion(root: Path, name: str) -> None:
 
 def demo_run_config(job_name: str = "skim_pipeline") -> dict:
     """The demo's profile: sized for minutes on 2 CPU cores. The asset defaults follow the paper and SciFact;
-    the demo world is small, so its models take fewer, larger steps: 2 epochs at lr 1e-4 for the dual encoders,
-    re-mining negatives every epoch; teacher demonstrations for every document (the offline teacher takes
+    the demo world is small, so its models take fewer, larger steps: 3 epochs at lr 1e-4 for the dual encoders,
+    re-mining negatives every epoch (the mapping space is the base one: with 2 epochs SKIM's pairs are 2 points
+    less precise); teacher demonstrations for every document (the offline teacher takes
     seconds); LoRA at effective batch 8 and lr 2e-3 for 40 steps (held-out loss flattens near there:
     BENCHMARKS.md; 30 steps cost 4 points of grounding and one distinct query per document), its held-out loss
     every 20 steps; 80 new tokens per document (a list of short queries), two outputs per document (greedy, and
@@ -226,7 +227,7 @@ def demo_run_config(job_name: str = "skim_pipeline") -> dict:
     lora = {"effective_batch_size": 8, "learning_rate": 2e-3, "min_steps": 40, "eval_every_steps": 20, "patience": 2}
     ops = {
         # re-mining every epoch: on 160 documents mining costs nothing (remine_every=2 is for large corpora)
-        **{name: {"config": {"epochs": 2, "learning_rate": 1e-4, "remine_every": 1}} for name in RETRIEVERS},
+        **{name: {"config": {"epochs": 3, "learning_rate": 1e-4, "remine_every": 1}} for name in RETRIEVERS},
         **{name: {"config": lora} for name in ("lora_adapter", "lora_adapter_no_metadata")},
         # a second output per document, sampled from the prompt's words: ~6 distinct queries per document
         **{asset.key.path[-1]: {"config": {"max_new_tokens": 80, "samples": 2}} for asset in generation_assets},

@@ -50,7 +50,7 @@ def test_demo_profile_is_valid_run_config_for_the_pipeline():
 
     for job in ("skim_core", "skim_pipeline"):
         config = demo_run_config(job)
-        assert config["ops"]["skim_retriever"]["config"]["epochs"] == 2
+        assert config["ops"]["skim_retriever"]["config"]["epochs"] == 3
         assert config["ops"]["synthetic_queries"]["config"]["samples"] == 2
         dg.validate_run_config(defs.resolve_job_def(job), config)  # raises on unknown ops or fields
     assert "synthetic_queries_udapdr" not in demo_run_config("skim_core")["ops"]
