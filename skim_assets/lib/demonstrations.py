@@ -19,24 +19,24 @@ QUERIES_SCHEMA = {"doc_id": pl.String, "query": pl.String, "rank": pl.Int32}
 
 def known_queries_by_doc(pairs: pl.DataFrame, queries: pl.DataFrame, limit: int = MAX_KNOWN_QUERIES) -> dict:
     """doc_id -> up to `limit` texts of its known (clicked) train queries, highest weight first."""
-    known = (
-        pairs.join(queries.select("query_id", "text"), on="query_id")
-        .sort(["doc_id", "weight", "text"], descending=[False, True, False])
-        .group_by("doc_id", maintain_order=True)
-        .agg(pl.col("text").head(limit))
-    )
-    return dict(zip(known["doc_id"].to_list(), known["text"].to_list()))
+    return _known_texts(pairs, queries.select("query_id", "text"), of="doc_id", limit=limit)
 
 
 def known_documents_by_query(pairs: pl.DataFrame, documents: pl.DataFrame, limit: int = MAX_KNOWN_QUERIES) -> dict:
     """query_id -> up to `limit` titles of its known (clicked) documents, highest weight first."""
+    return _known_texts(pairs, documents.select("doc_id", "title"), of="query_id", limit=limit)
+
+
+def _known_texts(pairs: pl.DataFrame, texts: pl.DataFrame, of: str, limit: int) -> dict:
+    """`of` id -> the texts (`texts`: other id, text) it is paired with, highest weight first, then by text."""
+    other, text = texts.columns
     known = (
-        pairs.join(documents.select("doc_id", "title"), on="doc_id")
-        .sort(["query_id", "weight", "title"], descending=[False, True, False])
-        .group_by("query_id", maintain_order=True)
-        .agg(pl.col("title").head(limit))
+        pairs.join(texts, on=other)
+        .sort([of, "weight", text], descending=[False, True, False])
+        .group_by(of, maintain_order=True)
+        .agg(pl.col(text).head(limit))
     )
-    return dict(zip(known["query_id"].to_list(), known["title"].to_list()))
+    return dict(zip(known[of].to_list(), known[text].to_list()))
 
 
 def generation_sources(direction: str, documents: pl.DataFrame, queries: pl.DataFrame,
