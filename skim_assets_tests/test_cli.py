@@ -21,6 +21,26 @@ def test_import_validates_then_registers_the_partition(cli_env, tmp_path, capsys
     assert instance.get_dynamic_partitions("dataset") == ["mini"]
 
 
+def test_import_of_query_side_metadata_sets_the_direction(cli_env, tmp_path, capsys):
+    """A BEIR folder whose queries carry their text in a named field, imported for the reverse direction."""
+    import polars as pl
+
+    source = tmp_path / "raw"
+    write_demo_dataset(source, DemoWorldConfig(n_documents=20, world="categories"))
+    assert main(["--root", str(cli_env), "import", "cats", str(source), "--prompt-style", "wiki-categories",
+                 "--query-metadata-field", "description"]) == 0
+    spec = json.loads((cli_env / "inputs" / "cats" / "dataset.json").read_text())
+    assert spec["query_metadata_field"] == "description" and spec["generate"] == ""  # by the prompt style
+    assert main(["--root", str(cli_env), "import", "cats2", str(source), "--generate", "documents_for_queries",
+                 "--query-metadata-field", "metadata.kind"]) == 0
+    from skim_assets.lib.datasets import import_tables, read_spec
+
+    assert read_spec(cli_env / "inputs" / "cats").direction == "documents_for_queries"
+    queries = import_tables(cli_env / "inputs" / "cats2").queries
+    assert set(queries["metadata"]) == {"product"}  # `metadata.kind` of every demo query
+    assert isinstance(queries, pl.DataFrame)
+
+
 def test_import_of_bad_data_names_the_problem_and_registers_nothing(cli_env, tmp_path, capsys):
     source = tmp_path / "raw"
     write_demo_dataset(source, DemoWorldConfig(n_documents=20))

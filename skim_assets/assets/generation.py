@@ -49,7 +49,8 @@ class SyntheticQueriesConfig(dg.Config, SamplingSettings):
 
 @dataclass
 class GenerationWork:
-    """What every step of one generation asset computes alike: the documents, prompts, decoding and checkpoints."""
+    """What every step of one generation asset computes alike: the sources it writes for (`documents`: the
+    documents, or the train queries in the documents_for_queries direction), prompts, decoding and checkpoints."""
 
     documents: pl.DataFrame
     known: dict
