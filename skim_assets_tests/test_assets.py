@@ -160,7 +160,7 @@ def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_the
     documents): the same assets write for the train queries and map onto real documents."""
     from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
     from skim_assets.lib.encoders import TextEncoder
-    from skim_assets.lib.mapping import MappingSettings, map_to_train_queries
+    from skim_assets.lib.mapping import MappingSettings, candidates_to_pairs, mapping_candidates
 
     folder = storage_root / "inputs" / "tinycat"
     write_demo_dataset(folder, DemoWorldConfig(**TINY_WORLD, world="categories"))
@@ -207,10 +207,9 @@ def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_the
     encoder = TextEncoder(storage_root / "base_retriever" / "tinycat" / "encoder", device="cpu")
     phrases = encoder.encode(demonstrations["query"].to_list(), max_length=32)
     titles = encoder.encode(documents["title"].to_list(), max_length=32)
-    # map_to_train_queries with documents as the targets: (document, "query") rows read as (query, document)
-    found, _ = map_to_train_queries(demonstrations["doc_id"].to_list(), phrases, documents["doc_id"].to_list(),
-                                    titles, MappingSettings(k=1, tau=0.0))
-    pairs = found.select(pl.col("doc_id").alias("query_id"), pl.col("query_id").alias("doc_id"), "weight", "source")
+    candidates, _ = mapping_candidates(phrases, documents["doc_id"].to_list(), titles, MappingSettings(k=1),
+                                       target="doc_id")
+    pairs = candidates_to_pairs(candidates, demonstrations["doc_id"].to_list(), 0.0, "teacher")
     figures = label_repair(pairs, read("click_train_pairs"), read("oracle_train_pairs"))
     assert figures["precision"] >= 0.5, figures
 

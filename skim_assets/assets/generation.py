@@ -78,8 +78,8 @@ def generation_work(name: str, dataset: str, use_metadata: bool, config: Synthet
                     queries: pl.DataFrame, train_pairs: pl.DataFrame, click_log_pairs: Tables, base_slm: Path,
                     adapter: Path | None) -> GenerationWork:
     spec = storage.dataset_spec(dataset)
-    sources, known = generation_sources_of(spec.direction, documents, queries, train_pairs, click_log_pairs)
-    documents = generation_documents(sources, config.max_documents, config.seed)
+    documents, known = sources_to_generate_for(spec.direction, config, documents, queries, train_pairs,
+                                               click_log_pairs)
     base = str(base_model_folder(base_slm))
     adapter = adapter / LORA_FOLDER if adapter is not None else None
     if adapter is not None:
@@ -105,9 +105,17 @@ def generation_work(name: str, dataset: str, use_metadata: bool, config: Synthet
                           shard_size=config.shard_size)
 
 
+def sources_to_generate_for(direction: str, config: SyntheticQueriesConfig, documents: pl.DataFrame,
+                            queries: pl.DataFrame, train_pairs: pl.DataFrame,
+                            click_log_pairs: Tables) -> tuple[pl.DataFrame, dict]:
+    """The sources (`generation_sources_of`) this run writes for, all or `max_documents` of them, and their known
+    outputs."""
+    sources, known = generation_sources_of(direction, documents, queries, train_pairs, click_log_pairs)
+    return generation_documents(sources, config.max_documents, config.seed), known
+
+
 def shard_groups(config: SyntheticQueriesConfig, documents: int) -> int:
     return max(1, min(config.parallel_shards, shard_count(documents, config.shard_size)))
-
 
 
 
@@ -130,8 +138,7 @@ def build_synthetic_queries_asset(
              documents: pl.DataFrame, queries: pl.DataFrame, train_pairs: pl.DataFrame, click_log_pairs: Tables):
         """One output per shard group (at most one per shard)."""
         direction = storage.dataset_spec(context.partition_key).direction
-        sources, _ = generation_sources_of(direction, documents, queries, train_pairs, click_log_pairs)
-        n = generation_documents(sources, config.max_documents, config.seed).height
+        n = sources_to_generate_for(direction, config, documents, queries, train_pairs, click_log_pairs)[0].height
         for group in range(shard_groups(config, n)):
             yield dg.DynamicOutput(group, mapping_key=f"shards_{group}")
 

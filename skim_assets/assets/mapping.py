@@ -6,9 +6,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from ..lib.formats import union_pairs
 from ..lib.datasets import SPEC_FILE
-from ..lib.formats import DOCUMENTS_FOR_QUERIES
+from ..lib.formats import DOCUMENTS_FOR_QUERIES, union_pairs
 from ..lib.mapping import DEFAULT_TAU, MappingSettings, embed_with_cache, map_incrementally, text_hash
 from ..lib.plots import histogram_plot, markdown_image
 from ..partitions import dataset_partitions
@@ -70,24 +69,23 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
         # documents_for_queries direction, documents written for train queries (mapped onto real documents)
         onto_documents = spec.direction == DOCUMENTS_FOR_QUERIES
         if onto_documents:
-            target, target_ids = "doc_id", documents["doc_id"].to_list()
-            synthetic_vectors, new_synthetic = embed(synthetic["query"].to_list(), encoder.doc_max_length)
-            target_vectors, new_targets = embed(documents["title"].to_list(), encoder.doc_max_length)
+            target, targets, text, max_length = "doc_id", documents, "title", encoder.doc_max_length
         else:
-            train_queries = all_queries(queries, click_log_pairs).filter(pl.col("split") == "train")
-            target, target_ids = "query_id", train_queries["query_id"].to_list()
-            synthetic_vectors, new_synthetic = embed(synthetic["query"].to_list(), encoder.query_max_length)
-            target_vectors, new_targets = embed(train_queries["text"].to_list(), encoder.query_max_length)
+            targets = all_queries(queries, click_log_pairs).filter(pl.col("split") == "train")
+            target, text, max_length = "query_id", "text", encoder.query_max_length
+        target_ids = targets[target].to_list()
+        synthetic_vectors, new_synthetic = embed(synthetic["query"].to_list(), max_length)
+        target_vectors, new_targets = embed(targets[text].to_list(), max_length)
         # candidates are kept per (synthetic texts, encoder): a click refresh searches only the new targets
         identity = hashlib.sha1("\n".join(f"{d}\t{text_hash(q)}" for d, q in synthetic.select("doc_id", "query")
                                           .iter_rows()).encode()).hexdigest() + ":" + encoder_id
         state_dir = storage.step_dir("mapping_state", dataset, name)
         pairs, candidates, stats = map_incrementally(synthetic["doc_id"].to_list(), synthetic_vectors, target_ids,
                                                      target_vectors, settings, source, state_dir, identity, target)
-        targets = "documents" if onto_documents else "train queries"
+        mapped_onto = "documents" if onto_documents else "train queries"
         context.log.info(f"mapped {synthetic.height} synthetic texts -> {pairs.height} new pairs "
                          f"(tau {settings.tau}; searched {stats['targets_searched']} of {len(target_ids)} "
-                         f"{targets}, incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")
+                         f"{mapped_onto}, incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")
         histogram = histogram_plot(stats["scores"], "best neighbour score per synthetic query", "(1 + cos) / 2",
                                    storage.figure_path(name, dataset, "scores.png"),
                                    marker=settings.tau) if stats["scores"] else None
@@ -103,7 +101,7 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                 "hnsw_recall_at_k": round(stats["hnsw_recall"], 4) if stats["hnsw_recall"] is not None else None,
                 "direction": spec.direction,
                 "texts_embedded_now": new_synthetic + new_targets,
-                "mapped_onto": targets,
+                "mapped_onto": mapped_onto,
                 "targets": len(target_ids),
                 "targets_searched_now": stats["targets_searched"],
                 "incremental": stats["incremental"],

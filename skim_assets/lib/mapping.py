@@ -157,28 +157,27 @@ def map_to_train_queries(
 
 
 def map_incrementally(
-    synthetic_doc_ids: list[str],
+    synthetic_source_ids: list[str],
     synthetic_vectors: np.ndarray,
-    train_query_ids: list[str],
-    train_vectors: np.ndarray,
+    target_ids: list[str],
+    target_vectors: np.ndarray,
     settings: MappingSettings,
     source: str,
     state_dir: str | Path,
     identity: str,
     target: str = "query_id",
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    """`map_to_train_queries` that searches only train queries not searched before: (pairs, every synthetic
-    query's k best candidates so far, stats).
+    """`map_to_train_queries` that searches only targets not searched before: (pairs, every synthetic text's k
+    best candidates so far, stats).
 
-    `state_dir` keeps every synthetic query's k best candidates so far and the train queries already searched,
-    under `identity` (the synthetic queries, the encoder and the index settings: anything else that changes
-    means a full search). New train queries get an index of their own; each synthetic query's candidates are
-    its k best of the old and the new, which is what a full search over all train queries finds.
-    Stats add `targets_searched` (train queries searched now) and `incremental`.
-
-    With `target="doc_id"` (the documents_for_queries direction) the same holds with documents in place of train
-    queries: `synthetic_doc_ids` are then the query ids the synthetic documents were written for, and
-    `train_query_ids` / `train_vectors` the real documents.
+    The targets are train queries (`target="query_id"`; `synthetic_source_ids` are the documents the synthetic
+    queries were written for) or, in the documents_for_queries direction, documents (`target="doc_id"`; the
+    sources are the queries the synthetic documents were written for).
+    `state_dir` keeps every synthetic text's k best candidates so far and the targets already searched, under
+    `identity` (the synthetic texts, the encoder and the index settings: anything else that changes means a full
+    search). New targets (e.g. a click refresh's train queries) get an index of their own; each synthetic text's
+    candidates are its k best of the old and the new, which is what a full search over all targets finds.
+    Stats add `targets_searched` (targets searched now) and `incremental`.
     """
     state_dir = Path(state_dir)
     identity = hashlib.sha1(json.dumps([identity, target, settings.k, settings.m, settings.ef_construction,
@@ -189,23 +188,23 @@ def map_incrementally(
     if state_path.exists() and candidates_path.exists() and searched_path.exists():
         if json.loads(state_path.read_text()).get("identity") == identity:
             searched = set(pl.read_parquet(searched_path)["id"].to_list())
-            if searched <= set(train_query_ids):  # a vanished train query means its pairs must go: full search
+            if searched <= set(target_ids):  # a vanished target means its pairs must go: full search
                 previous = (pl.read_parquet(candidates_path), searched)
     if previous is None:
-        new_rows = list(range(len(train_query_ids)))
+        new_rows = list(range(len(target_ids)))
         old_candidates = pl.DataFrame(schema=candidates_schema(target))
     else:
         old_candidates, searched = previous
-        new_rows = [i for i, q in enumerate(train_query_ids) if q not in searched]
+        new_rows = [i for i, t in enumerate(target_ids) if t not in searched]
     new_candidates, recall = mapping_candidates(
-        synthetic_vectors, [train_query_ids[i] for i in new_rows], train_vectors[new_rows] if new_rows else train_vectors[:0],
+        synthetic_vectors, [target_ids[i] for i in new_rows], target_vectors[new_rows] if new_rows else target_vectors[:0],
         settings, target)
     candidates = best_candidates(pl.concat([old_candidates, new_candidates]), settings.k)
     # the state is written last: a crash before it leaves the previous state, which is still consistent
     write_parquet_atomic(candidates, candidates_path)
-    write_parquet_atomic(pl.DataFrame({"id": list(train_query_ids)}, schema={"id": pl.String}), searched_path)
-    write_json_atomic({"identity": identity, "train_queries": len(train_query_ids)}, state_path)
-    pairs = candidates_to_pairs(candidates, synthetic_doc_ids, settings.threshold, source)
+    write_parquet_atomic(pl.DataFrame({"id": list(target_ids)}, schema={"id": pl.String}), searched_path)
+    write_json_atomic({"identity": identity, "targets": len(target_ids)}, state_path)
+    pairs = candidates_to_pairs(candidates, synthetic_source_ids, settings.threshold, source)
     return pairs, candidates, mapping_stats(candidates, pairs, recall) | {
         "targets_searched": len(new_rows), "incremental": previous is not None}
 
