@@ -25,7 +25,7 @@ GENERATION_ABLATIONS = dg.AssetSelection.assets("lora_adapter_no_metadata", "syn
 # Metadata-augmented retrieval (Table 4) trains on texts four times as long, and the exposure sweep (Fig. 3) trains
 # a head per window and method: both are left to the whole pipeline too.
 FULL_PIPELINE_ONLY = dg.AssetSelection.assets("ra_retriever", "ra_ova_head", "skim_ra_retriever", "skim_ra_ova_head",
-                                              "exposure_sweep_report")
+                                              "exposure_sweep_report", "slm_size_report")
 skim_core_job = dg.define_asset_job(
     "skim_core", selection=dg.AssetSelection.all() - GENERATION_ABLATIONS - FULL_PIPELINE_ONLY,
     partitions_def=dataset_partitions,

@@ -37,9 +37,7 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_causal_lm(tmp_path_factory) -> Path:
-    """A randomly initialised 2-layer Llama with SmolLM2's real tokenizer (and chat template): trains in seconds."""
+def _tiny_llama(folder: Path, hidden_size: int) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -48,14 +46,26 @@ def tiny_causal_lm(tmp_path_factory) -> Path:
     gguf = bundled_smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          tie_word_embeddings=True, initializer_range=0.3)  # big enough for confident logits
-    path = tmp_path_factory.mktemp("tiny_lm")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer Llama with SmolLM2's real tokenizer (and chat template): trains in seconds."""
+    return _tiny_llama(tmp_path_factory.mktemp("tiny_lm"), hidden_size=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm_wider(tmp_path_factory) -> Path:
+    """A second student for the SLM-size sweep: the same tiny Llama, twice as wide."""
+    return _tiny_llama(tmp_path_factory.mktemp("tiny_lm_wider"), hidden_size=64)
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ import pytest
 
 from skim_assets.assets.datasets import click_log_pairs, dataset_tables
 from skim_assets.assets.simulation import simulated_clicks
+from skim_assets.assets.sweeps import SlmSizeSweepConfig, slm_size_report
 from skim_assets.assets.distillation import (
     LoraAdapterConfig,
     TeacherDemonstrationsConfig,
@@ -63,8 +64,10 @@ def test_definitions_load_with_every_asset_and_the_pipeline_job():
     assert defs.resolve_job_def("skim_pipeline") is not None
 
 
-def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_causal_lm):
+def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_causal_lm, tiny_causal_lm_wider):
     run_config = dg.RunConfig(ops={
+        # Table 5: the pipeline's own student and a second, wider one distilled and run by the sweep
+        "slm_size_report": SlmSizeSweepConfig(student_models=[str(tiny_causal_lm), str(tiny_causal_lm_wider)]),
         **{name: QUICK_TRAINING for name in RETRIEVERS},
         **{name: LoraAdapterConfig(epochs=1, min_steps=0, effective_batch_size=8, micro_batch_size=8)
            for name in ("lora_adapter", "lora_adapter_no_metadata")},
@@ -153,6 +156,27 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert "ova_head unbiased R@100" in report.columns and "dual_encoder biased P@5" in report.columns
     assert "**dual_encoder**" in events["comparison_report"]["table"].value
 
+    # SKIM by student model: clicks only, the pipeline's student (its own artifacts), the wider one (distilled here)
+    sizes = pl.read_parquet(storage_root / "slm_size_report" / "tiny" / "data.parquet")
+    assert sizes["student"].to_list() == ["none (clicks only)", str(tiny_causal_lm), str(tiny_causal_lm_wider)]
+    own, wider = sizes.row(1, named=True), sizes.row(2, named=True)
+    assert own["pipeline_student"] and not wider["pipeline_student"]
+    assert own["queries_written"] == pl.read_parquet(storage_root / "synthetic_queries" / "tiny" / "judged.parquet").height
+    assert own["pairs_added"] == label_repair(mapped, pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet"),
+                                              pl.read_parquet(storage_root / "oracle_train_pairs" / "tiny" / "data.parquet"))["pairs_added"]
+    assert wider["parameters_M"] >= own["parameters_M"] and wider["lora_steps"] > 0
+    assert wider["holdout_loss_after"] < wider["holdout_loss_before"]
+    assert wider["queries_written"] > 0 and wider["grounded_share"] <= 1
+    assert sizes.select("repair_precision", "repair_recall", "R@10", "R@100").drop_nulls().to_numpy().max() <= 1
+    assert "**SKIM by student model**" in events["comparison_report"]["table"].value
+    # a rerun resumes: the wider student's adapter and generation shards are reused, the table is the same
+    adapter = next((storage_root / "slm_size_report" / "tiny").glob("tiny_lm_wider*/adapter/adapter"))
+    stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns
+    rerun = _materialize([slm_size_report], storage_root, "tiny", base_model_path=tiny_causal_lm,
+                         run_config=dg.RunConfig(ops={"slm_size_report": run_config.ops["slm_size_report"]}))
+    assert rerun.success and (adapter / "adapter_model.safetensors").stat().st_mtime_ns == stamp
+    assert pl.read_parquet(storage_root / "slm_size_report" / "tiny" / "data.parquet").equals(sizes)
+
 
 def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_them_onto_documents(
         storage_root, tiny_causal_lm):
@@ -174,6 +198,7 @@ def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_the
         # the random tiny LM writes ungrounded text: SKIM keeps it, so the mapping has rows to map
         **{asset.key.path[-1]: SyntheticQueriesConfig(max_new_tokens=12, shard_size=10, quality_filter=False)
            for asset in generation_assets},
+        "slm_size_report": SlmSizeSweepConfig(student_models=[str(tiny_causal_lm)]),
     })
     result = _materialize([*ASSETS, *all_checks], storage_root, "tinycat", base_model_path=tiny_causal_lm,
                           run_config=run_config)
@@ -201,6 +226,9 @@ def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_the
     metrics = read("retrieval_metrics")
     assert {"skim_retriever", "skim_ova_head"} <= set(metrics["model"])
     assert read("tau_sweep_report").height == 6
+    sizes = read("slm_size_report")  # the sweep in this direction: its pairs are the mapping's (query, document)s
+    assert sizes["student"].to_list() == ["none (clicks only)", str(tiny_causal_lm)]
+    assert sizes["pairs_added"][1] == label_repair(mapped, read("train_pairs"), read("oracle_train_pairs"))["pairs_added"]
 
     # what the method would map from grounded text: the teacher's phrases, mapped onto the category documents
     # with the click-trained encoder, are mostly held-back labels (the student here is a random tiny LM)

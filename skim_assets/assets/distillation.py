@@ -1,7 +1,10 @@
 """Knowledge distillation: teacher demonstrations, the base small LM, and its LoRA adapter."""
 
 import json
+import os
+import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -15,10 +18,10 @@ from ..lib.demonstrations import (
     teacher_reference_texts,
     teacher_requests,
 )
-from ..lib.distillation import LoraSftConfig, train_lora_adapter
+from ..lib.distillation import LoraSftConfig, LoraSftReport, train_lora_adapter
 from ..lib.plots import line_plot, markdown_image
 from ..lib.quality import judge_queries, judged_quality
-from ..lib.slm import export_gguf_as_hf
+from ..lib.slm import BUNDLED_SLMS, SMOLLM2, bundled_gguf, export_gguf_as_hf, parameter_count
 from ..lib.teachers import TeacherRequest
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource, Tables, TeacherResource
@@ -120,28 +123,73 @@ def teacher_demonstrations(
 TEACHER_CACHE = "teacher_cache"  # under the root: answers by prompt hash, shared by every dataset
 
 
+STUDENT_MODELS = "student_models"  # under the root: bundled small LMs exported once, shared by every dataset
+
+
+def bundled_student_folder(storage: StorageResource, name: str, log=None) -> Path:
+    """The bundled small LM `name` (`lib.slm.BUNDLED_SLMS`) as a HF folder under the root, exported on first use
+    (staged, then moved into place whole: a killed export leaves nothing half-written)."""
+    folder = storage.inside_root(STUDENT_MODELS, name)
+    if (folder / "config.json").exists():
+        return folder
+    staging = storage.staging_dir()
+    report = export_gguf_as_hf(staging / BASE_MODEL, bundled_gguf(name, staging))
+    if log:
+        log(f"exported {name} ({report['architecture']}, {report['parameters'] / 1e6:.0f}M parameters, BOS "
+            f"{report['adds_bos']}) in {report['seconds']:.0f}s")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging / BASE_MODEL, folder)
+    shutil.rmtree(staging, ignore_errors=True)  # an assembled GGUF file
+    return folder
+
+
+def student_model_folder(storage: StorageResource, name_or_path: str, log=None) -> Path:
+    """A student's base model: a bundled small LM by name, or a local HF causal-LM folder (checked)."""
+    if name_or_path in BUNDLED_SLMS:
+        return bundled_student_folder(storage, name_or_path, log)
+    path = Path(name_or_path).expanduser().resolve()
+    if not (path / "config.json").exists():
+        raise ValueError(f"student model {name_or_path!r} is neither a bundled small LM ({sorted(BUNDLED_SLMS)}) "
+                         "nor a Hugging Face model folder (no config.json)")
+    return path
+
+
 @dg.asset(group_name="distillation", kinds={"pytorch"})
 def base_slm(context: dg.AssetExecutionContext, storage: StorageResource,
              generator: GeneratorResource) -> dg.MaterializeResult:
-    """The small LM as a plain Hugging Face folder (`model/`): the bundled SmolLM2-135M-Instruct (GGUF,
-    de-quantized), or a link to the configured `base_model_path`, checked to load. Shared by every dataset."""
-    folder = storage.staging_dir()
-    if generator.base_model_path:
-        from transformers import AutoConfig
+    """The small LM as a plain Hugging Face folder (`model/`, a link): the bundled SmolLM2-135M-Instruct (GGUF,
+    de-quantized), another bundled model by name (`generator.base_model_path: gemma3-270m`), or the configured
+    local folder, checked to load. Shared by every dataset."""
+    from transformers import AutoConfig
 
-        source = Path(generator.base_model_path).expanduser().resolve()
-        config = AutoConfig.from_pretrained(source)
-        (folder / BASE_MODEL).symlink_to(source, target_is_directory=True)
-        return dg.MaterializeResult(value=folder, metadata={"source": str(source), "bundled": False,
-                                                            "architecture": str(config.architectures)})
-    report = export_gguf_as_hf(folder / BASE_MODEL)
-    context.log.info(f"exported {report['source']} ({report['parameters'] / 1e6:.0f}M parameters) in {report['seconds']:.0f}s")
-    return dg.MaterializeResult(value=folder, metadata={"parameters": report["parameters"], "source": report["source"],
-                                                        "bundled": True})
+    name = generator.base_model_path or SMOLLM2
+    source = student_model_folder(storage, name, context.log.info)
+    config = AutoConfig.from_pretrained(source)
+    folder = storage.staging_dir()
+    (folder / BASE_MODEL).symlink_to(source, target_is_directory=True)
+    return dg.MaterializeResult(value=folder, metadata={
+        "student": name, "source": str(source), "bundled": name in BUNDLED_SLMS,
+        "architecture": str(config.architectures), "parameters": parameter_count(source)})
 
 
 class LoraAdapterConfig(dg.Config, LoraSftConfig):
     """LoRA SFT of the student: the fields of `lib.distillation.LoraSftConfig`."""
+
+
+LORA_TRAINING = "training.json"  # in an adapter's folder: the settings it was trained with and its report
+
+
+def write_lora_training(folder: Path, settings: LoraSftConfig, report: LoraSftReport) -> None:
+    (folder / LORA_TRAINING).write_text(json.dumps({"settings": settings.as_dict(), "report": asdict(report)}))
+
+
+def lora_training_of(adapter: Path) -> tuple[LoraSftConfig, LoraSftReport]:
+    """The settings an adapter artifact (or sweep adapter folder) was trained with, and its training report."""
+    path = adapter / LORA_TRAINING
+    if not path.exists():
+        raise ValueError(f"{adapter} has no {LORA_TRAINING}: materialize the adapter again with this version")
+    stored = json.loads(path.read_text())
+    return LoraSftConfig(**stored["settings"]), LoraSftReport(**stored["report"])
 
 
 def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) -> dg.AssetsDefinition:
@@ -173,6 +221,7 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
         plot = line_plot({"held-out loss": ([s for s, _ in curve], [v for _, v in curve])},
                          "LoRA SFT: held-out target-token loss", "optimizer step", "loss", folder / "loss.png")
         (folder / "base_model.json").write_text(json.dumps({"base_model_path": str(base_model)}))
+        write_lora_training(folder, LoraSftConfig.of(config), report)
         return dg.MaterializeResult(
             value=folder,
             metadata={

@@ -21,6 +21,7 @@ from ..resources import EncoderResource, StorageResource, Tables
 from .checking import ERROR, WARN, Outcome, build_check, fail, ok, rounded, weights_outside
 from .common import MODEL_STEP, RETRIEVER_FOLDER, retrieval_input
 from .ova import HEAD_FILE, pretrained_embeddings
+from .sweeps import slm_size_markdown
 from .training import METADATA_INPUT_METHODS, METHODS
 
 EVAL_KS = (1, 5, 10, 25, 100)
@@ -154,11 +155,14 @@ def comparison_table(metrics: pl.DataFrame) -> pl.DataFrame:
     return wide.sort(pl.col("method").replace_strict(order, return_dtype=pl.Int32)).select("method", *columns)
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name="evaluation")
-def comparison_report(context: dg.AssetExecutionContext, storage: StorageResource,
-                      retrieval_metrics: pl.DataFrame) -> dg.MaterializeResult:
+@dg.asset(partitions_def=dataset_partitions, group_name="evaluation",
+          ins={"slm_size_report": dg.AssetIn("slm_size_report", metadata={"optional": True},
+                                             dagster_type=pl.DataFrame | None)})
+def comparison_report(context: dg.AssetExecutionContext, storage: StorageResource, retrieval_metrics: pl.DataFrame,
+                      slm_size_report: pl.DataFrame | None = None) -> dg.MaterializeResult:
     """Every method x base model on the biased and unbiased test sets (P@5, R@10, R@25, R@100), as in the paper's
-    Table 1/8: Markdown here, Parquet on disk, and a chart of unbiased R@100."""
+    Table 1/8: Markdown here, Parquet on disk, and a chart of unbiased R@100; and, once `slm_size_report` exists,
+    SKIM by student model (Table 5)."""
     dataset = context.partition_key
     table = comparison_table(retrieval_metrics)
     sections = []
@@ -170,6 +174,9 @@ def comparison_report(context: dg.AssetExecutionContext, storage: StorageResourc
                      {b: table[f"{b} unbiased R@100"].to_list() for b in BASE_MODELS if f"{b} unbiased R@100" in table.columns},
                      f"{dataset}: unbiased R@100 by method", "R@100",
                      storage.figure_path("comparison_report", dataset, "chart.png"))
+    if slm_size_report is not None:
+        sections.append("**SKIM by student model** (one-vs-all head over frozen features, unbiased test set; "
+                        "`slm_size_report`)\n\n" + slm_size_markdown(slm_size_report, SLM_SIZE_COLUMNS))
     markdown = "\n\n".join(sections)
     context.log.info(f"comparison for {dataset}:\n{markdown}")
     by_method = dict(zip(table["method"].to_list(), table["dual_encoder unbiased R@100"].to_list()))
@@ -182,6 +189,9 @@ def comparison_report(context: dg.AssetExecutionContext, storage: StorageResourc
     })
 
 
+# the SLM-size rows as the comparison shows them (the sweep's own table has every column)
+SLM_SIZE_COLUMNS = ("student", "parameters_M", "grounded_share", "junk_share", "distinct_per_document",
+                    "pairs_added", "repair_precision", "repair_recall", "R@10", "R@100")
 ADDS_NO_PAIRS = ("base", *METADATA_INPUT_METHODS)  # methods whose pairs another method of the report already judges
 PAIRS_ASSETS = list(dict.fromkeys(pairs for method, (pairs, _) in METHODS.items() if method not in ADDS_NO_PAIRS))
 

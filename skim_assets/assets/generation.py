@@ -1,6 +1,7 @@
 """Synthetic queries at scale: the distilled small LM writes queries for every document, shard by shard."""
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,15 +88,7 @@ def generation_work(name: str, dataset: str, use_metadata: bool, config: Synthet
     else:
         prompts = few_shot_prompts(base, documents, known, spec.prompt_style, use_metadata)
     backend_names = []
-
-    def backend_factory():
-        backend = make_backend(generator.backend, base, adapter, device=generator.device,
-                               batch_size=generator.batch_size, dtype=generator.dtype,
-                               tensor_parallel_size=generator.tensor_parallel_size,
-                               gpu_memory_utilization=generator.gpu_memory_utilization)
-        backend_names.append(backend.name)
-        return backend
-
+    backend_factory = backend_factory_of(generator, base, adapter, backend_names)
     # the adapter's weights file identifies it: a retrained adapter invalidates every checkpoint
     adapter_stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns if adapter else None
     settings = {"base": base, "adapter": str(adapter) if adapter else None, "adapter_stamp": adapter_stamp,
@@ -112,6 +105,45 @@ def sources_to_generate_for(direction: str, config: SyntheticQueriesConfig, docu
     outputs."""
     sources, known = generation_sources_of(direction, documents, queries, train_pairs, click_log_pairs)
     return generation_documents(sources, config.max_documents, config.seed), known
+
+
+def written_queries(raw: pl.DataFrame, documents: pl.DataFrame, known: dict, style: str,
+                    config: SyntheticQueriesConfig) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict, dict]:
+    """Raw outputs (every sample) parsed into one query list per source, judged (one verdict per row, for the
+    filter and every figure) and filtered: (parsed, judged, kept, dropped by reason, parse statistics)."""
+    parsed, stats = parse_outputs(raw["doc_id"].to_list(), raw["text"].to_list(), documents, known, style,
+                                  config.queries_per_document)
+    parsed = merge_samples(parsed, config.queries_per_document)
+    stats["queries_per_document"] = parsed.height / max(documents.height, 1)
+    judged = judge_queries(parsed, documents)
+    kept, dropped = keep_grounded(judged, parsed.columns) if config.quality_filter else (parsed, {})
+    return parsed, judged, kept, dropped, stats
+
+
+def backend_factory_of(generator: GeneratorResource, base: str, adapter: Path | None, names: list) -> Callable:
+    """A factory of the configured generation backend for `base` (+ `adapter`); each backend's name goes to
+    `names`."""
+    def backend_factory():
+        backend = make_backend(generator.backend, base, adapter, device=generator.device,
+                               batch_size=generator.batch_size, dtype=generator.dtype,
+                               tensor_parallel_size=generator.tensor_parallel_size,
+                               gpu_memory_utilization=generator.gpu_memory_utilization)
+        names.append(backend.name)
+        return backend
+
+    return backend_factory
+
+
+def generation_settings(config: SyntheticQueriesConfig) -> pl.DataFrame:
+    """Side table `settings`: the configuration that wrote a generation table, for whatever repeats it with
+    another model (the SLM-size sweep)."""
+    return pl.DataFrame({"config_json": [json.dumps(config.model_dump(), sort_keys=True)]})
+
+
+def generation_config_of(tables: Tables) -> SyntheticQueriesConfig:
+    if "settings" not in tables:
+        raise ValueError(f"{tables.folder} has no `settings` table: materialize it again with this version")
+    return SyntheticQueriesConfig(**json.loads(tables["settings"]["config_json"][0]))
 
 
 def shard_groups(config: SyntheticQueriesConfig, documents: int) -> int:
@@ -175,12 +207,7 @@ def build_synthetic_queries_asset(
                                     dataclasses.replace(own, shards=0, shards_reused=0, documents=0)])
         backend = next((b[0] for b in [*(r["backend"] for r in reports), work.backend_names] if b), None)
         documents = work.documents
-        parsed, stats = parse_outputs(raw["doc_id"].to_list(), raw["text"].to_list(), documents, work.known,
-                                      spec.prompt_style, config.queries_per_document)
-        parsed = merge_samples(parsed, config.queries_per_document)
-        stats["queries_per_document"] = parsed.height / max(documents.height, 1)
-        judged = judge_queries(parsed, documents)  # one verdict per row, for the filter and every figure
-        kept, dropped = keep_grounded(judged, parsed.columns) if config.quality_filter else (parsed, {})
+        parsed, judged, kept, dropped, stats = written_queries(raw, documents, work.known, spec.prompt_style, config)
         written_quality = judged_quality(judged, documents.height)
         kept_quality = judged_quality(judged.filter(pl.col("grounded")) if config.quality_filter else judged,
                                       documents.height)
@@ -195,7 +222,7 @@ def build_synthetic_queries_asset(
             f"document; kept {kept.height} after the quality filter"
             + (f"; agreement with the teacher on held-out documents F1 {agreement['f1']:.3f}" if agreement else ""))
         return dg.Output(
-            Tables(kept, raw=raw, judged=judged),
+            Tables(kept, raw=raw, judged=judged, settings=generation_settings(config)),
             metadata={
                 "backend": backend or "checkpoints only",
                 "use_metadata": use_metadata,

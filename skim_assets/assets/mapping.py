@@ -49,6 +49,24 @@ def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, d
     return embed, fingerprint
 
 
+def mapping_targets(direction: str, encoder: EncoderResource, documents: pl.DataFrame, queries: pl.DataFrame,
+                    click_log_pairs: Tables) -> tuple[str, list[str], list[str], int]:
+    """What synthetic texts are mapped onto: (id column, ids, texts, token budget). Synthetic texts are queries
+    written for documents (mapped onto train queries) or, in the documents_for_queries direction, documents
+    written for train queries (mapped onto real documents)."""
+    if direction == DOCUMENTS_FOR_QUERIES:
+        return "doc_id", documents["doc_id"].to_list(), documents["title"].to_list(), encoder.doc_max_length
+    targets = all_queries(queries, click_log_pairs).filter(pl.col("split") == "train")
+    return "query_id", targets["query_id"].to_list(), targets["text"].to_list(), encoder.query_max_length
+
+
+def mapping_settings_of(mapped: Tables) -> MappingSettings:
+    """The mapping settings that made `mapped` (its side table `settings`), tau and seed resolved."""
+    if "settings" not in mapped:
+        raise ValueError(f"{mapped.folder} has no `settings` table: materialize it again with this version")
+    return MappingSettings.model_validate_json(mapped["settings"]["config_json"][0])
+
+
 def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, description: str) -> dg.AssetsDefinition:
     """(train query, document) pairs from the synthetic queries of `synthetic_asset`; side tables `candidates`
     and `synthetic` keep every synthetic query's k best neighbours, so any tau can be applied later (the tau
@@ -65,17 +83,11 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
         settings = config.with_(tau=spec.tau if config.tau is None else config.tau,
                                 seed=spec.seed if config.seed is None else config.seed)
         embed, encoder_id = click_encoder_embedder(storage, encoder, dataset, base_retriever)
-        # synthetic texts are queries written for documents (mapped onto train queries) or, in the
-        # documents_for_queries direction, documents written for train queries (mapped onto real documents)
-        onto_documents = spec.direction == DOCUMENTS_FOR_QUERIES
-        if onto_documents:
-            target, targets, text, max_length = "doc_id", documents, "title", encoder.doc_max_length
-        else:
-            targets = all_queries(queries, click_log_pairs).filter(pl.col("split") == "train")
-            target, text, max_length = "query_id", "text", encoder.query_max_length
-        target_ids = targets[target].to_list()
+        target, target_ids, target_texts, max_length = mapping_targets(spec.direction, encoder, documents, queries,
+                                                                       click_log_pairs)
+        onto_documents = target == "doc_id"
         synthetic_vectors, new_synthetic = embed(synthetic["query"].to_list(), max_length)
-        target_vectors, new_targets = embed(targets[text].to_list(), max_length)
+        target_vectors, new_targets = embed(target_texts, max_length)
         # candidates are kept per (synthetic texts, encoder): a click refresh searches only the new targets
         identity = hashlib.sha1("\n".join(f"{d}\t{text_hash(q)}" for d, q in synthetic.select("doc_id", "query")
                                           .iter_rows()).encode()).hexdigest() + ":" + encoder_id
@@ -90,7 +102,8 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                                    storage.figure_path(name, dataset, "scores.png"),
                                    marker=settings.tau) if stats["scores"] else None
         return dg.MaterializeResult(
-            value=Tables(pairs, candidates=candidates, synthetic=synthetic.select("doc_id")),
+            value=Tables(pairs, candidates=candidates, synthetic=synthetic.select("doc_id"),
+                         settings=pl.DataFrame({"config_json": [settings.model_dump_json()]})),
             metadata={
                 "pairs_added": pairs.height,
                 "synthetic_queries": synthetic.height,

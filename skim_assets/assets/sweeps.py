@@ -1,16 +1,34 @@
-"""The paper's sweeps as assets: mapping threshold tau (Fig. 7) and exposure window K (Fig. 3)."""
+"""The paper's sweeps as assets: mapping threshold tau (Fig. 7), exposure window K (Fig. 3) and the student's
+size (Table 5)."""
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from ..lib.demonstrations import student_examples, student_prompts
+from ..lib.distillation import LoraSftReport, train_lora_adapter
+from ..lib.formats import union_pairs
+from ..lib.generation import SamplingSettings, generate_samples
+from ..lib.mapping import candidates_to_pairs, mapping_candidates
 from ..lib.metrics import metrics_table_markdown
 from ..lib.ova_head import OvaHeadConfig
-from ..lib.plots import line_plot, markdown_image
-from ..lib.sweeps import SWEEP_METHODS, FrozenFeatures, exposure_sweep, tau_sweep
+from ..lib.plots import bar_plot, line_plot, markdown_image
+from ..lib.quality import judged_quality, label_repair
+from ..lib.slm import BUNDLED_SLMS, SMOLLM2, parameter_count
+from ..lib.sweeps import SWEEP_METHODS, FrozenFeatures, exposure_sweep, score_training_pairs, tau_sweep
 from ..partitions import dataset_partitions
-from ..resources import EncoderResource, StorageResource, Tables
-from .common import MODEL_STEP, all_queries
+from ..resources import EncoderResource, GeneratorResource, StorageResource, Tables
+from .common import LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, generation_sources_of
+from .distillation import lora_training_of, student_model_folder, write_lora_training
+from .generation import backend_factory_of, generation_config_of, sources_to_generate_for, written_queries
+from .mapping import click_encoder_embedder, mapping_settings_of, mapping_targets
 from .ova import OvaHeadTrainingConfig, pretrained_embeddings
 
 
@@ -95,4 +113,161 @@ def exposure_sweep_report(context: dg.AssetExecutionContext, config: ExposureSwe
     })
 
 
-sweep_assets = [tau_sweep_report, exposure_sweep_report]
+class SlmSizeSweepConfig(OvaHeadTrainingConfig):
+    student_models: list[str] = Field(
+        default=[SMOLLM2, "gemma3-270m"],
+        description="Students to compare: bundled small LMs by name (smollm2-135m, gemma3-270m) or local HF "
+                    "causal-LM folders. The pipeline's own student (`base_slm`) reuses its adapter, queries and pairs; "
+                    "every other one is distilled, generates and maps exactly as the pipeline's student did (the "
+                    "settings stored with `lora_adapter`, `synthetic_queries` and `mapped_pairs`).")
+
+
+@dataclass
+class StudentRun:
+    """What one student wrote and what its pairs repaired."""
+
+    judged: pl.DataFrame  # every query written, with its verdict
+    kept: pl.DataFrame  # after the quality filter (if on)
+    pairs: pl.DataFrame  # mapped pairs at the dataset's tau
+    training: LoraSftReport
+    parameters: int
+
+
+def student_slug(name_or_path: str) -> str:
+    """A folder name for a student: its bundled name, or its folder's name and a hash of the path."""
+    if name_or_path in BUNDLED_SLMS:
+        return name_or_path
+    path = str(Path(name_or_path).expanduser().resolve())
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(path).name) or "model"
+    return f"{safe}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+
+
+def is_pipeline_student(name_or_path: str, generator: GeneratorResource) -> bool:
+    own = generator.base_model_path or SMOLLM2
+    if name_or_path in BUNDLED_SLMS or own in BUNDLED_SLMS:
+        return name_or_path == own
+    return Path(name_or_path).expanduser().resolve() == Path(own).expanduser().resolve()
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name="sweeps", kinds={"pytorch"}, **MODEL_STEP)
+def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfig, storage: StorageResource,
+                    encoder: EncoderResource, generator: GeneratorResource, teacher_demonstrations: pl.DataFrame,
+                    base_slm: Path, lora_adapter: Path, synthetic_queries: Tables, mapped_pairs: Tables,
+                    base_retriever: Path,
+                    documents: pl.DataFrame, queries: pl.DataFrame, train_pairs: pl.DataFrame,
+                    click_log_pairs: Tables, oracle_train_pairs: pl.DataFrame,
+                    unbiased_test_qrels: pl.DataFrame) -> dg.MaterializeResult:
+    """Paper Table 5: SKIM with students of different sizes. Each student is LoRA-distilled on the same teacher
+    demonstrations, writes for the same sources with the same decoding, and its queries are mapped with the same
+    encoder and tau as the pipeline's own student; per student: what it wrote (grounded, junk, distinct), its
+    label repair against the held-back train labels, and the unbiased R@10/R@100 of a one-vs-all head over frozen
+    features trained on clicks + its pairs (row `none`: clicks only). Each student's adapter and generation shards
+    are kept under `<root>/slm_size_report/<dataset>/`, so a rerun resumes."""
+    dataset = context.partition_key
+    spec = storage.dataset_spec(dataset)
+    lora_settings, _ = lora_training_of(lora_adapter)
+    generation = generation_config_of(synthetic_queries)
+    mapping = mapping_settings_of(mapped_pairs)
+    embed, _ = click_encoder_embedder(storage, encoder, dataset, base_retriever)
+    target, target_ids, target_texts, max_length = mapping_targets(spec.direction, encoder, documents, queries,
+                                                                   click_log_pairs)
+    target_vectors, _ = embed(target_texts, max_length)
+    sources, known = sources_to_generate_for(spec.direction, generation, documents, queries, train_pairs,
+                                             click_log_pairs)
+    features = frozen_features(storage, encoder, dataset, all_queries(queries, click_log_pairs), documents)
+    ova = OvaHeadConfig.of(config)
+
+    def other_student(name: str) -> StudentRun:
+        base = student_model_folder(storage, name, context.log.info)
+        work_dir = storage.step_dir("slm_size_report", dataset, student_slug(name))
+        adapter = work_dir / "adapter"
+        fingerprint = {"base": str(base), "settings": lora_settings.as_dict(),
+                       "demonstrations": teacher_demonstrations.hash_rows().sum()}
+        done = adapter / "fingerprint.json"
+        if not (done.exists() and json.loads(done.read_text()) == json.loads(json.dumps(fingerprint))):
+            all_sources, all_known = generation_sources_of(spec.direction, documents, queries, train_pairs,
+                                                           click_log_pairs)
+            prompts, targets, doc_ids = student_examples(teacher_demonstrations, all_sources, all_known,
+                                                         spec.prompt_style, True)
+            context.log.info(f"{name}: LoRA SFT on {len(prompts)} demonstrations")
+            staging = storage.staging_dir()
+            report = train_lora_adapter(str(base), prompts, targets, staging / LORA_FOLDER, lora_settings,
+                                        progress=context.log.info, keys=doc_ids, device=generator.device)
+            write_lora_training(staging, lora_settings, report)
+            (staging / "fingerprint.json").write_text(json.dumps(fingerprint))
+            shutil.rmtree(adapter, ignore_errors=True)
+            adapter.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging, adapter)
+        _, training = lora_training_of(adapter)
+        names: list[str] = []
+        raw, shards = generate_samples(
+            sources["doc_id"].to_list(), student_prompts(sources, known, spec.prompt_style, True),
+            backend_factory_of(generator, str(base), adapter / LORA_FOLDER, names), SamplingSettings.of(generation),
+            checkpoint_dir=work_dir / "shards", shard_size=generation.shard_size, progress=context.log.info,
+            settings={"base": str(base), "adapter_stamp": (adapter / LORA_FOLDER / "adapter_model.safetensors")
+                      .stat().st_mtime_ns, "backend": generator.backend, "dtype": generator.dtype})
+        context.log.info(f"{name}: {raw.height} outputs, {shards.tokens_per_second:.1f} generated tokens/s")
+        _, judged, kept, _, _ = written_queries(raw, sources, known, spec.prompt_style, generation)
+        vectors, _ = embed(kept["query"].to_list(), max_length)
+        candidates, _ = mapping_candidates(vectors, target_ids, target_vectors, mapping, target)
+        pairs = candidates_to_pairs(candidates, kept["doc_id"].to_list(), mapping.threshold, "skim")
+        return StudentRun(judged, kept, pairs, training, parameter_count(base))
+
+    def pipeline_student() -> StudentRun:
+        _, training = lora_training_of(lora_adapter)
+        return StudentRun(synthetic_queries["judged"], synthetic_queries.data, mapped_pairs.data, training,
+                          parameter_count(base_model_folder(base_slm)))
+
+    none = score_training_pairs(train_pairs, features, unbiased_test_qrels, ova)
+    rows = [{"student": "none (clicks only)", "R@10": none["R@10"], "R@100": none["R@100"]}]
+    for name in dict.fromkeys(config.student_models):
+        own = is_pipeline_student(name, generator)
+        run = pipeline_student() if own else other_student(name)
+        quality = judged_quality(run.judged, sources.height)
+        repair = label_repair(run.pairs, train_pairs, oracle_train_pairs)
+        scores = score_training_pairs(union_pairs(train_pairs, run.pairs), features, unbiased_test_qrels, ova)
+        rows.append({
+            "student": name, "pipeline_student": own, "parameters_M": round(run.parameters / 1e6),
+            "lora_steps": run.training.steps, "holdout_loss_before": round(run.training.holdout_loss_before, 4),
+            "holdout_loss_after": round(run.training.holdout_loss_after, 4),
+            "queries_written": quality["queries"], "grounded_share": quality["grounded_share"],
+            "junk_share": quality["junk_share"], "distinct_per_document": quality["distinct_queries_per_document"],
+            "queries_kept": run.kept.height, "pairs_added": repair["pairs_added"],
+            "repair_precision": repair["precision"], "repair_recall": repair["recall"],
+            "documents_repaired": repair["documents_repaired"], "R@10": scores["R@10"], "R@100": scores["R@100"],
+        })
+        context.log.info(f"{name}: grounded {quality['grounded_share']:.1%}, {repair['pairs_added']} pairs at "
+                         f"precision {repair['precision']:.1%}, unbiased R@100 {scores['R@100']:.4f}")
+    table = pl.DataFrame(rows, schema=SLM_SIZE_SCHEMA)
+    students = table["student"].to_list()
+    chart = bar_plot(students, {"unbiased R@100": table["R@100"].to_list(),
+                                "repair precision": table["repair_precision"].to_list(),
+                                "grounded share": table["grounded_share"].to_list()},
+                     f"{dataset}: SKIM by student model", "share",
+                     storage.figure_path("slm_size_report", dataset, "chart.png"))
+    markdown = slm_size_markdown(table, table.columns)
+    context.log.info(f"SKIM by student model ({dataset}):\n{markdown}")
+    return dg.MaterializeResult(value=table, metadata={
+        "table": dg.MetadataValue.md(markdown),
+        "chart": dg.MetadataValue.md(markdown_image(chart, "SKIM by student")),
+        "students": len(students) - 1,
+    })
+
+
+def slm_size_markdown(table: pl.DataFrame, columns) -> str:
+    """The SLM-size table in Markdown: shares as percentages, losses and counts per document as numbers."""
+    numbers = [c for c in ("holdout_loss_before", "holdout_loss_after", "distinct_per_document") if c in columns]
+    shown = table.select(columns).with_columns(pl.col(c).round(2).cast(pl.String) for c in numbers)
+    return metrics_table_markdown(shown.to_dicts(), list(columns))
+
+
+SLM_SIZE_SCHEMA = {
+    "student": pl.String, "pipeline_student": pl.Boolean, "parameters_M": pl.Int64, "lora_steps": pl.Int64,
+    "holdout_loss_before": pl.Float64, "holdout_loss_after": pl.Float64, "queries_written": pl.Int64,
+    "grounded_share": pl.Float64, "junk_share": pl.Float64, "distinct_per_document": pl.Float64,
+    "queries_kept": pl.Int64, "pairs_added": pl.Int64, "repair_precision": pl.Float64, "repair_recall": pl.Float64,
+    "documents_repaired": pl.Int64, "R@10": pl.Float64, "R@100": pl.Float64,
+}
+
+
+sweep_assets = [tau_sweep_report, exposure_sweep_report, slm_size_report]

@@ -23,6 +23,7 @@ import torch
 from pydantic import Field
 
 from .settings import Settings
+from .slm import prompt_prefix_ids
 
 log = logging.getLogger(__name__)
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -90,11 +91,13 @@ def _resolve(config: LoraSftConfig, device: str) -> tuple[torch.device, bool, st
 
 
 def tokenize_examples(tokenizer, prompts: list[str], targets: list[str], config: LoraSftConfig) -> list[dict]:
-    """Token ids with labels masked (-100) over the prompt; prompt and target capped separately."""
+    """Token ids with labels masked (-100) over the prompt; prompt (its end, after the tokenizer's prefix) and target
+    capped separately."""
     eos = tokenizer.eos_token or ""
+    prefix = prompt_prefix_ids(tokenizer)  # e.g. Gemma's BOS, which generation adds too
     rows = []
     for prompt, target in zip(prompts, targets):
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"][-config.max_prompt_tokens :]
+        p = prefix + tokenizer(prompt, add_special_tokens=False)["input_ids"][len(prefix) - config.max_prompt_tokens :]
         t = tokenizer(target + eos, add_special_tokens=False)["input_ids"][: config.max_target_tokens]
         rows.append({"input_ids": p + t, "labels": [-100] * len(p) + t})
     return rows

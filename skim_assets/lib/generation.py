@@ -211,7 +211,7 @@ class TransformersBackend:
         from transformers import StaticCache
 
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
-                               max_length=self.max_prompt_tokens, add_special_tokens=False).to(self.device)
+                               max_length=self.max_prompt_tokens).to(self.device)  # with BOS where the model has one
         ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
         rows, prompt_len = ids.shape
         total = prompt_len + sampling.max_new_tokens
