@@ -220,9 +220,11 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
 
     none = score_training_pairs(train_pairs, features, unbiased_test_qrels, ova)
     rows = [{"student": "none (clicks only)", "R@10": none["R@10"], "R@100": none["R@100"]}]
+    written = []
     for name in dict.fromkeys(config.student_models):
         own = is_pipeline_student(name, generator)
         run = pipeline_student() if own else other_student(name)
+        written.append(run.judged.select("doc_id", "query", "grounded", "junk").with_columns(student=pl.lit(name)))
         quality = judged_quality(run.judged, sources.height)
         repair = label_repair(run.pairs, train_pairs, oracle_train_pairs)
         scores = score_training_pairs(union_pairs(train_pairs, run.pairs), features, unbiased_test_qrels, ova)
@@ -247,7 +249,8 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
                      storage.figure_path("slm_size_report", dataset, "chart.png"))
     markdown = slm_size_markdown(table, table.columns)
     context.log.info(f"SKIM by student model ({dataset}):\n{markdown}")
-    return dg.MaterializeResult(value=table, metadata={
+    # side table `queries`: what each student wrote, judged, to read beside the figures
+    return dg.MaterializeResult(value=Tables(table, queries=pl.concat(written)), metadata={
         "table": dg.MetadataValue.md(markdown),
         "chart": dg.MetadataValue.md(markdown_image(chart, "SKIM by student")),
         "students": len(students) - 1,

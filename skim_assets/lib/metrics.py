@@ -271,14 +271,14 @@ def metrics_table_markdown(rows: list[dict], columns: list[str]) -> str:
 
     Cell formatting: floats are fractions shown as percentages with 2 decimals (0.12345 -> ``12.35``);
     integers (e.g. ``queries``) are shown as-is; strings (model name, test set, ...) verbatim with ``|``
-    escaped; a missing key, None or NaN gives an empty cell. Columns whose first row holds a string are
+    escaped; a missing key, None or NaN gives an empty cell. Columns whose first value (not None) is a string are
     left-aligned, the others right-aligned. Ends without a trailing newline.
     """
     if not columns:
         raise ValueError("columns must not be empty")
 
     def align(col: str) -> str:
-        first = rows[0].get(col) if rows else None
+        first = next((row[col] for row in rows if row.get(col) is not None), None)
         return "---" if first is None or isinstance(first, str) else "---:"
 
     lines = [

@@ -39,6 +39,9 @@ class OvaHeadConfig(Settings):
     scale: float = Field(default=10.0, description="logits = scale * (q . w_d) + b_d, so unit-norm features give "
                          "useful margins.")
     weight_decay: float = Field(default=0.0, description="Adam weight decay.")
+    anchor: float = Field(default=0.0, description="L2 pull of each classifier toward its initial vector (the "
+                          "label's embedding), per step: keeps documents with few or noisy positives near what the "
+                          "pretrained encoder knows of them.")
     seed: int = Field(default=0, description="Shuffling seed.")
 
 
@@ -72,7 +75,8 @@ def train_ova_head(
     rng = np.random.default_rng(config.seed)
     n_queries, n_docs = query_vectors.shape[0], doc_vectors.shape[0]
     queries = torch.from_numpy(query_vectors.astype(np.float32))
-    weights = torch.nn.Parameter(torch.from_numpy(doc_vectors.astype(np.float32)).clone())
+    initial = torch.from_numpy(doc_vectors.astype(np.float32))
+    weights = torch.nn.Parameter(initial.clone())
     biases = torch.nn.Parameter(torch.zeros(n_docs))
     optimizer = torch.optim.Adam([weights, biases], lr=config.learning_rate, weight_decay=config.weight_decay)
     positives: list[dict[int, float]] = [{} for _ in range(n_queries)]
@@ -97,6 +101,8 @@ def train_ova_head(
                 loss = _full_loss(queries, weights, biases, trained[rows], positives, config.scale)
             else:
                 loss = _shortlist_loss(queries, weights, biases, trained, rows, positives, shortlist, config)
+            if config.anchor:
+                loss = loss + config.anchor * (weights - initial).pow(2).sum(-1).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
