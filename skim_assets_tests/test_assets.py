@@ -170,7 +170,7 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert sizes.select("repair_precision", "repair_recall", "R@10", "R@100").drop_nulls().to_numpy().max() <= 1
     assert "**SKIM by student model**" in events["comparison_report"]["table"].value
     # a rerun resumes: the wider student's adapter and generation shards are reused, the table is the same
-    adapter = next((storage_root / "slm_size_report" / "tiny").glob("tiny_lm_wider*/adapter/adapter"))
+    adapter = next((storage_root / "slm_size_students" / "tiny").glob("tiny_lm_wider*/adapter/adapter"))
     stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns
     rerun = _materialize([slm_size_report], storage_root, "tiny", base_model_path=tiny_causal_lm,
                          run_config=dg.RunConfig(ops={"slm_size_report": run_config.ops["slm_size_report"]}))

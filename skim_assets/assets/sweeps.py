@@ -122,6 +122,9 @@ class SlmSizeSweepConfig(OvaHeadTrainingConfig):
                     "settings stored with `lora_adapter`, `synthetic_queries` and `mapped_pairs`).")
 
 
+STUDENTS_DIR = "slm_size_students"  # step state beside (never inside) the report's artifact folder
+
+
 @dataclass
 class StudentRun:
     """What one student wrote and what its pairs repaired."""
@@ -162,7 +165,7 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
     encoder and tau as the pipeline's own student; per student: what it wrote (grounded, junk, distinct), its
     label repair against the held-back train labels, and the unbiased R@10/R@100 of a one-vs-all head over frozen
     features trained on clicks + its pairs (row `none`: clicks only). Each student's adapter and generation shards
-    are kept under `<root>/slm_size_report/<dataset>/`, so a rerun resumes."""
+    are kept under `<root>/slm_size_students/<dataset>/`, so a rerun resumes."""
     dataset = context.partition_key
     spec = storage.dataset_spec(dataset)
     lora_settings, _ = lora_training_of(lora_adapter)
@@ -179,7 +182,7 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
 
     def other_student(name: str) -> StudentRun:
         base = student_model_folder(storage, name, context.log.info)
-        work_dir = storage.step_dir("slm_size_report", dataset, student_slug(name))
+        work_dir = storage.step_dir(STUDENTS_DIR, dataset, student_slug(name))
         adapter = work_dir / "adapter"
         fingerprint = {"base": str(base), "settings": lora_settings.as_dict(),
                        "demonstrations": teacher_demonstrations.hash_rows().sum()}
