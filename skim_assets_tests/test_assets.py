@@ -10,6 +10,7 @@ import pytest
 from skim_assets.assets.datasets import click_log_pairs, dataset_tables
 from skim_assets.assets.simulation import simulated_clicks
 from skim_assets.assets.sweeps import SlmSizeSweepConfig, slm_size_report
+from skim_assets.lib.slm import BUNDLED_SLMS, BundledGguf
 from skim_assets.assets.distillation import (
     LoraAdapterConfig,
     TeacherDemonstrationsConfig,
@@ -179,7 +180,7 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
 
 
 def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_them_onto_documents(
-        storage_root, tiny_causal_lm):
+        storage_root, tiny_causal_lm, monkeypatch):
     """The categories world (products asked about as queries, their descriptions as query metadata, categories as
     documents): the same assets write for the train queries and map onto real documents."""
     from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
@@ -198,8 +199,10 @@ def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_the
         # the random tiny LM writes ungrounded text: SKIM keeps it, so the mapping has rows to map
         **{asset.key.path[-1]: SyntheticQueriesConfig(max_new_tokens=12, shard_size=10, quality_filter=False)
            for asset in generation_assets},
-        "slm_size_report": SlmSizeSweepConfig(student_models=[str(tiny_causal_lm)]),
+        # a bundled student whose package is not installed is listed as skipped, not a failed sweep
+        "slm_size_report": SlmSizeSweepConfig(student_models=[str(tiny_causal_lm), "absent-lm"]),
     })
+    monkeypatch.setitem(BUNDLED_SLMS, "absent-lm", BundledGguf("no_such_package_skim", "absent-lm-gguf"))
     result = _materialize([*ASSETS, *all_checks], storage_root, "tinycat", base_model_path=tiny_causal_lm,
                           run_config=run_config)
     assert result.success
@@ -228,6 +231,7 @@ def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_the
     assert read("tau_sweep_report").height == 6
     sizes = read("slm_size_report")  # the sweep in this direction: its pairs are the mapping's (query, document)s
     assert sizes["student"].to_list() == ["none (clicks only)", str(tiny_causal_lm)]
+    assert "pip install absent-lm-gguf" in events["slm_size_report"]["students_skipped"].value["absent-lm"]
     assert sizes["pairs_added"][1] == label_repair(mapped, read("train_pairs"), read("oracle_train_pairs"))["pairs_added"]
 
     # what the method would map from grounded text: the teacher's phrases, mapped onto the category documents

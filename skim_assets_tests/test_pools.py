@@ -13,7 +13,9 @@ import dagster as dg
 from skim_assets.cli import CLI_HOST_TAG, CLI_PID_TAG, reap_dead_cli_runs
 from skim_assets.deployment import install_instance_config
 
-# A model step in the `gpu` pool that records when it ran; run in its own process, as two launched runs are.
+# A model step in the `gpu` pool that records when it ran; run in its own process, as two launched runs are. It
+# holds until the other run's step has started too (then half a second more), or `seconds` have passed: two
+# unlimited runs overlap however unevenly their processes start on a busy machine, and a limited one waits it out.
 CHILD = """
 import json, os, socket, sys, time
 import dagster as dg
@@ -26,7 +28,12 @@ def model_step():
     start = time.time()
     with open(spans + ".started", "a") as f:
         f.write(str(os.getpid()) + "\\n")
-    time.sleep(seconds)
+    while time.time() < start + seconds:
+        with open(spans + ".started") as f:
+            if len(f.read().split()) >= 2:
+                break
+        time.sleep(0.05)
+    time.sleep(0.5)
     with open(spans, "a") as f:
         f.write(json.dumps([start, time.time()]) + "\\n")
 
@@ -54,7 +61,7 @@ def test_the_shipped_instance_config_runs_one_model_step_at_a_time_across_runs(t
     unlimited.mkdir()
     for home in (limited, unlimited):
         dg.DagsterInstance.from_config(str(home)).get_runs()  # storage created once, not raced by two processes
-        runs = [_start(home, home / "spans.jsonl", 3.0) for _ in range(2)]
+        runs = [_start(home, home / "spans.jsonl", 15.0) for _ in range(2)]
         assert [run.wait(timeout=120) for run in runs] == [0, 0]
     first, second = sorted(_spans(limited / "spans.jsonl"))
     assert not _overlap(first, second)  # the second run's model step waited for the first

