@@ -39,6 +39,22 @@ def pairs_output(pairs: pl.DataFrame | Tables, extra: dict | None = None) -> dg.
                                 | (extra or {}))
 
 
+SETTINGS_TABLE = "settings"  # side table: the settings that wrote an artifact's tables, as one JSON row
+
+
+def settings_table(settings) -> pl.DataFrame:
+    """Side table `settings` of a pydantic settings object (a `lib` settings class or a Dagster config), for
+    whatever repeats the step with another model (the SLM-size sweep)."""
+    return pl.DataFrame({"config_json": [settings.model_dump_json()]})
+
+
+def settings_of(tables: Tables, settings_class):
+    """The settings stored by `settings_table` beside `tables`, as `settings_class`."""
+    if SETTINGS_TABLE not in tables:
+        raise ValueError(f"{tables.folder} has no `{SETTINGS_TABLE}` table: materialize it again with this version")
+    return settings_class.model_validate_json(tables[SETTINGS_TABLE]["config_json"][0])
+
+
 def all_queries(queries: pl.DataFrame, click_log_pairs: Tables, pairs: Tables | None = None) -> pl.DataFrame:
     """The dataset's queries plus those that only occur in click logs and, when `pairs` is given, the training
     points that pairs artifact created (its side table `queries`, e.g. Gandalf's)."""

@@ -1,7 +1,6 @@
 """Synthetic queries at scale: the distilled small LM writes queries for every document, shard by shard."""
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from .checking import (
     rounded,
 )
 from .common import (LORA_FOLDER, MODEL_OP, MODEL_STEP, base_model_folder, generation_sources_of, quality_metadata,
-                     sample_markdown)
+                     sample_markdown, settings_table)
 
 
 class SyntheticQueriesConfig(dg.Config, SamplingSettings):
@@ -89,13 +88,17 @@ def generation_work(name: str, dataset: str, use_metadata: bool, config: Synthet
         prompts = few_shot_prompts(base, documents, known, spec.prompt_style, use_metadata)
     backend_names = []
     backend_factory = backend_factory_of(generator, base, adapter, backend_names)
-    # the adapter's weights file identifies it: a retrained adapter invalidates every checkpoint
-    adapter_stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns if adapter else None
-    settings = {"base": base, "adapter": str(adapter) if adapter else None, "adapter_stamp": adapter_stamp,
-                "backend": generator.backend, "dtype": generator.dtype}
     return GenerationWork(documents, known, prompts, adapter, SamplingSettings.of(config),
-                          storage.step_dir(f"{name}_shards", dataset), settings, backend_factory, backend_names,
-                          shard_size=config.shard_size)
+                          storage.step_dir(f"{name}_shards", dataset), checkpoint_settings(generator, base, adapter),
+                          backend_factory, backend_names, shard_size=config.shard_size)
+
+
+def checkpoint_settings(generator: GeneratorResource, base: str, adapter: Path | None) -> dict:
+    """What identifies a generation's checkpoints besides its prompts and decoding: the model and backend. The
+    adapter's weights file identifies the adapter: a retrained adapter invalidates every checkpoint."""
+    adapter_stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns if adapter else None
+    return {"base": base, "adapter": str(adapter) if adapter else None, "adapter_stamp": adapter_stamp,
+            "backend": generator.backend, "dtype": generator.dtype}
 
 
 def sources_to_generate_for(direction: str, config: SyntheticQueriesConfig, documents: pl.DataFrame,
@@ -132,18 +135,6 @@ def backend_factory_of(generator: GeneratorResource, base: str, adapter: Path | 
         return backend
 
     return backend_factory
-
-
-def generation_settings(config: SyntheticQueriesConfig) -> pl.DataFrame:
-    """Side table `settings`: the configuration that wrote a generation table, for whatever repeats it with
-    another model (the SLM-size sweep)."""
-    return pl.DataFrame({"config_json": [json.dumps(config.model_dump(), sort_keys=True)]})
-
-
-def generation_config_of(tables: Tables) -> SyntheticQueriesConfig:
-    if "settings" not in tables:
-        raise ValueError(f"{tables.folder} has no `settings` table: materialize it again with this version")
-    return SyntheticQueriesConfig(**json.loads(tables["settings"]["config_json"][0]))
 
 
 def shard_groups(config: SyntheticQueriesConfig, documents: int) -> int:
@@ -222,7 +213,7 @@ def build_synthetic_queries_asset(
             f"document; kept {kept.height} after the quality filter"
             + (f"; agreement with the teacher on held-out documents F1 {agreement['f1']:.3f}" if agreement else ""))
         return dg.Output(
-            Tables(kept, raw=raw, judged=judged, settings=generation_settings(config)),
+            Tables(kept, raw=raw, judged=judged, settings=settings_table(config)),
             metadata={
                 "backend": backend or "checkpoints only",
                 "use_metadata": use_metadata,

@@ -13,7 +13,7 @@ from ..lib.plots import histogram_plot, markdown_image
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import ERROR, WARN, Evaluate, Outcome, build_check, fail, ok, rounded, weights_outside
-from .common import EAGER, RETRIEVER_FOLDER, all_queries, pairs_output
+from .common import EAGER, RETRIEVER_FOLDER, all_queries, pairs_output, settings_table
 
 MAPPING_ENCODER = "base_retriever"  # the dual encoder fine-tuned on the (click) train set
 
@@ -60,13 +60,6 @@ def mapping_targets(direction: str, encoder: EncoderResource, documents: pl.Data
     return "query_id", targets["query_id"].to_list(), targets["text"].to_list(), encoder.query_max_length
 
 
-def mapping_settings_of(mapped: Tables) -> MappingSettings:
-    """The mapping settings that made `mapped` (its side table `settings`), tau and seed resolved."""
-    if "settings" not in mapped:
-        raise ValueError(f"{mapped.folder} has no `settings` table: materialize it again with this version")
-    return MappingSettings.model_validate_json(mapped["settings"]["config_json"][0])
-
-
 def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, description: str) -> dg.AssetsDefinition:
     """(train query, document) pairs from the synthetic queries of `synthetic_asset`; side tables `candidates`
     and `synthetic` keep every synthetic query's k best neighbours, so any tau can be applied later (the tau
@@ -103,7 +96,7 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                                    marker=settings.tau) if stats["scores"] else None
         return dg.MaterializeResult(
             value=Tables(pairs, candidates=candidates, synthetic=synthetic.select("doc_id"),
-                         settings=pl.DataFrame({"config_json": [settings.model_dump_json()]})),
+                         settings=settings_table(settings)),  # tau and seed resolved
             metadata={
                 "pairs_added": pairs.height,
                 "synthetic_queries": synthetic.height,

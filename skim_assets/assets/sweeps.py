@@ -16,7 +16,7 @@ from ..lib.demonstrations import student_examples, student_prompts
 from ..lib.distillation import LoraSftReport, train_lora_adapter
 from ..lib.formats import union_pairs
 from ..lib.generation import SamplingSettings, generate_samples
-from ..lib.mapping import candidates_to_pairs, mapping_candidates
+from ..lib.mapping import MappingSettings, candidates_to_pairs, mapping_candidates
 from ..lib.metrics import metrics_table_markdown
 from ..lib.ova_head import OvaHeadConfig
 from ..lib.plots import bar_plot, line_plot, markdown_image
@@ -25,10 +25,11 @@ from ..lib.slm import BUNDLED_SLMS, SMOLLM2, bundled_installed, parameter_count
 from ..lib.sweeps import SWEEP_METHODS, FrozenFeatures, exposure_sweep, score_training_pairs, tau_sweep
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, GeneratorResource, StorageResource, Tables
-from .common import LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, generation_sources_of
+from .common import LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, generation_sources_of, settings_of
 from .distillation import lora_training_of, student_model_folder, write_lora_training
-from .generation import backend_factory_of, generation_config_of, sources_to_generate_for, written_queries
-from .mapping import click_encoder_embedder, mapping_settings_of, mapping_targets
+from .generation import (SyntheticQueriesConfig, backend_factory_of, checkpoint_settings, sources_to_generate_for,
+                         written_queries)
+from .mapping import click_encoder_embedder, mapping_targets
 from .ova import OvaHeadTrainingConfig, pretrained_embeddings
 
 
@@ -168,9 +169,9 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
     are kept under `<root>/slm_size_students/<dataset>/`, so a rerun resumes."""
     dataset = context.partition_key
     spec = storage.dataset_spec(dataset)
-    lora_settings, _ = lora_training_of(lora_adapter)
-    generation = generation_config_of(synthetic_queries)
-    mapping = mapping_settings_of(mapped_pairs)
+    lora_settings, own_training = lora_training_of(lora_adapter)
+    generation = settings_of(synthetic_queries, SyntheticQueriesConfig)
+    mapping = settings_of(mapped_pairs, MappingSettings)
     embed, _ = click_encoder_embedder(storage, encoder, dataset, base_retriever)
     target, target_ids, target_texts, max_length = mapping_targets(spec.direction, encoder, documents, queries,
                                                                    click_log_pairs)
@@ -207,8 +208,7 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
             sources["doc_id"].to_list(), student_prompts(sources, known, spec.prompt_style, True),
             backend_factory_of(generator, str(base), adapter / LORA_FOLDER, names), SamplingSettings.of(generation),
             checkpoint_dir=work_dir / "shards", shard_size=generation.shard_size, progress=context.log.info,
-            settings={"base": str(base), "adapter_stamp": (adapter / LORA_FOLDER / "adapter_model.safetensors")
-                      .stat().st_mtime_ns, "backend": generator.backend, "dtype": generator.dtype})
+            settings=checkpoint_settings(generator, str(base), adapter / LORA_FOLDER))
         context.log.info(f"{name}: {raw.height} outputs, {shards.tokens_per_second:.1f} generated tokens/s")
         _, judged, kept, _, _ = written_queries(raw, sources, known, spec.prompt_style, generation)
         vectors, _ = embed(kept["query"].to_list(), max_length)
@@ -217,8 +217,7 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
         return StudentRun(judged, kept, pairs, training, parameter_count(base))
 
     def pipeline_student() -> StudentRun:
-        _, training = lora_training_of(lora_adapter)
-        return StudentRun(synthetic_queries["judged"], synthetic_queries.data, mapped_pairs.data, training,
+        return StudentRun(synthetic_queries["judged"], synthetic_queries.data, mapped_pairs.data, own_training,
                           parameter_count(base_model_folder(base_slm)))
 
     none = score_training_pairs(train_pairs, features, unbiased_test_qrels, ova)
