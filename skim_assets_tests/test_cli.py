@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -79,6 +80,20 @@ def test_demo_profile_is_valid_run_config_for_the_pipeline():
     core = set(defs.resolve_job_def("skim_core").graph.node_dict)
     assert not {"ra_retriever", "skim_ra_ova_head", "exposure_sweep_report"} & core
     assert "skim_ra_retriever" in demo_run_config("skim_pipeline")["ops"]
+
+
+@pytest.mark.parametrize("profile", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")))
+def test_shipped_run_profiles_are_valid_run_config_for_the_pipeline(profile):
+    """A profile under configs/ names ops and fields the pipeline has: a renamed field fails here, not an hour into
+    a run."""
+    import dagster as dg
+
+    from skim_assets.cli import load_run_config
+    from skim_assets.definitions import defs
+
+    config = load_run_config(str(Path(__file__).parents[1] / "configs" / profile))
+    assert config["ops"], profile
+    dg.validate_run_config(defs.resolve_job_def("skim_pipeline"), config)  # raises on unknown ops or fields
 
 
 def test_only_missing_selects_assets_without_artifacts_and_everything_they_feed(tmp_path):
