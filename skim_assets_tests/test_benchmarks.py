@@ -81,3 +81,25 @@ def test_encoder_benchmark_ways_agree_including_sentence_transformers():
     assert result["max_abs_diff"] < 1e-4  # every way, the saved folder under sentence-transformers too
     if importlib.util.find_spec("sentence_transformers"):
         assert any(name.startswith("sentence-transformers") for name in result["ways"])
+
+
+def test_dual_encoder_labels_benchmark_rows_on_a_tiny_world():
+    import polars as pl
+
+    from benchmarks import dual_encoder_labels
+    from skim_assets.lib.encoders import TextEncoder
+
+    documents = pl.DataFrame({"doc_id": ["a", "b", "c", "d"], "title": ["Zorvex 1142", "Quillan 4210", "Marlo 9921",
+                                                                      "Tessik 3310"]})
+    queries = pl.DataFrame({"query_id": ["q1", "q2", "q3", "t1"], "text": ["remedy for migraine", "made in Lyon",
+                                                                         "contains lavender", "migraine relief"]})
+    labels = pl.DataFrame({"query_id": ["q1", "q1", "q2", "q3"], "doc_id": ["a", "b", "b", "c"], "weight": [1.0] * 4})
+    clicks = labels.filter((pl.col("query_id") != "q1") | (pl.col("doc_id") != "b"))  # (q1, b) held back
+    test = pl.DataFrame({"query_id": ["t1"], "doc_id": ["a"], "relevance": [1]})
+    rows = dual_encoder_labels.label_table({"clicks": clicks}, queries, documents, test, labels, [1e-4], True,
+                                           lambda: TextEncoder(device="cpu"),
+                                           {"epochs": 2, "batch_size": 4, "hard_negatives": 0}, batches=5)
+    assert [(r["pairs"], r["masked"]) for r in rows] == [("none (zero-shot)", ""), ("clicks", "no"), ("clicks", "yes")]
+    # a full batch of the clicks: q1's negatives b (relevant, unlabelled) and c; q2's a and c; q3's a and b
+    assert rows[1]["false_negative_share"] == pytest.approx(1 / 6)
+    assert all(0.0 <= r["R@10"] <= 1.0 and r["R@100"] == 1.0 for r in rows)  # 4 documents: all within 100

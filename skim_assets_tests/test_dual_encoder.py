@@ -89,3 +89,31 @@ def test_a_trained_retriever_loads_in_sentence_transformers_with_the_same_vector
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     pretrained = TextEncoder(device="cpu").encode(texts)
     assert np.abs(ours - pretrained).max() > 1e-3  # the saved folder holds the trained weights, not the bundled ones
+
+
+def test_known_positives_are_never_pushed_away_as_negatives():
+    """q1 is relevant to b too, but only (q2, b) is trained on: in the shared batch b is one of q1's negatives, and
+    training pushes it away from q1, unless (q1, b) is given as a known positive."""
+    config = DualEncoderConfig(epochs=8, batch_size=6, learning_rate=2e-4, warmup_fraction=0.0, hard_negatives=0,
+                               log_every_s=1e9)
+    similarity = {}
+    for masked in (False, True):
+        encoder = TextEncoder(device="cpu")
+        known = pl.DataFrame({"query_id": ["q1", "q9"], "doc_id": ["b", "a"]})  # q9 has no pairs: ignored
+        train_dual_encoder(encoder, PAIRS, QUERIES, DOCUMENTS, config, known_positives=known if masked else None)
+        q1, b = encoder.encode(["remedy for migraine", "Quillan 4210"])
+        similarity[masked] = float(q1 @ b)
+    assert similarity[True] > similarity[False] + 0.05
+
+
+def test_in_batch_false_negative_share_counts_unlabelled_positives_among_the_negatives():
+    from skim_assets.lib.dual_encoder import in_batch_false_negative_share
+
+    truth = pl.DataFrame({"query_id": ["q1", "q1", "q2", "q2"], "doc_id": ["a", "b", "b", "a"]})
+    # one batch of both pairs: q1's negative is b, q2's is a; both are relevant
+    assert in_batch_false_negative_share(PAIRS.head(2), truth, batch_size=2, batches=3) == 1.0
+    # with every label known, nothing relevant is left among the negatives
+    both = pl.DataFrame({"query_id": ["q1", "q1", "q2", "q2"], "doc_id": ["a", "b", "b", "a"], "weight": [1.0] * 4})
+    assert in_batch_false_negative_share(both, truth, batch_size=4, batches=3) == 0.0
+    # six pairs, only (q1, b) and (q2, a) unlabelled: 2 of the 30 negatives of a full batch
+    assert in_batch_false_negative_share(PAIRS, truth, batch_size=6, batches=2) == pytest.approx(2 / 30)

@@ -104,6 +104,34 @@ def _mine_negatives(
     return [np.array([j for j in row if j not in pos][:depth], dtype=np.int64) for row, pos in zip(top, positives)], d
 
 
+def in_batch_false_negative_share(pairs: pl.DataFrame, relevant: pl.DataFrame, batch_size: int = 64,
+                                  batches: int = 200, seed: int = 0) -> float:
+    """The share of in-batch negatives that are in fact relevant: over `batches` random batches of `batch_size`
+    training pairs, each pair's query against the batch's other documents that are not among its training
+    positives (the decoupled softmax's negatives), judged by `relevant` (query_id, doc_id; e.g. every train label,
+    for a simulation that held some back). A sample that misses a query's labels at random turns more of its
+    relevant documents into negatives than one that misses them outside an exposure window."""
+    if pairs.height < 2:
+        return 0.0
+    known: dict[str, set[str]] = {}
+    for qid, did in pairs.select("query_id", "doc_id").iter_rows():
+        known.setdefault(qid, set()).add(did)
+    truth: dict[str, set[str]] = {}
+    for qid, did in relevant.select("query_id", "doc_id").iter_rows():
+        truth.setdefault(qid, set()).add(did)
+    query_ids, doc_ids = pairs["query_id"].to_list(), pairs["doc_id"].to_list()
+    rng = np.random.default_rng(seed)
+    negatives = false = 0
+    for _ in range(batches):
+        batch = rng.choice(len(query_ids), size=min(batch_size, len(query_ids)), replace=False)
+        batch_docs = {doc_ids[i] for i in batch}
+        for i in batch:
+            for did in batch_docs - known[query_ids[i]]:
+                negatives += 1
+                false += did in truth.get(query_ids[i], ())
+    return false / negatives if negatives else 0.0
+
+
 def train_dual_encoder(
     encoder: TextEncoder,
     pairs: pl.DataFrame,
@@ -113,11 +141,15 @@ def train_dual_encoder(
     progress: Callable[[str], None] | None = None,
     query_max_length: int = 32,
     doc_max_length: int = 32,
+    known_positives: pl.DataFrame | None = None,
 ) -> TrainingReport:
     """Fine-tune `encoder` in place on weighted (query_id, doc_id, weight) pairs.
 
     `queries` has query_id, text; `documents` has doc_id, title. Pairs must reference known ids. Texts are cut to
-    the encoder's max lengths (tokens).
+    the encoder's max lengths (tokens). `known_positives` (query_id, doc_id) are further relevant pairs that are
+    not trained on but never serve as a query's negatives, as its own pairs' documents do (the decoupled
+    softmax); rows for queries without training pairs are ignored. `benchmarks/dual_encoder_labels.py` uses it to
+    measure what unlabelled positives among the negatives cost.
     """
     config = config or DualEncoderConfig()
     say = progress or log.info
@@ -140,6 +172,10 @@ def train_dual_encoder(
     positives: list[set[int]] = [set() for _ in query_texts]
     for qi, di in zip(pair_q, pair_d):
         positives[qi].add(int(di))
+    if known_positives is not None:
+        for qid, did in known_positives.select("query_id", "doc_id").iter_rows():
+            if qid in query_index and did in doc_index:
+                positives[query_index[qid]].add(doc_index[did])
 
     lengths = np.array([len(query_texts[q]) + len(doc_texts[d]) for q, d in zip(pair_q, pair_d)])
 
