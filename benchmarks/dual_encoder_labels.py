@@ -66,14 +66,12 @@ def main() -> int:
     parser.add_argument("--hard-negatives", type=int, default=0)
     parser.add_argument("--mask-held-back", action="store_true")
     args = parser.parse_args()
-    import polars as pl
-
     from skim_assets.lib.encoders import TextEncoder
     from skim_assets.lib.metrics import metrics_table_markdown
     from skim_assets.resources import StorageResource
 
     storage = StorageResource(root=args.root)
-    read = lambda asset: pl.read_parquet(storage.root_path / asset / args.dataset / "data.parquet")  # noqa: E731
+    read = lambda asset: storage.read_table(asset, args.dataset)  # noqa: E731
     rows = label_table({name: read(PAIRS[name]) for name in args.pairs}, read("queries"), read("documents"),
                        read("unbiased_test_qrels"), read("oracle_train_pairs"), args.learning_rates,
                        args.mask_held_back, lambda: TextEncoder(device="cpu"),

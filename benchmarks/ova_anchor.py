@@ -18,8 +18,6 @@ PAIRS = {"base": "train_pairs", "mar": "mar_train_pairs", "oracle": "oracle_trai
 
 
 def anchor_table(root: Path, dataset: str, anchors: list[float], seeds: list[int], methods: list[str]) -> list[dict]:
-    import polars as pl
-
     from skim_assets.assets.common import all_queries
     from skim_assets.assets.sweeps import frozen_features
     from skim_assets.lib.ova_head import OvaHeadConfig
@@ -27,7 +25,7 @@ def anchor_table(root: Path, dataset: str, anchors: list[float], seeds: list[int
     from skim_assets.resources import EncoderResource, StorageResource, Tables
 
     storage = StorageResource(root=str(root))
-    read = lambda asset: pl.read_parquet(storage.root_path / asset / dataset / "data.parquet")  # noqa: E731
+    read = lambda asset: storage.read_table(asset, dataset)  # noqa: E731
     clicks_log = Tables(folder=storage.root_path / "click_log_pairs" / dataset)
     features = frozen_features(storage, EncoderResource(device="cpu"), dataset,
                                all_queries(read("queries"), clicks_log), read("documents"))

@@ -104,6 +104,10 @@ def _mine_negatives(
     return [np.array([j for j in row if j not in pos][:depth], dtype=np.int64) for row, pos in zip(top, positives)], d
 
 
+def _documents_by_query(pairs: pl.DataFrame) -> dict[str, set[str]]:
+    return {qid: set(docs) for qid, docs in pairs.group_by("query_id").agg("doc_id").iter_rows()}
+
+
 def in_batch_false_negative_share(pairs: pl.DataFrame, relevant: pl.DataFrame, batch_size: int = 64,
                                   batches: int = 200, seed: int = 0) -> float:
     """The share of in-batch negatives that are in fact relevant: over `batches` random batches of `batch_size`
@@ -113,12 +117,7 @@ def in_batch_false_negative_share(pairs: pl.DataFrame, relevant: pl.DataFrame, b
     relevant documents into negatives than one that misses them outside an exposure window."""
     if pairs.height < 2:
         return 0.0
-    known: dict[str, set[str]] = {}
-    for qid, did in pairs.select("query_id", "doc_id").iter_rows():
-        known.setdefault(qid, set()).add(did)
-    truth: dict[str, set[str]] = {}
-    for qid, did in relevant.select("query_id", "doc_id").iter_rows():
-        truth.setdefault(qid, set()).add(did)
+    known, truth = _documents_by_query(pairs), _documents_by_query(relevant)
     query_ids, doc_ids = pairs["query_id"].to_list(), pairs["doc_id"].to_list()
     rng = np.random.default_rng(seed)
     negatives = false = 0
