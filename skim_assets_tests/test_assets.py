@@ -18,6 +18,7 @@ from skim_assets.assets.distillation import (
     teacher_demonstrations,
 )
 from skim_assets.assets.generation import SyntheticQueriesConfig, generation_assets
+from skim_assets.assets.mapping import MappingConfig
 from skim_assets.assets.ova import OVA_HEADS
 from skim_assets.assets.training import METHODS, RETRIEVERS, RetrieverTrainingConfig, train_pairs
 from skim_assets.definitions import ASSETS, all_checks, defs
@@ -69,6 +70,8 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     run_config = dg.RunConfig(ops={
         # Table 5: the pipeline's own student and a second, wider one distilled and run by the sweep
         "slm_size_report": SlmSizeSweepConfig(student_models=[str(tiny_causal_lm), str(tiny_causal_lm_wider)]),
+        # SKIM keeps only pairs whose document sits near one of its query's clicks (the sweeps apply it too)
+        "mapped_pairs": MappingConfig(click_neighbour_floor=0.3),
         **{name: QUICK_TRAINING for name in RETRIEVERS},
         **{name: LoraAdapterConfig(epochs=1, min_steps=0, effective_batch_size=8, micro_batch_size=8)
            for name in ("lora_adapter", "lora_adapter_no_metadata")},
@@ -136,6 +139,16 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert oracle_row["precision"] == 1.0 and oracle_row["recall"] == 1.0  # all train labels repair everything
     mapped = pl.read_parquet(storage_root / "mapped_pairs" / "tiny" / "data.parquet")
     assert mapped["weight"].is_between(0.8, 1.0).all() and set(mapped["source"]) <= {"skim"}
+    # the floor: the kept pairs are exactly the candidates at tau whose document is a neighbour of a click
+    candidates = pl.read_parquet(storage_root / "mapped_pairs" / "tiny" / "candidates.parquet")
+    written_for = pl.read_parquet(storage_root / "mapped_pairs" / "tiny" / "synthetic.parquet")["doc_id"]
+    at_tau = candidates.with_columns(doc_id=written_for.gather(candidates["synthetic"])).filter(
+        pl.col("cosine") >= 0.6 - 1e-6)  # (1 + cos) / 2 >= 0.8
+    passing = at_tau.filter(pl.col("click_neighbour_cosine") >= 0.3)
+    assert set(mapped.select("query_id", "doc_id").iter_rows()) == set(passing.select("query_id", "doc_id").iter_rows())
+    assert events["mapped_pairs"]["click_neighbour_floor"].value == 0.3
+    below = events["mapped_pairs"]["pairs_below_neighbour_floor"].value
+    assert below == at_tau.select("query_id", "doc_id").n_unique() - mapped.height
     augmented = pl.read_parquet(storage_root / "augmented_train_pairs" / "tiny" / "data.parquet")
     assert augmented.height >= pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet").height
 
@@ -143,6 +156,16 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     tau_sweep = pl.read_parquet(storage_root / "tau_sweep_report" / "tiny" / "data.parquet")
     assert tau_sweep["tau"].to_list() == sorted(tau_sweep["tau"].to_list()) and tau_sweep.height == 6
     assert tau_sweep["pairs_added"].to_list() == sorted(tau_sweep["pairs_added"].to_list(), reverse=True)
+    # label repair per (tau, floor), no model: a higher floor keeps no more pairs; the mapping's own floor (0.3)
+    # keeps what the sweep trained on
+    by_floor = pl.read_parquet(storage_root / "tau_sweep_report" / "tiny" / "repair_by_floor.parquet")
+    assert by_floor.height == 6 * 5 and by_floor["repair_precision"].is_between(0, 1).all()
+    for tau, rows in by_floor.group_by("tau"):
+        kept = rows.sort("click_neighbour_floor", nulls_last=False)["pairs_added"].to_list()
+        assert kept == sorted(kept, reverse=True)
+    at_08 = by_floor.filter((pl.col("tau") == 0.8) & (pl.col("click_neighbour_floor") == 0.3))["pairs_added"][0]
+    assert at_08 == label_repair(mapped, pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet"),
+                                 pl.read_parquet(storage_root / "oracle_train_pairs" / "tiny" / "data.parquet"))["pairs_added"]
     exposure = pl.read_parquet(storage_root / "exposure_sweep_report" / "tiny" / "data.parquet")
     assert set(exposure["method"]) == {"clicks (MNAR)", "IPS, true propensities", "SKIM", "MAR sample"}
     assert exposure["R@100"].is_between(0, 1).all()
@@ -222,7 +245,7 @@ def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_the
     mapped = read("mapped_pairs")
     assert mapped.height > 0 and set(mapped["query_id"]) <= train_ids
     assert set(mapped["doc_id"]) <= set(documents["doc_id"])
-    assert read("mapped_pairs", "candidates").columns == ["synthetic", "doc_id", "cosine"]
+    assert read("mapped_pairs", "candidates").columns == ["synthetic", "doc_id", "cosine", "click_neighbour_cosine"]
     assert events["mapped_pairs"]["mapped_onto"].value == "documents"
     repair = read("label_repair_report")
     assert "skim" in repair["method"].to_list()

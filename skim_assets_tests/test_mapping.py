@@ -100,3 +100,76 @@ def test_incremental_mapping_searches_only_new_train_queries_and_equals_a_full_s
     shrunk, _, stats = map_incrementally(doc_ids, synthetic, ids[5:], train[5:], settings, "skim", state, "v2")
     assert stats["incremental"] is False
     assert shrunk.equals(map_to_train_queries(doc_ids, synthetic, ids[5:], train[5:], settings)[0])
+
+
+def _topic_world(seed: int = 0):
+    """Two topics of 20 documents each (vectors around two orthogonal axes); each topic has 5 train queries that
+    share all of its documents as labels, of which the clicks keep 3 per query. Synthetic queries of every
+    document land on a random train query (the mapping's noise): half of them on a query of the other topic."""
+    rng = np.random.default_rng(seed)
+    doc_ids = [f"D{t}{i:02d}" for t in range(2) for i in range(20)]
+    axes = np.eye(8, dtype=np.float32)[:2]
+    doc_vectors = _unit(np.repeat(axes, 20, axis=0) + 0.15 * rng.normal(size=(40, 8)))
+    queries = [f"Q{t}{j}" for t in range(2) for j in range(5)]
+    labels = pl.DataFrame([(q, d) for q in queries for d in doc_ids if q[1] == d[1]], schema=["query_id", "doc_id"],
+                          orient="row")
+    clicks = labels.group_by("query_id", maintain_order=True).head(3)
+    candidates = pl.DataFrame({
+        "synthetic": np.arange(40, dtype=np.int64),
+        "query_id": [queries[j] for j in rng.integers(0, 10, size=40)],
+        "cosine": np.full(40, 0.9, dtype=np.float32),
+    })
+    return doc_ids, doc_vectors, labels, clicks, candidates
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_click_neighbour_floor_keeps_the_pairs_near_a_query_s_clicks(seed):
+    from skim_assets.lib.mapping import NEIGHBOUR_COSINE, ClickNeighbours, candidates_to_pairs
+    from skim_assets.lib.quality import label_repair
+
+    doc_ids, doc_vectors, labels, clicks, candidates = _topic_world(seed)
+    annotated = ClickNeighbours(clicks, doc_ids, doc_vectors).annotate(candidates, doc_ids)
+    assert annotated.columns == [*candidates.columns, NEIGHBOUR_COSINE]
+    # the annotation is the best cosine to one of the query's clicked documents
+    row = annotated.row(0, named=True)
+    clicked = clicks.filter(pl.col("query_id") == row["query_id"])["doc_id"].to_list()
+    expected = max(float(doc_vectors[0] @ doc_vectors[doc_ids.index(d)]) for d in clicked)
+    assert row[NEIGHBOUR_COSINE] == pytest.approx(expected, rel=1e-5)
+
+    unfloored = candidates_to_pairs(annotated, doc_ids, 0.8, "skim")
+    floored = candidates_to_pairs(annotated, doc_ids, 0.8, "skim", neighbour_floor=0.5)
+    before, after = label_repair(unfloored, clicks, labels), label_repair(floored, clicks, labels)
+    # the noise maps about half the documents onto a query of the other topic: the floor removes those pairs
+    assert 0.3 < before["precision"] < 0.7
+    assert after["precision"] == 1.0 and after["pairs_correct"] == before["pairs_correct"]
+
+
+def test_click_neighbour_floor_drops_queries_without_clicks_and_needs_the_annotation():
+    from skim_assets.lib.mapping import ClickNeighbours, candidates_to_pairs
+
+    doc_ids, doc_vectors, _, clicks, candidates = _topic_world()
+    no_clicks_for_q00 = clicks.filter(pl.col("query_id") != "Q00")
+    annotated = ClickNeighbours(no_clicks_for_q00, doc_ids, doc_vectors).annotate(candidates, doc_ids)
+    kept = candidates_to_pairs(annotated, doc_ids, 0.8, "skim", neighbour_floor=-1.0)
+    assert "Q00" in candidates["query_id"].to_list() and "Q00" not in kept["query_id"].to_list()
+    assert kept.height == candidates.filter(pl.col("query_id") != "Q00").height
+    with pytest.raises(ValueError, match="click_neighbour_cosine"):
+        candidates_to_pairs(candidates, doc_ids, 0.8, "skim", neighbour_floor=0.5)
+    with pytest.raises(ValueError, match="without a vector"):
+        ClickNeighbours(clicks, doc_ids[:-1], doc_vectors[:-1]).annotate(candidates, doc_ids)
+
+
+def test_map_to_train_queries_applies_the_floor_and_reports_what_it_removed():
+    from skim_assets.lib.mapping import ClickNeighbours
+
+    # doc A's synthetic query lands on 'east' (clicked: doc C, near A) and doc B's on 'north' (clicked: doc C, far)
+    doc_ids, doc_vectors = ["A", "B", "C"], _unit([[1, 0.1], [-1, 0.2], [1, 0]])
+    clicks = pl.DataFrame({"query_id": ["east", "north"], "doc_id": ["C", "C"]})
+    synthetic = _unit([[1, 0], [0, 1]])
+    settings = MappingSettings(k=1, tau=0.8, click_neighbour_floor=0.5)
+    pairs, stats = map_to_train_queries(["A", "B"], synthetic, TRAIN_IDS, TRAIN, settings,
+                                        neighbours=ClickNeighbours(clicks, doc_ids, doc_vectors))
+    assert pairs.select("query_id", "doc_id").rows() == [("east", "A")]
+    assert stats["pairs_below_neighbour_floor"] == 1
+    with pytest.raises(ValueError, match="annotated"):
+        map_to_train_queries(["A", "B"], synthetic, TRAIN_IDS, TRAIN, settings)

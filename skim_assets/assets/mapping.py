@@ -8,7 +8,14 @@ import polars as pl
 
 from ..lib.datasets import SPEC_FILE
 from ..lib.formats import DOCUMENTS_FOR_QUERIES, union_pairs
-from ..lib.mapping import DEFAULT_TAU, MappingSettings, embed_with_cache, map_incrementally, text_hash
+from ..lib.mapping import (
+    DEFAULT_TAU,
+    ClickNeighbours,
+    MappingSettings,
+    embed_with_cache,
+    map_incrementally,
+    text_hash,
+)
 from ..lib.plots import histogram_plot, markdown_image
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
@@ -49,6 +56,14 @@ def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, d
     return embed, fingerprint
 
 
+def click_neighbours(embed, encoder: EncoderResource, documents: pl.DataFrame,
+                     train_pairs: pl.DataFrame) -> ClickNeighbours:
+    """The clicks and every document's title vector in the mapping encoder's space (`click_encoder_embedder`'s
+    `embed`): what the click-neighbour floor reads."""
+    vectors, _ = embed(documents["title"].to_list(), encoder.doc_max_length)
+    return ClickNeighbours(train_pairs, documents["doc_id"].to_list(), vectors)
+
+
 def mapping_targets(direction: str, encoder: EncoderResource, documents: pl.DataFrame, queries: pl.DataFrame,
                     click_log_pairs: Tables) -> tuple[str, list[str], list[str], int]:
     """What synthetic texts are mapped onto: (id column, ids, texts, token budget). Synthetic texts are queries
@@ -70,7 +85,7 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
               description=description, automation_condition=EAGER)
     def _mapped(context: dg.AssetExecutionContext, config: MappingConfig, storage: StorageResource,
                 encoder: EncoderResource, synthetic: pl.DataFrame, base_retriever: Path, documents: pl.DataFrame,
-                queries: pl.DataFrame, click_log_pairs: Tables) -> dg.MaterializeResult:
+                queries: pl.DataFrame, click_log_pairs: Tables, train_pairs: pl.DataFrame) -> dg.MaterializeResult:
         dataset = context.partition_key
         spec = storage.dataset_spec(dataset)
         settings = config.with_(tau=spec.tau if config.tau is None else config.tau,
@@ -85,11 +100,14 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
         identity = hashlib.sha1("\n".join(f"{d}\t{text_hash(q)}" for d, q in synthetic.select("doc_id", "query")
                                           .iter_rows()).encode()).hexdigest() + ":" + encoder_id
         state_dir = storage.step_dir("mapping_state", dataset, name)
+        # every candidate carries its click-neighbour cosine, so the tau sweep can apply the floor later
+        neighbours = click_neighbours(embed, encoder, documents, train_pairs)
         pairs, candidates, stats = map_incrementally(synthetic["doc_id"].to_list(), synthetic_vectors, target_ids,
-                                                     target_vectors, settings, source, state_dir, identity, target)
+                                                     target_vectors, settings, source, state_dir, identity, target,
+                                                     neighbours)
         mapped_onto = "documents" if onto_documents else "train queries"
         context.log.info(f"mapped {synthetic.height} synthetic texts -> {pairs.height} new pairs "
-                         f"(tau {settings.tau}; searched {stats['targets_searched']} of {len(target_ids)} "
+                         f"(tau {settings.tau}, click-neighbour floor {settings.click_neighbour_floor}; searched {stats['targets_searched']} of {len(target_ids)} "
                          f"{mapped_onto}, incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")
         histogram = histogram_plot(stats["scores"], "best neighbour score per synthetic query", "(1 + cos) / 2",
                                    storage.figure_path(name, dataset, "scores.png"),
@@ -104,6 +122,9 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                 "query_coverage": pairs["query_id"].n_unique(),
                 "tau": float(settings.tau),
                 "k": settings.k,
+                "click_neighbour_floor": settings.click_neighbour_floor,
+                **({"pairs_below_neighbour_floor": stats["pairs_below_neighbour_floor"]}
+                   if "pairs_below_neighbour_floor" in stats else {}),
                 "hnsw_recall_at_k": round(stats["hnsw_recall"], 4) if stats["hnsw_recall"] is not None else None,
                 "direction": spec.direction,
                 "texts_embedded_now": new_synthetic + new_targets,

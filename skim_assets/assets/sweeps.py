@@ -16,20 +16,27 @@ from ..lib.demonstrations import student_examples, student_prompts
 from ..lib.distillation import LoraSftReport, train_lora_adapter
 from ..lib.formats import union_pairs
 from ..lib.generation import SamplingSettings, generate_samples
-from ..lib.mapping import MappingSettings, candidates_to_pairs, mapping_candidates
+from ..lib.mapping import NEIGHBOUR_COSINE, MappingSettings, candidates_to_pairs, mapping_candidates
 from ..lib.metrics import metrics_table_markdown
 from ..lib.ova_head import OvaHeadConfig
 from ..lib.plots import bar_plot, line_plot, markdown_image
 from ..lib.quality import judged_quality, label_repair
 from ..lib.slm import BUNDLED_SLMS, SMOLLM2, bundled_installed, parameter_count
-from ..lib.sweeps import SWEEP_METHODS, FrozenFeatures, exposure_sweep, score_training_pairs, tau_sweep
+from ..lib.sweeps import (
+    SWEEP_METHODS,
+    FrozenFeatures,
+    exposure_sweep,
+    repair_by_neighbour_floor,
+    score_training_pairs,
+    tau_sweep,
+)
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, GeneratorResource, StorageResource, Tables
 from .common import LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, generation_sources_of, settings_of
 from .distillation import lora_training_of, student_model_folder, write_lora_training
 from .generation import (SyntheticQueriesConfig, backend_factory_of, checkpoint_settings, sources_to_generate_for,
                          written_queries)
-from .mapping import click_encoder_embedder, mapping_targets
+from .mapping import click_encoder_embedder, click_neighbours, mapping_targets
 from .ova import OvaHeadTrainingConfig, pretrained_embeddings
 
 
@@ -46,6 +53,9 @@ def frozen_features(storage: StorageResource, encoder: EncoderResource, dataset:
 
 class TauSweepConfig(OvaHeadTrainingConfig):
     taus: list[float] = Field(default=[0.7, 0.75, 0.8, 0.85, 0.9, 0.95], description="Mapping thresholds to score.")
+    neighbour_floors: list[float] = Field(
+        default=[0.3, 0.4, 0.5, 0.6], description="Click-neighbour floors whose label repair (no model) side table "
+        "`repair_by_floor` reports at every tau, beside the mapping without a floor.")
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="sweeps", kinds={"pytorch"}, **MODEL_STEP)
@@ -55,13 +65,16 @@ def tau_sweep_report(context: dg.AssetExecutionContext, config: TauSweepConfig, 
                      queries: pl.DataFrame, click_log_pairs: Tables) -> dg.MaterializeResult:
     """Paper Fig. 7: for each tau, how many mapped pairs SKIM adds, their precision and recall against the held-back
     train labels, and the unbiased R@10/R@100 of a one-vs-all head trained on clicks + those pairs. Reuses
-    `mapped_pairs`' stored candidates (its side tables): no new search per tau."""
+    `mapped_pairs`' stored candidates (its side tables): no new search per tau; the mapping's click-neighbour
+    floor, when set, applies at every tau."""
     dataset = context.partition_key
-    table = tau_sweep(train_pairs, mapped_pairs["candidates"], mapped_pairs["synthetic"]["doc_id"].to_list(),
+    synthetic_doc_ids = mapped_pairs["synthetic"]["doc_id"].to_list()
+    table = tau_sweep(train_pairs, mapped_pairs["candidates"], synthetic_doc_ids,
                       sorted(config.taus), frozen_features(storage, encoder, dataset,
                                                            all_queries(queries, click_log_pairs), documents),
                       unbiased_test_qrels, OvaHeadConfig.of(config), progress=context.log.info,
-                      oracle_pairs=oracle_train_pairs)
+                      oracle_pairs=oracle_train_pairs,
+                      neighbour_floor=settings_of(mapped_pairs, MappingSettings).click_neighbour_floor)
     chosen = storage.dataset_spec(dataset).tau
     taus = table["tau"].to_list()
     plot = line_plot(
@@ -71,8 +84,15 @@ def tau_sweep_report(context: dg.AssetExecutionContext, config: TauSweepConfig, 
          "repair recall": (taus, table["repair_recall"].to_list())},
         f"Mapping threshold sweep ({dataset}; dataset tau {chosen})", "tau", "recall / relative pairs added",
         storage.figure_path("tau_sweep_report", dataset, "tau_sweep.png"))
-    return dg.MaterializeResult(value=table, metadata={
+    by_floor = (repair_by_neighbour_floor(train_pairs, mapped_pairs["candidates"], synthetic_doc_ids,
+                                          sorted(config.taus), [None, *sorted(config.neighbour_floors)],
+                                          oracle_train_pairs)
+                if NEIGHBOUR_COSINE in mapped_pairs["candidates"].columns else None)  # older candidates: none
+    return dg.MaterializeResult(value=Tables(table, **({"repair_by_floor": by_floor} if by_floor is not None else {})),
+                                metadata={
         "table": dg.MetadataValue.md(metrics_table_markdown(table.to_dicts(), table.columns)),
+        **({"label_repair_by_click_neighbour_floor": dg.MetadataValue.md(
+            metrics_table_markdown(by_floor.to_dicts(), by_floor.columns))} if by_floor is not None else {}),
         "plot": dg.MetadataValue.md(markdown_image(plot, "tau sweep")),
         "best_tau_by_R@100": float(table.sort("R@100", descending=True)["tau"][0]),
     })
@@ -176,6 +196,7 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
     target, target_ids, target_texts, max_length = mapping_targets(spec.direction, encoder, documents, queries,
                                                                    click_log_pairs)
     target_vectors, _ = embed(target_texts, max_length)
+    neighbours = click_neighbours(embed, encoder, documents, train_pairs)
     sources, known = sources_to_generate_for(spec.direction, generation, documents, queries, train_pairs,
                                              click_log_pairs)
     features = frozen_features(storage, encoder, dataset, all_queries(queries, click_log_pairs), documents)
@@ -213,7 +234,9 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
         _, judged, kept, _, _ = written_queries(raw, sources, known, spec.prompt_style, generation)
         vectors, _ = embed(kept["query"].to_list(), max_length)
         candidates, _ = mapping_candidates(vectors, target_ids, target_vectors, mapping, target)
-        pairs = candidates_to_pairs(candidates, kept["doc_id"].to_list(), mapping.threshold, "skim")
+        candidates = neighbours.annotate(candidates, kept["doc_id"].to_list())
+        pairs = candidates_to_pairs(candidates, kept["doc_id"].to_list(), mapping.threshold, "skim",
+                                    mapping.click_neighbour_floor)
         return StudentRun(judged, kept, pairs, training, parameter_count(base))
 
     def pipeline_student() -> StudentRun:

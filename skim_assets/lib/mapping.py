@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,11 @@ class MappingSettings(Settings):
     recall_sample: int = Field(default=1000, description="Synthetic queries checked against exact search "
                                "(the hnsw recall figure).")
     seed: int | None = Field(default=None, description="Seed of the recall sample; None = the dataset's seed.")
+    click_neighbour_floor: float | None = Field(
+        default=None, description="Keep a mapped (train query, document) pair only when the document's title "
+        "sits within this cosine of a document clicked for that query, in the mapping encoder's space (a query "
+        "without clicks then gains no pair); None = off, the paper's mapping. A label the clicks missed is usually "
+        "a neighbour of one they kept: on nfcorpus-dev 0.5 doubles the pairs' precision (RESULTS.md).")
 
     @property
     def threshold(self) -> float:
@@ -114,16 +120,59 @@ def best_candidates(candidates: pl.DataFrame, k: int) -> pl.DataFrame:
     )
 
 
-def candidates_to_pairs(candidates: pl.DataFrame, synthetic_source_ids: list[str], tau: float,
-                        source: str) -> pl.DataFrame:
-    """New pairs (query_id, doc_id, weight, source): candidates with (1 + cos) / 2 >= tau, one row per pair with
-    its highest weight. A synthetic text's source (the document, or in the documents_for_queries direction the
-    query, it was written for) is the other side of each of its candidates' pairs."""
+def _with_pair_ids(candidates: pl.DataFrame, synthetic_source_ids: list[str]) -> pl.DataFrame:
+    """Candidates with both sides of their pair: a synthetic text's source (the document, or in the
+    documents_for_queries direction the query, it was written for) is the other side of its candidates' pairs."""
     source_column = "doc_id" if _target(candidates) == "query_id" else "query_id"
     source_of = pl.Series(source_column, synthetic_source_ids, dtype=pl.String)
+    return candidates.with_columns(source_of.gather(candidates["synthetic"]).alias(source_column))
+
+
+NEIGHBOUR_COSINE = "click_neighbour_cosine"
+
+
+@dataclass(frozen=True)
+class ClickNeighbours:
+    """The evidence `MappingSettings.click_neighbour_floor` reads: each train query's clicked documents, and every
+    document's vector (unit norm, rows in `doc_ids` order) in the mapping encoder's space."""
+
+    clicks: pl.DataFrame
+    doc_ids: list[str]
+    doc_vectors: np.ndarray
+
+    def annotate(self, candidates: pl.DataFrame, synthetic_source_ids: list[str]) -> pl.DataFrame:
+        """`candidates` plus column `click_neighbour_cosine`: the highest cosine between each candidate pair's
+        document and a document clicked for its query; null when the query has no click."""
+        pairs = _with_pair_ids(candidates, synthetic_source_ids)
+        row_of = {d: i for i, d in enumerate(self.doc_ids)}
+        unknown = set(pairs["doc_id"].to_list()) - row_of.keys()
+        if unknown:
+            raise ValueError(f"mapped pairs name documents without a vector: {sorted(unknown)[:5]}")
+        clicked: dict[str, list[int]] = {}
+        for query_id, doc_id in self.clicks.select("query_id", "doc_id").unique().sort("query_id", "doc_id").iter_rows():
+            if doc_id in row_of:
+                clicked.setdefault(query_id, []).append(row_of[doc_id])
+        cosine = np.full(pairs.height, np.nan, dtype=np.float32)
+        for query_id, pair_rows, pair_docs in pairs.with_row_index("row").group_by("query_id").agg("row", "doc_id").iter_rows():
+            if query_id in clicked:
+                block = self.doc_vectors[[row_of[d] for d in pair_docs]] @ self.doc_vectors[clicked[query_id]].T
+                cosine[pair_rows] = block.max(axis=1)
+        return candidates.with_columns(pl.Series(NEIGHBOUR_COSINE, cosine).fill_nan(None))
+
+
+def candidates_to_pairs(candidates: pl.DataFrame, synthetic_source_ids: list[str], tau: float,
+                        source: str, neighbour_floor: float | None = None) -> pl.DataFrame:
+    """New pairs (query_id, doc_id, weight, source): candidates with (1 + cos) / 2 >= tau (and, with
+    `neighbour_floor`, a click-neighbour cosine >= it: see `annotate_click_neighbours`), one row per pair with
+    its highest weight."""
+    kept = _with_pair_ids(candidates, synthetic_source_ids)
+    if neighbour_floor is not None:
+        if NEIGHBOUR_COSINE not in kept.columns:
+            raise ValueError(f"a click-neighbour floor needs candidates annotated with {NEIGHBOUR_COSINE!r} "
+                             "(annotate_click_neighbours)")
+        kept = kept.filter(pl.col(NEIGHBOUR_COSINE) >= neighbour_floor)
     return (
-        candidates.with_columns(source_of.gather(candidates["synthetic"]).alias(source_column))
-        .select("query_id", "doc_id", similarity_weight(pl.col("cosine")))
+        kept.select("query_id", "doc_id", similarity_weight(pl.col("cosine")))
         .filter(pl.col("weight") >= tau)
         .group_by("query_id", "doc_id").agg(pl.col("weight").max())
         .with_columns(pl.lit(source).alias("source"))
@@ -132,13 +181,19 @@ def candidates_to_pairs(candidates: pl.DataFrame, synthetic_source_ids: list[str
     )
 
 
-def mapping_stats(candidates: pl.DataFrame, pairs: pl.DataFrame, recall: float | None) -> dict:
+def mapping_stats(candidates: pl.DataFrame, pairs: pl.DataFrame, recall: float | None,
+                  settings: MappingSettings, synthetic_source_ids: list[str]) -> dict:
+    floored = {}
+    if settings.click_neighbour_floor is not None:  # what the floor removed, to read beside the pairs it kept
+        unfloored = candidates_to_pairs(candidates, synthetic_source_ids, settings.threshold, "")
+        floored = {"pairs_below_neighbour_floor": unfloored.height - pairs.height}
     best = candidates.group_by("synthetic").agg(pl.col("cosine").max()).sort("synthetic")["cosine"].to_numpy()
     return {
         "candidates": candidates.height,
         "pairs": pairs.height,
         "scores": ((1.0 + best.astype(np.float64)) / 2.0).tolist(),  # best neighbour score of each synthetic query
         "hnsw_recall": recall,
+        **floored,
     }
 
 
@@ -149,11 +204,16 @@ def map_to_train_queries(
     train_vectors: np.ndarray,
     settings: MappingSettings = MappingSettings(),
     source: str = "skim",
+    neighbours: ClickNeighbours | None = None,
 ) -> tuple[pl.DataFrame, dict]:
-    """New weighted pairs (query_id, doc_id, weight, source) and statistics (scores, hnsw recall)."""
+    """New weighted pairs (query_id, doc_id, weight, source) and statistics (scores, hnsw recall). `neighbours`
+    is needed when `settings.click_neighbour_floor` is set."""
     candidates, recall = mapping_candidates(synthetic_vectors, train_query_ids, train_vectors, settings)
-    pairs = candidates_to_pairs(candidates, synthetic_doc_ids, settings.threshold, source)
-    return pairs, mapping_stats(candidates, pairs, recall)
+    if neighbours is not None:
+        candidates = neighbours.annotate(candidates, synthetic_doc_ids)
+    pairs = candidates_to_pairs(candidates, synthetic_doc_ids, settings.threshold, source,
+                                settings.click_neighbour_floor)
+    return pairs, mapping_stats(candidates, pairs, recall, settings, synthetic_doc_ids)
 
 
 def map_incrementally(
@@ -166,6 +226,7 @@ def map_incrementally(
     state_dir: str | Path,
     identity: str,
     target: str = "query_id",
+    neighbours: ClickNeighbours | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """`map_to_train_queries` that searches only targets not searched before: (pairs, every synthetic text's k
     best candidates so far, stats).
@@ -177,7 +238,8 @@ def map_incrementally(
     `identity` (the synthetic texts, the encoder and the index settings: anything else that changes means a full
     search). New targets (e.g. a click refresh's train queries) get an index of their own; each synthetic text's
     candidates are its k best of the old and the new, which is what a full search over all targets finds.
-    Stats add `targets_searched` (targets searched now) and `incremental`.
+    Stats add `targets_searched` (targets searched now) and `incremental`. With `neighbours`, the returned
+    candidates carry their click-neighbour cosine (and `settings.click_neighbour_floor` filters on it).
     """
     state_dir = Path(state_dir)
     identity = hashlib.sha1(json.dumps([identity, target, settings.k, settings.m, settings.ef_construction,
@@ -204,8 +266,11 @@ def map_incrementally(
     write_parquet_atomic(candidates, candidates_path)
     write_parquet_atomic(pl.DataFrame({"id": list(target_ids)}, schema={"id": pl.String}), searched_path)
     write_json_atomic({"identity": identity, "targets": len(target_ids)}, state_path)
-    pairs = candidates_to_pairs(candidates, synthetic_source_ids, settings.threshold, source)
-    return pairs, candidates, mapping_stats(candidates, pairs, recall) | {
+    if neighbours is not None:  # annotated after the state is kept: the clicks it reads change on every refresh
+        candidates = neighbours.annotate(candidates, synthetic_source_ids)
+    pairs = candidates_to_pairs(candidates, synthetic_source_ids, settings.threshold, source,
+                                settings.click_neighbour_floor)
+    return pairs, candidates, mapping_stats(candidates, pairs, recall, settings, synthetic_source_ids) | {
         "targets_searched": len(new_rows), "incremental": previous is not None}
 
 

@@ -56,12 +56,14 @@ def score_training_pairs(pairs: pl.DataFrame, features: FrozenFeatures, test_qre
 
 def tau_sweep(train_pairs: pl.DataFrame, candidates: pl.DataFrame, synthetic_doc_ids: list[str],
               taus: Sequence[float], features: FrozenFeatures, test_qrels: pl.DataFrame, config: OvaHeadConfig,
-              progress: Callable[[str], None] = print, oracle_pairs: pl.DataFrame | None = None) -> pl.DataFrame:
+              progress: Callable[[str], None] = print, oracle_pairs: pl.DataFrame | None = None,
+              neighbour_floor: float | None = None) -> pl.DataFrame:
     """For each tau: mapped pairs kept, their label-repair precision and recall against the held-back train labels
-    (when `oracle_pairs`, every train label, is given), and the unbiased metrics of clicks + those pairs (Fig. 7)."""
+    (when `oracle_pairs`, every train label, is given), and the unbiased metrics of clicks + those pairs (Fig. 7).
+    `neighbour_floor` is the mapping's click-neighbour floor (candidates annotated with their cosine)."""
     rows = []
     for tau in taus:
-        mapped = candidates_to_pairs(candidates, synthetic_doc_ids, tau, "skim")
+        mapped = candidates_to_pairs(candidates, synthetic_doc_ids, tau, "skim", neighbour_floor)
         augmented = union_pairs(train_pairs, mapped)
         repair = {}
         if oracle_pairs is not None:
@@ -73,6 +75,25 @@ def tau_sweep(train_pairs: pl.DataFrame, candidates: pl.DataFrame, synthetic_doc
                  + (f" (precision {repair['repair_precision']:.3f}, recall {repair['repair_recall']:.3f})" if repair else "")
                  + f", unbiased R@100 {metrics['R@100']:.4f}")
     return pl.DataFrame(rows)
+
+
+def repair_by_neighbour_floor(train_pairs: pl.DataFrame, candidates: pl.DataFrame, synthetic_doc_ids: list[str],
+                              taus: Sequence[float], floors: Sequence[float | None],
+                              oracle_pairs: pl.DataFrame) -> pl.DataFrame:
+    """Label repair of the mapped pairs for every (tau, click-neighbour floor; None = off): pairs added, their
+    precision and recall against the held-back train labels. No model is trained: it reads what each choice of
+    the mapping keeps, from candidates annotated with their click-neighbour cosine."""
+    rows = []
+    for tau in taus:
+        for floor in floors:
+            judged = label_repair(candidates_to_pairs(candidates, synthetic_doc_ids, tau, "skim", floor),
+                                  train_pairs, oracle_pairs)
+            rows.append({"tau": float(tau), "click_neighbour_floor": floor, "pairs_added": judged["pairs_added"],
+                         "pairs_correct": judged["pairs_correct"], "repair_precision": judged["precision"],
+                         "repair_recall": judged["recall"]})
+    return pl.DataFrame(rows, schema={"tau": pl.Float64, "click_neighbour_floor": pl.Float64, "pairs_added": pl.Int64,
+                                      "pairs_correct": pl.Int64, "repair_precision": pl.Float64,
+                                      "repair_recall": pl.Float64})
 
 
 def true_document_propensities(clicks: pl.DataFrame, labels: pl.DataFrame, floor: float = 0.01) -> pl.DataFrame:
