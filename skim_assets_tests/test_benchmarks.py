@@ -103,3 +103,38 @@ def test_dual_encoder_labels_benchmark_rows_on_a_tiny_world():
     # a full batch of the clicks: q1's negatives b (relevant, unlabelled) and c; q2's a and c; q3's a and b
     assert rows[1]["false_negative_share"] == pytest.approx(1 / 6)
     assert all(0.0 <= r["R@10"] <= 1.0 and r["R@100"] == 1.0 for r in rows)  # 4 documents: all within 100
+
+
+def test_neighbour_floor_benchmark_rows_on_two_topics():
+    import polars as pl
+
+    from benchmarks import neighbour_floor
+    from skim_assets.lib.mapping import ClickNeighbours
+    from skim_assets.lib.ova_head import OvaHeadConfig
+    from skim_assets.lib.sweeps import FrozenFeatures, score_training_pairs
+
+    # two topics of 12 documents; 4 train queries per topic, relevant to every document of their topic; the clicks
+    # keep 2 per query; each document's synthetic query lands on a random train query of either topic
+    rng = np.random.default_rng(0)
+    unit = lambda m: (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    doc_ids = [f"D{t}{i:02d}" for t in range(2) for i in range(12)]
+    doc_vectors = unit(np.repeat(np.eye(6)[:2], 12, axis=0) + 0.15 * rng.normal(size=(24, 6)))
+    query_ids = [f"Q{t}{j}" for t in range(2) for j in range(4)]
+    query_vectors = unit(np.repeat(np.eye(6)[:2], 4, axis=0) + 0.3 * rng.normal(size=(8, 6)))
+    oracle = pl.DataFrame([(q, d, 1.0, "oracle") for q in query_ids for d in doc_ids if q[1] == d[1]],
+                          schema=["query_id", "doc_id", "weight", "source"], orient="row")
+    clicks = oracle.group_by("query_id", maintain_order=True).head(2).with_columns(source=pl.lit("click"))
+    candidates = pl.DataFrame({"synthetic": np.arange(24, dtype=np.int64),
+                               "query_id": [query_ids[j] for j in rng.integers(0, 8, size=24)],
+                               "cosine": np.full(24, 0.9, dtype=np.float32)})
+    candidates = ClickNeighbours(clicks, doc_ids, doc_vectors).annotate(candidates, doc_ids)
+    features = FrozenFeatures(query_ids, query_vectors, doc_ids, doc_vectors)
+    test = oracle.select("query_id", "doc_id", pl.lit(1).alias("relevance"))
+    rows = neighbour_floor.floor_table(
+        clicks, oracle, candidates, doc_ids, 0.8, [None, 0.5], [0],
+        lambda pairs, seed: score_training_pairs(pairs, features, test, OvaHeadConfig(seed=seed)))
+    assert [r["floor"] for r in rows] == ["clicks only", "none", "0.5"]
+    unfloored, floored = rows[1], rows[2]
+    assert 0.2 < unfloored["repair_precision"] < 0.8 and floored["repair_precision"] == 1.0
+    assert 0 < floored["pairs_added"] < unfloored["pairs_added"]
+    assert all(0.0 <= r["R@10"] <= 1.0 for r in rows)
