@@ -163,13 +163,13 @@ class ClickNeighbours:
 def candidates_to_pairs(candidates: pl.DataFrame, synthetic_source_ids: list[str], tau: float,
                         source: str, neighbour_floor: float | None = None) -> pl.DataFrame:
     """New pairs (query_id, doc_id, weight, source): candidates with (1 + cos) / 2 >= tau (and, with
-    `neighbour_floor`, a click-neighbour cosine >= it: see `annotate_click_neighbours`), one row per pair with
+    `neighbour_floor`, a click-neighbour cosine >= it: see `ClickNeighbours.annotate`), one row per pair with
     its highest weight."""
     kept = _with_pair_ids(candidates, synthetic_source_ids)
     if neighbour_floor is not None:
         if NEIGHBOUR_COSINE not in kept.columns:
             raise ValueError(f"a click-neighbour floor needs candidates annotated with {NEIGHBOUR_COSINE!r} "
-                             "(annotate_click_neighbours)")
+                             "(ClickNeighbours.annotate)")
         kept = kept.filter(pl.col(NEIGHBOUR_COSINE) >= neighbour_floor)
     return (
         kept.select("query_id", "doc_id", similarity_weight(pl.col("cosine")))
