@@ -131,7 +131,7 @@ def test_neighbour_floor_benchmark_rows_on_two_topics():
     features = FrozenFeatures(query_ids, query_vectors, doc_ids, doc_vectors)
     test = oracle.select("query_id", "doc_id", pl.lit(1).alias("relevance"))
     rows = neighbour_floor.floor_table(
-        clicks, oracle, candidates, doc_ids, 0.8, [None, 0.5], [0],
+        clicks, oracle, candidates, doc_ids, [0.8], [None, 0.5], [0],
         lambda pairs, seed: score_training_pairs(pairs, features, test, OvaHeadConfig(seed=seed)))
     assert [r["floor"] for r in rows] == ["clicks only", "none", "0.5"]
     unfloored, floored = rows[1], rows[2]

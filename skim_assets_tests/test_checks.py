@@ -263,6 +263,20 @@ def test_mapped_pairs_fail_below_the_default_tau_and_above_one(storage):
     assert meta(result, "weights_outside_range") == 3
 
 
+def test_mapped_pairs_are_checked_against_the_tau_their_run_used(storage):
+    from skim_assets.assets.common import settings_table
+    from skim_assets.lib.mapping import MappingSettings
+
+    write(storage, "documents", documents(n=4))  # no dataset.json: the dataset's tau would be 0.8
+    write(storage, "mapped_pairs", pairs([0.72, 0.9]))
+    write(storage, "mapped_pairs", settings_table(MappingSettings(tau=0.7)), table="settings")
+    result = run(mapped_check(), storage)
+    assert result.passed, result.description
+    assert meta(result, "tau") == 0.7
+    write(storage, "mapped_pairs", pairs([0.65, 0.9]))  # below the run's own tau
+    assert not run(mapped_check(), storage).passed
+
+
 def test_mapped_pairs_warn_when_no_pair_was_mapped(storage):
     write(storage, "documents", documents(n=4))
     write(storage, "mapped_pairs_no_metadata", pairs([]))

@@ -20,7 +20,7 @@ from ..lib.plots import histogram_plot, markdown_image
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import ERROR, WARN, Evaluate, Outcome, build_check, fail, ok, rounded, weights_outside
-from .common import EAGER, RETRIEVER_FOLDER, all_queries, pairs_output, settings_table
+from .common import EAGER, RETRIEVER_FOLDER, SETTINGS_TABLE, all_queries, pairs_output, settings_of, settings_table
 
 MAPPING_ENCODER = "base_retriever"  # the dual encoder fine-tuned on the (click) train set
 
@@ -179,16 +179,18 @@ mapping_assets = [mapped_pairs, augmented_train_pairs, mapped_pairs_no_metadata,
 MAPPED_PAIRS_ASSETS = tuple(k for a in mapping_assets if (k := a.key.to_user_string()).startswith("mapped_pairs"))
 
 
-def dataset_tau(storage: StorageResource, dataset: str) -> float:
-    """The dataset's tau (DEFAULT_TAU for a dataset never registered). A run that overrides `MappingConfig.tau`
-    maps with a different threshold than the one checked here."""
+def mapped_tau(storage: StorageResource, asset: str, dataset: str) -> float:
+    """The tau the mapping ran with: its stored settings (a run may override the dataset's), else the dataset's
+    (DEFAULT_TAU for a dataset never registered)."""
+    if storage.table_path(asset, dataset, SETTINGS_TABLE).exists():
+        return settings_of(Tables(folder=storage.artifact_dir(asset, dataset)), MappingSettings).threshold
     return storage.dataset_spec(dataset).tau if (storage.inputs(dataset) / SPEC_FILE).exists() else DEFAULT_TAU
 
 
 def evaluate_mapped_pairs(asset: str) -> Evaluate:
     def evaluate(storage: StorageResource, dataset: str) -> Outcome:
         pairs = storage.read_table(asset, dataset)
-        tau = dataset_tau(storage, dataset)
+        tau = mapped_tau(storage, asset, dataset)
         documents = storage.read_table("documents", dataset).height
         outside = weights_outside(pairs["weight"], tau, 1.0)
         finite = pairs["weight"].cast(pl.Float64).drop_nulls().drop_nans()
@@ -213,7 +215,8 @@ def evaluate_mapped_pairs(asset: str) -> Evaluate:
 mapped_pairs_checks = [
     build_check(
         asset, "weights_within_tau", evaluate_mapped_pairs(asset), blocking=True, additional_deps=("documents",),
-        description="ERROR when a pair weight lies outside [tau, 1] (tau from dataset.json, default 0.8); "
+        description="ERROR when a pair weight lies outside [tau, 1] (the tau the mapping ran with: its stored "
+                    "settings, else dataset.json, default 0.8); "
                     "WARN when no pair was mapped; reports document coverage.",
     )
     for asset in MAPPED_PAIRS_ASSETS
