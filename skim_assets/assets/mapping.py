@@ -107,8 +107,9 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                                                      neighbours)
         mapped_onto = "documents" if onto_documents else "train queries"
         context.log.info(f"mapped {synthetic.height} synthetic texts -> {pairs.height} new pairs "
-                         f"(tau {settings.tau}, click-neighbour floor {settings.click_neighbour_floor}; searched {stats['targets_searched']} of {len(target_ids)} "
-                         f"{mapped_onto}, incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")
+                         f"(tau {settings.tau}, click-neighbour floor {settings.click_neighbour_floor}; searched "
+                         f"{stats['targets_searched']} of {len(target_ids)} {mapped_onto}, "
+                         f"incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")
         histogram = histogram_plot(stats["scores"], "best neighbour score per synthetic query", "(1 + cos) / 2",
                                    storage.figure_path(name, dataset, "scores.png"),
                                    marker=settings.tau) if stats["scores"] else None

@@ -69,20 +69,21 @@ def tau_sweep_report(context: dg.AssetExecutionContext, config: TauSweepConfig, 
     floor, when set, applies at every tau."""
     dataset = context.partition_key
     synthetic_doc_ids = mapped_pairs["synthetic"]["doc_id"].to_list()
+    mapping = settings_of(mapped_pairs, MappingSettings)  # the tau and floor the mapping ran with
     table = tau_sweep(train_pairs, mapped_pairs["candidates"], synthetic_doc_ids,
                       sorted(config.taus), frozen_features(storage, encoder, dataset,
                                                            all_queries(queries, click_log_pairs), documents),
                       unbiased_test_qrels, OvaHeadConfig.of(config), progress=context.log.info,
                       oracle_pairs=oracle_train_pairs,
-                      neighbour_floor=settings_of(mapped_pairs, MappingSettings).click_neighbour_floor)
-    chosen = storage.dataset_spec(dataset).tau
+                      neighbour_floor=mapping.click_neighbour_floor)
+    chosen = mapping.threshold
     taus = table["tau"].to_list()
     plot = line_plot(
         {"unbiased R@100": (taus, table["R@100"].to_list()), "unbiased R@10": (taus, table["R@10"].to_list()),
          "pairs added / max": (taus, (table["pairs_added"] / max(table["pairs_added"].max() or 1, 1)).to_list()),
          "repair precision": (taus, table["repair_precision"].to_list()),
          "repair recall": (taus, table["repair_recall"].to_list())},
-        f"Mapping threshold sweep ({dataset}; dataset tau {chosen})", "tau", "recall / relative pairs added",
+        f"Mapping threshold sweep ({dataset}; mapping tau {chosen})", "tau", "recall / relative pairs added",
         storage.figure_path("tau_sweep_report", dataset, "tau_sweep.png"))
     by_floor = (repair_by_neighbour_floor(train_pairs, mapped_pairs["candidates"], synthetic_doc_ids,
                                           sorted(config.taus), [None, *sorted(config.neighbour_floors)],
