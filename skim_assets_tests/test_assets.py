@@ -149,6 +149,11 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert events["mapped_pairs"]["click_neighbour_floor"].value == 0.3
     below = events["mapped_pairs"]["pairs_below_neighbour_floor"].value
     assert below == at_tau.select("query_id", "doc_id").n_unique() - mapped.height
+    # pairs_added counts the mapped pairs that are not clicks already, as the label-repair report does
+    clicks = pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet")
+    assert events["mapped_pairs"]["pairs_mapped"].value == mapped.height
+    assert events["mapped_pairs"]["pairs_added"].value == mapped.join(clicks, on=["query_id", "doc_id"], how="anti").height
+    assert events["mapped_pairs"]["pairs_added"].value == repair.filter(pl.col("method") == "skim")["pairs_added"][0]
     augmented = pl.read_parquet(storage_root / "augmented_train_pairs" / "tiny" / "data.parquet")
     assert augmented.height >= pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet").height
 

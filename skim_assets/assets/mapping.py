@@ -117,7 +117,11 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
             value=Tables(pairs, candidates=candidates, synthetic=synthetic.select("doc_id"),
                          settings=settings_table(settings)),  # tau and seed resolved
             metadata={
-                "pairs_added": pairs.height,
+                # pairs_added counts what is new beyond the clicks, as label_repair does; a mapped pair can
+                # restate a click (with the floor, a clicked document is its own nearest click)
+                "pairs_mapped": pairs.height,
+                "pairs_added": pairs.select("query_id", "doc_id").unique().join(
+                    train_pairs.select("query_id", "doc_id").unique(), on=["query_id", "doc_id"], how="anti").height,
                 "synthetic_queries": synthetic.height,
                 "document_coverage": round(pairs["doc_id"].n_unique() / max(documents.height, 1), 4),
                 "query_coverage": pairs["query_id"].n_unique(),
