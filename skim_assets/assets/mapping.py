@@ -17,6 +17,7 @@ from ..lib.mapping import (
     text_hash,
 )
 from ..lib.plots import histogram_plot, markdown_image
+from ..lib.quality import pairs_beyond
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import ERROR, WARN, Evaluate, Outcome, build_check, fail, ok, rounded, weights_outside
@@ -106,7 +107,8 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                                                      target_vectors, settings, source, state_dir, identity, target,
                                                      neighbours)
         mapped_onto = "documents" if onto_documents else "train queries"
-        context.log.info(f"mapped {synthetic.height} synthetic texts -> {pairs.height} new pairs "
+        added = pairs_beyond(pairs, train_pairs).height
+        context.log.info(f"mapped {synthetic.height} synthetic texts -> {pairs.height} pairs, {added} beyond the clicks "
                          f"(tau {settings.tau}, click-neighbour floor {settings.click_neighbour_floor}; searched "
                          f"{stats['targets_searched']} of {len(target_ids)} {mapped_onto}, "
                          f"incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")
@@ -120,8 +122,7 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                 # pairs_added counts what is new beyond the clicks, as label_repair does; a mapped pair can
                 # restate a click (with the floor, a clicked document is its own nearest click)
                 "pairs_mapped": pairs.height,
-                "pairs_added": pairs.select("query_id", "doc_id").unique().join(
-                    train_pairs.select("query_id", "doc_id").unique(), on=["query_id", "doc_id"], how="anti").height,
+                "pairs_added": added,
                 "synthetic_queries": synthetic.height,
                 "document_coverage": round(pairs["doc_id"].n_unique() / max(documents.height, 1), 4),
                 "query_coverage": pairs["query_id"].n_unique(),

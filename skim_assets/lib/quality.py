@@ -154,10 +154,15 @@ def set_agreement(student: pl.DataFrame, teacher: pl.DataFrame, doc_ids: list[st
             "recall": sum(x[1] for x in scores) / n, "f1": sum(x[2] for x in scores) / n}
 
 
+def pairs_beyond(pairs: pl.DataFrame, clicks: pl.DataFrame) -> pl.DataFrame:
+    """The distinct (query_id, doc_id) of `pairs` that are not clicks."""
+    return pairs.select("query_id", "doc_id").unique().join(clicks.select("query_id", "doc_id").unique(),
+                                                           on=["query_id", "doc_id"], how="anti")
+
+
 def held_back_labels(oracle: pl.DataFrame, clicks: pl.DataFrame) -> pl.DataFrame:
     """Train labels the clicks missed: (query_id, doc_id)."""
-    return oracle.select("query_id", "doc_id").unique().join(clicks.select("query_id", "doc_id").unique(),
-                                                            on=["query_id", "doc_id"], how="anti")
+    return pairs_beyond(oracle, clicks)
 
 
 def label_repair(added: pl.DataFrame, clicks: pl.DataFrame, oracle: pl.DataFrame) -> dict:
@@ -168,8 +173,7 @@ def label_repair(added: pl.DataFrame, clicks: pl.DataFrame, oracle: pl.DataFrame
     """
     held_back = held_back_labels(oracle, clicks)
     train_queries = oracle.select("query_id").unique()
-    new = added.select("query_id", "doc_id").unique().join(clicks.select("query_id", "doc_id").unique(),
-                                                          on=["query_id", "doc_id"], how="anti")
+    new = pairs_beyond(added, clicks)
     judged = new.join(train_queries, on="query_id", how="semi")
     correct = judged.join(held_back, on=["query_id", "doc_id"], how="semi")
     return {
