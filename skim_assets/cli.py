@@ -358,7 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--world", choices=WORLDS, default=DemoWorldConfig().world,
                       help="products: queries written for products from their metadata (dataset 'demo'); "
                            "categories: the reverse direction, categories written for products asked about as "
-                           "queries, from the queries' metadata (dataset 'demo-categories')")
+                           "queries, from the queries' metadata (dataset 'demo-categories'); catalogue: the "
+                           "products world at any size (160 to 1,000,000+), growing vocabularies and long-tailed "
+                           "label frequencies (dataset 'demo-catalogue')")
     demo.add_argument("--all-methods", action="store_true",
                       help="also run the generation ablations (UDAPDR-style, SKIM without metadata)")
     demo.set_defaults(func=cmd_demo)

@@ -117,3 +117,35 @@ def test_in_batch_false_negative_share_counts_unlabelled_positives_among_the_neg
     assert in_batch_false_negative_share(both, truth, batch_size=4, batches=3) == 0.0
     # six pairs, only (q1, b) and (q2, a) unlabelled: 2 of the 30 negatives of a full batch
     assert in_batch_false_negative_share(PAIRS, truth, batch_size=6, batches=2) == pytest.approx(2 / 30)
+
+
+def test_query_side_fine_tuning_keeps_the_documents_pretrained_vectors_and_still_learns():
+    """train_document_tower=False: the documents' vectors are the given pretrained ones (never re-encoded), only the
+    query tower learns, and ranking against those vectors reaches the labels."""
+    encoder = TextEncoder(device="cpu")
+    document_vectors = encoder.encode(DOCUMENTS["title"].to_list())
+
+    def p_at_1(model):
+        from skim_assets.lib.retrieval import exact_topk, topk_frame
+
+        indices, scores = exact_topk(model.encode(QUERIES["text"].to_list()), document_vectors, 6)
+        return evaluate_rankings(topk_frame(QUERIES["query_id"], DOCUMENTS["doc_id"], indices, scores), QRELS,
+                                 ks=(1,))["P@1"]
+
+    before = p_at_1(encoder)
+    config = DualEncoderConfig(epochs=15, batch_size=6, learning_rate=3e-4, warmup_fraction=0.0, hard_negatives=0,
+                               train_document_tower=False, log_every_s=60.0)
+    train_dual_encoder(encoder, PAIRS, QUERIES, DOCUMENTS, config, document_vectors=document_vectors)
+    assert p_at_1(encoder) >= 5 / 6 > before
+    with pytest.raises(ValueError, match="document_vectors"):
+        train_dual_encoder(encoder, PAIRS, QUERIES, DOCUMENTS, config)
+    with pytest.raises(ValueError, match="hard_negatives"):
+        train_dual_encoder(encoder, PAIRS, QUERIES, DOCUMENTS, config.with_(hard_negatives=2),
+                           document_vectors=document_vectors)
+
+
+def test_max_pairs_trains_on_a_seeded_sample(encoder):
+    messages = []
+    config = DualEncoderConfig(epochs=1, batch_size=2, hard_negatives=0, max_pairs=4, log_every_s=60.0)
+    report = train_dual_encoder(encoder, PAIRS, QUERIES, DOCUMENTS, config, progress=messages.append)
+    assert report.pairs == 4 and report.steps == 2 and any("sample of 4 pairs" in m for m in messages)

@@ -63,3 +63,55 @@ def test_anchor_keeps_missing_at_random_labels_from_pulling_classifiers_away():
     assert recall[0.0] < zero_shot - 0.05  # the failure
     assert recall[0.2] >= zero_shot - 0.01 and recall[0.2] > recall[0.0] + 0.05
     assert drift[0.2] < 0.7 * drift[0.0]
+
+
+def test_shortlist_mode_updates_only_scored_rows_and_takes_its_first_shortlist_from_the_given_search():
+    """Above full_loss_max_documents: sparse rows (a document no step scores keeps its initial vector and a zero
+    bias exactly) and the first shortlist from `initial_search` (e.g. a saved ANN index), yet labels are learned."""
+    rng = np.random.default_rng(3)
+    n_docs, n_queries = 400, 60
+    queries, docs = _unit(rng.normal(size=(n_queries, 16))), _unit(rng.normal(size=(n_docs, 16)))
+    labels = rng.choice(n_docs, size=n_queries, replace=False)
+    shortlists = []
+
+    def search(vectors, k):
+        indices, scores = ova_topk(vectors, docs, np.zeros(n_docs), k, scale=1.0)
+        shortlists.append(indices)
+        return indices, scores
+
+    config = OvaHeadConfig(epochs=40, learning_rate=0.05, batch_size=8, shortlist=8, full_loss_max_documents=100,
+                           remine_every=0)
+    weights, biases, report = train_ova_head(queries, np.arange(n_queries), labels, np.ones(n_queries), docs, config,
+                                             initial_search=search)
+    assert len(shortlists) == 1 and shortlists[0].shape == (n_queries, 8 + 1)  # shortlist + deepest positives
+    # against the documents it was trained on (its label and its fixed shortlist), each query ranks its label first
+    scores = queries @ weights.T * config.scale + biases
+    label_first = [scores[q, labels[q]] > scores[q, [d for d in shortlists[0][q] if d != labels[q]]].max()
+                   for q in range(n_queries)]
+    assert np.mean(label_first) >= 0.95
+    scored = set(labels.tolist()) | set(shortlists[0].reshape(-1).tolist())
+    never_scored = np.array(sorted(set(range(n_docs)) - scored))
+    assert len(never_scored) > 50
+    assert np.array_equal(weights[never_scored], docs[never_scored]) and (biases[never_scored] == 0).all()
+    assert report.epoch_losses[-1] < report.epoch_losses[0]
+
+    # re-mined with the current head, the shortlist finds the documents that still outrank a label: top-1 is learned
+    searched = len(shortlists)
+    weights, biases, _ = train_ova_head(queries, np.arange(n_queries), labels, np.ones(n_queries), docs,
+                                       config.with_(remine_every=1), initial_search=search)
+    before, _ = ova_topk(queries, docs, np.zeros(n_docs), k=1)
+    top, _ = ova_topk(queries, weights, biases, k=1)
+    assert len(shortlists) == searched + 1  # only the first shortlist comes from the given search
+    assert (before[:, 0] == labels).mean() < 0.2 and (top[:, 0] == labels).mean() >= 0.9
+
+
+def test_shortlist_mode_refuses_weight_decay():
+    rng = np.random.default_rng(4)
+    queries, docs = _unit(rng.normal(size=(4, 8))), _unit(rng.normal(size=(30, 8)))
+    try:
+        train_ova_head(queries, np.arange(4), np.arange(4), np.ones(4), docs,
+                       OvaHeadConfig(full_loss_max_documents=10, weight_decay=0.01))
+    except ValueError as error:
+        assert "weight_decay" in str(error)
+    else:
+        raise AssertionError("weight decay in shortlist mode must be refused")

@@ -41,3 +41,28 @@ def test_topk_frame_is_long_and_ranked():
     frame = topk_frame(["q1", "q2"], ["a", "b", "c"], np.array([[2, 0], [1, 2]]), np.array([[0.9, 0.5], [0.8, 0.1]]))
     assert frame.select("query_id", "doc_id", "rank").rows() == [("q1", "c", 1), ("q1", "a", 2), ("q2", "b", 1), ("q2", "c", 2)]
     np.testing.assert_allclose(frame["score"].to_numpy(), [0.9, 0.5, 0.8, 0.1], rtol=1e-6)
+
+
+def test_document_index_is_exact_up_to_its_limit_and_a_saved_hnsw_index_above_it(tmp_path):
+    from skim_assets.lib.retrieval import DocumentIndex, SearchSettings, vectors_fingerprint
+
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(2000, 24)).astype(np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    queries = docs[:50] + 0.05 * rng.normal(size=(50, 24)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    truth, _ = exact_topk(queries, docs, 10)
+
+    exact = DocumentIndex(docs, SearchSettings(exact_max_documents=2000), tmp_path / "exact")
+    assert exact.method.startswith("exact") and np.array_equal(exact.search(queries, 10)[0], truth)
+    assert not (tmp_path / "exact").exists()  # nothing to save for exact search
+
+    folder = tmp_path / vectors_fingerprint(docs)
+    ann = DocumentIndex(docs, SearchSettings(exact_max_documents=1000), folder)
+    found, scores = ann.search(queries, 10)
+    assert ann.method.startswith("hnswlib") and (folder / DocumentIndex.INDEX_FILE).exists()
+    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
+    assert recall >= 0.95 and (np.diff(scores, axis=1) <= 1e-6).all()
+    again = DocumentIndex(docs, SearchSettings(exact_max_documents=1000), folder)  # loads the saved index
+    assert np.array_equal(again.search(queries, 10)[0], found)
+    assert vectors_fingerprint(docs) != vectors_fingerprint(docs[::-1].copy())

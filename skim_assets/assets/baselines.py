@@ -9,7 +9,7 @@ from ..lib.baselines import click_propensities, gandalf_pairs, ips_pairs, lever_
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .common import EAGER, all_queries, pairs_output
-from .mapping import click_encoder_embedder
+from .mapping import click_encoder_documents, click_encoder_embedder
 
 LEVER_THRESHOLD = 0.8
 GANDALF_THRESHOLD = 0.1
@@ -44,10 +44,12 @@ def lever_train_pairs(context: dg.AssetExecutionContext, storage: StorageResourc
     # cached: a click refresh embeds only new queries
     embed, _ = click_encoder_embedder(storage, encoder, dataset, base_retriever)
     query_vectors, new_queries = embed(train_queries["text"].to_list(), encoder.query_max_length)
-    doc_vectors, new_docs = embed(documents["title"].to_list(), encoder.doc_max_length)
+    doc_vectors, index, new_docs = click_encoder_documents(embed, storage, encoder, dataset, base_retriever, documents)
     pairs = lever_pairs(train_pairs, train_queries["query_id"].to_list(), query_vectors, documents["doc_id"].to_list(),
-                        doc_vectors, threshold=LEVER_THRESHOLD, seed=storage.dataset_spec(dataset).seed)
-    return _pairs_output(pairs, {"texts_embedded_now": new_queries + new_docs})
+                        doc_vectors, threshold=LEVER_THRESHOLD, seed=storage.dataset_spec(dataset).seed,
+                        search=index.search if index is not None else None)
+    return _pairs_output(pairs, {"texts_embedded_now": new_queries + new_docs,
+                                 "search": index.method if index is not None else "hnswlib over the encoder's titles"})
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="baselines", automation_condition=EAGER)

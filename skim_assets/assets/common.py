@@ -25,6 +25,15 @@ LORA_FOLDER = "adapter"  # in a LoRA adapter's folder: the peft adapter
 RETRIEVER_FOLDER = "encoder"  # in a retriever's folder: the sentence-transformers model
 
 
+def pretrained_space(storage, encoder, dataset: str):
+    """The pretrained encoder's cached vectors and document index for `dataset` (`lib.spaces.PretrainedSpace`)."""
+    from ..lib.retrieval import SearchSettings
+    from ..lib.spaces import PretrainedSpace
+
+    return PretrainedSpace(encoder.load, storage.step_dir("embedding_cache", dataset, "pretrained"),
+                           storage.step_dir("document_index", dataset), SearchSettings.of(encoder.search))
+
+
 def base_model_folder(base_slm: Path) -> Path:
     """The small LM's Hugging Face folder inside the `base_slm` artifact."""
     return base_slm / BASE_MODEL

@@ -14,6 +14,7 @@ from pydantic import Field
 from ..lib.demonstrations import (
     parse_outputs,
     sample_documents,
+    seeded_subset,
     student_examples,
     teacher_reference_texts,
     teacher_requests,
@@ -53,6 +54,10 @@ class TeacherDemonstrationsConfig(dg.Config):
     max_documents: int = Field(default=50_000, description="Documents sampled for demonstrations (paper: ~50K).")
     queries_per_document: int = Field(default=10, description="Queries kept per document after parsing.")
     seed: int = Field(default=0, description="Seed of the document sample.")
+    adapt_max_texts: int = Field(default=50_000, description="The offline teacher learns the corpus's boilerplate "
+                                 "and the train queries' style from a seeded sample of at most this many documents "
+                                 "and as many reference queries (every one below it): a million documents' word "
+                                 "index would cost minutes and gigabytes for the same frequencies.")
 
 
 @dg.asset(
@@ -77,8 +82,10 @@ def teacher_demonstrations(
     sample = sample_documents(sources, config.max_documents, config.seed)
     model = teacher.build(storage.inside_root(TEACHER_CACHE), fallback_model_path=str(base_model_folder(base_slm)))
     if hasattr(model, "adapt_to_dataset"):  # the offline teacher learns the corpus's boilerplate and output style
-        model.adapt_to_dataset(sources["metadata"].to_list(),
-                               teacher_reference_texts(spec.direction, documents, queries))
+        model.adapt_to_dataset(
+            seeded_subset(sources["metadata"].to_list(), config.adapt_max_texts, config.seed),
+            seeded_subset(teacher_reference_texts(spec.direction, documents, queries), config.adapt_max_texts,
+                          config.seed))
     context.log.info(f"teacher {model.backend}:{model.model} on {sample.height} {spec.direction} sources "
                      f"({spec.prompt_style} prompt)")
     started = time.monotonic()

@@ -16,10 +16,11 @@ from ..lib.ova_head import ova_topk
 from ..lib.plots import bar_plot, markdown_image
 from ..lib.quality import label_repair
 from ..lib.retrieval import topk_frame
+from ..lib.spaces import document_tower_frozen
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import ERROR, WARN, Outcome, build_check, fail, ok, rounded, weights_outside
-from .common import MODEL_STEP, RETRIEVER_FOLDER, retrieval_input
+from .common import MODEL_STEP, RETRIEVER_FOLDER, pretrained_space, retrieval_input
 from .ova import HEAD_FILE, pretrained_embeddings
 from .sweeps import slm_size_markdown
 from .training import METADATA_INPUT_METHODS, METHODS
@@ -41,9 +42,25 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
     and every trained model (`folders`: asset -> its folder)."""
 
     direction = storage.dataset_spec(dataset).direction
+    space = pretrained_space(storage, encoder, dataset)
+
+    def in_pretrained_space(read, query_vectors):
+        """Rank against the pretrained document vectors and their shared index."""
+        index = space.document_index(read.documents["title"].to_list(), read.doc_max_length)
+        indices, scores = index.search(query_vectors(read.queries["text"].to_list(), read.query_max_length),
+                                       max(EVAL_KS))
+        return topk_frame(read.queries["query_id"], read.documents["doc_id"], indices, scores)
+
+    def zero_shot():
+        return in_pretrained_space(retrieval_input(direction, False, queries, documents, encoder), space.embed)
 
     def dual_encoder(path, metadata_input=False):
         read = retrieval_input(direction, metadata_input, queries, documents, encoder)
+        if document_tower_frozen(Path(path).parent):  # query-side fine-tuned: only the queries need this model
+            def rank():
+                model = encoder.load(path)
+                return in_pretrained_space(read, lambda texts, length: model.encode(texts, max_length=length))
+            return rank
         return lambda: encoder.rank(read.queries, read.documents, max(EVAL_KS), path, read.query_max_length,
                                     read.doc_max_length)
 
@@ -57,7 +74,7 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
             return topk_frame(queries["query_id"], head["doc_ids"].tolist(), indices, scores)
         return rank
 
-    yield "zero_shot", "zero_shot", "zero_shot", dual_encoder(None)
+    yield "zero_shot", "zero_shot", "zero_shot", zero_shot
     for asset, (method, base_model) in MODEL_ASSETS.items():
         folder = folders.get(asset)
         metadata_input = method in METADATA_INPUT_METHODS

@@ -18,10 +18,12 @@ from ..lib.mapping import (
 )
 from ..lib.plots import histogram_plot, markdown_image
 from ..lib.quality import pairs_beyond
+from ..lib.spaces import document_tower_frozen
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import ERROR, WARN, Evaluate, Outcome, build_check, fail, ok, rounded, weights_outside
-from .common import EAGER, RETRIEVER_FOLDER, SETTINGS_TABLE, all_queries, pairs_output, settings_of, settings_table
+from .common import (EAGER, RETRIEVER_FOLDER, SETTINGS_TABLE, all_queries, pairs_output, pretrained_space, settings_of,
+                     settings_table)
 
 MAPPING_ENCODER = "base_retriever"  # the dual encoder fine-tuned on the (click) train set
 
@@ -57,12 +59,24 @@ def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, d
     return embed, fingerprint
 
 
-def click_neighbours(embed, encoder: EncoderResource, documents: pl.DataFrame,
-                     train_pairs: pl.DataFrame) -> ClickNeighbours:
-    """The clicks and every document's title vector in the mapping encoder's space (`click_encoder_embedder`'s
-    `embed`): what the click-neighbour floor reads."""
-    vectors, _ = embed(documents["title"].to_list(), encoder.doc_max_length)
-    return ClickNeighbours(train_pairs, documents["doc_id"].to_list(), vectors)
+def click_encoder_documents(embed, storage: StorageResource, encoder: EncoderResource, dataset: str,
+                            base_retriever: Path, documents: pl.DataFrame):
+    """(every document's title vector in the click-trained encoder's space, its search index or None, how many
+    titles were embedded now): a
+    query-side fine-tuned encoder kept the pretrained document vectors, so they and their shared index are read
+    from the pretrained space instead of embedding the catalogue again."""
+    titles = documents["title"].to_list()
+    if document_tower_frozen(base_retriever):
+        index = pretrained_space(storage, encoder, dataset).document_index(titles, encoder.doc_max_length)
+        return index.vectors, index, 0
+    vectors, embedded_now = embed(titles, encoder.doc_max_length)
+    return vectors, None, embedded_now
+
+
+def click_neighbours(document_vectors, documents: pl.DataFrame, train_pairs: pl.DataFrame) -> ClickNeighbours:
+    """The clicks and every document's title vector in the mapping encoder's space (`click_encoder_documents`):
+    what the click-neighbour floor reads."""
+    return ClickNeighbours(train_pairs, documents["doc_id"].to_list(), document_vectors)
 
 
 def mapping_targets(direction: str, encoder: EncoderResource, documents: pl.DataFrame, queries: pl.DataFrame,
@@ -102,7 +116,8 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                                           .iter_rows()).encode()).hexdigest() + ":" + encoder_id
         state_dir = storage.step_dir("mapping_state", dataset, name)
         # every candidate carries its click-neighbour cosine, so the tau sweep can apply the floor later
-        neighbours = click_neighbours(embed, encoder, documents, train_pairs)
+        document_vectors, _, _ = click_encoder_documents(embed, storage, encoder, dataset, base_retriever, documents)
+        neighbours = click_neighbours(document_vectors, documents, train_pairs)
         pairs, candidates, stats = map_incrementally(synthetic["doc_id"].to_list(), synthetic_vectors, target_ids,
                                                      target_vectors, settings, source, state_dir, identity, target,
                                                      neighbours)

@@ -4,12 +4,11 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from ..lib.mapping import embed_with_cache
 from ..lib.ova_head import OvaHeadConfig, train_ova_head
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import build_finite_weights_check, nonfinite_in_npz
-from .common import MODEL_STEP, all_queries, retrieval_input
+from .common import MODEL_STEP, all_queries, pretrained_space, retrieval_input
 from .training import METADATA_INPUT_METHODS, METHODS
 
 HEAD_FILE = "head.npz"
@@ -22,10 +21,7 @@ class OvaHeadTrainingConfig(dg.Config, OvaHeadConfig):
 def pretrained_embeddings(storage: StorageResource, encoder: EncoderResource, dataset: str, texts: list[str],
                           max_length: int) -> np.ndarray:
     """Frozen pretrained-encoder features, cached by text hash per dataset."""
-    model = encoder.load()
-    cache = storage.step_dir("embedding_cache", dataset, "pretrained", f"texts-{max_length}.parquet")
-    vectors, _ = embed_with_cache(texts, lambda batch: model.encode(batch, max_length=max_length), cache)
-    return vectors
+    return pretrained_space(storage, encoder, dataset).embed(texts, max_length)
 
 
 def build_ova_asset(name: str, pairs_asset: str, description: str, metadata_input: bool = False) -> dg.AssetsDefinition:
@@ -43,13 +39,14 @@ def build_ova_asset(name: str, pairs_asset: str, description: str, metadata_inpu
         read = retrieval_input(storage.dataset_spec(dataset).direction, metadata_input, queries, documents, encoder)
         query_index = {q: i for i, q in enumerate(queries["query_id"].to_list())}
         doc_index = {d: i for i, d in enumerate(documents["doc_id"].to_list())}
+        space = pretrained_space(storage, encoder, dataset)
+        index = space.document_index(read.documents["title"].to_list(), read.doc_max_length)
         weights, biases, report = train_ova_head(
-            pretrained_embeddings(storage, encoder, dataset, read.queries["text"].to_list(), read.query_max_length),
+            space.embed(read.queries["text"].to_list(), read.query_max_length),
             np.array([query_index[q] for q in training["query_id"].to_list()]),
             np.array([doc_index[d] for d in training["doc_id"].to_list()]),
             training["weight"].to_numpy(),
-            pretrained_embeddings(storage, encoder, dataset, read.documents["title"].to_list(), read.doc_max_length),
-            config, progress=context.log.info,
+            index.vectors, config, progress=context.log.info, initial_search=index.search,
         )
         folder = storage.staging_dir()
         np.savez(folder / HEAD_FILE, weights=weights, biases=biases, doc_ids=np.array(documents["doc_id"].to_list()))
@@ -59,6 +56,8 @@ def build_ova_asset(name: str, pairs_asset: str, description: str, metadata_inpu
             "metadata_input": metadata_input,
             "seconds": round(report.seconds, 2),
             "final_epoch_loss": round(report.epoch_losses[-1], 4),
+            "loss": "full" if documents.height <= config.full_loss_max_documents else "shortlist (sparse rows)",
+            "first_shortlist_search": index.method,
         })
 
     return _ova

@@ -6,6 +6,7 @@ import polars as pl
 
 from ..lib.metrics import metrics_table_markdown
 from ..lib.plots import line_plot, markdown_image
+from ..lib.retrieval import topk_frame
 from ..lib.simulation import (
     DEFAULT_EXPOSURE_KS,
     exposure_curve,
@@ -15,7 +16,7 @@ from ..lib.simulation import (
 )
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource
-from .common import MODEL_STEP
+from .common import MODEL_STEP, pretrained_space
 
 SIMULATION_OUTPUTS = {
     "click_train_pairs": "Train pairs that survived as clicks (Algorithm 1), or the dataset's own train labels.",
@@ -49,8 +50,12 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
 
     if spec.simulate_bias:
         depth = min(max(spec.exposure_k, max(DEFAULT_EXPOSURE_KS)), documents.height)
-        context.log.info(f"ranking {documents.height} documents for {queries.height} queries (top {depth}, zero-shot)")
-        ranked = encoder.rank(queries, documents, depth)
+        space = pretrained_space(storage, encoder, dataset)
+        index = space.document_index(documents["title"].to_list(), encoder.doc_max_length)
+        context.log.info(f"ranking {documents.height} documents for {queries.height} queries (top {depth}, zero-shot; "
+                         f"{index.method})")
+        indices, scores = index.search(space.embed(queries["text"].to_list(), encoder.query_max_length), depth)
+        ranked = topk_frame(queries["query_id"], documents["doc_id"], indices, scores)
         kwargs = dict(exposure_k=spec.exposure_k, sigmoid_sampling=spec.sigmoid_sampling,
                       score_scale=spec.score_scale, seed=spec.seed)
         clicks = simulate_clicks(ranked, train_labels, **kwargs)
@@ -62,6 +67,7 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
                          storage.figure_path("click_train_pairs", dataset, "exposure_curve.png"))
         metadata["click_train_pairs"] = {
             "exposure_k": spec.exposure_k,
+            "exposure_search": index.method,
             "sigmoid_sampling": spec.sigmoid_sampling,
             "fraction_of_labels_kept": round(clicks.height / max(train_labels.height, 1), 4),
             "per_k": dg.MetadataValue.md(metrics_table_markdown(curve.to_dicts(), curve.columns)),

@@ -36,7 +36,7 @@ from .common import LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, gen
 from .distillation import lora_training_of, student_model_folder, write_lora_training
 from .generation import (SyntheticQueriesConfig, backend_factory_of, checkpoint_settings, sources_to_generate_for,
                          written_queries)
-from .mapping import click_encoder_embedder, click_neighbours, mapping_targets
+from .mapping import click_encoder_documents, click_encoder_embedder, click_neighbours, mapping_targets
 from .ova import OvaHeadTrainingConfig, pretrained_embeddings
 
 
@@ -197,7 +197,8 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
     target, target_ids, target_texts, max_length = mapping_targets(spec.direction, encoder, documents, queries,
                                                                    click_log_pairs)
     target_vectors, _ = embed(target_texts, max_length)
-    neighbours = click_neighbours(embed, encoder, documents, train_pairs)
+    document_vectors, _, _ = click_encoder_documents(embed, storage, encoder, dataset, base_retriever, documents)
+    neighbours = click_neighbours(document_vectors, documents, train_pairs)
     sources, known = sources_to_generate_for(spec.direction, generation, documents, queries, train_pairs,
                                              click_log_pairs)
     features = frozen_features(storage, encoder, dataset, all_queries(queries, click_log_pairs), documents)

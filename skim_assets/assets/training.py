@@ -9,10 +9,12 @@ import polars as pl
 from ..lib.dual_encoder import DualEncoderConfig, train_dual_encoder
 from ..lib.formats import union_pairs
 from ..lib.plots import line_plot, markdown_image
+from ..lib.spaces import RETRIEVER_TRAINING
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import build_finite_weights_check, nonfinite_in_safetensors
-from .common import EAGER, MODEL_STEP, RETRIEVER_FOLDER, all_queries, pairs_output, retrieval_input
+from .common import (EAGER, MODEL_STEP, RETRIEVER_FOLDER, all_queries, pairs_output, pretrained_space,
+                     retrieval_input)
 
 TRAINING_RETRY = dg.RetryPolicy(max_retries=1, delay=30)
 
@@ -55,20 +57,25 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str,
         direction = storage.dataset_spec(context.partition_key).direction
         read = retrieval_input(direction, metadata_input, all_queries(queries, click_log_pairs, pairs), documents,
                                encoder)
+        # query-side fine-tuning reads the documents' pretrained vectors, shared with every step of that space
+        document_vectors = None if config.train_document_tower else pretrained_space(
+            storage, encoder, context.partition_key).embed(read.documents["title"].to_list(), read.doc_max_length)
         report = train_dual_encoder(model, pairs.data, read.queries, read.documents, config,
                                     progress=context.log.info, query_max_length=read.query_max_length,
-                                    doc_max_length=read.doc_max_length)
+                                    doc_max_length=read.doc_max_length, document_vectors=document_vectors)
         folder = storage.staging_dir()
         model.save(folder / RETRIEVER_FOLDER, max(read.query_max_length, read.doc_max_length))
         # the pairs' digest tells the model-refresh schedule whether this model is stale
-        (folder / "training.json").write_text(json.dumps(report.__dict__ | {"pairs_sha1": pairs.digest()}, indent=2))
+        (folder / RETRIEVER_TRAINING).write_text(json.dumps(report.__dict__ | {"pairs_sha1": pairs.digest()}, indent=2))
         plot = line_plot({"loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
                          f"{name} training loss", "log window", "weighted decoupled-softmax loss", folder / "loss.png")
         return dg.MaterializeResult(
             value=folder,
             metadata={
                 "training_pairs": report.pairs,
+                "pairs_available": pairs.data.height,
                 "training_queries": report.queries,
+                "document_tower": "trained" if config.train_document_tower else "frozen (pretrained vectors)",
                 "epochs": config.epochs,
                 "metadata_input": metadata_input,
                 "seconds": round(report.seconds, 1),

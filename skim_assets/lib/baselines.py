@@ -13,6 +13,8 @@ Gandalf also returns the extra training points it creates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import polars as pl
 
@@ -43,9 +45,14 @@ def lever_pairs(
     k: int = 10,
     threshold: float = 0.8,
     seed: int = 0,
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> pl.DataFrame:
-    """Clicks plus soft labels imputed by a siamese teacher (query -> document neighbours scoring >= threshold)."""
-    neighbours, cosines = hnsw_topk(query_vectors, doc_vectors, min(k, len(doc_ids)), seed=seed)
+    """Clicks plus soft labels imputed by a siamese teacher (query -> document neighbours scoring >= threshold).
+    `search(query_vectors, k)` over `doc_vectors` (e.g. a saved index, `retrieval.DocumentIndex.search`); default:
+    an hnswlib index built here."""
+    k = min(k, len(doc_ids))
+    neighbours, cosines = (search(query_vectors, k) if search is not None
+                           else hnsw_topk(query_vectors, doc_vectors, k, seed=seed))
     imputed = (
         neighbour_frame(query_ids, doc_ids, neighbours, cosines, "query_id", "doc_id")
         .select("query_id", "doc_id", similarity_weight(pl.col("cosine")), pl.lit("lever").alias("source"))

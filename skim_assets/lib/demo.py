@@ -20,6 +20,11 @@ product is relevant to the five categories of its facts. Clicks again only find 
 rest of a product's categories is stated only in its description: SKIM must write categories for each train
 query (`generate: documents_for_queries`) and map them onto the real category documents. Each product is asked
 about twice: its train query is its title, its test query another phrasing of it ("Orvana 4471 reviews").
+
+The `catalogue` variant (lib/catalogue_world.py) is the `products` world at any size, 160 to 1,000,000+ products:
+the fact vocabularies grow with the corpus (generated names such as "Vellorin Labs", "Kestrava", "velmo extract",
+"tarrow fever" after the real-word lists below), each product draws its facts from a Zipf-like distribution so label
+frequencies are long-tailed as in extreme-classification data, and it is built vectorised (numpy / polars frames).
 """
 
 from __future__ import annotations
@@ -95,7 +100,7 @@ FILLER = [
 ]
 
 
-WORLDS = ("products", "categories")
+WORLDS = ("products", "categories", "catalogue")
 # the category documents of the `categories` world: one per fact value
 CATEGORY_TITLES = {"category": "{v}", "condition": "{v} remedies", "ingredient": "{v} products",
                    "place": "made in {v}", "maker": "{v}"}
@@ -107,12 +112,43 @@ class DemoWorldConfig:
     """Size and shape of the demo world. Defaults keep the whole graph to a few minutes on 2 CPU cores."""
 
     n_documents: int = 160  # products (in the `categories` world: products asked about as queries)
-    world: str = "products"  # or "categories": the reverse direction (see the module docstring)
-    docs_per_fact: float = 4.0  # mean number of products sharing one condition / ingredient / place / maker
+    # "categories": the reverse direction; "catalogue": `products` at any size (see the module docstring)
+    world: str = "products"
+    # mean number of products sharing one condition / ingredient / place / maker (the catalogue world reads
+    # catalogue_docs_per_fact instead)
+    docs_per_fact: float = 4.0
     title_category_rate: float = 0.6  # fraction of titles that show the product category
     train_phrasings: int = 1  # phrasings per fact in the train split (plus one held-out test phrasing)
     exposure_k: int = 10  # Algorithm 1's window for this world (small corpus)
     seed: int = 13
+    # The fields below shape only the `catalogue` world; the other worlds ignore them (and leave them out of
+    # dataset.json's `demo_world`, which stays as it was).
+    # condition / ingredient / place / maker vocabulary size V = n_documents / catalogue_docs_per_fact, so the
+    # mean number of products per fact value is about this (the median is a few: the frequencies are long-tailed)
+    catalogue_docs_per_fact: float = 16.0
+    # category vocabulary size = catalogue_category_growth * sqrt(n_documents): categories are broad labels
+    catalogue_category_growth: float = 1.0
+    # each product draws each fact's value from p(rank r) ∝ (r + zipf_offset) ** -zipf_exponent over its kind's V
+    # values (r = 1 is the most frequent); a larger exponent gives a heavier head and a longer tail, the offset
+    # flattens the head so the largest fact stays a small share of the corpus
+    zipf_exponent: float = 1.0
+    zipf_offset: float = 10.0
+    # share of the fact values (seeded draw) that get a held-out test query; every fact value with a product keeps
+    # its train phrasings. Lower it to keep the test split small at scale.
+    test_fraction: float = 1.0
+
+
+# DemoWorldConfig fields only the `catalogue` world reads (kept out of the other worlds' dataset.json)
+CATALOGUE_FIELDS = ("catalogue_docs_per_fact", "catalogue_category_growth", "zipf_exponent", "zipf_offset",
+                    "test_fraction")
+
+
+def world_record(config: DemoWorldConfig) -> dict:
+    """The config as dataset.json's `demo_world` records it: every field the world reads."""
+    record = asdict(config)
+    if config.world != "catalogue":
+        record = {k: v for k, v in record.items() if k not in CATALOGUE_FIELDS}
+    return record
 
 
 def _values(pool: list[str], n_documents: int, docs_per_fact: float) -> list[str]:
@@ -125,9 +161,16 @@ def _maker_names() -> list[str]:
 
 
 def generate_demo_world(config: DemoWorldConfig = DemoWorldConfig()) -> dict:
-    """The world as plain records: documents, queries (with split) and qrels."""
+    """The world as plain records: documents, queries (with split) and qrels.
+
+    The `catalogue` world, built for sizes where records would not do, comes back as polars frames instead
+    (see `catalogue_world.generate_catalogue_world`)."""
     if config.world not in WORLDS:
         raise ValueError(f"world must be one of {WORLDS}, got {config.world!r}")
+    if config.world == "catalogue":
+        from .catalogue_world import generate_catalogue_world
+
+        return generate_catalogue_world(config)
     rng = np.random.default_rng(config.seed)
     attribute_values = {
         "category": CATEGORIES[: max(2, min(len(CATEGORIES), config.n_documents // 12))],
@@ -199,6 +242,10 @@ def _categories_world(products: list[dict], facts_of_product: list[dict], attrib
 
 def write_demo_dataset(folder: str | Path, config: DemoWorldConfig = DemoWorldConfig()) -> dict:
     """Write the demo world in BEIR layout plus its dataset.json; returns summary counts. Atomic and idempotent."""
+    if config.world == "catalogue":
+        from .catalogue_world import write_catalogue_dataset
+
+        return write_catalogue_dataset(folder, config)
     world = generate_demo_world(config)
     folder = Path(folder)
     with atomic_directory(folder) as tmp:
@@ -220,7 +267,7 @@ def write_demo_dataset(folder: str | Path, config: DemoWorldConfig = DemoWorldCo
             {"format": "beir", "source": ".", "exposure_k": config.exposure_k, "simulate_bias": True,
              "prompt_style": "wiki-categories" if reverse else "url-queries",
              **({"generate": "documents_for_queries", "query_metadata_field": "description"} if reverse else {}),
-             "demo_world": asdict(config)},
+             "demo_world": world_record(config)},
             tmp / "dataset.json",
         )
     return {

@@ -69,6 +69,14 @@ def teacher_reference_texts(direction: str, documents: pl.DataFrame, queries: pl
     return queries.filter(pl.col("split") == "train")["text"].to_list()
 
 
+def seeded_subset(items: list, max_items: int, seed: int) -> list:
+    """At most `max_items` of `items`, a seeded sample in their original order (all of them below the cap)."""
+    if len(items) <= max_items:
+        return items
+    chosen = np.sort(np.random.default_rng(seed).choice(len(items), size=max_items, replace=False))
+    return [items[i] for i in chosen]
+
+
 def sample_documents(documents: pl.DataFrame, max_documents: int, seed: int) -> pl.DataFrame:
     """A seeded sample of at most `max_documents` documents with non-empty metadata, in doc_id order."""
     candidates = documents.filter(pl.col("metadata").str.strip_chars().str.len_chars() > 0).sort("doc_id")

@@ -51,6 +51,11 @@ class DualEncoderConfig(Settings):
                                  "batch order stays random.")
     cached_negatives: bool = Field(default=False, description="Hard negatives use the document embeddings of the "
                                    "mining pass (no gradient through them): fewer documents encoded per step.")
+    max_pairs: int = Field(default=0, description="Train on a seeded uniform sample of at most this many pairs "
+                           "(0 = every pair): what a 2-core machine affords of a million-document dataset.")
+    train_document_tower: bool = Field(default=True, description="False = query-side fine-tuning: documents keep "
+                                       "their pretrained embeddings (one embedding and one index of the catalogue, "
+                                       "shared by every such model), only the query tower learns.")
     seed: int = Field(default=0, description="Seed for shuffling and negative sampling.")
     log_every_s: float = Field(default=20.0, description="Seconds between progress lines.")
 
@@ -141,6 +146,7 @@ def train_dual_encoder(
     query_max_length: int = 32,
     doc_max_length: int = 32,
     known_positives: pl.DataFrame | None = None,
+    document_vectors: np.ndarray | None = None,
 ) -> TrainingReport:
     """Fine-tune `encoder` in place on weighted (query_id, doc_id, weight) pairs.
 
@@ -148,12 +154,21 @@ def train_dual_encoder(
     the encoder's max lengths (tokens). `known_positives` (query_id, doc_id) are further relevant pairs that are
     not trained on but never serve as a query's negatives, as its own pairs' documents do (the decoupled
     softmax); rows for queries without training pairs are ignored. `benchmarks/dual_encoder_labels.py` uses it to
-    measure what unlabelled positives among the negatives cost.
+    measure what unlabelled positives among the negatives cost. `document_vectors` (rows of `documents`, unit
+    norm) are the fixed document embeddings of query-side fine-tuning (`train_document_tower=False`).
     """
     config = config or DualEncoderConfig()
     say = progress or log.info
     if pairs.height == 0:
         raise ValueError("no training pairs")
+    frozen = not config.train_document_tower
+    if frozen and document_vectors is None:
+        raise ValueError("train_document_tower=False needs the documents' pretrained vectors (document_vectors)")
+    if frozen and config.hard_negatives:
+        raise ValueError("train_document_tower=False trains with in-batch negatives only: set hard_negatives to 0")
+    if config.max_pairs and pairs.height > config.max_pairs:
+        pairs = pairs.sample(config.max_pairs, seed=config.seed)
+        say(f"dual encoder: training on a seeded sample of {config.max_pairs} pairs (max_pairs)")
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
 
@@ -217,7 +232,8 @@ def train_dual_encoder(
             with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
                 q_emb = encoder.embed([query_texts[i] for i in unique_queries], query_max_length)[query_rows]
                 live = batch_docs if negative_cache is None else batch_docs[:n_live]
-                d_emb = encoder.embed([doc_texts[j] for j in live], doc_max_length)
+                d_emb = (torch.from_numpy(document_vectors[live]).to(encoder.device) if frozen
+                         else encoder.embed([doc_texts[j] for j in live], doc_max_length))
             if negative_cache is not None and len(batch_docs) > n_live:
                 d_emb = torch.cat([d_emb.float(), negative_cache[batch_docs[n_live:]]])
             logits = q_emb.float() @ d_emb.float().T / config.temperature  # scores in fp32 (x20 magnifies rounding)

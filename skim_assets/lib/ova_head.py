@@ -6,6 +6,12 @@ cross-entropy over the query's positives (weighted by pair weight) and, as in Re
 other document as a negative (above `full_loss_max_documents`, a shortlist of hard negatives: the current head's
 top-scored non-positives), each query's positives and negatives balanced, and each classifier pulled toward its
 initial vector (`anchor`). Scores are q . w_d + b_d.
+
+Above `full_loss_max_documents` the head is trained the way extreme classifiers are at millions of labels: each
+step updates only the rows of the documents it scores (sparse gradients, lazy Adam: `torch.optim.SparseAdam`),
+so a step costs the batch's shortlist, not the catalogue; the first shortlist comes from a search over the
+initial vectors (the head's scores before training are exactly those inner products), which a caller can serve
+from a saved ANN index, and later ones from blocked exact top-k of the current head (`remine_every`).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from .retrieval import blocked_topk, topk_rows
+from .retrieval import blocked_topk
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,8 @@ class OvaHeadConfig(Settings):
     anchor: float = Field(default=0.2, description="L2 pull of each classifier toward its initial vector (the "
                           "label's embedding), per step: keeps documents with few or noisy positives near what the "
                           "pretrained encoder knows of them (0 = off).")
+    remine_every: int = Field(default=1, description="Epochs between shortlist re-mining with the current head "
+                              "(shortlist mode only; 0 = keep the first shortlist, mined from the initial vectors).")
     seed: int = Field(default=0, description="Shuffling seed.")
 
 
@@ -66,6 +74,7 @@ def train_ova_head(
     doc_vectors: np.ndarray,
     config: OvaHeadConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    initial_search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, OvaHeadReport]:
     """Train per-document classifiers; returns (weights [n_docs, dim], biases [n_docs], report).
 
@@ -73,39 +82,33 @@ def train_ova_head(
     (weighted mean of the positives' binary cross-entropy, plus mean over the negatives). Without that balance a
     query with 40 positives and a shortlist of 20 negatives mostly raises biases, and documents with many labels
     crowd every ranking: more correct labels then score worse (the oracle below the clicks on NFCorpus).
+
+    `initial_search(query_vectors, k) -> (indices, scores)` searches `doc_vectors` (e.g. a saved hnswlib index,
+    `retrieval.DocumentIndex.search`); in shortlist mode it serves the first shortlist, else blocked exact top-k.
     """
     config = config or OvaHeadConfig()
     say = progress or log.info
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     n_queries, n_docs = query_vectors.shape[0], doc_vectors.shape[0]
+    if n_docs > config.full_loss_max_documents:
+        return _train_sparse(query_vectors, pair_query_index, pair_doc_index, pair_weights, doc_vectors, config, say,
+                             rng, initial_search)
     queries = torch.from_numpy(query_vectors.astype(np.float32))
     initial = torch.from_numpy(doc_vectors.astype(np.float32))
     weights = torch.nn.Parameter(initial.clone())
     biases = torch.nn.Parameter(torch.zeros(n_docs))
     optimizer = torch.optim.Adam([weights, biases], lr=config.learning_rate, weight_decay=config.weight_decay)
-    positives: list[dict[int, float]] = [{} for _ in range(n_queries)]
-    for q, d, w in zip(pair_query_index, pair_doc_index, pair_weights):
-        positives[q][int(d)] = max(float(w), positives[q].get(int(d), 0.0))
+    positives = _positives_by_query(n_queries, np.asarray(pair_query_index), np.asarray(pair_doc_index), pair_weights)
     trained = np.array([i for i in range(n_queries) if positives[i]])
     report = OvaHeadReport(queries=len(trained), pairs=len(pair_query_index), seconds=0.0)
-    full = n_docs <= config.full_loss_max_documents
     started = time.monotonic()
     for epoch in range(config.epochs):
-        shortlist = None
-        if not full:
-            with torch.no_grad():
-                scores = (queries[trained] @ weights.T).numpy() * config.scale + biases.numpy()
-            depth = min(n_docs, config.shortlist + max(len(positives[i]) for i in trained))
-            shortlist, _ = topk_rows(scores, depth)
         total = 0.0
         order = rng.permutation(len(trained))
         for start in range(0, len(trained), config.batch_size):
             rows = order[start : start + config.batch_size]
-            if full:
-                loss = _full_loss(queries, weights, biases, trained[rows], positives, config.scale)
-            else:
-                loss = _shortlist_loss(queries, weights, biases, trained, rows, positives, shortlist, config)
+            loss = _full_loss(queries, weights, biases, trained[rows], positives, config.scale)
             if config.anchor:
                 loss = loss + config.anchor * (weights - initial).pow(2).sum(-1).mean()
             optimizer.zero_grad()
@@ -114,10 +117,91 @@ def train_ova_head(
             total += loss.item() * len(rows)
         report.epoch_losses.append(total / max(len(trained), 1))
     report.seconds = time.monotonic() - started
-    say(f"one-vs-all head ({'full' if full else 'shortlist'} loss): {len(trained)} queries, {n_docs} documents, "
+    say(f"one-vs-all head (full loss): {len(trained)} queries, {n_docs} documents, "
         f"{config.epochs} epochs in {report.seconds:.1f}s; loss {report.epoch_losses[0]:.4f} -> "
         f"{report.epoch_losses[-1]:.4f}")
     return weights.detach().numpy(), biases.detach().numpy(), report
+
+
+def _positives_by_query(n_queries: int, pair_query_index, pair_doc_index, pair_weights) -> list[dict[int, float]]:
+    """Each query's positives {doc row: max pair weight}."""
+    positives: list[dict[int, float]] = [{} for _ in range(n_queries)]
+    for q, d, w in zip(pair_query_index.tolist(), pair_doc_index.tolist(), np.asarray(pair_weights).tolist()):
+        positives[q][d] = max(float(w), positives[q].get(d, 0.0))
+    return positives
+
+
+def _train_sparse(query_vectors, pair_query_index, pair_doc_index, pair_weights, doc_vectors, config, say, rng,
+                  initial_search) -> tuple[np.ndarray, np.ndarray, OvaHeadReport]:
+    """Shortlist mode with sparse row updates: memory and time per step grow with the batch's shortlist, not with
+    the number of documents. The anchor pulls each updated row toward its initial vector with the same per-row
+    gradient as the dense loss (sum over the rows / n_docs); rows no step touches stay at their initial vector."""
+    if config.weight_decay:
+        raise ValueError("weight_decay is not available in shortlist mode (sparse rows, SparseAdam): set it to 0")
+    n_queries, n_docs = query_vectors.shape[0], doc_vectors.shape[0]
+    queries = torch.from_numpy(np.ascontiguousarray(query_vectors, dtype=np.float32))
+    initial = torch.from_numpy(np.ascontiguousarray(doc_vectors, dtype=np.float32))
+    weights = torch.nn.Embedding.from_pretrained(initial.clone(), freeze=False, sparse=True)
+    biases = torch.nn.Embedding.from_pretrained(torch.zeros(n_docs, 1), freeze=False, sparse=True)
+    optimizer = torch.optim.SparseAdam([weights.weight, biases.weight], lr=config.learning_rate)
+    positives = _positives_by_query(n_queries, pair_query_index, pair_doc_index, pair_weights)
+    trained = np.array([i for i in range(n_queries) if positives[i]], dtype=np.int64)
+    report = OvaHeadReport(queries=len(trained), pairs=len(pair_query_index), seconds=0.0)
+    # a query with thousands of positives would make the shortlist that deep: its negatives are the first
+    # non-positives within shortlist + 4 x shortlist places (fewer, rarely, when positives fill them)
+    depth = min(n_docs, config.shortlist + min(max((len(positives[i]) for i in trained), default=0),
+                                               4 * config.shortlist))
+    started = time.monotonic()
+    shortlist = None
+    for epoch in range(config.epochs):
+        if shortlist is None:
+            search = initial_search or (lambda vectors, k: blocked_topk(vectors, lambda b: b @ initial.numpy().T,
+                                                                        n_docs, k))
+            shortlist, _ = search(query_vectors[trained], depth)
+        elif config.remine_every and epoch % config.remine_every == 0:
+            w, b = weights.weight.detach().numpy(), biases.weight.detach().numpy()[:, 0]
+            shortlist, _ = blocked_topk(query_vectors[trained], lambda block: (block @ w.T) * config.scale + b,
+                                        n_docs, depth)
+        total = 0.0
+        order = rng.permutation(len(trained))
+        for start in range(0, len(trained), config.batch_size):
+            rows = order[start : start + config.batch_size]
+            q_t, d_t, target, positive_weight, negative_weight = _shortlist_entries(trained, rows, positives,
+                                                                                    shortlist, config)
+            logits = (queries[q_t] * weights(d_t)).sum(-1) * config.scale + biases(d_t)[:, 0]
+            loss = _balanced_bce(logits, target, positive_weight, negative_weight) / len(rows)
+            if config.anchor:
+                touched = torch.unique(d_t)
+                loss = loss + config.anchor * (weights(touched) - initial[touched]).pow(2).sum() / n_docs
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(rows)
+        report.epoch_losses.append(total / max(len(trained), 1))
+    report.seconds = time.monotonic() - started
+    say(f"one-vs-all head (shortlist loss, sparse rows): {len(trained)} queries, {n_docs} documents, "
+        f"{config.epochs} epochs in {report.seconds:.1f}s; loss {report.epoch_losses[0]:.4f} -> "
+        f"{report.epoch_losses[-1]:.4f}" if report.epoch_losses else "one-vs-all head: no epoch")
+    return weights.weight.detach().numpy(), biases.weight.detach().numpy()[:, 0].copy(), report
+
+
+def _shortlist_entries(trained, rows, positives, shortlist, config):
+    """(query rows, document rows, targets, positive weights, negative weights) of a batch: each query's positives
+    (weights summing to 1) and its first `config.shortlist` non-positive shortlist entries (1 / count each)."""
+    q_idx, d_idx, target, positive_weight, negative_weight = [], [], [], [], []
+    for row in rows:
+        qi = trained[row]
+        own = positives[qi]
+        total = sum(own.values()) or 1.0
+        negatives = [d for d in shortlist[row].tolist() if d not in own][: config.shortlist]
+        q_idx.extend([qi] * (len(own) + len(negatives)))
+        d_idx.extend(own)
+        d_idx.extend(negatives)
+        target.extend([1.0] * len(own) + [0.0] * len(negatives))
+        positive_weight.extend([w / total for w in own.values()] + [0.0] * len(negatives))
+        negative_weight.extend([0.0] * len(own) + [1.0 / max(len(negatives), 1)] * len(negatives))
+    return (torch.tensor(q_idx), torch.tensor(d_idx), torch.tensor(target), torch.tensor(positive_weight),
+            torch.tensor(negative_weight))
 
 
 def _balanced_bce(logits: torch.Tensor, target: torch.Tensor, positive_weight: torch.Tensor,
@@ -142,25 +226,6 @@ def _full_loss(queries, weights, biases, query_rows, positives, scale) -> torch.
         positive_weight[row, docs] = w / w.sum().clamp_min(1e-12)
         negative_weight[row, 0] = 1.0 / max(n_docs - len(docs), 1)
     return _balanced_bce(logits, target, positive_weight, negative_weight.expand_as(logits)) / len(query_rows)
-
-
-def _shortlist_loss(queries, weights, biases, trained, rows, positives, shortlist, config) -> torch.Tensor:
-    """The same balance over each query's positives and its hard-negative shortlist."""
-    q_idx, d_idx, target, positive_weight, negative_weight = [], [], [], [], []
-    for row in rows:
-        qi = trained[row]
-        total = sum(positives[qi].values()) or 1.0
-        negatives = [d for d in shortlist[row] if d not in positives[qi]][: config.shortlist]
-        for d, w in positives[qi].items():
-            q_idx.append(qi), d_idx.append(d), target.append(1.0)
-            positive_weight.append(w / total), negative_weight.append(0.0)
-        for d in negatives:
-            q_idx.append(qi), d_idx.append(d), target.append(0.0)
-            positive_weight.append(0.0), negative_weight.append(1.0 / max(len(negatives), 1))
-    q_t, d_t = torch.tensor(q_idx), torch.tensor(d_idx)
-    logits = (queries[q_t] * weights[d_t]).sum(-1) * config.scale + biases[d_t]
-    return _balanced_bce(logits, torch.tensor(target), torch.tensor(positive_weight),
-                         torch.tensor(negative_weight)) / len(rows)
 
 
 def ova_topk(query_vectors: np.ndarray, weights: np.ndarray, biases: np.ndarray, k: int, scale: float = 10.0,

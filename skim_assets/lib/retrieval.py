@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 import polars as pl
+from pydantic import Field
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 # Score blocks are capped at this many entries (256 MiB of float32), whatever block_size asks for: 4096 queries
@@ -99,15 +110,13 @@ def topk_frame(
 ) -> pl.DataFrame:
     """Long frame (query_id, doc_id, score, rank) from top-k index/score matrices (rank 1 = best)."""
     n, k = indices.shape
-    doc_ids = np.asarray(pl.Series(doc_ids).to_list(), dtype=object)
     return pl.DataFrame(
-        {
-            "query_id": np.repeat(np.asarray(pl.Series(query_ids).to_list(), dtype=object), k).tolist(),
-            "doc_id": doc_ids[indices.reshape(-1)].tolist(),
-            "score": scores.reshape(-1).astype(np.float64),
-            "rank": np.tile(np.arange(1, k + 1), n).astype(np.int32),
-        },
-        schema={"query_id": pl.String, "doc_id": pl.String, "score": pl.Float64, "rank": pl.Int32},
+        [
+            pl.Series("query_id", query_ids, dtype=pl.String).gather(np.repeat(np.arange(n), k)),
+            pl.Series("doc_id", doc_ids, dtype=pl.String).gather(indices.reshape(-1)),
+            pl.Series("score", scores.reshape(-1).astype(np.float64)),
+            pl.Series("rank", np.tile(np.arange(1, k + 1, dtype=np.int32), n)),
+        ]
     )
 
 
@@ -148,3 +157,79 @@ def with_metadata(queries: pl.DataFrame, documents: pl.DataFrame, metadata_side:
     if "metadata" not in queries.columns:
         return queries, documents
     return queries.with_columns(joined("text")), documents
+
+
+class SearchSettings(Settings):
+    """How documents are searched wherever a step ranks every document for many queries (Algorithm 1's exposure
+    ranking, evaluation, LEVER's teacher, the one-vs-all head's first shortlist)."""
+
+    exact_max_documents: int = Field(default=200_000, description="Up to this many documents, exact blocked inner "
+                                     "products (deterministic, ties by lower index); above it an hnswlib index, "
+                                     "built once per vector set and reused by every step that searches it.")
+    hnsw_m: int = Field(default=16, description="hnswlib M (graph degree) of the document index.")
+    hnsw_ef_construction: int = Field(default=100, description="hnswlib ef_construction of the document index.")
+    hnsw_ef_search: int = Field(default=200, description="hnswlib ef at query time (raised to k when k is larger).")
+    seed: int = Field(default=0, description="hnswlib's random seed.")
+
+
+class DocumentIndex:
+    """Top-k search over one set of unit-norm document vectors: exact blocked inner products up to
+    `settings.exact_max_documents`, else an hnswlib index saved in `folder` (when given) so the next step that
+    searches the same vectors loads it instead of building it again (a 1M-document build takes minutes)."""
+
+    INDEX_FILE = "hnsw.bin"
+
+    def __init__(self, doc_vectors: np.ndarray, settings: SearchSettings | None = None, folder: Path | None = None):
+        self.vectors = doc_vectors
+        self.settings = settings or SearchSettings()
+        self.folder = Path(folder) if folder else None
+        self._index = None
+
+    @property
+    def exact(self) -> bool:
+        return self.vectors.shape[0] <= self.settings.exact_max_documents
+
+    @property
+    def method(self) -> str:
+        """What the search is, for a step's metadata."""
+        if self.exact:
+            return f"exact (blocked inner products over {self.vectors.shape[0]} documents)"
+        s = self.settings
+        return (f"hnswlib (M {s.hnsw_m}, ef_construction {s.hnsw_ef_construction}, ef {s.hnsw_ef_search}) over "
+                f"{self.vectors.shape[0]} documents")
+
+    def _hnsw(self):
+        if self._index is not None:
+            return self._index
+        import hnswlib
+
+        s = self.settings
+        path = self.folder / self.INDEX_FILE if self.folder else None
+        if path is not None and path.exists():
+            index = hnswlib.Index(space="ip", dim=self.vectors.shape[1])
+            index.load_index(str(path), max_elements=self.vectors.shape[0])
+            if index.get_current_count() == self.vectors.shape[0]:
+                self._index = index
+                return index
+        started = time.monotonic()
+        index = build_hnsw_index(self.vectors, m=s.hnsw_m, ef_construction=s.hnsw_ef_construction, seed=s.seed)
+        log.info(f"hnsw index over {self.vectors.shape[0]} documents built in {time.monotonic() - started:.0f}s")
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            index.save_index(str(tmp))
+            os.replace(tmp, path)
+        self._index = index
+        return index
+
+    def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, cosine scores) of each query's k best documents, best first."""
+        if self.exact:
+            return exact_topk(query_vectors, self.vectors, k)
+        return hnsw_search(self._hnsw(), query_vectors, k, ef_search=self.settings.hnsw_ef_search)
+
+
+def vectors_fingerprint(vectors: np.ndarray) -> str:
+    """Identity of a vector set (shape and a strided sample of its bytes): names the folder of its saved index."""
+    sample = np.ascontiguousarray(vectors[:: max(1, vectors.shape[0] // 4096)])
+    return hashlib.sha1(f"{vectors.shape}".encode() + sample.tobytes()).hexdigest()[:16]

@@ -3,6 +3,11 @@ import dagster as dg
 from pydantic import Field
 
 from ..lib.encoders import TextEncoder
+from ..lib.retrieval import SearchSettings
+
+
+class SearchConfig(dg.Config, SearchSettings):
+    """Document search: the fields of `lib.retrieval.SearchSettings`."""
 
 
 class EncoderResource(dg.ConfigurableResource):
@@ -14,6 +19,8 @@ class EncoderResource(dg.ConfigurableResource):
     doc_max_length: int = Field(default=32, description="Token cap for document titles (the short text).")
     metadata_max_length: int = Field(default=128, description="Token cap of a text that carries its metadata too "
                                      "(metadata-augmented retrieval, the `ra` methods).")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="How every document is searched for "
+                                 "many queries: exact up to exact_max_documents, else a saved hnswlib index.")
 
     def load(self, path: str | None = None) -> TextEncoder:
         """The pretrained encoder, or a fine-tuned one saved at `path`."""
