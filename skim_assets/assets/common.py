@@ -30,7 +30,7 @@ def pretrained_space(storage, encoder, dataset: str):
     from ..lib.retrieval import SearchSettings
     from ..lib.spaces import PretrainedSpace
 
-    return PretrainedSpace(encoder.load, storage.step_dir("embedding_cache", dataset, "pretrained"),
+    return PretrainedSpace(encoder.load, storage.step_dir("embedding_cache", dataset, f"pretrained{encoder.cache_tag}"),
                            storage.step_dir("document_index", dataset), SearchSettings.of(encoder.search))
 
 

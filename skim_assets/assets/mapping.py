@@ -45,7 +45,7 @@ def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, d
     only new text."""
     encoder_path = base_retriever / RETRIEVER_FOLDER
     fingerprint = encoder_fingerprint(encoder_path)
-    cache_dir = storage.step_dir("embedding_cache", dataset, fingerprint)
+    cache_dir = storage.step_dir("embedding_cache", dataset, fingerprint + encoder.cache_tag)
     model = []
 
     def embed(texts: list[str], max_length: int):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from .devices import resolve_device
+from .devices import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,16 @@ def _read_pooling(path: Path) -> str:
 class TextEncoder(torch.nn.Module):
     """A shared query/document encoder producing L2-normalised embeddings."""
 
-    def __init__(self, path: str | Path | None = None, device: str = "auto", max_length: int = 32):
+    def __init__(self, path: str | Path | None = None, device: str = "auto", max_length: int = 32,
+                 precision: str = "float32"):
         super().__init__()
         self.path = Path(path or default_encoder_path())
         if not (self.path / "config.json").exists():
             raise FileNotFoundError(f"encoder path {self.path} has no config.json (expected a Hugging Face model folder)")
         self.device = resolve_device(device)
         self.max_length = max_length
+        # inference precision of `encode` ('auto' = bf16 where the hardware has it); training sets its own
+        self.encode_dtype = resolve_dtype(precision, self.device)
         self.pooling = _read_pooling(self.path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model = AutoModel.from_pretrained(self.path).to(self.device)
@@ -87,7 +90,8 @@ class TextEncoder(torch.nn.Module):
         started = last_log = time.monotonic()
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
-            out[idx] = self.embed([texts[i] for i in idx], max_length).float().cpu().numpy()
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.encode_dtype == torch.bfloat16):
+                out[idx] = self.embed([texts[i] for i in idx], max_length).float().cpu().numpy()
             if time.monotonic() - last_log > log_every_s:
                 last_log = time.monotonic()
                 done = start + len(idx)

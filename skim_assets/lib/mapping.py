@@ -281,3 +281,24 @@ def hnsw_recall(queries: np.ndarray, items: np.ndarray, approx: np.ndarray, k: i
     sample = rng.choice(len(queries), size=min(settings.recall_sample, len(queries)), replace=False)
     exact, _ = exact_topk(queries[sample], items, k)
     return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx[sample], exact)]))
+
+
+def repair_by_neighbour_rank(candidates: pl.DataFrame, synthetic_source_ids: list[str], tau: float,
+                             clicks: pl.DataFrame, oracle: pl.DataFrame) -> pl.DataFrame:
+    """Label repair of the candidates that pass `tau`, by their rank among their synthetic text's neighbours
+    (1 = nearest): (neighbour_rank, candidates, beyond_clicks, correct, precision). The paper keeps every one of
+    the k neighbours above tau; where near-miss targets are dense (a large catalogue of look-alike names), the
+    nearest one may stay right while the others turn wrong, which this table shows."""
+    ranked = _with_pair_ids(candidates, synthetic_source_ids).with_columns(
+        pl.col("cosine").rank("ordinal", descending=True).over("synthetic").cast(pl.Int64).alias("neighbour_rank"))
+    kept = ranked.filter(((1.0 + pl.col("cosine").cast(pl.Float64)) / 2.0) >= tau)
+    beyond = kept.join(clicks.select("query_id", "doc_id").unique(), on=["query_id", "doc_id"], how="anti")
+    judged = beyond.join(oracle.select("query_id", "doc_id").unique().with_columns(pl.lit(True).alias("correct")),
+                         on=["query_id", "doc_id"], how="left").with_columns(pl.col("correct").fill_null(False))
+    return (kept.group_by("neighbour_rank").len("candidates")
+            .join(judged.group_by("neighbour_rank").agg(pl.len().alias("beyond_clicks"),
+                                                        pl.col("correct").sum().cast(pl.Int64).alias("correct")),
+                  on="neighbour_rank", how="left")
+            .fill_null(0)
+            .with_columns((pl.col("correct") / pl.col("beyond_clicks").clip(lower_bound=1)).alias("precision"))
+            .sort("neighbour_rank"))

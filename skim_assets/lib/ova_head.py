@@ -144,13 +144,12 @@ def _train_sparse(query_vectors, pair_query_index, pair_doc_index, pair_weights,
     weights = torch.nn.Embedding.from_pretrained(initial.clone(), freeze=False, sparse=True)
     biases = torch.nn.Embedding.from_pretrained(torch.zeros(n_docs, 1), freeze=False, sparse=True)
     optimizer = torch.optim.SparseAdam([weights.weight, biases.weight], lr=config.learning_rate)
-    positives = _positives_by_query(n_queries, pair_query_index, pair_doc_index, pair_weights)
-    trained = np.array([i for i in range(n_queries) if positives[i]], dtype=np.int64)
+    positives = _PositiveLists(n_queries, n_docs, pair_query_index, pair_doc_index, pair_weights)
+    trained = np.flatnonzero(positives.counts > 0)
     report = OvaHeadReport(queries=len(trained), pairs=len(pair_query_index), seconds=0.0)
     # a query with thousands of positives would make the shortlist that deep: its negatives are the first
     # non-positives within shortlist + 4 x shortlist places (fewer, rarely, when positives fill them)
-    depth = min(n_docs, config.shortlist + min(max((len(positives[i]) for i in trained), default=0),
-                                               4 * config.shortlist))
+    depth = min(n_docs, config.shortlist + min(int(positives.counts.max(initial=0)), 4 * config.shortlist))
     started = time.monotonic()
     shortlist = None
     for epoch in range(config.epochs):
@@ -166,8 +165,8 @@ def _train_sparse(query_vectors, pair_query_index, pair_doc_index, pair_weights,
         order = rng.permutation(len(trained))
         for start in range(0, len(trained), config.batch_size):
             rows = order[start : start + config.batch_size]
-            q_t, d_t, target, positive_weight, negative_weight = _shortlist_entries(trained, rows, positives,
-                                                                                    shortlist, config)
+            q_t, d_t, target, positive_weight, negative_weight = positives.batch(trained[rows], shortlist[rows],
+                                                                                 config.shortlist)
             logits = (queries[q_t] * weights(d_t)).sum(-1) * config.scale + biases(d_t)[:, 0]
             loss = _balanced_bce(logits, target, positive_weight, negative_weight) / len(rows)
             if config.anchor:
@@ -185,23 +184,49 @@ def _train_sparse(query_vectors, pair_query_index, pair_doc_index, pair_weights,
     return weights.weight.detach().numpy(), biases.weight.detach().numpy()[:, 0].copy(), report
 
 
-def _shortlist_entries(trained, rows, positives, shortlist, config):
-    """(query rows, document rows, targets, positive weights, negative weights) of a batch: each query's positives
-    (weights summing to 1) and its first `config.shortlist` non-positive shortlist entries (1 / count each)."""
-    q_idx, d_idx, target, positive_weight, negative_weight = [], [], [], [], []
-    for row in rows:
-        qi = trained[row]
-        own = positives[qi]
-        total = sum(own.values()) or 1.0
-        negatives = [d for d in shortlist[row].tolist() if d not in own][: config.shortlist]
-        q_idx.extend([qi] * (len(own) + len(negatives)))
-        d_idx.extend(own)
-        d_idx.extend(negatives)
-        target.extend([1.0] * len(own) + [0.0] * len(negatives))
-        positive_weight.extend([w / total for w in own.values()] + [0.0] * len(negatives))
-        negative_weight.extend([0.0] * len(own) + [1.0 / max(len(negatives), 1)] * len(negatives))
-    return (torch.tensor(q_idx), torch.tensor(d_idx), torch.tensor(target), torch.tensor(positive_weight),
-            torch.tensor(negative_weight))
+class _PositiveLists:
+    """Every query's positives as sorted (query, document) keys with their weights normalised per query (CSR
+    layout), so a batch's loss entries are gathered with array operations, not Python loops over its queries."""
+
+    def __init__(self, n_queries: int, n_docs: int, pair_query_index, pair_doc_index, pair_weights):
+        q = np.asarray(pair_query_index, dtype=np.int64)
+        d = np.asarray(pair_doc_index, dtype=np.int64)
+        w = np.asarray(pair_weights, dtype=np.float64)
+        keys = q * n_docs + d
+        order = np.lexsort((-w, keys))  # by key, the highest weight first: a repeated pair keeps its max
+        keys, w = keys[order], w[order]
+        first = np.ones(len(keys), dtype=bool)
+        first[1:] = keys[1:] != keys[:-1]
+        self.keys, weights = keys[first], w[first]
+        self.n_docs = n_docs
+        self.docs = self.keys % n_docs
+        owners = self.keys // n_docs
+        self.counts = np.bincount(owners, minlength=n_queries)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)])
+        totals = np.bincount(owners, weights=weights, minlength=n_queries)
+        self.weights = weights / np.where(totals[owners] > 0, totals[owners], 1.0)
+
+    def batch(self, queries: np.ndarray, shortlist: np.ndarray, n_negatives: int):
+        """(query rows, document rows, targets, positive weights, negative weights) of a batch: each query's
+        positives (weights summing to 1) and its first `n_negatives` non-positive shortlist entries (1 / count
+        each)."""
+        counts = self.counts[queries]
+        at = np.repeat(self.starts[queries] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) \
+            + np.arange(counts.sum())
+        pos_q, pos_d, pos_w = np.repeat(queries, counts), self.docs[at], self.weights[at]
+        candidate_keys = queries[:, None] * self.n_docs + shortlist
+        found = np.searchsorted(self.keys, candidate_keys)
+        is_positive = self.keys[np.minimum(found, len(self.keys) - 1)] == candidate_keys
+        keep = ~is_positive & (np.cumsum(~is_positive, axis=1) <= n_negatives)
+        rows, cols = np.nonzero(keep)
+        per_row = keep.sum(axis=1)
+        neg_q, neg_d = queries[rows], shortlist[rows, cols]
+        neg_w = 1.0 / np.maximum(per_row[rows], 1)
+        n_pos, n_neg = len(pos_q), len(neg_q)
+        return (torch.from_numpy(np.concatenate([pos_q, neg_q])), torch.from_numpy(np.concatenate([pos_d, neg_d])),
+                torch.cat([torch.ones(n_pos), torch.zeros(n_neg)]),
+                torch.from_numpy(np.concatenate([pos_w, np.zeros(n_neg)]).astype(np.float32)),
+                torch.from_numpy(np.concatenate([np.zeros(n_pos), neg_w]).astype(np.float32)))
 
 
 def _balanced_bce(logits: torch.Tensor, target: torch.Tensor, positive_weight: torch.Tensor,

@@ -165,13 +165,19 @@ def held_back_labels(oracle: pl.DataFrame, clicks: pl.DataFrame) -> pl.DataFrame
     return pairs_beyond(oracle, clicks)
 
 
-def label_repair(added: pl.DataFrame, clicks: pl.DataFrame, oracle: pl.DataFrame) -> dict:
+def label_repair(added: pl.DataFrame, clicks: pl.DataFrame, oracle: pl.DataFrame,
+                 documents: pl.DataFrame | None = None) -> dict:
     """Judge the pairs a method adds against the held-back train labels.
 
     `added` is every pair the method trains on beyond the clicks (clicks inside it are ignored). Pairs whose query
-    is not a real train query (e.g. Gandalf's label-text points) cannot be judged and are counted apart.
+    is not a real train query (e.g. Gandalf's label-text points) cannot be judged and are counted apart. With
+    `documents` (doc_id), only those documents' pairs and held-back labels count: e.g. the documents a sampled
+    generation wrote for, whose labels are all SKIM could repair.
     """
     held_back = held_back_labels(oracle, clicks)
+    if documents is not None:
+        held_back = held_back.join(documents.select("doc_id").unique(), on="doc_id", how="semi")
+        added = added.join(documents.select("doc_id").unique(), on="doc_id", how="semi")
     train_queries = oracle.select("query_id").unique()
     new = pairs_beyond(added, clicks)
     judged = new.join(train_queries, on="query_id", how="semi")

@@ -140,6 +140,29 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (rounded to 0.1).
+
+    Linux: the kernel's high-water mark of this process's memory (`VmHWM` in /proc/self/status), which starts
+    afresh at exec (and at fork, from the RSS the child starts with). `getrusage(RUSAGE_SELF).ru_maxrss` would
+    be wrong for a process started by fork + exec (`subprocess`, multiprocessing's spawn and forkserver
+    start): Linux carries the parent's RSS at the fork over the exec into ru_maxrss, so a small process started
+    by a big one reports at least the big one's size. Elsewhere it is ru_maxrss (KiB on Linux, bytes on
+    macOS)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+    import sys
+
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(maxrss / (2**20 if sys.platform == "darwin" else 1024), 1)
+
+
 def new_staging_directory(parent: str | Path) -> Path:
     """A fresh, empty folder under `parent` for a step to write an artifact into before it is moved into place
     (`replace_directory`). Its name carries the host and pid of the process writing it, so the folders of killed

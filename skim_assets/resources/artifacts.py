@@ -22,7 +22,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from ..lib.storage import directory_size_bytes, file_digest, read_json, write_json_atomic
+from ..lib.storage import directory_size_bytes, file_digest, peak_rss_mib, read_json, write_json_atomic
 from .storage import StorageResource
 
 DATA = "data"  # the table an asset *is*; other tables of the artifact are its side tables
@@ -128,6 +128,13 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         return self.storage.inside_root(STEP_OUTPUTS, context.run_id, step, f"{name}.json")
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
+        self._store(context, obj)
+        # The step process's peak resident memory so far, the write included (every step is a process of its own
+        # under the multiprocess executor; with the in-process executor it is the run's peak up to this step): on
+        # the materialization, and on the HANDLED_OUTPUT event (an op inside a graph asset has only that one).
+        context.add_output_metadata({"peak_rss_mib": dg.MetadataValue.float(peak_rss_mib())})
+
+    def _store(self, context: dg.OutputContext, obj) -> None:
         if not context.has_asset_key:  # between the ops of a graph asset: JSON, never a pickle
             write_json_atomic(obj, self._step_output_path(context))
             return

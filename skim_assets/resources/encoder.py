@@ -19,12 +19,22 @@ class EncoderResource(dg.ConfigurableResource):
     doc_max_length: int = Field(default=32, description="Token cap for document titles (the short text).")
     metadata_max_length: int = Field(default=128, description="Token cap of a text that carries its metadata too "
                                      "(metadata-augmented retrieval, the `ra` methods).")
+    precision: str = Field(default="float32", description="Inference precision of embedding: 'float32', "
+                           "'bfloat16', or 'auto' (bf16 where the hardware has it: 2.6x the titles per second on "
+                           "these AVX512-BF16 CPUs, cosine 0.99999 to fp32; BENCHMARKS.md). Caches are kept per "
+                           "precision.")
     search: SearchConfig = Field(default_factory=SearchConfig, description="How every document is searched for "
                                  "many queries: exact up to exact_max_documents, else a saved hnswlib index.")
 
     def load(self, path: str | None = None) -> TextEncoder:
         """The pretrained encoder, or a fine-tuned one saved at `path`."""
-        return TextEncoder(path or self.model_path or None, device=self.device, max_length=self.query_max_length)
+        return TextEncoder(path or self.model_path or None, device=self.device, max_length=self.query_max_length,
+                           precision=self.precision)
+
+    @property
+    def cache_tag(self) -> str:
+        """Suffix of embedding-cache names: vectors of another precision are other vectors."""
+        return "" if self.precision in ("float32", "fp32") else f"-{self.precision}"
 
     def rank(self, queries, documents, k: int, path: str | None = None, query_max_length: int | None = None,
              doc_max_length: int | None = None):
