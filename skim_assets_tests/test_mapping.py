@@ -173,3 +173,19 @@ def test_map_to_train_queries_applies_the_floor_and_reports_what_it_removed():
     assert stats["pairs_below_neighbour_floor"] == 1
     with pytest.raises(ValueError, match="annotated"):
         map_to_train_queries(["A", "B"], synthetic, TRAIN_IDS, TRAIN, settings)
+
+
+def test_repair_by_neighbour_rank_judges_each_rank_against_the_held_back_labels():
+    import polars as pl
+
+    from skim_assets.lib.mapping import repair_by_neighbour_rank
+
+    candidates = pl.DataFrame({"synthetic": [0, 0, 0, 1, 1], "query_id": ["qa", "qb", "qz", "qc", "qd"],
+                               "cosine": [0.9, 0.8, 0.1, 0.95, 0.7]}, schema_overrides={"cosine": pl.Float32})
+    oracle = pl.DataFrame({"query_id": ["qa", "qc", "qd"], "doc_id": ["d1", "d2", "d2"]})
+    clicks = pl.DataFrame({"query_id": ["qd"], "doc_id": ["d2"]})  # a click is not a repair
+    table = repair_by_neighbour_rank(candidates, ["d1", "d2"], 0.8, clicks, oracle)
+    rows = {r["neighbour_rank"]: r for r in table.iter_rows(named=True)}
+    assert set(rows) == {1, 2}  # qz's cosine 0.1 is below tau 0.8 ((1 + cos) / 2 = 0.55)
+    assert rows[1]["candidates"] == 2 and rows[1]["correct"] == 2 and rows[1]["precision"] == 1.0
+    assert rows[2]["candidates"] == 2 and rows[2]["beyond_clicks"] == 1 and rows[2]["correct"] == 0

@@ -32,23 +32,23 @@ from ..lib.sweeps import (
 )
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, GeneratorResource, StorageResource, Tables
-from .common import LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, generation_sources_of, settings_of
+from .common import (LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, generation_sources_of, pretrained_space,
+                     settings_of)
 from .distillation import lora_training_of, student_model_folder, write_lora_training
 from .generation import (SyntheticQueriesConfig, backend_factory_of, checkpoint_settings, sources_to_generate_for,
                          written_queries)
 from .mapping import click_encoder_documents, click_encoder_embedder, click_neighbours, mapping_targets
-from .ova import OvaHeadTrainingConfig, pretrained_embeddings
+from .ova import OvaHeadTrainingConfig
 
 
 def frozen_features(storage: StorageResource, encoder: EncoderResource, dataset: str, queries: pl.DataFrame,
                     documents: pl.DataFrame) -> FrozenFeatures:
-    """Pretrained-encoder features of every query (pass `all_queries(...)`) and document."""
-    return FrozenFeatures(
-        queries["query_id"].to_list(),
-        pretrained_embeddings(storage, encoder, dataset, queries["text"].to_list(), encoder.query_max_length),
-        documents["doc_id"].to_list(),
-        pretrained_embeddings(storage, encoder, dataset, documents["title"].to_list(), encoder.doc_max_length),
-    )
+    """Pretrained-encoder features of every query (pass `all_queries(...)`) and document, and the search over the
+    documents' vectors (the pretrained space's shared index)."""
+    space = pretrained_space(storage, encoder, dataset)
+    index = space.document_index(documents["title"].to_list(), encoder.doc_max_length)
+    return FrozenFeatures(queries["query_id"].to_list(), space.embed(queries["text"].to_list(), encoder.query_max_length),
+                          documents["doc_id"].to_list(), index.vectors, index.search)
 
 
 class TauSweepConfig(OvaHeadTrainingConfig):

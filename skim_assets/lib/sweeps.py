@@ -26,12 +26,14 @@ SWEEP_KS = (10, 100)
 
 @dataclass
 class FrozenFeatures:
-    """Pretrained embeddings of every query (train and test) and every document title."""
+    """Pretrained embeddings of every query (train and test) and every document title, and optionally a search
+    over the document vectors (`retrieval.DocumentIndex.search`: the one-vs-all heads' first shortlist)."""
 
     query_ids: list[str]
     query_vectors: np.ndarray
     doc_ids: list[str]
     doc_vectors: np.ndarray
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def score_training_pairs(pairs: pl.DataFrame, features: FrozenFeatures, test_qrels: pl.DataFrame,
@@ -46,7 +48,7 @@ def score_training_pairs(pairs: pl.DataFrame, features: FrozenFeatures, test_qre
     weights, biases, _ = train_ova_head(
         features.query_vectors, np.array([query_index[q] for q in pairs["query_id"]], dtype=np.int64),
         np.array([doc_index[d] for d in pairs["doc_id"]], dtype=np.int64), pairs["weight"].to_numpy(),
-        features.doc_vectors, config, progress=lambda _: None,
+        features.doc_vectors, config, progress=lambda _: None, initial_search=features.search,
     )
     test_ids = sorted(set(test_qrels["query_id"].to_list()))
     test_vectors = features.query_vectors[[query_index[q] for q in test_ids]]
