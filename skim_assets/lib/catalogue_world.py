@@ -293,7 +293,8 @@ def generate_catalogue_world(config: DemoWorldConfig) -> dict[str, pl.DataFrame]
     documents = parts.select(
         "_id",
         title=pl.when("shows").then(pl.concat_str("name", "category", separator=" ")).otherwise("name"),
-        text=pl.concat_str(text, "filler", separator=" "),
+        # the templates say "a {category}"; a category that starts with a vowel sound reads "an" ("an organic ...")
+        text=pl.concat_str(text, "filler", separator=" ").str.replace_all(r"\b([Aa]) ([aeiouAEIOU])", "${1}n $2"),
     )
     del parts
 

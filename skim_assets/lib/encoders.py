@@ -7,6 +7,7 @@ plain Hugging Face encoder folder (mean pooling).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -90,7 +91,10 @@ class TextEncoder(torch.nn.Module):
         started = last_log = time.monotonic()
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.encode_dtype == torch.bfloat16):
+            # bf16 only when asked; otherwise the caller's autocast state stands (training mines negatives under
+            # its own autocast, and a nested `enabled=False` would switch that off)
+            with (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.encode_dtype == torch.bfloat16
+                  else contextlib.nullcontext()):
                 out[idx] = self.embed([texts[i] for i in idx], max_length).float().cpu().numpy()
             if time.monotonic() - last_log > log_every_s:
                 last_log = time.monotonic()
