@@ -102,25 +102,43 @@ def train_ova_head(
     positives = _positives_by_query(n_queries, np.asarray(pair_query_index), np.asarray(pair_doc_index), pair_weights)
     trained = np.array([i for i in range(n_queries) if positives[i]])
     report = OvaHeadReport(queries=len(trained), pairs=len(pair_query_index), seconds=0.0)
+
+    def batch_loss(rows):
+        loss = _full_loss(queries, weights, biases, trained[rows], positives, config.scale)
+        if config.anchor:
+            loss = loss + config.anchor * (weights - initial).pow(2).sum(-1).mean()
+        return loss
+
+    _train_epochs(config, rng, len(trained), batch_loss, optimizer, report)
+    say(_summary("full loss", report, n_docs, config))
+    return weights.detach().numpy(), biases.detach().numpy(), report
+
+
+def _train_epochs(config: OvaHeadConfig, rng: np.random.Generator, n_trained: int, batch_loss, optimizer,
+                  report: OvaHeadReport, before_epoch: Callable[[int], None] | None = None) -> None:
+    """The epochs of either mode: batches of the trained queries in a fresh random order each epoch; each epoch's
+    mean loss per query and the time in `report`."""
     started = time.monotonic()
     for epoch in range(config.epochs):
+        if before_epoch is not None:
+            before_epoch(epoch)
         total = 0.0
-        order = rng.permutation(len(trained))
-        for start in range(0, len(trained), config.batch_size):
+        order = rng.permutation(n_trained)
+        for start in range(0, n_trained, config.batch_size):
             rows = order[start : start + config.batch_size]
-            loss = _full_loss(queries, weights, biases, trained[rows], positives, config.scale)
-            if config.anchor:
-                loss = loss + config.anchor * (weights - initial).pow(2).sum(-1).mean()
+            loss = batch_loss(rows)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item() * len(rows)
-        report.epoch_losses.append(total / max(len(trained), 1))
+        report.epoch_losses.append(total / max(n_trained, 1))
     report.seconds = time.monotonic() - started
-    say(f"one-vs-all head (full loss): {len(trained)} queries, {n_docs} documents, "
-        f"{config.epochs} epochs in {report.seconds:.1f}s; loss {report.epoch_losses[0]:.4f} -> "
-        f"{report.epoch_losses[-1]:.4f}")
-    return weights.detach().numpy(), biases.detach().numpy(), report
+
+
+def _summary(mode: str, report: OvaHeadReport, n_docs: int, config: OvaHeadConfig) -> str:
+    losses = (f"; loss {report.epoch_losses[0]:.4f} -> {report.epoch_losses[-1]:.4f}" if report.epoch_losses else "")
+    return (f"one-vs-all head ({mode}): {report.queries} queries, {n_docs} documents, {config.epochs} epochs in "
+            f"{report.seconds:.1f}s{losses}")
 
 
 def _positives_by_query(n_queries: int, pair_query_index, pair_doc_index, pair_weights) -> list[dict[int, float]]:
@@ -150,9 +168,10 @@ def _train_sparse(query_vectors, pair_query_index, pair_doc_index, pair_weights,
     # a query with thousands of positives would make the shortlist that deep: its negatives are the first
     # non-positives within shortlist + 4 x shortlist places (fewer, rarely, when positives fill them)
     depth = min(n_docs, config.shortlist + min(int(positives.counts.max(initial=0)), 4 * config.shortlist))
-    started = time.monotonic()
     shortlist = None
-    for epoch in range(config.epochs):
+
+    def mine(epoch: int) -> None:
+        nonlocal shortlist
         if shortlist is None:
             search = initial_search or (lambda vectors, k: blocked_topk(vectors, lambda b: b @ initial.numpy().T,
                                                                         n_docs, k))
@@ -161,26 +180,19 @@ def _train_sparse(query_vectors, pair_query_index, pair_doc_index, pair_weights,
             w, b = weights.weight.detach().numpy(), biases.weight.detach().numpy()[:, 0]
             shortlist, _ = blocked_topk(query_vectors[trained], lambda block: (block @ w.T) * config.scale + b,
                                         n_docs, depth)
-        total = 0.0
-        order = rng.permutation(len(trained))
-        for start in range(0, len(trained), config.batch_size):
-            rows = order[start : start + config.batch_size]
-            q_t, d_t, target, positive_weight, negative_weight = positives.batch(trained[rows], shortlist[rows],
-                                                                                 config.shortlist)
-            logits = (queries[q_t] * weights(d_t)).sum(-1) * config.scale + biases(d_t)[:, 0]
-            loss = _balanced_bce(logits, target, positive_weight, negative_weight) / len(rows)
-            if config.anchor:
-                touched = torch.unique(d_t)
-                loss = loss + config.anchor * (weights(touched) - initial[touched]).pow(2).sum() / n_docs
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(rows)
-        report.epoch_losses.append(total / max(len(trained), 1))
-    report.seconds = time.monotonic() - started
-    say(f"one-vs-all head (shortlist loss, sparse rows): {len(trained)} queries, {n_docs} documents, "
-        f"{config.epochs} epochs in {report.seconds:.1f}s; loss {report.epoch_losses[0]:.4f} -> "
-        f"{report.epoch_losses[-1]:.4f}" if report.epoch_losses else "one-vs-all head: no epoch")
+
+    def batch_loss(rows):
+        q_t, d_t, target, positive_weight, negative_weight = positives.batch(trained[rows], shortlist[rows],
+                                                                             config.shortlist)
+        logits = (queries[q_t] * weights(d_t)).sum(-1) * config.scale + biases(d_t)[:, 0]
+        loss = _balanced_bce(logits, target, positive_weight, negative_weight) / len(rows)
+        if config.anchor:
+            touched = torch.unique(d_t)
+            loss = loss + config.anchor * (weights(touched) - initial[touched]).pow(2).sum() / n_docs
+        return loss
+
+    _train_epochs(config, rng, len(trained), batch_loss, optimizer, report, before_epoch=mine)
+    say(_summary("shortlist loss, sparse rows", report, n_docs, config))
     return weights.weight.detach().numpy(), biases.weight.detach().numpy()[:, 0].copy(), report
 
 
