@@ -237,10 +237,7 @@ def write_json_atomic(obj, path: Path) -> Path:
 def plot(sizes: dict, out: Path, top: int = PLOT_TOP) -> Path:
     """Log-log seconds over documents: the `top` assets with the most seconds at the largest size (one line for
     the assets of one step), and the total."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from skim_assets.lib.plots import plt, save_figure  # the Agg backend
 
     ordered = _sorted_sizes(sizes)
     largest = ordered[-1][1]["assets"] if ordered else {}
@@ -272,12 +269,7 @@ def plot(sizes: dict, out: Path, top: int = PLOT_TOP) -> Path:
     ax.set_title(f"{WORLD} world: seconds per asset step vs corpus size", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 # ------------------------------------------------------------------------------------------------ child processes

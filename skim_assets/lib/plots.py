@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write and close a figure (its folder made)."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,7 +32,7 @@ def line_plot(series: dict[str, tuple[list, list]], title: str, xlabel: str, yla
     if len(series) > 1:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def bar_plot(labels: list[str], groups: dict[str, list[float]], title: str, ylabel: str, path: str | Path) -> Path:
@@ -47,7 +48,7 @@ def bar_plot(labels: list[str], groups: dict[str, list[float]], title: str, ylab
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def markdown_image(path: str | Path, alt: str = "plot") -> str:
@@ -67,4 +68,4 @@ def histogram_plot(values: list[float], title: str, xlabel: str, path: str | Pat
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
-    return _save(fig, path)
+    return save_figure(fig, path)
