@@ -44,8 +44,8 @@ def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, d
     dual encoder (the `base_retriever` artifact); vectors are cached by text hash per encoder, so a refresh embeds
     only new text."""
     encoder_path = base_retriever / RETRIEVER_FOLDER
-    fingerprint = encoder_fingerprint(encoder_path)
-    cache_dir = storage.step_dir("embedding_cache", dataset, fingerprint + encoder.cache_tag)
+    fingerprint = encoder_fingerprint(encoder_path) + encoder.cache_tag  # vectors of another precision differ
+    cache_dir = storage.step_dir("embedding_cache", dataset, fingerprint)
     model = []
 
     def embed(texts: list[str], max_length: int):
