@@ -7,16 +7,26 @@ what this test exercises. A query-side fine-tuned dual encoder learns little of 
 so the quality bar is the one-vs-all head's."""
 
 import json
+import subprocess
+import sys
 
 import dagster as dg
 import polars as pl
 import pytest
 
-from skim_assets.cli import load_run_config, main, materialize_dataset, missing_assets
+from skim_assets.cli import load_run_config, main, missing_assets
 from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
 
 N_DOCUMENTS = 20_000
 NAME = f"catalogue-{N_DOCUMENTS}"
+# `skim materialize`'s own path (materialize_dataset, a run of the instance), its steps in one process
+RUN_IN_PROCESS = """
+import json, sys
+from skim_assets.cli import _instance, _use_root, materialize_dataset
+root, name, config = sys.argv[1:4]
+_use_root(root)
+sys.exit(0 if materialize_dataset(name, _instance(), json.load(open(config)), "skim_core", in_process=True) else 1)
+"""
 
 
 @pytest.mark.scale
@@ -40,9 +50,15 @@ def test_scale_profile_runs_every_core_asset_on_a_20k_catalogue(cli_env, tiny_ca
             op["config"] = op["config"] | {"epochs": 5}
     run_config["resources"] = {"generator": {"config": {"base_model_path": str(tiny_causal_lm), "device": "cpu",
                                                         "backend": "transformers"}}}
-    instance = dg.DagsterInstance.get()
-    assert materialize_dataset(NAME, instance, run_config, "skim_core", in_process=True)
+    # the run in a process of its own, as `skim` runs it: the code location's resources read the storage root from
+    # the environment when it is first imported, which this test process did long before, for other roots
+    config_file = root / "scale_run_config.json"
+    config_file.write_text(json.dumps(run_config))
+    run = subprocess.run([sys.executable, "-c", RUN_IN_PROCESS, str(root), NAME, str(config_file)],
+                         capture_output=True, text=True, timeout=1500)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert missing_assets(root, NAME, "skim_core") == []  # every asset of the job has its artifact
+    instance = dg.DagsterInstance.get()
 
     # the checks ran and none of the blocking ones failed
     run = instance.get_runs(limit=1)[0]
@@ -69,4 +85,4 @@ def test_scale_profile_runs_every_core_asset_on_a_20k_catalogue(cli_env, tiny_ca
     assert "skim" in repair["method"].to_list()
     # SKIM's recall is also judged on the documents its (sampled) generation wrote for
     assert 0 < metadata("label_repair_report")["skim_documents_written_for"].value <= 48
-    assert json.loads((folder / "dataset.json").read_text())["demo_world"]["world"] == "catalogue"
+    assert pl.read_parquet(root / "documents" / NAME / "data.parquet").height == N_DOCUMENTS
