@@ -22,7 +22,7 @@ from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import ERROR, WARN, Outcome, build_check, fail, ok, rounded, weights_outside
 from .common import MODEL_STEP, RETRIEVER_FOLDER, pretrained_space, retrieval_input
-from .ova import HEAD_FILE, pretrained_embeddings
+from .ova import HEAD_FILE
 from .sweeps import slm_size_markdown
 from .training import METADATA_INPUT_METHODS, METHODS
 
@@ -44,10 +44,14 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
 
     direction = storage.dataset_spec(dataset).direction
     space = pretrained_space(storage, encoder, dataset)
+    indexes = {}  # one index per document text (titles, or titles with metadata): loaded once, not per model
 
     def in_pretrained_space(read, query_vectors):
         """Rank against the pretrained document vectors and their shared index."""
-        index = space.document_index(read.documents["title"].to_list(), read.doc_max_length)
+        key = (int(read.documents["title"].hash().sum()), read.doc_max_length)
+        if key not in indexes:
+            indexes[key] = space.document_index(read.documents["title"].to_list(), read.doc_max_length)
+        index = indexes[key]
         indices, scores = index.search(query_vectors(read.queries["text"].to_list(), read.query_max_length),
                                        max(EVAL_KS))
         return topk_frame(read.queries["query_id"], read.documents["doc_id"], indices, scores)
@@ -69,8 +73,7 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
         def rank():
             head = np.load(path)
             read = retrieval_input(direction, metadata_input, queries, documents, encoder)
-            vectors = pretrained_embeddings(storage, encoder, dataset, read.queries["text"].to_list(),
-                                            read.query_max_length)
+            vectors = space.embed(read.queries["text"].to_list(), read.query_max_length)
             indices, scores = ova_topk(vectors, head["weights"], head["biases"], max(EVAL_KS))
             return topk_frame(queries["query_id"], head["doc_ids"].tolist(), indices, scores)
         return rank

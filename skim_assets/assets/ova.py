@@ -18,12 +18,6 @@ class OvaHeadTrainingConfig(dg.Config, OvaHeadConfig):
     """One-vs-all head training: the fields of `lib.ova_head.OvaHeadConfig`."""
 
 
-def pretrained_embeddings(storage: StorageResource, encoder: EncoderResource, dataset: str, texts: list[str],
-                          max_length: int) -> np.ndarray:
-    """Frozen pretrained-encoder features, cached by text hash per dataset."""
-    return pretrained_space(storage, encoder, dataset).embed(texts, max_length)
-
-
 def build_ova_asset(name: str, pairs_asset: str, description: str, metadata_input: bool = False) -> dg.AssetsDefinition:
     """A one-vs-all head over frozen features of the query texts (with `metadata_input`, of the texts that carry
     their metadata; the labels' initial vectors likewise)."""
