@@ -189,3 +189,35 @@ def test_repair_by_neighbour_rank_judges_each_rank_against_the_held_back_labels(
     assert set(rows) == {1, 2}  # qz's cosine 0.1 is below tau 0.8 ((1 + cos) / 2 = 0.55)
     assert rows[1]["candidates"] == 2 and rows[1]["correct"] == 2 and rows[1]["precision"] == 1.0
     assert rows[2]["candidates"] == 2 and rows[2]["beyond_clicks"] == 1 and rows[2]["correct"] == 0
+
+
+def test_embedding_cache_reads_a_cache_stored_as_lists(tmp_path):
+    """A cache whose vectors are a variable-length list column (not a fixed-size array) is read and extended."""
+    cache = tmp_path / "cache.parquet"
+    from skim_assets.lib.mapping import text_hash
+    pl.DataFrame({"hash": [text_hash("a")], "vector": [[1.0, 0.0]]},
+                 schema={"hash": pl.String, "vector": pl.List(pl.Float32)}).write_parquet(cache)
+    vectors, computed = embed_with_cache(["b", "a"], lambda texts: _unit([[0.0, 1.0] for _ in texts]), cache)
+    assert computed == 1
+    np.testing.assert_allclose(vectors, [[0.0, 1.0], [1.0, 0.0]])
+    again, computed = embed_with_cache(["a", "b"], lambda texts: 1 / 0, cache)
+    assert computed == 0
+    np.testing.assert_allclose(again, [[1.0, 0.0], [0.0, 1.0]])
+
+
+def test_embedding_cache_streams_blocks_in_any_order(tmp_path, monkeypatch):
+    """Cached vectors come back in the caller's order when the cache is read in several blocks."""
+    import skim_assets.lib.mapping as mapping
+
+    monkeypatch.setattr(mapping, "_CACHE_BLOCK_ROWS", 2)
+    texts = [f"text {i}" for i in range(7)]
+    vectors_of = {t: [float(i), 1.0] for i, t in enumerate(texts)}
+    cache = tmp_path / "cache.parquet"
+    first, _ = embed_with_cache(texts[:4], lambda batch: np.array([vectors_of[t] for t in batch]), cache)
+    mixed = ["text 6", "text 1", "text 4", "text 6", "text 0", "text 5"]
+    vectors, computed = embed_with_cache(mixed, lambda batch: np.array([vectors_of[t] for t in batch]), cache)
+    assert computed == 3  # texts 4, 5 and 6, once each
+    np.testing.assert_allclose(vectors, [vectors_of[t] for t in mixed])
+    again, computed = embed_with_cache(list(reversed(texts)), lambda batch: 1 / 0, cache)
+    assert computed == 0
+    np.testing.assert_allclose(again, [vectors_of[t] for t in reversed(texts)])

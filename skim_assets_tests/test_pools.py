@@ -86,3 +86,15 @@ def test_a_killed_skim_run_gives_its_pool_slot_back(tmp_path):
     assert instance.get_run_by_id(stuck.run_id).status == dg.DagsterRunStatus.FAILURE
     assert _start(home, spans, 0.5).wait(timeout=120) == 0  # the next model step gets the slot
     assert len(_spans(spans)) == 1
+
+
+def test_every_step_that_runs_a_model_is_in_the_gpu_pool():
+    """Steps that run an encoder or LM over many texts share the `gpu` pool, so two of them never compete for the
+    same cores (at 1M documents the offline teacher beside a training step slowed both 4x)."""
+    from skim_assets.assets.common import GPU_POOL
+    from skim_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for name in ["teacher_demonstrations", "lora_adapter", "click_train_pairs", "oracle_retriever", "skim_ova_head",
+                 "retrieval_metrics"]:
+        assert graph.get(dg.AssetKey(name)).assets_def.op.pool == GPU_POOL, name

@@ -64,6 +64,9 @@ class TeacherDemonstrationsConfig(dg.Config):
     partitions_def=dataset_partitions,
     group_name="distillation",
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
+    # The offline teacher runs the encoder over its corpus sample: beside a training step on the same cores both
+    # slowed 4x at 1M documents. The pool only bounds concurrency; no GPU is requested (an HTTP teacher needs none).
+    pool=MODEL_STEP["pool"],
 )
 def teacher_demonstrations(
     context: dg.AssetExecutionContext, config: TeacherDemonstrationsConfig, storage: StorageResource,

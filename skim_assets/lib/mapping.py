@@ -55,33 +55,71 @@ def text_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
+_CACHE_BLOCK_ROWS = 131_072  # cached vectors are read in blocks of this many rows (~200 MB at 384 dimensions)
+
+
 def embed_with_cache(
     texts: list[str], embed: Callable[[list[str]], np.ndarray], cache_path: str | Path | None
 ) -> tuple[np.ndarray, int]:
     """Embeddings of `texts` (in order) and how many were computed now; the rest come from the cache file.
 
     The cache is a Parquet table (hash, vector) that belongs to one encoder: callers key its path by the
-    encoder's identity so a retrained encoder never reuses stale vectors.
+    encoder's identity so a retrained encoder never reuses stale vectors. Memory stays near the size of the answer:
+    the hashes are joined column-wise, the cached vectors are streamed in blocks into the output and new ones are
+    appended by a streamed rewrite (at a million texts a dict of row vectors, or the whole cache in memory, cost
+    gigabytes).
     """
-    hashes = [text_hash(t) for t in texts]
-    cached: dict[str, np.ndarray] = {}
-    cache_path = Path(cache_path) if cache_path else None
-    if cache_path and cache_path.exists():
-        table = pl.read_parquet(cache_path)
-        cached = dict(zip(table["hash"].to_list(), table["vector"].to_numpy()))
-    missing = list(dict.fromkeys(h for h in hashes if h not in cached))
-    if missing:
-        text_of = dict(zip(hashes, texts))
-        vectors = embed([text_of[h] for h in missing])
-        cached.update(zip(missing, vectors))
-        if cache_path:
-            write_parquet_atomic(
-                pl.DataFrame({"hash": list(cached), "vector": np.stack(list(cached.values())).astype(np.float32)}),
-                cache_path,
-            )
     if not texts:
         return np.zeros((0, 0), dtype=np.float32), 0
-    return np.stack([cached[h] for h in hashes]).astype(np.float32), len(missing)
+    cache_path = Path(cache_path) if cache_path else None
+    wanted = pl.DataFrame({"hash": [text_hash(t) for t in texts]}, schema={"hash": pl.String}).with_row_index("row")
+    cached = cache_path is not None and cache_path.exists()
+    if cached:
+        cache_hashes = pl.read_parquet(cache_path, columns=["hash"]).with_row_index("cache_row")
+        wanted = wanted.join(cache_hashes, on="hash", how="left", maintain_order="left")
+    else:
+        wanted = wanted.with_columns(pl.lit(None, dtype=pl.UInt32).alias("cache_row"))
+    missing = wanted.filter(pl.col("cache_row").is_null())
+    new_hashes = missing.unique("hash", keep="first", maintain_order=True)
+    new_vectors = (np.asarray(embed([texts[i] for i in new_hashes["row"].to_list()]), dtype=np.float32)
+                   if len(new_hashes) else None)
+    found = wanted.filter(pl.col("cache_row").is_not_null())
+    out = None
+    if new_vectors is not None:
+        out = np.empty((len(texts), new_vectors.shape[1]), dtype=np.float32)
+        new_row_of = missing.join(new_hashes.select("hash").with_row_index("new_row"), on="hash", how="left")
+        out[new_row_of["row"].to_numpy()] = new_vectors[new_row_of["new_row"].to_numpy()]
+    if len(found):
+        out = _read_cached_vectors(cache_path, found["cache_row"].to_numpy(), found["row"].to_numpy(),
+                                   len(cache_hashes), out, len(texts))
+    if new_vectors is not None and cache_path:
+        added = pl.DataFrame({"hash": new_hashes["hash"], "vector": new_vectors})
+        if cached:
+            stored = pl.scan_parquet(cache_path)
+            added = added.with_columns(pl.col("vector").cast(stored.collect_schema()["vector"]))
+            write_parquet_atomic(pl.concat([stored, added.lazy()]), cache_path)
+        else:
+            write_parquet_atomic(added, cache_path)
+    return out, len(new_hashes)
+
+
+def _read_cached_vectors(cache_path: Path, cache_rows: np.ndarray, out_rows: np.ndarray, cache_size: int,
+                         out: np.ndarray | None, n_texts: int) -> np.ndarray:
+    """Copy the cache's rows `cache_rows` into `out[out_rows]`, reading the cache block by block."""
+    order = np.argsort(cache_rows, kind="stable")
+    cache_rows, out_rows = cache_rows[order].astype(np.int64), out_rows[order]
+    vectors = pl.scan_parquet(cache_path).select("vector")
+    for offset in range(0, cache_size, _CACHE_BLOCK_ROWS):
+        lo, hi = np.searchsorted(cache_rows, [offset, offset + _CACHE_BLOCK_ROWS])
+        if lo == hi:
+            continue
+        block = vectors.slice(offset, _CACHE_BLOCK_ROWS).collect()["vector"].to_numpy()
+        if block.ndim != 2:  # a list column rather than a fixed-size array
+            block = np.stack(block)
+        if out is None:
+            out = np.empty((n_texts, block.shape[1]), dtype=np.float32)
+        out[out_rows[lo:hi]] = block[cache_rows[lo:hi] - offset]
+    return out
 
 
 def candidates_schema(target: str = "query_id") -> dict:

@@ -54,14 +54,17 @@ def clean_orphans(path: str | Path, min_age_s: float = ORPHAN_AGE_S) -> list[Pat
     return removed
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: str | Path) -> Path:
-    """Write `frame` to `path` as Parquet via a temp file + rename."""
+def write_parquet_atomic(frame: pl.DataFrame | pl.LazyFrame, path: str | Path) -> Path:
+    """Write `frame` to `path` as Parquet via a temp file + rename; a lazy frame is streamed (never held whole)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_orphans(path)
     tmp = _temp_sibling(path)
     try:
-        frame.write_parquet(tmp)
+        if isinstance(frame, pl.LazyFrame):
+            frame.sink_parquet(tmp)
+        else:
+            frame.write_parquet(tmp)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
