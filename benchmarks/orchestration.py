@@ -119,11 +119,11 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
     tables = import_tables(inputs, spec)
     for asset, attribute in {"documents": "documents", "queries": "queries", "relevance_labels": "qrels"}.items():
         write(asset, getattr(tables, attribute))
-    pairs, new_queries, aggregate, _ = aggregate_click_logs(click_log_files(inputs / CLICKS_FOLDER), read("documents"),
-                                                            read("queries"), cache_dir=root / "click_log_cache" / dataset)
-    write("click_log_pairs", new_queries, "queries")
-    write("click_log_pairs", aggregate, "aggregate")
-    write("click_log_pairs", pairs)
+    ingest = aggregate_click_logs(click_log_files(inputs / CLICKS_FOLDER), read("documents"), read("queries"),
+                                  cache_dir=root / "click_log_cache" / dataset)
+    write("click_log_pairs", ingest.new_queries, "queries")
+    write("click_log_pairs", ingest.aggregate, "aggregate")
+    write("click_log_pairs", ingest.pairs)
     done("datasets")
 
     # simulation: simulated_clicks (simulate_bias is true for the demo world)

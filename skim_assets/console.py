@@ -12,6 +12,25 @@ import dagster as dg
 PROGRESS_INTERVAL_S = 30.0  # a long step's progress line at most this often
 
 
+FAILURE_LINES = 6  # of a failed step's own error message on the console (the UI has the whole traceback)
+
+
+# Dagster's wrappers around a step's own exception ("Error occurred while executing op ..."), which say nothing
+DAGSTER_WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}
+
+
+def failure_reason(data) -> list[str]:
+    """The first lines of the error that made a step fail, as `module.Type: message`: the step's own exception,
+    not Dagster's wrapper around it (nor the low-level cause it was raised from, which names no file or field)."""
+    error = getattr(data, "error", None)
+    while error is not None and error.cls_name in DAGSTER_WRAPPERS and (error.cause or error.context):
+        error = error.cause or error.context
+    if error is None:
+        return []
+    lines = [line for line in error.message.strip().splitlines() if line.strip()]
+    return lines[:FAILURE_LINES] + (["..."] if len(lines) > FAILURE_LINES else [])
+
+
 class StepProgressHandler(logging.Handler):
     """Turns a run's log records into short console lines (see the module docstring)."""
 
@@ -43,6 +62,9 @@ class StepProgressHandler(logging.Handler):
                             f"{seconds:.1f}s")
             elif kind in ("STEP_FAILURE", "RUN_FAILURE"):
                 self._print(f"FAILED {step}: {message}")
+                reason = failure_reason(event.event_specific_data)
+                if reason:
+                    self._print("\n".join(f"  {line}" for line in reason))
             elif kind == "ASSET_CHECK_EVALUATION":
                 data = event.event_specific_data
                 if data is not None and not getattr(data, "passed", True):

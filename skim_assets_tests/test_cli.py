@@ -168,6 +168,21 @@ def test_the_console_prints_one_line_per_step_and_long_steps_progress_at_most_ev
     assert handler.stream.getvalue().splitlines() == ["  train: epoch 0", "  train: warning: disk almost full"]
 
 
+def test_materialize_prints_why_a_step_failed(cli_env, tmp_path, capfd):
+    """A failed step's own error (file, row and field of a bad click drop) is on the console, not only in the UI."""
+    source = tmp_path / "source"
+    write_demo_dataset(source, DemoWorldConfig(n_documents=20))
+    assert main(["--root", str(cli_env), "import", "mini", str(source)]) == 0
+    clicks = cli_env / "inputs" / "mini" / "clicks"
+    clicks.mkdir(parents=True, exist_ok=True)
+    (clicks / "bad.csv").write_text("query,doc_id,clicks,timestamp\nred teapot,NO-SUCH-DOC,1,2026-01-01\n")
+    capfd.readouterr()
+    assert main(["--root", str(cli_env), "materialize", "mini", "--job", "dataset_import"]) != 0
+    out = capfd.readouterr().out
+    assert "FAILED click_log_pairs" in out
+    assert "bad.csv" in out and "row 2" in out and "doc_id" in out and "NO-SUCH-DOC" in out, out
+
+
 def test_materialize_runs_through_the_instance_and_the_jobs_executor(cli_env, tmp_path, capfd):
     """`skim materialize` launches a run like the UI does: recorded in the instance, each step a process of its own
     (the multiprocess executor, so pools and tag limits apply), and a quiet console."""

@@ -104,18 +104,22 @@ def test_sensors_skip_registered_keys_that_escape_the_root(storage_root, tiny_de
 def test_clicks_never_credit_test_queries_and_count_once(tmp_path):
     from skim_assets.lib.clicklogs import aggregate_click_logs
 
-    documents = pl.DataFrame({"doc_id": ["d1", "d2"], "title": ["a", "b"], "metadata": ["", ""]})
+    documents = pl.DataFrame({"doc_id": ["d1", "d2", "d3"], "title": ["a", "b", "c"], "metadata": ["", "", ""]})
     queries = pl.DataFrame({"query_id": ["q1", "q2", "q3", "q4"],
-                            "text": ["red shoes", "red shoes", "red shoes", "blue hat"],
+                            "text": ["red shoes ", "green cap", "red shoes", "blue hat"],
                             "split": ["train", "test", "train", "test"]}, schema=QUERIES_SCHEMA)
     drop = tmp_path / "drop.csv"
-    drop.write_text("query,doc_id,clicks,timestamp\nred shoes,d1,4,2026-01-01\nblue hat,d2,2,2026-01-01\n")
-    pairs, new_queries, aggregate, _ = aggregate_click_logs([drop], documents, queries)
-    blue_hat = "click-" + hashlib.sha1(b"blue hat").hexdigest()[:16]  # a test query's text: a new train query
-    assert sorted(pairs.select("query_id", "doc_id").rows()) == [(blue_hat, "d2"), ("q1", "d1")]
-    assert not set(pairs["query_id"]) & {"q2", "q4"}  # test queries get no clicks
-    assert aggregate["clicks"].sum() == 6  # what the drop holds, each click once
-    assert new_queries["text"].to_list() == ["blue hat"] and new_queries["split"].to_list() == ["train"]
+    drop.write_text("query,doc_id,clicks,timestamp\nred shoes,d1,4,2026-01-01\nblue hat,d2,2,2026-01-01\n"
+                    " blue hat ,d3,1,2026-01-02\nnew text,d3,5,2026-01-01\n")
+    ingest = aggregate_click_logs([drop], documents, queries)
+    new_text = "click-" + hashlib.sha1(b"new text").hexdigest()[:16]
+    # "red shoes" reuses the smallest train id of that (whitespace-normalised) text; "blue hat", a test query's
+    # text, becomes no train query and no pair (it would train on q4's test labels)
+    assert sorted(ingest.pairs.select("query_id", "doc_id").rows()) == sorted([("q1", "d1"), (new_text, "d3")])
+    assert not set(ingest.pairs["query_id"]) & {"q2", "q4"}
+    assert ingest.new_queries["text"].to_list() == ["new text"]
+    assert (ingest.test_text_pairs, ingest.test_text_clicks) == (2, 3)
+    assert ingest.aggregate["clicks"].sum() == 9  # what the drop holds for the pairs kept, each click once
 
 
 # ------------------------------------------------------------------------------------------ 3. API key in errors

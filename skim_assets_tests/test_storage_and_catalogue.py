@@ -64,7 +64,8 @@ def test_click_logs_aggregate_across_drops_and_reuse_known_query_ids(tmp_path):
     a = _drop(tmp_path / "a.csv", [("known query", "d1", 2, "2026-01-01T00:00:00"),
                                    ("new query", "d2", 1, "2026-01-02T00:00:00")])
     b = _drop(tmp_path / "b.csv", [("  new query ", "d2", 4, "2026-01-03T00:00:00")])
-    pairs, new_queries, aggregate, _ = aggregate_click_logs([a, b], DOCS, QUERIES)
+    ingest = aggregate_click_logs([a, b], DOCS, QUERIES)
+    pairs, new_queries, aggregate = ingest.pairs, ingest.new_queries, ingest.aggregate
     assert sorted(pairs["query_id"]) == sorted(["q1", query_id_for_text("new query")])
     assert new_queries.rows() == [(query_id_for_text("new query"), "new query", "train")]
     new = aggregate.filter(pl.col("query") == "new query").row(0, named=True)
@@ -79,33 +80,33 @@ def test_one_bad_drop_fails_the_whole_ingest(tmp_path):
 
 
 def test_no_drops_means_no_pairs():
-    pairs, new_queries, aggregate, _ = aggregate_click_logs([], DOCS, QUERIES)
-    assert pairs.height == new_queries.height == aggregate.height == 0
+    ingest = aggregate_click_logs([], DOCS, QUERIES)
+    assert ingest.pairs.height == ingest.new_queries.height == ingest.aggregate.height == 0
 
 
 def test_click_drops_are_validated_once_and_a_refresh_reads_only_new_files(tmp_path):
     cache = tmp_path / "cache"
     a = _drop(tmp_path / "a.csv", [("known query", "d1", 2, "2026-01-01T00:00:00")])
     first = aggregate_click_logs([a], DOCS, QUERIES, cache_dir=cache)
-    assert (first[3].files_read, first[3].files_reused, first[3].rows_read) == (1, 0, 1)
+    assert (first.report.files_read, first.report.files_reused, first.report.rows_read) == (1, 0, 1)
 
     b = _drop(tmp_path / "b.csv", [("new query", "d2", 1, "2026-01-02T00:00:00"),
                                    ("new query", "d2", 3, "2026-01-03T00:00:00")])
     refreshed = aggregate_click_logs([a, b], DOCS, QUERIES, cache_dir=cache)
-    assert (refreshed[3].files_read, refreshed[3].files_reused, refreshed[3].rows_read) == (1, 1, 2)
+    assert (refreshed.report.files_read, refreshed.report.files_reused, refreshed.report.rows_read) == (1, 1, 2)
     full = aggregate_click_logs([a, b], DOCS, QUERIES)  # no cache: everything read again
-    assert full[3].rows_read == 3
-    for incremental, recomputed in zip(refreshed[:3], full[:3]):
-        assert incremental.equals(recomputed)
+    assert full.report.rows_read == 3
+    for table in ["pairs", "new_queries", "aggregate"]:
+        assert getattr(refreshed, table).equals(getattr(full, table))
 
     # a rewritten drop is read again; a deleted drop leaves the aggregate and the cache
     _drop(a, [("known query", "d1", 7, "2026-01-01T00:00:00")])
     import os
     os.utime(a, ns=(a.stat().st_atime_ns, a.stat().st_mtime_ns + 1_000_000))
     changed = aggregate_click_logs([a, b], DOCS, QUERIES, cache_dir=cache)
-    assert changed[3].files_read == 1 and changed[2].filter(pl.col("query") == "known query")["clicks"].item() == 7
+    assert changed.report.files_read == 1 and changed.aggregate.filter(pl.col("query") == "known query")["clicks"].item() == 7
     pruned = aggregate_click_logs([b], DOCS, QUERIES, cache_dir=cache)
-    assert pruned[3].files_reused == 1 and len(list(cache.glob("*.parquet"))) == 1
+    assert pruned.report.files_reused == 1 and len(list(cache.glob("*.parquet"))) == 1
     # a bad new drop fails the ingest and leaves the cache as it was
     bad = _drop(tmp_path / "c.csv", [("q", "UNKNOWN", 1, "2026-01-01T00:00:00")])
     with pytest.raises(DataError, match=r"c\.csv.*row 2.*doc_id"):

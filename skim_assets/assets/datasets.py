@@ -80,19 +80,25 @@ def click_log_pairs(context: dg.AssetExecutionContext, storage: StorageResource,
     """
     dataset = context.partition_key
     files = click_log_files(storage.inputs(dataset) / CLICKS_FOLDER)
-    pairs, new_queries, aggregate, report = aggregate_click_logs(
-        files, documents, queries, cache_dir=storage.step_dir("click_log_cache", dataset))
+    ingest = aggregate_click_logs(files, documents, queries, cache_dir=storage.step_dir("click_log_cache", dataset))
+    report = ingest.report
     context.log.info(f"{len(files)} click-log file(s) ({report.files_read} read now, {report.files_reused} from the "
-                     f"cache) -> {pairs.height} pairs, {new_queries.height} new queries")
+                     f"cache) -> {ingest.pairs.height} pairs, {ingest.new_queries.height} new queries")
+    if ingest.test_text_pairs:
+        context.log.warning(f"{ingest.test_text_pairs} clicked (query, document) pair(s), {ingest.test_text_clicks} "
+                            "click(s), set aside: their query text is a test query's, so they would train on test "
+                            "labels")
     return dg.MaterializeResult(
-        value=Tables(pairs, queries=new_queries, aggregate=aggregate),
+        value=Tables(ingest.pairs, queries=ingest.new_queries, aggregate=ingest.aggregate),
         metadata={
             "files": len(files),
             "files_read_now": report.files_read,
             "files_from_cache": report.files_reused,
             "rows_read_now": report.rows_read,
-            "new_queries": new_queries.height,
-            "total_clicks": int(aggregate["clicks"].sum()) if aggregate.height else 0,
+            "new_queries": ingest.new_queries.height,
+            "total_clicks": int(ingest.aggregate["clicks"].sum()) if ingest.aggregate.height else 0,
+            "pairs_set_aside_test_text": ingest.test_text_pairs,
+            "clicks_set_aside_test_text": ingest.test_text_clicks,
         },
     )
 
@@ -139,11 +145,11 @@ def evaluate_queries(storage: StorageResource, dataset: str) -> Outcome:
 
 
 def evaluate_relevance_labels(storage: StorageResource, dataset: str) -> Outcome:
-    qrels = storage.read_table("relevance_labels", dataset)
+    qrels, queries, documents = storage.read_tables(dataset, "relevance_labels", "queries", "documents")
     if schema_problems(qrels, QRELS_SCHEMA)["missing_columns"]:
         return _table_outcome("relevance_labels", qrels, QRELS_SCHEMA, {})
-    unknown_queries = unknown_values(qrels["query_id"], storage.read_table("queries", dataset)["query_id"])
-    unknown_docs = unknown_values(qrels["doc_id"], storage.read_table("documents", dataset)["doc_id"])
+    unknown_queries = unknown_values(qrels["query_id"], queries["query_id"])
+    unknown_docs = unknown_values(qrels["doc_id"], documents["doc_id"])
     return _table_outcome("relevance_labels", qrels, QRELS_SCHEMA, {
         "duplicate_labels": duplicate_count(qrels, ["query_id", "doc_id"]),
         "unknown_query_ids": unknown_queries.len(),

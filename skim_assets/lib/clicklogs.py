@@ -5,9 +5,10 @@ dataset are aggregated per (query text, document). A validated drop is cached un
 mtime, the document ids it was checked against), so a refresh reads and validates only new or changed files.
 
 Clicks only ever make train pairs: a click-log query whose text equals a known *train* query reuses that query's id
-(the smallest id when several train queries share the text, so each click counts once); any other text, a test
-query's included, gets a stable id derived from its hash and becomes a train query of its own. Test queries never
-receive clicks, so test labels cannot leak into training.
+(the smallest id when several train queries share the text, so each click counts once); any other text gets a stable
+id derived from its hash and becomes a train query of its own. A click whose text equals a *test* query's is set
+aside (counted, never a pair): as a new train query with the test query's text it would teach the models that test
+query's labels. Texts are compared after `normalised_text` (surrounding whitespace removed) on both sides.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def click_log_files(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in CLICK_LOG_SUFFIXES and not p.name.startswith("."))
+
+
+def normalised_text(column: str) -> pl.Expr:
+    """The form in which click-log and dataset query texts are compared (and click texts are stored)."""
+    return pl.col(column).str.strip_chars()
 
 
 def query_id_for_text(text: str) -> str:
@@ -90,31 +96,43 @@ def _raise_overflow(index: int, clicks: pl.DataFrame, files: list[Path], report:
     row = clicks.row(index, named=True)
     for path, height in zip(files, report.rows_per_file):
         if index < height:
-            raise DataError(path, f"clicks of (query {row['query'].strip()!r}, doc {row['doc_id']!r}) add up past "
+            raise DataError(path, f"clicks of (query {row['query']!r}, doc {row['doc_id']!r}) add up past "
                             f"{MAX_CLICKS} here (over all drops)", row=click_log_source(path).row(index),
                             field="clicks")
         index -= height
     raise AssertionError("row index beyond the drops")
 
 
+@dataclass
+class ClickLogIngest:
+    pairs: pl.DataFrame  # PAIRS_SCHEMA, source "click_log"
+    new_queries: pl.DataFrame  # QUERIES_SCHEMA: texts seen only in click logs, as train queries
+    aggregate: pl.DataFrame  # per (query text, doc_id): clicks, first_seen, last_seen (pairs' rows only)
+    report: DropReport
+    test_text_pairs: int = 0  # (query text, document) pairs set aside: the text is a test query's
+    test_text_clicks: int = 0  # their clicks
+
+
 def aggregate_click_logs(
     files: list[Path], documents: pl.DataFrame, queries: pl.DataFrame, cache_dir: str | Path | None = None
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, DropReport]:
-    """(pairs, new train queries, per-(query, doc) aggregate with clicks and first/last timestamps, drop report).
+) -> ClickLogIngest:
+    """Click-log drops aggregated per (query text, document) into train pairs.
 
     Every file is validated before anything is aggregated, so one bad file fails the whole ingest.
     """
     clicks, report = read_click_drops(files, documents["doc_id"], cache_dir)
+    clicks = clicks.with_columns(normalised_text("query"))
     known = (  # train queries only, one id per text
-        queries.filter(pl.col("split") == "train").select("query_id", pl.col("text").alias("query"))
+        queries.filter(pl.col("split") == "train").select("query_id", normalised_text("text").alias("query"))
         .sort("query_id").unique("query", keep="first", maintain_order=True)
     )
+    test_texts = queries.filter(pl.col("split") == "test").select(normalised_text("text").alias("query")).unique()
     with duckdb.connect() as con:
         con.register("clicks", clicks.with_row_index("row_index").to_arrow())
         try:
             aggregate = con.sql(
                 """
-                SELECT trim(query) AS query, doc_id, sum(clicks)::BIGINT AS clicks,
+                SELECT query, doc_id, sum(clicks)::BIGINT AS clicks,
                        min(timestamp) AS first_seen, max(timestamp) AS last_seen
                 FROM clicks GROUP BY 1, 2 ORDER BY 1, 2
                 """
@@ -124,7 +142,7 @@ def aggregate_click_logs(
                 f"""
                 SELECT row_index FROM (
                     SELECT row_index,
-                           sum(clicks::HUGEINT) OVER (PARTITION BY trim(query), doc_id ORDER BY row_index) AS total
+                           sum(clicks::HUGEINT) OVER (PARTITION BY query, doc_id ORDER BY row_index) AS total
                     FROM clicks)
                 WHERE total > {MAX_CLICKS} ORDER BY row_index LIMIT 1
                 """
@@ -132,8 +150,13 @@ def aggregate_click_logs(
             if not overflow:
                 raise
             _raise_overflow(int(overflow[0][0]), clicks, files, report)
+    set_aside = aggregate.join(test_texts, on="query", how="semi")
+    aggregate = aggregate.join(test_texts, on="query", how="anti")
+    leaked = {"test_text_pairs": set_aside.height,
+              "test_text_clicks": int(set_aside["clicks"].sum()) if set_aside.height else 0}
     if aggregate.height == 0:
-        return pl.DataFrame(schema=PAIRS_SCHEMA), pl.DataFrame(schema=QUERIES_SCHEMA), aggregate, report
+        return ClickLogIngest(pl.DataFrame(schema=PAIRS_SCHEMA), pl.DataFrame(schema=QUERIES_SCHEMA), aggregate,
+                              report, **leaked)
     aggregate = aggregate.join(known, on="query", how="left").with_columns(
         pl.coalesce("query_id", pl.col("query").map_elements(query_id_for_text, return_dtype=pl.String))
         .alias("query_id")
@@ -145,4 +168,4 @@ def aggregate_click_logs(
         .cast(QUERIES_SCHEMA)
     )
     pairs = aggregate.select("query_id", "doc_id", pl.lit(1.0).alias("weight"), pl.lit("click_log").alias("source"))
-    return pairs.cast(PAIRS_SCHEMA), new_queries, aggregate, report
+    return ClickLogIngest(pairs.cast(PAIRS_SCHEMA), new_queries, aggregate, report, **leaked)
