@@ -6,7 +6,7 @@ import time
 import dagster as dg
 import polars as pl
 
-from ..lib.clicklogs import aggregate_click_logs, click_log_files
+from ..lib.clicklogs import aggregate_click_logs, check_click_log_folder, click_log_files
 from ..lib.datasets import CLICKS_FOLDER, TABLE_ASSETS, import_tables
 from ..lib.formats import DOCUMENTS_SCHEMA, QRELS_SCHEMA, SPLITS, queries_schema
 from ..lib.storage import peak_rss_mib
@@ -79,7 +79,12 @@ def click_log_pairs(context: dg.AssetExecutionContext, storage: StorageResource,
     (stored with the pairs as one set: pairs never refer to missing queries).
     """
     dataset = context.partition_key
-    files = click_log_files(storage.inputs(dataset) / CLICKS_FOLDER)
+    folder = storage.inputs(dataset) / CLICKS_FOLDER
+    not_drops = check_click_log_folder(folder)
+    if not_drops:
+        context.log.warning(f"{len(not_drops)} file(s) in {folder} are not click-log drops (.parquet or .csv) and "
+                            f"were left out: {', '.join(not_drops[:10])}")
+    files = click_log_files(folder)
     ingest = aggregate_click_logs(files, documents, queries, cache_dir=storage.step_dir("click_log_cache", dataset))
     report = ingest.report
     context.log.info(f"{len(files)} click-log file(s) ({report.files_read} read now, {report.files_reused} from the "
@@ -92,6 +97,7 @@ def click_log_pairs(context: dg.AssetExecutionContext, storage: StorageResource,
         value=Tables(ingest.pairs, queries=ingest.new_queries, aggregate=ingest.aggregate),
         metadata={
             "files": len(files),
+            "files_left_out": len(not_drops),
             "files_read_now": report.files_read,
             "files_from_cache": report.files_reused,
             "rows_read_now": report.rows_read,

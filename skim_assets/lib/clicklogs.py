@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +31,54 @@ CLICK_LOG_SUFFIXES = (".parquet", ".csv")
 MAX_CLICKS = 2**63 - 1  # the aggregate's clicks are BIGINT
 
 
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def _is_drop(path: Path) -> bool:
+    return path.suffix.lower() in CLICK_LOG_SUFFIXES and not path.name.startswith(".")
+
+
+def _utf8_name(path: Path) -> bool:
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes come back from the file system as surrogates
+        return False
+    return True
+
+
+def _outside(path: Path, folder: Path) -> bool:
+    """Whether a symbolic link resolves outside the dataset's inputs (the drop folder's parent)."""
+    return path.is_symlink() and not path.resolve().is_relative_to(folder.resolve().parent)
+
+
 def click_log_files(folder: str | Path) -> list[Path]:
+    """The drops to ingest, by name: `.parquet`/`.csv` files, not hidden, named in UTF-8, and no symbolic link to
+    a file outside the dataset's inputs (`check_click_log_folder` says why any other file is left out)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in CLICK_LOG_SUFFIXES and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if _is_drop(p) and _utf8_name(p) and not _outside(p, folder))
+
+
+def check_click_log_folder(folder: str | Path) -> list[str]:
+    """Refuse what looks like a drop but cannot be ingested as one (a DataError naming the file); return the names
+    of the other files that are not drops (left out, for a warning)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    ignored = []
+    for path in sorted(folder.iterdir(), key=lambda p: os.fsencode(p.name)):
+        if not _utf8_name(path):
+            shown = os.fsencode(path.name).decode("utf-8", "backslashreplace")
+            raise DataError(folder / shown, "the file name is not UTF-8; rename the drop")
+        if _is_drop(path) and _outside(path, folder):
+            raise DataError(path, f"a symbolic link to {path.resolve()}, outside the dataset's inputs; copy the "
+                            "drop into the folder instead")
+        if path.name.lower().endswith(tuple(s + c for s in CLICK_LOG_SUFFIXES for c in COMPRESSED_SUFFIXES)):
+            raise DataError(path, "compressed drops are not read; decompress it in place (e.g. `gunzip`)")
+        if not _is_drop(path) and not path.name.startswith("."):
+            ignored.append(path.name)
+    return ignored
 
 
 def normalised_text(column: str) -> pl.Expr:
@@ -56,8 +100,13 @@ class DropReport:
 
 
 def drop_fingerprint(path: Path, doc_ids_digest: str) -> str:
-    stat = path.stat()
-    return hashlib.sha1(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{doc_ids_digest}".encode()).hexdigest()
+    """Name, content and the document ids a drop was checked against: a drop corrected in place is read again even
+    when its size and mtime are unchanged (hashing costs about a second per GB, far less than validating)."""
+    digest = hashlib.blake2b(f"{path.name}:{doc_ids_digest}:".encode(), digest_size=20)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_click_drops(files: list[Path], doc_ids: pl.Series, cache_dir: str | Path | None = None

@@ -474,8 +474,11 @@ def _parse_clicks(values: pl.Series) -> pl.Series:
         return values.cast(pl.Int64, strict=False)
     if values.dtype.is_float():  # 3.0 is an integer count; 2.5 is not
         return pl.select(pl.when(values == values.round()).then(values).cast(pl.Int64, strict=False)).to_series()
-    if values.dtype == pl.String:
-        return values.str.strip_chars().cast(pl.Int64, strict=False)
+    if values.dtype == pl.String:  # "3" and "3.0" (as Parquet's 3.0) are counts; exact past 2**53 as integers
+        text = values.str.strip_chars()
+        as_float = text.cast(pl.Float64, strict=False)
+        integral = pl.when(as_float == as_float.round()).then(as_float).cast(pl.Int64, strict=False)
+        return pl.select(text.cast(pl.Int64, strict=False).fill_null(integral)).to_series()
     return pl.Series(values.name, [None] * len(values), pl.Int64)
 
 
