@@ -385,8 +385,11 @@ def child_read(root: Path, name: str, job: str) -> None:
 
 
 def size_env(root: Path) -> dict:
-    return dict(os.environ, DAGSTER_HOME=str(root / ".dagster"), SKIM_DATA_ROOT=str(root), HF_HUB_OFFLINE="1",
-                TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1")
+    """The size's storage and instance; one step at a time (SKIM_MAX_CONCURRENT=1, unless set), so each step's
+    seconds and memory are its own, not those of two steps sharing 2 cores."""
+    return {"SKIM_MAX_CONCURRENT": "1",
+            **dict(os.environ, DAGSTER_HOME=str(root / ".dagster"), SKIM_DATA_ROOT=str(root), HF_HUB_OFFLINE="1",
+                   TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1")}
 
 
 def run_child(args: list[str], root: Path, log_file=None, echo: str | None = None) -> tuple[int, dict | None, float]:

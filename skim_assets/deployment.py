@@ -19,7 +19,8 @@ DEPLOYMENTS = ("local", "k8s")
 # Model steps carry this op tag: the local executor runs them one at a time (two torch processes on the same
 # cores slow each other down many times over); on Kubernetes they are the steps that get a GPU.
 GPU_TAGS = {"skim/resource": "gpu"}
-LOCAL_MAX_CONCURRENT = 2
+LOCAL_MAX_CONCURRENT = 2  # steps in flight on one machine; SKIM_MAX_CONCURRENT overrides it
+MAX_CONCURRENT_ENV = "SKIM_MAX_CONCURRENT"
 K8S_MAX_CONCURRENT = 16  # steps in flight (CPU steps; GPU steps are bounded by the cluster's GPUs)
 
 
@@ -59,6 +60,17 @@ def gpu_op_tags() -> dict:
     return dict(GPU_TAGS)
 
 
+def local_max_concurrent() -> int:
+    """Steps in flight under the local executor. 1 measures every step alone (benchmarks/graph_scaling.py): on 2
+    cores a CPU step beside a model step slowed it 10-50x (two torch processes fighting for the same threads)."""
+    value = os.environ.get(MAX_CONCURRENT_ENV, "").strip()
+    if not value:
+        return LOCAL_MAX_CONCURRENT
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{MAX_CONCURRENT_ENV}={value!r}: expected a whole number of steps >= 1")
+    return int(value)
+
+
 def build_executor() -> dg.ExecutorDefinition:
     if deployment() == "k8s":
         from dagster_k8s import k8s_job_executor
@@ -82,7 +94,7 @@ def build_executor() -> dg.ExecutorDefinition:
     # fork from a server that has imported the code location once: a fresh interpreter per step spends 8-13 s
     # importing torch and transformers (a 3-asset run: 46 s spawned, 14 s forked).
     return dg.multiprocess_executor.configured(
-        {"max_concurrent": LOCAL_MAX_CONCURRENT,
+        {"max_concurrent": local_max_concurrent(),
          "tag_concurrency_limits": [{"key": k, "value": v, "limit": 1} for k, v in GPU_TAGS.items()],
          "start_method": {"forkserver": {"preload_modules": ["skim_assets.definitions"]}}},
         name="skim_local_executor",

@@ -98,3 +98,19 @@ def test_every_step_that_runs_a_model_is_in_the_gpu_pool():
     for name in ["teacher_demonstrations", "lora_adapter", "click_train_pairs", "oracle_retriever", "skim_ova_head",
                  "retrieval_metrics"]:
         assert graph.get(dg.AssetKey(name)).assets_def.op.pool == GPU_POOL, name
+
+
+def test_steps_in_flight_on_one_machine_follow_skim_max_concurrent(monkeypatch):
+    import pytest
+
+    from skim_assets.deployment import LOCAL_MAX_CONCURRENT, MAX_CONCURRENT_ENV, build_executor, local_max_concurrent
+
+    monkeypatch.delenv(MAX_CONCURRENT_ENV, raising=False)
+    assert local_max_concurrent() == LOCAL_MAX_CONCURRENT
+    monkeypatch.setenv(MAX_CONCURRENT_ENV, "1")
+    assert local_max_concurrent() == 1
+    build_executor()  # the local executor is built with it
+    for bad in ["0", "-1", "two"]:
+        monkeypatch.setenv(MAX_CONCURRENT_ENV, bad)
+        with pytest.raises(ValueError, match="SKIM_MAX_CONCURRENT"):
+            local_max_concurrent()
