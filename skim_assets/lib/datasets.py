@@ -31,7 +31,7 @@ from .catalogue import is_artifact_folder
 from .formats import DIRECTIONS, DOCUMENTS_FOR_QUERIES, QUERIES_FOR_DOCUMENTS, DataError, DatasetTables
 from .importers import read_beir, read_xc_bow, read_xc_raw
 from .mapping import DEFAULT_TAU
-from .storage import read_json, write_json_atomic
+from .storage import TableSetPins, read_json, write_json_atomic
 
 FORMATS = ("beir", "xc-raw", "xc-bow")
 SPEC_FILE = "dataset.json"
@@ -145,8 +145,9 @@ def input_changes(root: str | Path, name: str, spec: DatasetSpec, tables: Datase
             old = {}
         changes += [f"{key} {old.get(key)!r} -> {value!r}" for key, value in spec.to_json().items()
                     if old.get(key) != value]
-    for asset, attribute in TABLE_ASSETS.items():
-        path = root / asset / name / "data.parquet"
-        if path.exists() and not pl.read_parquet(path).equals(getattr(tables, attribute)):
-            changes.append(f"{asset} differ from the source's")
+    with TableSetPins() as pins:  # the tables of one import, even while it is written again
+        for asset, attribute in TABLE_ASSETS.items():
+            path = pins.folder(root / asset / name) / "data.parquet"
+            if path.exists() and not pl.read_parquet(path).equals(getattr(tables, attribute)):
+                changes.append(f"{asset} differ from the source's")
     return changes

@@ -4,12 +4,13 @@ Every artifact is written to a temporary sibling and renamed into place, so a ki
 previous good artifact (or nothing) and a rerun simply replaces it. Temporary siblings are created like any other
 file (the umask applies), and those a killed write left behind are removed by the next write to the same place.
 Tables a step writes together (a dataset's documents, queries and labels) are written as one set
-(`write_table_set`): readers see all old or all new tables, never a mix.
+(`write_table_set`): readers that pin the set (`TableSetPins`) see all old or all new tables, never a mix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -25,6 +26,9 @@ import polars as pl
 # A temporary sibling untouched for this long belongs to a killed write (a live write keeps touching it).
 ORPHAN_AGE_S = 600.0
 SETS_FOLDER = ".sets"  # under the storage root: the version folders of table sets
+WRITER_LOCK = ".writer.lock"  # in a set's folder: one writer of a set at a time
+VERSION_LOCK = ".lock"  # in a version folder: readers hold it shared, so no writer prunes the version under them
+PIN_ATTEMPTS = 100  # a version resolved but pruned before it was locked is resolved again, this many times
 
 
 def _temp_sibling(path: Path, kind: str = "tmp") -> Path:
@@ -262,6 +266,135 @@ def _adopt_artifact_folders(root: Path, set_dir: Path, dataset: str, assets: lis
             os.symlink(target, link)
 
 
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (created if missing); waits for the holder to finish."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _current_version(current: Path) -> str | None:
+    try:
+        return os.readlink(current)
+    except OSError:  # no set yet, or `current` a plain folder (a root copied with its links followed)
+        return None
+
+
+def _prune_versions(set_dir: Path, keep: set[str]) -> None:
+    """Remove the versions not in `keep` that no reader holds; a held one is left for a later write to prune.
+
+    A version is renamed away before it is removed, so a reader that locks it later finds it gone and resolves
+    `current` again instead of reading a half-removed folder."""
+    for old in set_dir.glob("v-*"):
+        if old.name in keep or not old.is_dir():
+            continue
+        try:
+            fd = os.open(old / VERSION_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            doomed = _temp_sibling(old)
+            try:
+                os.rename(old, doomed)  # unreachable by its name now: the lock can go before the files do
+            except OSError:  # pruning is housekeeping: the new version is in place already
+                continue
+        finally:
+            os.close(fd)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _pin_current(set_dir: Path) -> tuple[Path, int | None] | None:
+    """The version folder `current` points at now, with a shared lock on it (the fd, None where the root is
+    read-only); None when the set has no `current` link."""
+    for _ in range(PIN_ATTEMPTS):
+        version = _current_version(set_dir / "current")
+        if version is None:
+            return None
+        folder = set_dir / version
+        lock = folder / VERSION_LOCK
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:
+            if not folder.is_dir():
+                continue  # pruned since it was resolved
+            try:  # a version written before versions had locks
+                fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)
+            except FileNotFoundError:
+                continue
+            except OSError:  # cannot write the root: rely on writers keeping the previous version
+                return folder, None
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            held = os.path.samestat(os.stat(lock), os.fstat(fd))
+        except FileNotFoundError:
+            held = False
+        if held:
+            return folder, fd
+        os.close(fd)  # pruned between resolving and locking: resolve again
+    raise RuntimeError(f"could not pin a version of the table set {set_dir}: it was replaced {PIN_ATTEMPTS} times "
+                       "while being resolved")
+
+
+def _set_of_link(folder: Path) -> tuple[Path, str] | None:
+    """(set folder, asset) when `folder` is an artifact's link into a table set (`.../.sets/<step>/<dataset>/
+    current/<asset>`), else None."""
+    try:
+        target = os.readlink(folder)
+    except OSError:  # a plain folder, or nothing
+        return None
+    path = Path(os.path.normpath(folder.parent / target))
+    if path.parent.name != "current" or SETS_FOLDER not in path.parts:
+        return None
+    return path.parent.parent, path.name
+
+
+class TableSetPins:
+    """Pins the table sets one read goes through: each set's `current` is resolved once, and that version is
+    held (a shared lock) until `release`, so every table read through the pins comes from one import and no
+    writer removes it meanwhile. Folders that are not in a set are read where they are."""
+
+    def __init__(self) -> None:
+        self._versions: dict[Path, tuple[Path, int | None]] = {}
+
+    def folder(self, folder: str | Path) -> Path:
+        """Where to read the artifact folder `folder` (`<root>/<asset>/<dataset>`) from: its pinned version."""
+        folder = Path(folder)
+        found = _set_of_link(folder)
+        if found is None:
+            return folder
+        set_dir, asset = found
+        if set_dir not in self._versions:
+            pinned = _pin_current(set_dir)
+            if pinned is None:
+                return folder
+            self._versions[set_dir] = pinned
+        return self._versions[set_dir][0] / asset
+
+    def release(self) -> None:
+        for _, fd in self._versions.values():
+            if fd is not None:
+                os.close(fd)
+        self._versions.clear()
+
+    def __enter__(self) -> TableSetPins:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter exit `os` may be gone; the fds go with the process
+            self.release()
+
+
 def write_table_set(root: str | Path, step: str, dataset: str,
                     tables: Mapping[str, Mapping[str, pl.DataFrame]]) -> dict[str, dict[str, Path]]:
     """Write the tables of several artifacts as one set; returns {asset: {table: path}}.
@@ -269,37 +402,44 @@ def write_table_set(root: str | Path, step: str, dataset: str,
     `tables` maps each asset to its tables ({"documents": {"data": frame}, ...}); readers keep using
     `<root>/<asset>/<dataset>/<table>.parquet`. Each `<root>/<asset>/<dataset>` is a link to
     `<root>/.sets/<step>/<dataset>/current/<asset>` and `current` a link to a version folder: the new version is
-    written whole, then `current` switches to it with one rename, so a killed write leaves the previous set intact
-    and no reader ever sees documents of one import with labels of another. Older versions are removed after.
+    written whole, then `current` switches to it with one rename, so a killed write leaves the previous set intact.
+    A reader that pins the set (`TableSetPins`) reads every table from one version, never documents of one import
+    with labels of another. Writers of one set take turns (a lock in its folder); each keeps the previous version
+    (a reader may have just resolved it) and removes older ones no reader holds.
     The tables of an asset are the whole artifact: a table not given is gone in the new set.
     """
     root = Path(root)
     set_dir = root / SETS_FOLDER / step / dataset
     set_dir.mkdir(parents=True, exist_ok=True)
-    for orphan in set_dir.glob(".*.tmp"):  # a killed write's version folder or link
-        if time.time() - orphan.lstat().st_mtime >= ORPHAN_AGE_S:
+    with _exclusive(set_dir / WRITER_LOCK):
+        for orphan in set_dir.glob(".*.tmp"):  # a killed write's version folder or link
+            try:
+                if time.time() - orphan.lstat().st_mtime < ORPHAN_AGE_S:
+                    continue
+            except FileNotFoundError:
+                continue
             if orphan.is_dir() and not orphan.is_symlink():
                 shutil.rmtree(orphan, ignore_errors=True)
             else:
                 orphan.unlink(missing_ok=True)
-    assets = list(tables)
-    _adopt_artifact_folders(root, set_dir, dataset, assets)
-    version = f"v-{uuid.uuid4().hex}"
-    tmp = set_dir / f".{version}.tmp"
-    tmp.mkdir()
-    paths: dict[str, dict[str, Path]] = {}
-    try:
-        for asset, frames in tables.items():
-            (tmp / asset).mkdir()
-            for table, frame in frames.items():
-                frame.write_parquet(tmp / asset / f"{table}.parquet")
-                paths.setdefault(asset, {})[table] = root / asset / dataset / f"{table}.parquet"
-        os.replace(tmp, set_dir / version)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _switch_link(set_dir / "current", version)
-    for old in set_dir.glob("v-*"):
-        if old.name != version:
-            shutil.rmtree(old, ignore_errors=True)
+        assets = list(tables)
+        _adopt_artifact_folders(root, set_dir, dataset, assets)
+        previous = _current_version(set_dir / "current")
+        version = f"v-{uuid.uuid4().hex}"
+        tmp = set_dir / f".{version}.tmp"
+        tmp.mkdir()
+        paths: dict[str, dict[str, Path]] = {}
+        try:
+            (tmp / VERSION_LOCK).touch()
+            for asset, frames in tables.items():
+                (tmp / asset).mkdir()
+                for table, frame in frames.items():
+                    frame.write_parquet(tmp / asset / f"{table}.parquet")
+                    paths.setdefault(asset, {})[table] = root / asset / dataset / f"{table}.parquet"
+            os.replace(tmp, set_dir / version)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _switch_link(set_dir / "current", version)
+        _prune_versions(set_dir, {version, previous} - {None})
     return paths

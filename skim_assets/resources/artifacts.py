@@ -21,8 +21,16 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from pydantic import PrivateAttr
 
-from ..lib.storage import directory_size_bytes, file_digest, peak_rss_mib, read_json, write_json_atomic
+from ..lib.storage import (
+    TableSetPins,
+    directory_size_bytes,
+    file_digest,
+    peak_rss_mib,
+    read_json,
+    write_json_atomic,
+)
 from .storage import StorageResource
 
 DATA = "data"  # the table an asset *is*; other tables of the artifact are its side tables
@@ -116,6 +124,27 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     """Stores what assets return and hands it to the assets downstream (see the module docstring)."""
 
     storage: dg.ResourceDependency[StorageResource]
+    # (step, pins): the table-set versions the current step's inputs read, so inputs of one set (documents,
+    # queries) come from one import even when it is written again between two of them
+    _step_pins: tuple[object, TableSetPins] | None = PrivateAttr(default=None)
+
+    def _pins(self, context: dg.InputContext) -> TableSetPins:
+        try:
+            step = (context.step_context.run_id, context.step_context.step.key)
+        except dg.DagsterInvariantViolationError:  # a context built by hand: no step to share pins with
+            step = object()
+        if self._step_pins is None or self._step_pins[0] != step:
+            self._release_pins()
+            self._step_pins = (step, TableSetPins())
+        return self._step_pins[1]
+
+    def _release_pins(self) -> None:
+        if self._step_pins is not None:
+            self._step_pins[1].release()
+            self._step_pins = None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._release_pins()
 
     @staticmethod
     def _partition(context) -> str | None:
@@ -159,7 +188,7 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_key:
             return read_json(self._step_output_path(context.upstream_output))
         asset, dataset = context.asset_key.path[-1], self._partition(context)
-        folder = self.storage.artifact_dir(asset, dataset)
+        folder = self._pins(context).folder(self.storage.artifact_dir(asset, dataset))
         wanted = _without_none(context.dagster_type.typing_type)
         optional = bool((context.definition_metadata or {}).get("optional"))
         where = f"asset '{asset}'" + (f" for partition '{dataset}'" if dataset else "")

@@ -7,7 +7,13 @@ import polars as pl
 from pydantic import Field
 
 from ..lib.datasets import DatasetSpec, check_dataset_name, read_spec
-from ..lib.storage import new_staging_directory, replace_directory, write_parquet_atomic, write_table_set
+from ..lib.storage import (
+    TableSetPins,
+    new_staging_directory,
+    replace_directory,
+    write_parquet_atomic,
+    write_table_set,
+)
 
 DEFAULT_ROOT = os.environ.get("SKIM_DATA_ROOT", "data")
 
@@ -87,7 +93,17 @@ class StorageResource(dg.ConfigurableResource):
         return write_table_set(self.root_path, step, dataset, tables)
 
     def read_table(self, asset: str, dataset: str, table: str = "data") -> pl.DataFrame:
-        path = self.table_path(asset, dataset, table)
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: materialize asset '{asset}' for partition '{dataset}' first")
-        return pl.read_parquet(path)
+        return self.read_tables(dataset, asset, table=table)[0]
+
+    def read_tables(self, dataset: str, *assets: str, table: str = "data") -> list[pl.DataFrame]:
+        """Table `table` of each asset, those of one table set (e.g. documents and queries) from one import even
+        while it is written again."""
+        with TableSetPins() as pins:
+            frames = []
+            for asset in assets:
+                path = pins.folder(self.artifact_dir(asset, dataset)) / f"{table}.parquet"
+                if not path.exists():
+                    raise FileNotFoundError(f"{self.table_path(asset, dataset, table)} is missing: materialize asset "
+                                            f"'{asset}' for partition '{dataset}' first")
+                frames.append(pl.read_parquet(path))
+            return frames
