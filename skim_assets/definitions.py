@@ -1,7 +1,5 @@
 """The code location: every asset, job, sensor and resource of skim_assets."""
 
-import os
-
 import dagster as dg
 
 from .assets.baselines import baseline_pair_assets
@@ -42,18 +40,13 @@ all_checks: list = [
     *dataset_checks, *distillation_checks, *generation_checks, *mapping_checks, *training_checks, *ova_checks,
     *evaluation_checks,
 ]
-TEACHER_API_KEY_ENV = "SKIM_TEACHER_API_KEY"
 
 
 def build_teacher_resource() -> TeacherResource:
-    """The teacher from the environment: SKIM_TEACHER (keyphrase | openai | hf-local), SKIM_TEACHER_BASE_URL,
-    SKIM_TEACHER_MODEL; the key only ever travels as dg.EnvVar(SKIM_TEACHER_API_KEY)."""
-    return TeacherResource(
-        kind=os.environ.get("SKIM_TEACHER", "keyphrase"),
-        base_url=os.environ.get("SKIM_TEACHER_BASE_URL", ""),
-        model=os.environ.get("SKIM_TEACHER_MODEL", ""),
-        api_key=dg.EnvVar(TEACHER_API_KEY_ENV) if os.environ.get(TEACHER_API_KEY_ENV) else None,
-    )
+    """The teacher: nothing set here, so each field a run does not configure is read from its environment
+    variable (SKIM_TEACHER, SKIM_TEACHER_BASE_URL, SKIM_TEACHER_MODEL, SKIM_TEACHER_API_KEY) when the teacher is
+    built (`TeacherResource.setting`)."""
+    return TeacherResource()
 
 
 def build_resources() -> dict:

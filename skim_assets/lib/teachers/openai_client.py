@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .cache import CACHE_FORMAT_VERSION, ResponseCache, cache_key
 from .protocol import ProgressFn, TeacherRequest, TeacherResponse, _messages_text, _Progress, estimate_tokens
+from .transport import deadline_http_client
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,13 @@ AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com", ".se
 # The SDK refuses an empty key; a keyless server (a local vLLM or llama.cpp) gets this placeholder, and the
 # Authorization header is then omitted from every request, so the placeholder is never sent.
 _NO_KEY = "no-key"
+# A run of this many characters of the key is redacted wherever it appears: a server that echoes part of the key
+# (its first 20 characters, say) must not leave that part in the cache, the raw table or the logs. Shorter runs
+# are common words and fixed prefixes ("sk-proj") and are left alone.
+KEY_PART_CHARS = 8
+# The longest answer stored (about 5,000 tokens: 25x the default max_tokens). A longer one means the server
+# ignored max_tokens; it is refused rather than cut, so that every cached answer is a whole answer.
+MAX_ANSWER_CHARS = 20_000
 
 
 def _split_base_url(base_url: str) -> tuple[str, dict[str, str]]:
@@ -60,11 +68,14 @@ class OpenAIChatTeacher:
     and the environment's OPENAI_API_KEY is never used.
 
     The SDK owns the transport: it retries 408, 409, 429, 5xx, timeouts and connection errors `max_retries`
-    times with exponential backoff, honours the server's `Retry-After` (up to 120 s; a longer one is not
-    retried), and applies `timeout_s` to each attempt. Failed requests come back with `error` set and `text` None
-    (an HTTP error names the status, the document and the server's redacted reply); the run goes on and the
-    caller decides what to do with them. Costs and the budget are per instance (all `complete` calls); requests
-    already in flight when the budget runs out still land.
+    times with exponential backoff, and honours the server's `Retry-After` (up to 120 s; a longer one is not
+    retried). `timeout_s` bounds each attempt as a whole (`transport`), however slowly the answer trickles in.
+    Failed requests come back with `error` set and `text` None (an HTTP error names the status, the document and
+    the server's redacted reply); the run goes on and the caller decides what to do with them. Token usage that
+    is not a count (negative, not a number) makes an answer malformed; an answer over `max_answer_chars` is an
+    error and is not stored, though its cost counts. Costs and the budget are per instance (all `complete`
+    calls); requests already in flight when the budget runs out still land. The key and any run of
+    `KEY_PART_CHARS` of its characters are redacted from answers, errors and logs.
     """
 
     backend = "openai"
@@ -86,6 +97,7 @@ class OpenAIChatTeacher:
         extra_headers: dict | None = None,
         api_version: str | None = None,
         progress_every_s: float = 5.0,
+        max_answer_chars: int = MAX_ANSWER_CHARS,
     ):
         if not base_url:
             raise ValueError("base_url is required (e.g. http://127.0.0.1:8000/v1)")
@@ -95,6 +107,11 @@ class OpenAIChatTeacher:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        prices = {"usd_per_1k_prompt_tokens": usd_per_1k_prompt_tokens,
+                  "usd_per_1k_completion_tokens": usd_per_1k_completion_tokens}
+        for name, price in prices.items():
+            if not float(price) >= 0:  # a negative price would lower the spend and unlock the budget (NaN too)
+                raise ValueError(f"{name} must be >= 0, got {price}")
         self.base_url = base_url
         self.model = model
         self._api_key = api_key or None
@@ -110,12 +127,18 @@ class OpenAIChatTeacher:
         self.usd_per_1k_completion_tokens = float(usd_per_1k_completion_tokens)
         self._extra_headers = {str(k): str(v) for k, v in (extra_headers or {}).items()}
         self.progress_every_s = float(progress_every_s)
-        # Secrets to scrub from anything we print: the key and every extra header value.
+        self.max_answer_chars = int(max_answer_chars)
+        # Secrets to scrub from anything we print: the key and every extra header value...
         self._secrets = sorted(
             {s for s in [self._api_key, *self._extra_headers.values()] if s and len(s) >= 4},
             key=len,
             reverse=True,
         )
+        # ...and any run of KEY_PART_CHARS characters of the key: each place one of its KEY_PART_CHARS-grams starts
+        # (a lookahead, so overlapping ones are all found; their union covers every longer part of the key).
+        key = self._api_key or ""
+        grams = sorted({key[i : i + KEY_PART_CHARS] for i in range(len(key) - KEY_PART_CHARS + 1)})
+        self._key_parts = re.compile(f"(?=(?:{'|'.join(map(re.escape, grams))}))") if grams else None
         self._lock = threading.Lock()
         self._stats: dict[str, float] = dict(
             requests_sent=0, http_attempts=0, retries=0, cache_hits=0, errors=0, budget_refusals=0,
@@ -136,6 +159,7 @@ class OpenAIChatTeacher:
         common = dict(
             max_retries=self.max_retries,
             timeout=self.timeout_s,
+            http_client=deadline_http_client(root, self.timeout_s),
             default_headers=self._extra_headers or None,
             default_query=query or None,
         )
@@ -200,11 +224,27 @@ class OpenAIChatTeacher:
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        if self._key_parts is None:
+            return text
+        spans: list[list[int]] = []  # the key's parts, overlapping grams merged
+        for match in self._key_parts.finditer(text):
+            start = match.start()
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = start + KEY_PART_CHARS
+            else:
+                spans.append([start, start + KEY_PART_CHARS])
+        if not spans:
+            return text
+        out, done = [], 0
+        for start, end in spans:
+            out += [text[done:start], "***"]
+            done = end
+        return "".join(out) + text[done:]
 
     def _snippet(self, text: str, limit: int) -> str:
-        """A server reply for an error message: redacted first, then cut (so no half key survives the cut)."""
-        return " ".join(self._redact(text or "")[:limit].split())
+        """A server reply for an error message: redacted first, then cut (so no half key survives the cut). Only
+        its head is redacted: a reply can be megabytes, and redaction only shortens text."""
+        return " ".join(self._redact((text or "")[: 2 * limit])[:limit].split())
 
     @property
     def stats(self) -> dict:
@@ -358,14 +398,17 @@ class OpenAIChatTeacher:
         if not content.strip():
             finish = getattr(choice, "finish_reason", None)
             return self._fail(request, f"malformed response {where}: empty content (finish_reason={finish})", attempts)
-        content = self._redact(content)  # a key echoed in the answer is never cached or returned
         usage = getattr(completion, "usage", None)
-        reported_prompt = getattr(usage, "prompt_tokens", None)
-        reported_completion = getattr(usage, "completion_tokens", None)
+        reported = {field: getattr(usage, field, None) for field in ("prompt_tokens", "completion_tokens")}
+        for field, value in reported.items():  # a negative count would lower the spend and unlock the budget
+            if value is not None and (type(value) is not int or value < 0):
+                return self._fail(request, f"malformed response {where}: usage.{field} is {value!r}, not a count of "
+                                           "tokens", attempts)
+        reported_prompt, reported_completion = reported["prompt_tokens"], reported["completion_tokens"]
         estimated = reported_prompt is None or reported_completion is None
-        prompt_tokens = int(reported_prompt or 0) or estimate_tokens(_messages_text(request.messages))
+        prompt_tokens = reported_prompt or estimate_tokens(_messages_text(request.messages))
         if reported_completion is not None:
-            completion_tokens = int(reported_completion)
+            completion_tokens = reported_completion
         else:
             completion_tokens = estimate_tokens(content)
         cost = self.cost_of(prompt_tokens, completion_tokens)
@@ -373,6 +416,10 @@ class OpenAIChatTeacher:
             self._stats["prompt_tokens"] += prompt_tokens
             self._stats["completion_tokens"] += completion_tokens
             self._stats["cost_usd"] += cost
+        if len(content) > self.max_answer_chars:  # paid for (counted above), but neither stored nor returned
+            return self._fail(request, f"answer too long {where}: {len(content)} characters, more than "
+                                       f"max_answer_chars={self.max_answer_chars}; not stored", attempts)
+        content = self._redact(content)  # a key echoed in the answer is never cached or returned
         if self._cache is not None:
             key = self.cache_key(request.messages)
             try:
