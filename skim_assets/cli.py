@@ -1,9 +1,12 @@
 """The `skim` command: generate and run the demo, import datasets, materialize them, print reports."""
 
 import argparse
+import contextlib
 import os
+import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 
 DEMO_DATASET = "demo"
@@ -44,10 +47,25 @@ def cli_run_tags() -> dict[str, str]:
     return {CLI_PID_TAG: str(os.getpid()), CLI_HOST_TAG: socket.gethostname()}
 
 
+def _live_step_processes(instance, run_id: str) -> list[int]:
+    """Step processes of a run that are still alive (a killed `skim` can leave them training)."""
+    from .lib.storage import process_alive
+
+    pids = {record.dagster_event.pid for record in instance.all_logs(run_id)
+            if record.dagster_event is not None and record.dagster_event.event_type_value == "STEP_WORKER_STARTED"
+            and record.dagster_event.pid}
+    ended = {record.dagster_event.pid for record in instance.all_logs(run_id)
+             if record.dagster_event is not None and record.dagster_event.pid
+             and record.dagster_event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")}
+    return sorted(pid for pid in pids - ended if process_alive(pid))
+
+
 def reap_dead_cli_runs(instance) -> list[str]:
     """Runs a `skim` process on this machine started and never finished because the process is gone (killed,
     machine restarted): marked failed, and their `gpu` pool slots freed. Without this, a killed run would hold
-    its slot forever and every later model step would wait for it."""
+    its slot forever and every later model step would wait for it. A run whose step processes are still alive
+    keeps its slots (freeing them would let a second model step start beside one still training): it is reaped
+    by the first `skim` after they end."""
     import dagster as dg
 
     from .lib.storage import process_alive
@@ -56,10 +74,16 @@ def reap_dead_cli_runs(instance) -> list[str]:
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED],
                                                        tags={CLI_HOST_TAG: cli_run_tags()[CLI_HOST_TAG]})):
         pid = int(run.tags.get(CLI_PID_TAG, "0") or 0)
-        if pid and pid != os.getpid() and not process_alive(pid):
-            instance.report_run_failed(run, f"the skim process (pid {pid}) that ran it is gone")
-            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-            reaped.append(run.run_id)
+        if not pid or pid == os.getpid() or process_alive(pid):
+            continue
+        alive = _live_step_processes(instance, run.run_id)
+        if alive:
+            print(f"run {run.run_id[:8]} of a killed skim process still has step process(es) {alive} running; "
+                  "its pool slots stay held until they end (stop them with `kill PID`)")
+            continue
+        instance.report_run_failed(run, f"the skim process (pid {pid}) that ran it is gone")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(run.run_id)
     if reaped:
         print(f"marked {len(reaped)} run(s) of a killed skim process as failed and freed their pool slots: "
               f"{', '.join(r[:8] for r in reaped)}")
@@ -107,9 +131,27 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
     run_config = {"loggers": loggers, **(run_config or {})}
     reap_dead_cli_runs(instance)
     job = dg.build_reconstructable_job("skim_assets.cli", "cli_job", (job_name, in_process))
-    with dg.execute_job(job, instance=instance, run_config=run_config, asset_selection=selection,
-                        tags=cli_run_tags() | {"dagster/partition": name}) as result:
+    with _terminate_as_interrupt(), dg.execute_job(job, instance=instance, run_config=run_config,
+                                                   asset_selection=selection,
+                                                   tags=cli_run_tags() | {"dagster/partition": name}) as result:
         return result.success
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (`kill PID`, a supervisor stopping `skim`) handled like Ctrl-C: Dagster's executor then stops the
+    step processes and marks the run, instead of leaving them training with nobody to report to."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"skim received signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def missing_assets(root: Path, name: str, job_name: str) -> list:

@@ -114,3 +114,78 @@ def test_steps_in_flight_on_one_machine_follow_skim_max_concurrent(monkeypatch):
         monkeypatch.setenv(MAX_CONCURRENT_ENV, bad)
         with pytest.raises(ValueError, match="SKIM_MAX_CONCURRENT"):
             local_max_concurrent()
+
+
+# A `skim`-like process: a run through the multiprocess executor (each step a process of its own) whose model step
+# writes its pid and then works for a minute; SIGTERM is handled as `skim materialize` handles it.
+SLOW_JOB = """
+import os, time
+import dagster as dg
+
+@dg.asset(pool="gpu")  # skim_assets' GPU_POOL, named here so that the step process imports no torch
+def slow_model_step():
+    with open(os.environ["STEP_PID_FILE"], "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(60)
+
+def slow_job():
+    return dg.define_asset_job("slow", [slow_model_step]).resolve(
+        asset_graph=dg.Definitions(assets=[slow_model_step]).resolve_asset_graph())
+"""
+
+SKIM_LIKE = """
+import os, socket, sys
+import dagster as dg
+from skim_assets.cli import CLI_HOST_TAG, CLI_PID_TAG, _terminate_as_interrupt
+tags = {CLI_PID_TAG: str(os.getpid()), CLI_HOST_TAG: socket.gethostname()}
+job = dg.build_reconstructable_job("slow_module", "slow_job")
+with _terminate_as_interrupt(), dg.execute_job(job, instance=dg.DagsterInstance.from_config(sys.argv[1]),
+                                               tags=tags) as result:
+    pass
+"""
+
+
+def _start_skim_like(tmp_path, home):
+    (tmp_path / "slow_module.py").write_text(SLOW_JOB)
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               STEP_PID_FILE=str(tmp_path / "step.pid"))
+    process = subprocess.Popen([sys.executable, "-c", SKIM_LIKE, str(home)], env=env, cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while not (tmp_path / "step.pid").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (tmp_path / "step.pid").exists(), "the model step never started"
+    time.sleep(0.5)
+    return process, int((tmp_path / "step.pid").read_text())
+
+
+def _wait_gone(pid, seconds):
+    from skim_assets.lib.storage import process_alive
+
+    deadline = time.time() + seconds
+    while process_alive(pid) and time.time() < deadline:
+        time.sleep(0.2)
+    return not process_alive(pid)
+
+
+def test_a_killed_skims_step_still_running_keeps_the_pool_slot_and_sigterm_stops_the_steps(tmp_path):
+    home = tmp_path / "home"
+    install_instance_config(home)
+    skim, step = _start_skim_like(tmp_path, home)
+    os.kill(skim.pid, signal.SIGKILL)  # nothing can be handled: the step process lives on
+    skim.wait()
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        assert reap_dead_cli_runs(instance) == []  # its step still trains: the slot stays held
+        [run] = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.STARTED
+    finally:
+        os.kill(step, signal.SIGKILL)
+    assert _wait_gone(step, 10)
+    assert reap_dead_cli_runs(instance) == [run.run_id]
+
+    (tmp_path / "step.pid").unlink()
+    skim, step = _start_skim_like(tmp_path, home)
+    skim.send_signal(signal.SIGTERM)  # as `kill PID` or a supervisor stops skim: its steps stop with it
+    skim.wait(timeout=60)
+    assert _wait_gone(step, 30), "the step process outlived the skim process it belonged to"
