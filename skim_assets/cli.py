@@ -12,9 +12,21 @@ from pathlib import Path
 DEMO_DATASET = "demo"
 
 
+class UsageError(Exception):
+    """Bad arguments or environment: `skim` prints the message as one line and exits with status 2."""
+
+
 def _use_root(root: str) -> Path:
     """Point every resource default and the Dagster instance at `root` (before definitions are imported)."""
     root_path = Path(root).expanduser().resolve()
+    if root_path.exists() and not root_path.is_dir():
+        raise UsageError(f"--root {root}: {root_path} is a file, not a folder (the storage root is a folder)")
+    from .deployment import deployment
+
+    try:
+        deployment()  # the executor is built from it when the code location loads: refuse it here, in one line
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     os.environ["SKIM_DATA_ROOT"] = str(root_path)
     os.environ.setdefault("DAGSTER_HOME", str(root_path / ".dagster"))
     from .deployment import install_instance_config
@@ -170,7 +182,7 @@ def missing_assets(root: Path, name: str, job_name: str) -> list:
         if key.path[-1] == "duckdb_catalogue":  # one database for every dataset
             return (storage.root_path / CATALOGUE_FILE).exists()
         partitioned = graph.get(key).partitions_def is not None
-        return storage.artifact_dir(key.path[-1], name if partitioned else None).exists()
+        return storage.has_artifact(key.path[-1], name if partitioned else None)
 
     missing = [k for k in in_job if not has_artifact(k)]
     if not missing:
@@ -315,6 +327,11 @@ def cmd_import(args) -> int:
                        propensity_a=args.propensity_a, propensity_b=args.propensity_b,
                        prompt_style=args.prompt_style, generate=args.generate,
                        query_metadata_field=args.query_metadata_field, tau=args.tau, seed=args.seed)
+    problems = spec.problems()
+    if problems:
+        print("import failed: " + "; ".join(f"--{field.replace('_', '-')} {problem}" for field, problem in problems),
+              file=sys.stderr)
+        return 2
     folder = root / "inputs" / name
     try:
         tables = import_tables(folder, spec)  # validate everything before registering anything
@@ -353,9 +370,15 @@ def load_run_config(path: str | None) -> dict:
         return {}
     import yaml
 
-    config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    try:
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as error:
+        raise UsageError(f"--config {path}: {error.strerror or error}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        first = str(error).strip().splitlines()
+        raise UsageError(f"--config {path}: not valid YAML or JSON ({' '.join(first[:3])})") from None
     if not isinstance(config, dict):
-        raise SystemExit(f"{path}: a run config must be a mapping (e.g. `ops: {{...}}`), got {type(config).__name__}")
+        raise UsageError(f"{path}: a run config must be a mapping (e.g. `ops: {{...}}`), got {type(config).__name__}")
     return config
 
 
@@ -363,9 +386,16 @@ def cmd_materialize(args) -> int:
     """Run the job for each named dataset in turn (a backfill over datasets from the command line)."""
     from .lib.datasets import check_dataset_name
 
+    from .lib.datasets import SPEC_FILE
+
     names = [check_dataset_name(name) for name in args.names]  # every name before any run
     root = _use_root(args.root)
     run_config = load_run_config(args.config)
+    # a mistyped name must not become a partition that stays in the UI forever
+    unknown = [name for name in names if not (root / "inputs" / name / SPEC_FILE).exists()]
+    if unknown:
+        raise UsageError(f"no dataset {', '.join(map(repr, unknown))} under {root / 'inputs'} (no {SPEC_FILE}): "
+                         "import it first (`skim import NAME SOURCE`)")
     instance = _instance()
     failed = []
     for name in names:
@@ -452,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except DatasetNameError as error:  # one clear line, no traceback
+    except (DatasetNameError, UsageError) as error:  # one clear line, no traceback
         print(f"skim {args.command}: {error}", file=sys.stderr)
         return 2
 

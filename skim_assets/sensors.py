@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 import os
 
 import dagster as dg
@@ -122,8 +123,29 @@ def model_refresh_assets(asset_graph) -> list[str]:
     return sorted(k.to_user_string() for k in MODEL_REFRESH.resolve(asset_graph))
 
 
-@dg.schedule(job=model_refresh_job, cron_schedule=os.environ.get(MODEL_REFRESH_CRON_ENV, DEFAULT_MODEL_REFRESH_CRON),
-             execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)
+def model_refresh_cron() -> tuple[str, str | None]:
+    """(the schedule's cron, why SKIM_MODEL_REFRESH_CRON was refused or None). A bad value must not break the code
+    location (every `skim materialize` loads it): the schedule then keeps the default cron and starts stopped,
+    saying why in its description."""
+    from dagster._utils.schedules import is_valid_cron_string
+
+    value = os.environ.get(MODEL_REFRESH_CRON_ENV, "").strip()
+    if not value:
+        return DEFAULT_MODEL_REFRESH_CRON, None
+    if is_valid_cron_string(value):
+        return value, None
+    return DEFAULT_MODEL_REFRESH_CRON, (f"{MODEL_REFRESH_CRON_ENV}={value!r} is not a cron string (e.g. "
+                                        f"'{DEFAULT_MODEL_REFRESH_CRON}'): the schedule is stopped until it is fixed")
+
+
+_CRON, _CRON_REFUSED = model_refresh_cron()
+if _CRON_REFUSED:
+    logging.getLogger(__name__).warning(_CRON_REFUSED)
+
+
+@dg.schedule(job=model_refresh_job, cron_schedule=_CRON, execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.STOPPED if _CRON_REFUSED else dg.DefaultScheduleStatus.RUNNING,
+             description=_CRON_REFUSED)
 def model_refresh_schedule(context: dg.ScheduleEvaluationContext, storage: StorageResource):
     """Retrains the model steps (distillation, generation, every model, metrics) of each dataset whose train
     pairs changed since its base retriever was trained; the cron comes from SKIM_MODEL_REFRESH_CRON.

@@ -2,12 +2,14 @@
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from skim_assets.cli import main
+from skim_assets.cli import UsageError, main
 from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
 
 
@@ -125,7 +127,7 @@ def test_materialize_takes_several_datasets_and_a_run_config_file(tmp_path):
     assert set(config["ops"]) <= set(defs.resolve_job_def("skim_pipeline").graph.node_dict)
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")
-    with pytest.raises(SystemExit, match="must be a mapping"):
+    with pytest.raises(UsageError, match="must be a mapping"):
         load_run_config(str(bad))
 
 
@@ -168,7 +170,7 @@ def test_the_console_prints_one_line_per_step_and_long_steps_progress_at_most_ev
     assert handler.stream.getvalue().splitlines() == ["  train: epoch 0", "  train: warning: disk almost full"]
 
 
-def test_materialize_prints_why_a_step_failed(cli_env, tmp_path, capfd):
+def test_materialize_prints_why_a_step_failed(cli_env, tmp_path):
     """A failed step's own error (file, row and field of a bad click drop) is on the console, not only in the UI."""
     source = tmp_path / "source"
     write_demo_dataset(source, DemoWorldConfig(n_documents=20))
@@ -176,9 +178,12 @@ def test_materialize_prints_why_a_step_failed(cli_env, tmp_path, capfd):
     clicks = cli_env / "inputs" / "mini" / "clicks"
     clicks.mkdir(parents=True, exist_ok=True)
     (clicks / "bad.csv").write_text("query,doc_id,clicks,timestamp\nred teapot,NO-SUCH-DOC,1,2026-01-01\n")
-    capfd.readouterr()
-    assert main(["--root", str(cli_env), "materialize", "mini", "--job", "dataset_import"]) != 0
-    out = capfd.readouterr().out
+    # a process of its own, as a user runs it (the executor's forkserver of this test process would keep the
+    # storage root of the first test that started it)
+    done = subprocess.run([sys.executable, "-m", "skim_assets.cli", "--root", str(cli_env), "materialize", "mini",
+                           "--job", "dataset_import"], capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    out = done.stdout
     assert "FAILED click_log_pairs" in out
     assert "bad.csv" in out and "row 2" in out and "doc_id" in out and "NO-SUCH-DOC" in out, out
 

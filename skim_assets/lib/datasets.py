@@ -21,6 +21,7 @@ Click-log drops live in `<root>/inputs/<name>/clicks/` as Parquet or CSV files.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -61,6 +62,39 @@ class DatasetSpec:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, what is wrong) for every setting that cannot mean anything: wrong types (a hand-written
+        `"tau": "0.8"`), counts below 1, non-finite or out-of-range numbers. Checked at import and on every read,
+        so a bad setting fails at once, naming its field, not deep in a run."""
+        found = []
+        for field in fields(self):
+            value, default = getattr(self, field.name), field.default
+            numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+            if isinstance(default, bool) and not isinstance(value, bool):
+                found.append((field.name, f"must be true or false, got {value!r}"))
+            elif numeric and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or (isinstance(default, int) and not isinstance(value, int))):
+                kind = "a whole number" if isinstance(default, int) else "a number"
+                found.append((field.name, f"must be {kind}, got {value!r}"))
+            elif numeric and not math.isfinite(value):
+                found.append((field.name, f"must be finite, got {value!r}"))
+            elif isinstance(default, str) and not isinstance(value, str):
+                found.append((field.name, f"must be text, got {value!r}"))
+        if found:
+            return found
+        for name in ("title_words", "exposure_k"):
+            if getattr(self, name) < 1:
+                found.append((name, f"must be at least 1, got {getattr(self, name)}"))
+        if self.score_scale <= 0:
+            found.append(("score_scale", f"must be positive, got {self.score_scale}"))
+        if not 0.0 <= self.tau <= 1.0:
+            found.append(("tau", f"is a threshold on (1 + cos) / 2, so between 0 and 1; got {self.tau}"))
+        if self.propensity_a <= 0:
+            found.append(("propensity_a", f"must be positive, got {self.propensity_a}"))
+        if self.seed < 0:
+            found.append(("seed", f"must be non-negative, got {self.seed}"))
+        return found
+
     @property
     def direction(self) -> str:
         """What the teacher and student write: queries for documents (from document metadata, the paper's
@@ -87,12 +121,18 @@ def read_spec(folder: str | Path) -> DatasetSpec:
     path = Path(folder) / SPEC_FILE
     if not path.exists():
         raise DataError(path, "no dataset.json: register the dataset with `skim import` first")
-    raw = read_json(path)
+    raw = read_json(path, "register the dataset again: `skim import <name> <source> --replace`")
+    if not isinstance(raw, dict):
+        raise DataError(path, f"must be a JSON object of settings, got {type(raw).__name__}")
     known = {f.name for f in fields(DatasetSpec)}
     unknown = sorted(set(raw) - known - {"demo_world"})
     if unknown:
         raise DataError(path, f"unknown key(s) {unknown}; known: {sorted(known)}", field=unknown[0])
     spec = DatasetSpec(**{k: v for k, v in raw.items() if k in known})
+    problems = spec.problems()
+    if problems:
+        field, problem = problems[0]
+        raise DataError(path, f"{field} {problem}", field=field)
     if spec.format not in FORMATS:
         raise DataError(path, f"format must be one of {FORMATS}, got {spec.format!r}", field="format")
     if spec.generate not in ("", *DIRECTIONS):
@@ -121,11 +161,15 @@ def import_tables(folder: str | Path, spec: DatasetSpec | None = None) -> Datase
         problem = "is not a folder" if source.exists() else "does not exist"
         raise DataError(Path(folder) / SPEC_FILE, f"source folder {source} {problem}", field="source")
     if spec.format == "beir":
-        return read_beir(source, title_words=spec.title_words, dev_split=spec.dev_split,
-                         query_metadata_field=spec.query_metadata_field)
-    if spec.format == "xc-raw":
-        return read_xc_raw(source)
-    return read_xc_bow(source)
+        tables = read_beir(source, title_words=spec.title_words, dev_split=spec.dev_split,
+                           query_metadata_field=spec.query_metadata_field)
+    elif spec.format == "xc-raw":
+        tables = read_xc_raw(source)
+    else:
+        tables = read_xc_bow(source)
+    if tables.documents.height == 0:  # e.g. empty files, or the wrong folder: nothing to retrieve or learn
+        raise DataError(source, f"no documents ({spec.format}): is this the dataset's folder?")
+    return tables
 
 
 def existing_artifacts(root: str | Path, name: str) -> list[str]:

@@ -91,8 +91,36 @@ def write_json_atomic(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_json(path: str | Path, repair: str = "") -> Any:
+    """A JSON file's value; a damaged file is a DataError naming it (and `repair`: how to write it again)."""
+    from .formats import DataError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(path, f"damaged, not JSON ({error}){'; ' + repair if repair else ''}") from None
+
+
+def read_artifact_table(path: str | Path, repair: str) -> pl.DataFrame:
+    """A stored Parquet table; a damaged or truncated file is a DataError naming it and how to write it again
+    (`repair`), not a bare `parquet: File out of specification` from deep inside a step."""
+    from .formats import DataError
+
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as error:
+        if not Path(path).exists():
+            raise
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(path, f"damaged Parquet file ({first_line}); {repair}") from None
+
+
+def rematerialize_hint(asset: str, dataset: str | None) -> str:
+    """How to write an asset's artifact again."""
+    if dataset is None:
+        return f"materialize asset '{asset}' again (the UI, or `skim materialize <dataset>`)"
+    return (f"write it again: materialize asset '{asset}' for '{dataset}' (remove its folder and run `skim materialize "
+            f"{dataset} --only-missing`)")
 
 
 @contextlib.contextmanager
@@ -131,6 +159,29 @@ def replace_directory(staged: str | Path, path: str | Path) -> Path:
     os.replace(staged, path)
     shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+FOLDER_MANIFEST = ".files.json"  # in a folder artifact: the files it was written with
+
+
+def write_folder_manifest(folder: str | Path) -> Path:
+    """Record the files of a finished folder artifact (relative paths), so a file deleted later (a model's
+    weights) makes the artifact incomplete instead of present."""
+    folder = Path(folder)
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != FOLDER_MANIFEST)
+    return write_json_atomic(files, folder / FOLDER_MANIFEST)
+
+
+def missing_files(folder: str | Path) -> list[str]:
+    """Files a folder artifact was written with that are gone now (none known for folders without a manifest)."""
+    manifest = Path(folder) / FOLDER_MANIFEST
+    if not manifest.exists():
+        return []
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [FOLDER_MANIFEST]
+    return [name for name in files if not (Path(folder) / name).exists()]
 
 
 STAGING_ORPHAN_AGE_S = 86_400.0  # a staging folder of another host (or of this one, pid unknown) this old is junk

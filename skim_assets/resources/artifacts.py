@@ -27,8 +27,11 @@ from ..lib.storage import (
     TableSetPins,
     directory_size_bytes,
     file_digest,
+    missing_files,
     peak_rss_mib,
+    read_artifact_table,
     read_json,
+    rematerialize_hint,
     write_json_atomic,
 )
 from .storage import StorageResource
@@ -67,7 +70,8 @@ class Tables(Mapping[str, pl.DataFrame]):
         if table not in self._frames:
             if self.folder is None or not self.path(table).exists():
                 raise KeyError(f"no table {table!r} in {self.folder or 'these tables'}")
-            self._frames[table] = pl.read_parquet(self.path(table))
+            self._frames[table] = read_artifact_table(
+                self.path(table), "write it again: materialize the asset that wrote it for this dataset")
         return self._frames[table]
 
     def _names(self) -> list[str]:
@@ -199,11 +203,15 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
                 return None
             raise FileNotFoundError(f"{data if wanted is not Path else folder} is missing: materialize {where} first")
         if wanted is Path:
+            gone = missing_files(folder)
+            if gone:
+                raise FileNotFoundError(f"{folder} is incomplete ({', '.join(gone[:5])} deleted): "
+                                        f"{rematerialize_hint(asset, dataset)}")
             return folder
         if wanted is Tables:
             return Tables(folder=folder)
         if wanted in (pl.DataFrame, typing.Any, object, None):
-            return pl.read_parquet(data)
+            return read_artifact_table(data, rematerialize_hint(asset, dataset))
         raise TypeError(f"input {context.name!r} ({where}) is annotated {wanted}: annotate it pl.DataFrame, Tables "
                         "or Path")
 

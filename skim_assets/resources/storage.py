@@ -9,6 +9,10 @@ from pydantic import Field
 from ..lib.datasets import DatasetSpec, check_dataset_name, read_spec
 from ..lib.storage import (
     TableSetPins,
+    missing_files,
+    write_folder_manifest,
+    read_artifact_table,
+    rematerialize_hint,
     new_staging_directory,
     replace_directory,
     write_parquet_atomic,
@@ -77,7 +81,13 @@ class StorageResource(dg.ConfigurableResource):
         if self.root_path / STAGING_FOLDER not in staged.parents:
             raise ValueError(f"{staged} is not a staging folder of {self.root_path}: write folder artifacts into "
                              "`storage.staging_dir()`")
+        write_folder_manifest(staged)
         return replace_directory(staged, self.artifact_dir(asset, dataset))
+
+    def has_artifact(self, asset: str, dataset: str | None) -> bool:
+        """Whether the asset's artifact is there whole: a table, or a folder none of whose files were deleted."""
+        folder = self.artifact_dir(asset, dataset)
+        return folder.exists() and not missing_files(folder)
 
     def table_path(self, asset: str, dataset: str | None, table: str = "data") -> Path:
         return self.artifact_dir(asset, dataset) / f"{table}.parquet"
@@ -105,5 +115,5 @@ class StorageResource(dg.ConfigurableResource):
                 if not path.exists():
                     raise FileNotFoundError(f"{self.table_path(asset, dataset, table)} is missing: materialize asset "
                                             f"'{asset}' for partition '{dataset}' first")
-                frames.append(pl.read_parquet(path))
+                frames.append(read_artifact_table(path, rematerialize_hint(asset, dataset)))
             return frames

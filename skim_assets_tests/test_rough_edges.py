@@ -1,0 +1,131 @@
+"""Issue 27's rough edges: bad settings, damaged files and a bad environment are one clear line naming what is
+wrong (status 2 from `skim`), never a traceback or a setting that silently means nothing."""
+
+import json
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from skim_assets.cli import main, missing_assets
+from skim_assets.lib.datasets import DatasetSpec, import_tables, read_spec, write_spec
+from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
+from skim_assets.lib.formats import DataError
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture
+def source(tmp_path):
+    folder = tmp_path / "raw"
+    write_demo_dataset(folder, DemoWorldConfig(n_documents=20))
+    return folder
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--title-words", "0"], "--title-words must be at least 1"),
+    (["--exposure-k", "0"], "--exposure-k must be at least 1"),
+    (["--exposure-k", "-3"], "--exposure-k must be at least 1"),
+    (["--tau", "nan"], "--tau must be finite"),
+    (["--tau", "5"], "--tau is a threshold on (1 + cos) / 2, so between 0 and 1"),
+    (["--propensity-a", "inf"], "--propensity-a must be finite"),
+])
+def test_settings_that_mean_nothing_are_refused_at_import(cli_env, source, capsys, flags, named):
+    assert main(["--root", str(cli_env), "import", "mini", str(source), *flags]) == 2
+    assert named in _one_line(capsys.readouterr().err)
+    assert not (cli_env / "inputs" / "mini" / "dataset.json").exists()
+
+
+def test_a_hand_written_dataset_json_with_wrong_types_or_damage_names_the_file_and_field(tmp_path):
+    folder = tmp_path / "ds"
+    write_spec(folder, DatasetSpec())
+    raw = json.loads((folder / "dataset.json").read_text())
+    (folder / "dataset.json").write_text(json.dumps(raw | {"tau": "0.8"}))
+    with pytest.raises(DataError, match=r"dataset\.json, field 'tau': tau must be a number, got '0\.8'"):
+        read_spec(folder)
+    (folder / "dataset.json").write_text(json.dumps(raw | {"exposure_k": 100.5}))
+    with pytest.raises(DataError, match=r"field 'exposure_k'.*whole number"):
+        read_spec(folder)
+    (folder / "dataset.json").write_text('{"format": "beir", "tau": 0.')  # truncated
+    with pytest.raises(DataError, match=r"dataset\.json: damaged, not JSON .*skim import <name> <source> --replace"):
+        read_spec(folder)
+    (folder / "dataset.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="must be a JSON object"):
+        read_spec(folder)
+
+
+def test_a_dataset_without_documents_is_not_registered(cli_env, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (empty / name).write_text("")
+    (empty / "qrels").mkdir()
+    for split in ("train", "test"):
+        (empty / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    assert main(["--root", str(cli_env), "import", "nothing", str(empty)]) == 2
+    assert "no documents" in _one_line(capsys.readouterr().err)
+    with pytest.raises(DataError, match="no documents"):
+        import_tables(empty, DatasetSpec(source=str(empty)))
+
+
+def test_a_mistyped_dataset_name_leaves_no_partition(cli_env, capsys):
+    assert main(["--root", str(cli_env), "materialize", "demmo"]) == 2
+    assert "no dataset 'demmo'" in _one_line(capsys.readouterr().err)
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions("dataset") == []
+
+
+def test_bad_config_file_root_and_deployment_are_one_line(cli_env, tmp_path, capsys, monkeypatch):
+    assert main(["--root", str(cli_env), "materialize", "x", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: No such file" in _one_line(capsys.readouterr().err)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ops: [unclosed\n")
+    assert main(["--root", str(cli_env), "materialize", "x", "--config", str(bad)]) == 2
+    assert "bad.yaml: not valid YAML" in _one_line(capsys.readouterr().err)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert main(["--root", str(a_file), "report", "x"]) == 2
+    assert "is a file, not a folder" in _one_line(capsys.readouterr().err)
+    monkeypatch.setenv("SKIM_DEPLOYMENT", "kubernetes")
+    assert main(["--root", str(cli_env), "report", "x"]) == 2
+    assert "SKIM_DEPLOYMENT='kubernetes'" in _one_line(capsys.readouterr().err)
+
+
+def test_a_bad_refresh_cron_stops_only_the_schedule(monkeypatch):
+    from skim_assets.sensors import DEFAULT_MODEL_REFRESH_CRON, model_refresh_cron
+
+    monkeypatch.setenv("SKIM_MODEL_REFRESH_CRON", "every saturday")
+    cron, refused = model_refresh_cron()
+    assert cron == DEFAULT_MODEL_REFRESH_CRON and "'every saturday' is not a cron string" in refused
+    monkeypatch.setenv("SKIM_MODEL_REFRESH_CRON", "15 4 * * 1")
+    assert model_refresh_cron() == ("15 4 * * 1", None)
+
+
+def test_a_damaged_table_artifact_names_the_file_and_how_to_write_it_again(tmp_path):
+    from skim_assets.resources import StorageResource
+
+    storage = StorageResource(root=str(tmp_path))
+    path = storage.write_table("train_pairs", "mini", pl.DataFrame({"a": list(range(1000))}))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
+    with pytest.raises(DataError, match=r"data\.parquet: damaged Parquet file .*materialize asset 'train_pairs' for "
+                                        r"'mini'"):
+        storage.read_table("train_pairs", "mini")
+
+
+def test_a_model_folder_with_a_deleted_file_is_not_present(tmp_path):
+    from skim_assets.resources import StorageResource
+
+    storage = StorageResource(root=str(tmp_path))
+    staged = storage.staging_dir()
+    (staged / "model").mkdir()
+    (staged / "model" / "model.safetensors").write_bytes(b"weights")
+    (staged / "model" / "config.json").write_text("{}")
+    folder = storage.adopt_folder(staged, "base_retriever", "mini")
+    assert storage.has_artifact("base_retriever", "mini")
+    (folder / "model" / "model.safetensors").unlink()
+    assert not storage.has_artifact("base_retriever", "mini")
+    assert dg.AssetKey("base_retriever") in missing_assets(tmp_path, "mini", "skim_core")
