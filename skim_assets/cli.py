@@ -172,6 +172,7 @@ def missing_assets(root: Path, name: str, job_name: str) -> list:
 
     from .definitions import defs
     from .lib.catalogue import CATALOGUE_FILE
+    from .lib.datasets import TABLE_ASSETS, source_changed_since_import
     from .resources import StorageResource
 
     storage = StorageResource(root=str(root))
@@ -185,6 +186,9 @@ def missing_assets(root: Path, name: str, job_name: str) -> list:
         return storage.has_artifact(key.path[-1], name if partitioned else None)
 
     missing = [k for k in in_job if not has_artifact(k)]
+    if source_changed_since_import(root, name):  # edited in place: the tables and all they feed are stale
+        print(f"the source files of {name!r} changed since its tables were imported: importing them again")
+        missing += [k for k in in_job if k.path[-1] in TABLE_ASSETS]
     if not missing:
         return []
     return sorted(dg.AssetSelection.assets(*missing).downstream().resolve(graph) & set(in_job))

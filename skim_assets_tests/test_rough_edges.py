@@ -129,3 +129,26 @@ def test_a_model_folder_with_a_deleted_file_is_not_present(tmp_path):
     (folder / "model" / "model.safetensors").unlink()
     assert not storage.has_artifact("base_retriever", "mini")
     assert dg.AssetKey("base_retriever") in missing_assets(tmp_path, "mini", "skim_core")
+
+
+def test_a_source_edited_in_place_after_its_import_is_stale_for_only_missing(storage_root, tiny_demo):
+    from skim_assets.assets.datasets import dataset_tables
+    from skim_assets.lib.datasets import source_changed_since_import
+    from skim_assets.partitions import dataset_partitions
+    from skim_assets.resources import storage_resources
+    from skim_assets_tests.conftest import materialize_selected
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
+    assert materialize_selected([dataset_tables], partition_key="tiny", instance=instance,
+                                resources=storage_resources(storage_root)).success
+    assert not source_changed_since_import(storage_root, "tiny")
+    assert dg.AssetKey("documents") not in missing_assets(storage_root, "tiny", "dataset_import")
+    (tiny_demo / "clicks").mkdir()
+    (tiny_demo / "clicks" / "drop.csv").write_text("query,doc_id,clicks,timestamp\n")  # click drops are not source
+    assert not source_changed_since_import(storage_root, "tiny")
+    corpus = tiny_demo / "corpus.jsonl"
+    corpus.write_text(corpus.read_text().replace('"title": "', '"title": "edited ', 1))
+    assert source_changed_since_import(storage_root, "tiny")
+    stale = missing_assets(storage_root, "tiny", "dataset_import")
+    assert {dg.AssetKey(name) for name in ("documents", "queries", "relevance_labels", "click_log_pairs")} <= set(stale)

@@ -7,9 +7,9 @@ import dagster as dg
 import polars as pl
 
 from ..lib.clicklogs import aggregate_click_logs, check_click_log_folder, click_log_files
-from ..lib.datasets import CLICKS_FOLDER, TABLE_ASSETS, import_tables
+from ..lib.datasets import CLICKS_FOLDER, IMPORT_STATE, TABLE_ASSETS, import_tables, source_digest
 from ..lib.formats import DOCUMENTS_SCHEMA, QRELS_SCHEMA, SPLITS, queries_schema
-from ..lib.storage import peak_rss_mib
+from ..lib.storage import peak_rss_mib, write_json_atomic
 from ..partitions import dataset_partitions
 from ..resources import StorageResource, Tables
 from ..resources.artifacts import DATA, table_metadata
@@ -50,6 +50,7 @@ def dataset_tables(context: dg.AssetExecutionContext, storage: StorageResource):
     dataset = context.partition_key
     started = time.monotonic()
     spec = storage.dataset_spec(dataset)
+    digest = source_digest(storage.inputs(dataset), spec)  # before reading: an edit during the import shows later
     tables = import_tables(storage.inputs(dataset), spec)
     context.log.info(f"imported {dataset} ({spec.format}) in {time.monotonic() - started:.1f}s: "
                      f"{tables.documents.height} documents, {tables.queries.height} queries, {tables.qrels.height} labels")
@@ -58,6 +59,7 @@ def dataset_tables(context: dg.AssetExecutionContext, storage: StorageResource):
     notes = {k: int(v) for k, v in (tables.notes or {}).items() if isinstance(v, int)}
     frames = {asset: getattr(tables, attribute) for asset, attribute in DATASET_TABLES.items()}
     paths = storage.write_table_set("dataset_tables", dataset, {asset: {DATA: f} for asset, f in frames.items()})
+    write_json_atomic({"digest": digest}, storage.step_dir(IMPORT_STATE, dataset, "source.json"))
     for asset, frame in frames.items():
         metadata = table_metadata(frame, paths[asset][DATA])
         if asset == "documents":

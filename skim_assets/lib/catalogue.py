@@ -15,7 +15,7 @@ import duckdb
 
 # Top-level folders of the storage root that are not assets: inputs, caches and resumable work state.
 NOT_ARTIFACTS = frozenset({"inputs", "click_log_cache", "embedding_cache", "mapping_state", "teacher_cache",
-                           "figures"})
+                           "figures", "document_index", "import_state", "slm_size_students", "student_models"})
 
 
 CATALOGUE_FILE = "skim.duckdb"  # under the storage root

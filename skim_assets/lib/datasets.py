@@ -21,6 +21,7 @@ Click-log drops live in `<root>/inputs/<name>/clicks/` as Parquet or CSV files.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import asdict, dataclass, fields
@@ -170,6 +171,40 @@ def import_tables(folder: str | Path, spec: DatasetSpec | None = None) -> Datase
     if tables.documents.height == 0:  # e.g. empty files, or the wrong folder: nothing to retrieve or learn
         raise DataError(source, f"no documents ({spec.format}): is this the dataset's folder?")
     return tables
+
+
+IMPORT_STATE = "import_state"  # <root>/import_state/<dataset>/source.json: the source the tables were imported from
+
+
+def source_digest(folder: str | Path, spec: DatasetSpec) -> str:
+    """A digest of the raw files a dataset imports (names and bytes; not its click drops or dataset.json): a
+    source edited in place after its import is then seen as changed (`skim materialize --only-missing`)."""
+    source = source_folder(folder, spec)
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        relative = path.relative_to(source)
+        if relative.parts[0] in (CLICKS_FOLDER, SPEC_FILE) or any(part.startswith(".") for part in relative.parts):
+            continue
+        digest.update(str(relative).encode("utf-8", "backslashreplace") + b"\0")
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def source_changed_since_import(root: str | Path, name: str) -> bool:
+    """Whether a registered dataset's raw files differ from those its current tables were imported from (False
+    when it was never imported, or before this was recorded)."""
+    root = Path(root)
+    state = root / IMPORT_STATE / check_dataset_name(name) / "source.json"
+    folder = root / "inputs" / name
+    if not state.exists() or not (folder / SPEC_FILE).exists():
+        return False
+    try:
+        recorded = read_json(state).get("digest")
+        return recorded != source_digest(folder, read_spec(folder))
+    except (DataError, OSError, AttributeError):
+        return True  # unreadable: import again rather than trust it
 
 
 def existing_artifacts(root: str | Path, name: str) -> list[str]:
