@@ -235,18 +235,20 @@ def print_knowledge_infusion(root: Path, name: str) -> None:
     from .lib.metrics import metrics_table_markdown
     from .lib.quality import judged_quality
 
+    from .resources import StorageResource
+
+    storage = StorageResource(root=str(root))
     rows = []
     for asset in ("teacher_demonstrations", "synthetic_queries", "synthetic_queries_no_metadata",
                   "synthetic_queries_udapdr"):
-        folder = root / asset / name
-        if not (folder / "judged.parquet").exists():
+        if not storage.table_path(asset, name, "judged").exists():
             continue
-        judged = pl.read_parquet(folder / "judged.parquet")  # the writer's own verdicts, before any filter
-        asked = pl.read_parquet(folder / "raw.parquet")["doc_id"].n_unique()
+        # the writer's own verdicts (before any filter), what it was asked and what was kept: of one version
+        judged, raw, data = storage.read_asset_tables(asset, name, "judged", "raw", "data")
+        asked = raw["doc_id"].n_unique()
         versions = [("", judged)]
         if asset != "teacher_demonstrations":
-            kept = judged.join(pl.read_parquet(folder / "data.parquet").select("doc_id", "query"),
-                               on=["doc_id", "query"], how="semi")
+            kept = judged.join(data.select("doc_id", "query"), on=["doc_id", "query"], how="semi")
             versions = [(" (written)", judged), (" (kept)", kept)]
         for label, table in versions:
             figures = judged_quality(table, asked)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `benchmarks`
 
@@ -94,3 +95,16 @@ def test_a_step_reads_every_input_of_one_set_from_one_import(tmp_path, monkeypat
     for marker in ("x", "y"):  # the runs released their pins: nothing of theirs is kept past the previous version
         write_table_set(tmp_path, STEP, DATASET, import_frames(marker, 3))
     assert len(_versions(tmp_path)) == 2
+
+
+def test_several_tables_of_one_asset_are_read_from_one_version(tmp_path):
+    from skim_assets.resources import StorageResource
+
+    storage = StorageResource(root=str(tmp_path))
+    for version in ("old", "new"):
+        frames = {table: pl.DataFrame({"version": [version], "table": [table]}) for table in ("data", "raw")}
+        storage.write_table_set("teacher_demonstrations", "mini", {"teacher_demonstrations": frames})
+    raw, data = storage.read_asset_tables("teacher_demonstrations", "mini", "raw", "data")
+    assert raw.row(0) == ("new", "raw") and data.row(0) == ("new", "data")
+    with pytest.raises(FileNotFoundError, match="judged.parquet is missing"):
+        storage.read_asset_tables("teacher_demonstrations", "mini", "raw", "judged")

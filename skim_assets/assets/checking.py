@@ -128,8 +128,8 @@ def evaluate_query_quality(asset: str) -> Evaluate:
     """Grounded and junk shares of what a writer wrote: its `judged` table (the parsed queries with the writer's
     own verdicts, before any quality filter), per source it was asked about (its `raw` table)."""
     def evaluate(storage: StorageResource, dataset: str) -> Outcome:
-        asked = storage.read_table(asset, dataset, "raw")["doc_id"].n_unique()
-        figures = judged_quality(storage.read_table(asset, dataset, "judged"), asked)
+        raw, judged = storage.read_asset_tables(asset, dataset, "raw", "judged")
+        figures = judged_quality(judged, raw["doc_id"].n_unique())
         metadata = {
             "queries": figures["queries"],
             "grounded_share": rounded(figures["grounded_share"]),

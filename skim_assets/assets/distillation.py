@@ -276,8 +276,8 @@ def parse_rate_stats(raw: pl.DataFrame, demonstrations: pl.DataFrame) -> dict:
 
 
 def evaluate_teacher_demonstrations(storage: StorageResource, dataset: str) -> Outcome:
-    raw = storage.read_table("teacher_demonstrations", dataset, "raw")
-    stats = parse_rate_stats(raw, storage.read_table("teacher_demonstrations", dataset))
+    raw, data = storage.read_asset_tables("teacher_demonstrations", dataset, "raw", "data")
+    stats = parse_rate_stats(raw, data)
     rate = stats["parse_rate"]
     metadata = stats | {
         "parse_rate": rounded(rate),

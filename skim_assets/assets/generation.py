@@ -337,8 +337,7 @@ def empty_output_rate(raw: pl.DataFrame) -> float:
 
 def evaluate_synthetic_queries(asset: str) -> Evaluate:
     def evaluate(storage: StorageResource, dataset: str) -> Outcome:
-        queries = storage.read_table(asset, dataset)
-        raw = storage.read_table(asset, dataset, "raw")
+        queries, raw = storage.read_asset_tables(asset, dataset, "data", "raw")
         duplicates, empties = duplicate_rate(queries), empty_output_rate(raw)
         metadata = {
             "queries": queries.height,

@@ -105,6 +105,20 @@ class StorageResource(dg.ConfigurableResource):
     def read_table(self, asset: str, dataset: str, table: str = "data") -> pl.DataFrame:
         return self.read_tables(dataset, asset, table=table)[0]
 
+    def read_asset_tables(self, asset: str, dataset: str, *tables: str) -> list[pl.DataFrame]:
+        """Several tables of one asset (e.g. `raw` and `data`) from one version of it, even while it is written
+        again."""
+        with TableSetPins() as pins:
+            folder = pins.folder(self.artifact_dir(asset, dataset))
+            frames = []
+            for table in tables:
+                path = folder / f"{table}.parquet"
+                if not path.exists():
+                    raise FileNotFoundError(f"{self.table_path(asset, dataset, table)} is missing: materialize asset "
+                                            f"'{asset}' for partition '{dataset}' first")
+                frames.append(read_artifact_table(path, rematerialize_hint(asset, dataset)))
+            return frames
+
     def read_tables(self, dataset: str, *assets: str, table: str = "data") -> list[pl.DataFrame]:
         """Table `table` of each asset, those of one table set (e.g. documents and queries) from one import even
         while it is written again."""
