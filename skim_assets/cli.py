@@ -99,7 +99,26 @@ def reap_dead_cli_runs(instance) -> list[str]:
     if reaped:
         print(f"marked {len(reaped)} run(s) of a killed skim process as failed and freed their pool slots: "
               f"{', '.join(r[:8] for r in reaped)}")
+    _free_slots_of_finished_runs(instance)
     return reaped
+
+
+def _free_slots_of_finished_runs(instance) -> list[str]:
+    """Pool slots still claimed by runs that have finished (a run killed with its step mid-way is marked failed by
+    its own process, but the step's slot is never given back): freed once none of their step processes lives, or
+    every later model step would wait for them forever."""
+    storage = instance.event_log_storage
+    holders = {slot.run_id for key in storage.get_concurrency_keys()
+               for slot in storage.get_concurrency_info(key).claimed_slots}
+    freed = []
+    for run_id in sorted(holders):
+        run = instance.get_run_by_id(run_id)
+        if (run is None or run.is_finished) and not _live_step_processes(instance, run_id):
+            storage.free_concurrency_slots_for_run(run_id)
+            freed.append(run_id)
+    if freed:
+        print(f"freed the pool slots still held by {len(freed)} finished run(s): {', '.join(r[:8] for r in freed)}")
+    return freed
 
 
 def cli_job(job_name: str, in_process: bool = False):

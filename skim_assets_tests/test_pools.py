@@ -189,3 +189,29 @@ def test_a_killed_skims_step_still_running_keeps_the_pool_slot_and_sigterm_stops
     skim.send_signal(signal.SIGTERM)  # as `kill PID` or a supervisor stops skim: its steps stop with it
     skim.wait(timeout=60)
     assert _wait_gone(step, 30), "the step process outlived the skim process it belonged to"
+
+
+def test_slots_held_by_a_finished_run_are_freed(tmp_path):
+    """A run marked failed by its own dying process while a step held a `gpu` slot (kill the step, then the
+    orchestrator): the slot is given back, else every later model step waits forever (seen at 1M documents)."""
+    from skim_assets.cli import _free_slots_of_finished_runs
+
+    home = tmp_path / "home"
+    install_instance_config(home)
+    instance = dg.DagsterInstance.from_config(str(home))
+
+    @dg.asset
+    def anything():
+        return 1
+
+    finished = instance.create_run_for_job(dg.Definitions(assets=[anything]).resolve_implicit_global_asset_job_def())
+    running = instance.create_run_for_job(dg.Definitions(assets=[anything]).resolve_implicit_global_asset_job_def())
+    instance.event_log_storage.set_concurrency_slots("gpu", 2)
+    for run in (finished, running):
+        assert instance.event_log_storage.claim_concurrency_slot("gpu", run.run_id, "anything").is_claimed
+    instance.report_run_failed(finished, "killed")
+    instance.handle_run_event(running.run_id, dg.DagsterEvent(
+        event_type_value="PIPELINE_START", job_name=running.job_name, message="started"))
+    assert _free_slots_of_finished_runs(instance) == [finished.run_id]
+    held = instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
+    assert [slot.run_id for slot in held] == [running.run_id]  # a live run keeps its slot
