@@ -346,13 +346,11 @@ def cmd_import(args) -> int:
     except (RuntimeError, OSError) as error:  # e.g. a symlink loop
         print(f"import failed: source {args.source}: {error}", file=sys.stderr)
         return 2
-    spec = DatasetSpec(format=args.format, source=str(source), title_words=args.title_words,
-                       dev_split=args.dev_split, simulate_bias=not args.no_simulate_bias,
-                       exposure_k=args.exposure_k, sigmoid_sampling=args.sigmoid_sampling,
-                       propensity_a=args.propensity_a, propensity_b=args.propensity_b,
-                       prompt_style=args.prompt_style, generate=args.generate,
-                       query_metadata_field=args.query_metadata_field, tau=args.tau, seed=args.seed)
-    problems = spec.problems()
+    spec, problems = DatasetSpec.parse(dict(
+        format=args.format, source=str(source), title_words=args.title_words, dev_split=args.dev_split,
+        simulate_bias=not args.no_simulate_bias, exposure_k=args.exposure_k, sigmoid_sampling=args.sigmoid_sampling,
+        propensity_a=args.propensity_a, propensity_b=args.propensity_b, prompt_style=args.prompt_style,
+        generate=args.generate, query_metadata_field=args.query_metadata_field, tau=args.tau, seed=args.seed))
     if problems:
         print("import failed: " + "; ".join(f"--{field.replace('_', '-')} {problem}" for field, problem in problems),
               file=sys.stderr)

@@ -16,7 +16,8 @@ from .jobs import (
     skim_pipeline_job,
 )
 from .lib.clicklogs import click_log_files
-from .lib.datasets import CLICKS_FOLDER, SPEC_FILE, check_dataset_name
+from .lib.datasets import CLICKS_FOLDER, SPEC_FILE, check_dataset_name, read_spec
+from .lib.formats import DataError
 from .partitions import dataset_partitions
 from .resources import StorageResource
 
@@ -55,16 +56,28 @@ def dataset_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageR
     """Adds a `dataset` partition for every new `<root>/inputs/<name>/dataset.json` and requests one pipeline run.
 
     Datasets already registered (by `skim import` / `skim demo`) are only noted: their runs are the user's call.
-    The cursor lists the datasets already seen; run keys make a re-seen dataset never run twice.
+    The cursor lists the datasets already seen; run keys make a re-seen dataset never run twice. A new folder whose
+    dataset.json is refused (a wrong type or range, damaged JSON) gets no partition: the tick says which file and
+    field, and the folder is looked at again next tick, so fixing the file registers it.
     """
     seen = set(filter(None, (context.cursor or "").split(",")))
-    found = discover_datasets(storage)
     existing = set(context.instance.get_dynamic_partitions(dataset_partitions.name))
+    found, refused = [], []
+    for name in discover_datasets(storage):
+        if name not in seen and name not in existing:
+            try:
+                read_spec(storage.inputs(name))
+            except DataError as error:  # its message names the file and the field
+                context.log.warning(f"dataset folder {name!r} not registered: {error}")
+                refused.append(f"{name}: {error}")
+                continue
+        found.append(name)
     to_add = [name for name in found if name not in seen and name not in existing]
     return dg.SensorResult(
         run_requests=[dg.RunRequest(partition_key=name, run_key=f"register:{name}") for name in to_add],
         dynamic_partitions_requests=[dataset_partitions.build_add_request(to_add)] if to_add else [],
         cursor=",".join(sorted(seen | set(found))),
+        skip_reason=f"refused: {'; '.join(refused)}" if refused and not to_add else None,
     )
 
 

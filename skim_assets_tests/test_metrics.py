@@ -70,15 +70,15 @@ def test_default_ks_keys():
     assert not any(key.startswith("PSP") for key in got)
 
 
-def test_score_ties_are_broken_by_doc_id_ascending():
-    # Both docs score 1.0 and "b" comes first in the frame, but "a" < "b" so "a" is at rank 1.
-    ranked = ranked_frame([("q", "b", 1.0), ("q", "a", 1.0), ("q", "c", 0.5)])
-    only_a = evaluate_rankings(ranked, qrels_frame([("q", "a", 1.0)]), ks=(1,))
-    only_b = evaluate_rankings(ranked, qrels_frame([("q", "b", 1.0)]), ks=(1, 2))
-    assert only_a["P@1"] == 1.0  # a at rank 1
-    assert only_b["P@1"] == 0.0  # b at rank 2
-    assert only_b["P@2"] == 0.5
-    assert only_b["nDCG@2"] == pytest.approx(L2)  # hit at rank 2: (1/log2 3) / 1
+def test_score_ties_are_broken_by_doc_id_descending_as_trec_eval_does():
+    # Both docs score 1.0 and "a" comes first in the frame, but "b" > "a" so "b" is at rank 1 (trec_eval's order).
+    ranked = ranked_frame([("q", "a", 1.0), ("q", "b", 1.0), ("q", "c", 0.5)])
+    only_b = evaluate_rankings(ranked, qrels_frame([("q", "b", 1.0)]), ks=(1,))
+    only_a = evaluate_rankings(ranked, qrels_frame([("q", "a", 1.0)]), ks=(1, 2))
+    assert only_b["P@1"] == 1.0  # b at rank 1
+    assert only_a["P@1"] == 0.0  # a at rank 2
+    assert only_a["P@2"] == 0.5
+    assert only_a["nDCG@2"] == pytest.approx(L2)  # hit at rank 2: (1/log2 3) / 1
 
 
 def test_query_without_labels_is_excluded_and_its_predictions_ignored():

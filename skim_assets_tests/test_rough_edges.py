@@ -31,8 +31,10 @@ def source(tmp_path):
     (["--exposure-k", "0"], "--exposure-k must be at least 1"),
     (["--exposure-k", "-3"], "--exposure-k must be at least 1"),
     (["--tau", "nan"], "--tau must be finite"),
-    (["--tau", "5"], "--tau is a threshold on (1 + cos) / 2, so between 0 and 1"),
+    (["--tau", "5"], "--tau must be between 0 and 1 (SKIM's mapping threshold on (1 + cos) / 2), got 5.0"),
     (["--propensity-a", "inf"], "--propensity-a must be finite"),
+    (["--propensity-b", "0"], "--propensity-b must be positive, got 0.0"),
+    (["--format", "xc-raw", "--query-metadata-field", "content"], "--query-metadata-field is for BEIR folders"),
 ])
 def test_settings_that_mean_nothing_are_refused_at_import(cli_env, source, capsys, flags, named):
     assert main(["--root", str(cli_env), "import", "mini", str(source), *flags]) == 2
@@ -56,6 +58,41 @@ def test_a_hand_written_dataset_json_with_wrong_types_or_damage_names_the_file_a
     (folder / "dataset.json").write_text("[1, 2]")
     with pytest.raises(DataError, match="must be a JSON object"):
         read_spec(folder)
+
+
+def test_import_values_of_the_wrong_type_are_refused_naming_each_field_not_coerced():
+    # `skim import` hands its values to DatasetSpec.parse: a string tau (what a hand-written dataset.json holds)
+    # is refused, never read as 0.8; so is a float count and an unknown choice, each in one (field, problem) pair
+    spec, problems = DatasetSpec.parse({"tau": "0.8", "exposure_k": 100.5, "dev_split": "dev", "simulate_bias": 1})
+    assert spec is None
+    assert dict(problems) == {"tau": "must be a number, got '0.8'",
+                              "exposure_k": "must be a whole number, got 100.5",
+                              "dev_split": "must be one of 'ignore', 'train' or 'test', got 'dev'",
+                              "simulate_bias": "must be true or false, got 1"}
+    spec, problems = DatasetSpec.parse({"tau": 1, "propensity_a": 2})  # ints are numbers
+    assert problems == [] and spec.tau == 1.0 and spec.propensity_a == 2.0
+    with pytest.raises(ValueError, match="tau"):  # a spec stays valid after it is built
+        spec.tau = "0.9"
+
+
+def test_the_folder_sensor_refuses_a_bad_dataset_json_naming_the_file_and_field(storage_root, tiny_demo):
+    from skim_assets.resources import StorageResource
+    from skim_assets.sensors import dataset_folder_sensor
+
+    spec_file = tiny_demo / "dataset.json"
+    good = json.loads(spec_file.read_text())
+    spec_file.write_text(json.dumps(good | {"tau": "0.8"}))
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"storage": StorageResource(root=str(storage_root))}
+    refused = dataset_folder_sensor(dg.build_sensor_context(instance=instance, cursor=None, resources=resources))
+    assert refused.run_requests == [] and refused.dynamic_partitions_requests == []
+    assert refused.cursor == ""  # not noted as seen: fixing the file registers it at a later tick
+    assert f"{spec_file}, field 'tau': tau must be a number, got '0.8'" in refused.skip_reason.skip_message
+
+    spec_file.write_text(json.dumps(good))
+    fixed = dataset_folder_sensor(dg.build_sensor_context(instance=instance, cursor=refused.cursor,
+                                                          resources=resources))
+    assert [r.partition_key for r in fixed.run_requests] == ["tiny"] and fixed.cursor == "tiny"
 
 
 def test_a_dataset_without_documents_is_not_registered(cli_env, tmp_path, capsys):

@@ -11,7 +11,7 @@ import polars as pl
 
 from ..lib.baselines import click_propensities
 from ..lib.catalogue import refresh_catalogue
-from ..lib.metrics import evaluate_rankings, metrics_table_markdown
+from ..lib.metrics import evaluate_rankings, metrics_table_markdown, ndcg_gains
 from ..lib.ova_head import ova_topk
 from ..lib.plots import bar_plot, markdown_image
 from ..lib.quality import label_repair
@@ -27,7 +27,9 @@ from .sweeps import slm_size_markdown
 from .training import METADATA_INPUT_METHODS, METHODS
 
 EVAL_KS = (1, 5, 10, 25, 100)
-TABLE_COLUMNS = ["model", "test_set", "P@1", "P@5", "R@10", "R@25", "R@100", "nDCG@10", "PSP@5", "queries"]
+# ndcg_gains: binary or graded (the qrels' relevance grades), so a table says which nDCG it shows
+TABLE_COLUMNS = ["model", "test_set", "P@1", "P@5", "R@10", "R@25", "R@100", "nDCG@10", "PSP@5", "queries",
+                 "ndcg_gains"]
 REPORT_METRICS = ("P@5", "R@10", "R@25", "R@100")
 TEST_SETS = {"biased": "biased_test_qrels", "unbiased": "unbiased_test_qrels"}
 BASE_MODELS = {"dual_encoder": "_retriever", "ova_head": "_ova_head"}
@@ -99,6 +101,7 @@ def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset:
     test_query_ids = pl.concat([t.select("query_id") for t in test_sets.values()]).unique()
     queries = queries.join(test_query_ids, on="query_id").sort("query_id")
     propensities = click_propensities(documents, train_pairs, spec.propensity_a, spec.propensity_b)
+    gains = {test_name: ndcg_gains(qrels) for test_name, qrels in test_sets.items()}  # graded qrels: graded nDCG
     rows, rankings, missing = [], [], []
     for model, method, base_model, rank in _models(storage, encoder, dataset, queries, documents, folders):
         if rank is None:  # a partial materialization (e.g. the `skim_core` job) leaves some models out
@@ -108,8 +111,9 @@ def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset:
         ranked = rank()
         rankings.append(ranked.with_columns(pl.lit(model).alias("model")))
         for test_name, qrels in test_sets.items():
-            metrics = evaluate_rankings(ranked, qrels, EVAL_KS, propensities)
-            rows.append({"model": model, "method": method, "base_model": base_model, "test_set": test_name, **metrics})
+            metrics = evaluate_rankings(ranked, qrels, EVAL_KS, propensities, gains=gains[test_name])
+            rows.append({"model": model, "method": method, "base_model": base_model, "test_set": test_name, **metrics,
+                         "ndcg_gains": gains[test_name]})
         log(f"evaluated {model} in {time.monotonic() - started:.1f}s")
     if missing:
         log(f"not materialized for {dataset}, so not evaluated: {', '.join(missing)}")
@@ -128,7 +132,9 @@ def retrieval_metrics(context: dg.AssetExecutionContext, storage: StorageResourc
                       **models: Path | None) -> dg.MaterializeResult:
     """P@k, R@k, nDCG@k and PSP@k (Jain propensities from the click pairs) of the zero-shot encoder and every
     trained model, on the biased and the unbiased test sets; every model's top 100 is side table `rankings`.
-    Queries without labels are excluded; models not materialized (a partial run) are listed, not evaluated."""
+    Queries without labels are excluded; models not materialized (a partial run) are listed, not evaluated.
+    nDCG takes the relevance grades as gains on a test set whose labels carry grades other than 1 (BEIR's
+    graded qrels; clicks are 1), binary gains otherwise: column and metadata `ndcg_gains` say which."""
     dataset = context.partition_key
     test_sets = {"biased": biased_test_qrels, "unbiased": unbiased_test_qrels}
     table, rankings, missing = evaluate_models(storage, encoder, dataset, documents, queries, test_sets, train_pairs,
@@ -141,6 +147,7 @@ def retrieval_metrics(context: dg.AssetExecutionContext, storage: StorageResourc
         metadata={
             "metrics": dg.MetadataValue.md(markdown),
             "models_not_materialized": dg.MetadataValue.json(missing),
+            "ndcg_gains": dg.MetadataValue.json(dict(zip(table["test_set"], table["ndcg_gains"]))),
             **{f"unbiased_R@100/{r['model']}": round(r["R@100"], 4) for r in unbiased.to_dicts()},
         },
     )

@@ -1,33 +1,21 @@
 """Dataset specs: what a dataset folder under `<root>/inputs/<name>/` holds and how to import it.
 
-A dataset folder carries `dataset.json`:
-  format            'beir' | 'xc-raw' | 'xc-bow'
-  source            folder with the raw files, absolute or relative to the dataset folder ('.' = itself)
-  title_words       for documents without a title, how many words of the text become the title (BEIR)
-  dev_split         BEIR dev qrels: 'ignore' | 'train' | 'test'
-  simulate_bias     true: labels are complete, simulate clicks with Algorithm 1; false: train labels are clicks
-  exposure_k        Algorithm 1's exposure window K
-  sigmoid_sampling  Algorithm 1's optional survival with probability sigmoid(score_scale * score)
-  score_scale       see above
-  propensity_a/_b   Jain et al. propensity constants for PSP@k (0.55/1.5; Wikipedia-like 0.5/0.4)
-  prompt_style      'url-queries' | 'wiki-categories' (teacher prompt)
-  generate          'queries_for_documents' | 'documents_for_queries' | '' (= by prompt style: wiki-categories
-                    writes documents for queries, url-queries queries for documents)
-  query_metadata_field  BEIR: the queries.jsonl key ('key' or 'metadata.key') holding each query's metadata text
-  tau               SKIM mapping threshold on (1 + cos) / 2
-  seed              seed of every sampling step
+A dataset folder carries `dataset.json`: the settings of `DatasetSpec` (each field says what it means). They are
+checked by pydantic in strict mode, so a hand-written `"tau": "0.8"` or `"exposure_k": 100.5` is refused at
+import, by the dataset-folder sensor and on every read, naming the field, not deep in a run.
 Click-log drops live in `<root>/inputs/<name>/clicks/` as Parquet or CSV files.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import re
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any, Literal, get_args
 
 import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from .catalogue import is_artifact_folder
 from .formats import DIRECTIONS, DOCUMENTS_FOR_QUERIES, QUERIES_FOR_DOCUMENTS, DataError, DatasetTables
@@ -35,66 +23,64 @@ from .importers import read_beir, read_xc_bow, read_xc_raw
 from .mapping import DEFAULT_TAU
 from .storage import TableSetPins, read_json, write_json_atomic
 
-FORMATS = ("beir", "xc-raw", "xc-bow")
+Format = Literal["beir", "xc-raw", "xc-bow"]
+DevSplit = Literal["ignore", "train", "test"]
+PromptStyle = Literal["url-queries", "wiki-categories"]
+Generate = Literal[("", *DIRECTIONS)]  # '' = by prompt style; the directions come from lib.formats, one source
+FORMATS = get_args(Format)
 SPEC_FILE = "dataset.json"
 CLICKS_FOLDER = "clicks"
 TABLE_ASSETS = {"documents": "documents", "queries": "queries", "relevance_labels": "qrels"}  # asset -> attribute
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # matched whole (fullmatch): no trailing newline
 
 
-@dataclass
-class DatasetSpec:
-    format: str = "beir"
-    source: str = "."
-    title_words: int = 12
-    dev_split: str = "ignore"
-    simulate_bias: bool = True
-    exposure_k: int = 100
-    sigmoid_sampling: bool = False
-    score_scale: float = 1.0
-    propensity_a: float = 0.55
-    propensity_b: float = 1.5
-    prompt_style: str = "url-queries"
-    generate: str = ""
-    query_metadata_field: str = ""
-    tau: float = DEFAULT_TAU
-    seed: int = 0
+class DatasetSpec(BaseModel):
+    """The settings of one dataset (`dataset.json`). Strict: no string is read as a number, no float as a count,
+    so a hand-written `"tau": "0.8"` is refused, not coerced; ints are accepted where a float is asked."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+    format: Format = Field("beir", description="layout of the raw files")
+    source: str = Field(".", description="folder with the raw files, absolute or relative to the dataset folder "
+                                         "('.' = itself)")
+    title_words: int = Field(12, ge=1, description="BEIR: for documents without a title, how many words of the "
+                                                  "text become the title")
+    dev_split: DevSplit = Field("ignore", description="BEIR: where the dev qrels go")
+    simulate_bias: bool = Field(True, description="true: labels are complete, simulate clicks with Algorithm 1; "
+                                                  "false: the train labels are clicks")
+    exposure_k: int = Field(100, ge=1, description="Algorithm 1's exposure window K")
+    sigmoid_sampling: bool = Field(False, description="Algorithm 1's optional survival with probability "
+                                                      "sigmoid(score_scale * score)")
+    score_scale: float = Field(1.0, gt=0, description="see sigmoid_sampling")
+    # B > 0 too: a label never seen in training (count 0) would otherwise get 0^-A, an infinite PSP weight
+    propensity_a: float = Field(0.55, gt=0, description="Jain et al. propensity constant A for PSP@k")
+    propensity_b: float = Field(1.5, gt=0, description="Jain et al. propensity constant B (Wikipedia-like 0.5/0.4)")
+    prompt_style: PromptStyle = Field("url-queries", description="the teacher's prompt")
+    generate: Generate = Field("", description="what the teacher and student write; '' = by prompt style "
+                                               "(wiki-categories: documents for queries, else queries for documents)")
+    query_metadata_field: str = Field("", description="BEIR: the queries.jsonl key ('key' or 'metadata.key') "
+                                                      "holding each query's metadata text")
+    tau: float = Field(DEFAULT_TAU, ge=0, le=1, description="SKIM's mapping threshold on (1 + cos) / 2")
+    seed: int = Field(0, ge=0, description="seed of every sampling step")
+
+    @field_validator("query_metadata_field")
+    @classmethod
+    def _beir_only(cls, value: str, info: ValidationInfo) -> str:
+        if value and info.data.get("format", "beir") != "beir":
+            raise PydanticCustomError("beir_only", "is for BEIR folders (XC raw files carry `content`)")
+        return value
+
+    @classmethod
+    def parse(cls, values: dict[str, Any]) -> tuple[DatasetSpec | None, list[tuple[str, str]]]:
+        """(the spec, []) or (None, [(field, what is wrong), ...]): every setting that cannot mean anything, one
+        line each, for `skim import` and `read_spec` to name; never a pydantic traceback."""
+        try:
+            return cls(**values), []
+        except ValidationError as error:
+            return None, [(".".join(map(str, e["loc"])) or "settings", _problem(e)) for e in error.errors()]
 
     def to_json(self) -> dict:
-        return asdict(self)
-
-    def problems(self) -> list[tuple[str, str]]:
-        """(field, what is wrong) for every setting that cannot mean anything: wrong types (a hand-written
-        `"tau": "0.8"`), counts below 1, non-finite or out-of-range numbers. Checked at import and on every read,
-        so a bad setting fails at once, naming its field, not deep in a run."""
-        found = []
-        for field in fields(self):
-            value, default = getattr(self, field.name), field.default
-            numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
-            if isinstance(default, bool) and not isinstance(value, bool):
-                found.append((field.name, f"must be true or false, got {value!r}"))
-            elif numeric and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or (isinstance(default, int) and not isinstance(value, int))):
-                kind = "a whole number" if isinstance(default, int) else "a number"
-                found.append((field.name, f"must be {kind}, got {value!r}"))
-            elif numeric and not math.isfinite(value):
-                found.append((field.name, f"must be finite, got {value!r}"))
-            elif isinstance(default, str) and not isinstance(value, str):
-                found.append((field.name, f"must be text, got {value!r}"))
-        if found:
-            return found
-        for name in ("title_words", "exposure_k"):
-            if getattr(self, name) < 1:
-                found.append((name, f"must be at least 1, got {getattr(self, name)}"))
-        if self.score_scale <= 0:
-            found.append(("score_scale", f"must be positive, got {self.score_scale}"))
-        if not 0.0 <= self.tau <= 1.0:
-            found.append(("tau", f"is a threshold on (1 + cos) / 2, so between 0 and 1; got {self.tau}"))
-        if self.propensity_a <= 0:
-            found.append(("propensity_a", f"must be positive, got {self.propensity_a}"))
-        if self.seed < 0:
-            found.append(("seed", f"must be non-negative, got {self.seed}"))
-        return found
+        return self.model_dump()
 
     @property
     def direction(self) -> str:
@@ -103,6 +89,34 @@ class DatasetSpec:
         if self.generate:
             return self.generate
         return DOCUMENTS_FOR_QUERIES if self.prompt_style == "wiki-categories" else QUERIES_FOR_DOCUMENTS
+
+
+SPEC_FIELDS = tuple(DatasetSpec.model_fields)
+
+
+def _problem(error: dict) -> str:
+    """One pydantic error as `skim` words it: what the setting must be, then what it got."""
+    kind, ctx, got = error["type"], error.get("ctx") or {}, error.get("input")
+    field = DatasetSpec.model_fields.get(str(error["loc"][0])) if error["loc"] else None
+    bounds = {type(m).__name__: m for m in (field.metadata if field else [])}
+    if kind in ("greater_than_equal", "less_than_equal") and "Ge" in bounds and "Le" in bounds:
+        why = f" ({field.description})" if field.description else ""
+        return f"must be between {bounds['Ge'].ge:g} and {bounds['Le'].le:g}{why}, got {got!r}"
+    wording = {
+        "int_type": "must be a whole number",
+        "float_type": "must be a number",
+        "bool_type": "must be true or false",
+        "string_type": "must be text",
+        "finite_number": "must be finite",
+        "greater_than_equal": f"must be at least {ctx.get('ge')}",
+        "greater_than": "must be positive" if ctx.get("gt") == 0 else f"must be greater than {ctx.get('gt')}",
+        "less_than_equal": f"must be at most {ctx.get('le')}",
+        "literal_error": f"must be one of {ctx.get('expected')}",
+        "extra_forbidden": f"is not a setting (known: {', '.join(SPEC_FIELDS)})",
+    }.get(kind)
+    if wording is None:  # e.g. our own `beir_only`: its message already says what is wrong
+        return error["msg"]
+    return f"{wording}, got {got!r}"
 
 
 class DatasetNameError(ValueError):
@@ -125,23 +139,13 @@ def read_spec(folder: str | Path) -> DatasetSpec:
     raw = read_json(path, "register the dataset again: `skim import <name> <source> --replace`")
     if not isinstance(raw, dict):
         raise DataError(path, f"must be a JSON object of settings, got {type(raw).__name__}")
-    known = {f.name for f in fields(DatasetSpec)}
-    unknown = sorted(set(raw) - known - {"demo_world"})
+    unknown = sorted(set(raw) - set(SPEC_FIELDS) - {"demo_world"})  # the demo records its world beside them
     if unknown:
-        raise DataError(path, f"unknown key(s) {unknown}; known: {sorted(known)}", field=unknown[0])
-    spec = DatasetSpec(**{k: v for k, v in raw.items() if k in known})
-    problems = spec.problems()
+        raise DataError(path, f"unknown key(s) {unknown}; known: {sorted(SPEC_FIELDS)}", field=unknown[0])
+    spec, problems = DatasetSpec.parse({k: v for k, v in raw.items() if k in SPEC_FIELDS})
     if problems:
         field, problem = problems[0]
         raise DataError(path, f"{field} {problem}", field=field)
-    if spec.format not in FORMATS:
-        raise DataError(path, f"format must be one of {FORMATS}, got {spec.format!r}", field="format")
-    if spec.generate not in ("", *DIRECTIONS):
-        raise DataError(path, f"generate must be one of {DIRECTIONS} (or empty), got {spec.generate!r}",
-                        field="generate")
-    if spec.query_metadata_field and spec.format != "beir":
-        raise DataError(path, "query_metadata_field is for BEIR folders (XC raw files carry `content`)",
-                        field="query_metadata_field")
     return spec
 
 

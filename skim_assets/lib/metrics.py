@@ -4,13 +4,15 @@ The numbers follow pyxclib's ``xclib/evaluation/xc_metrics.py`` (the reference i
 extreme-classification literature), computed over long polars frames instead of sparse matrices:
 
   ranked   query_id, doc_id, score          predictions; any number of rows per query, in any order
-  qrels    query_id, doc_id, relevance      labels; only relevance > 0 counts (binary gains)
+  qrels    query_id, doc_id, relevance      labels; only relevance > 0 is relevant
 
 Conventions (and where they differ from pyxclib):
 
-* Ranking within a query: score descending, ties broken by doc_id ascending, so results are deterministic
-  (pyxclib sorts with ``np.argsort``/``argpartition``, whose tie order is unspecified). A doc predicted twice
-  for the same query keeps its best-ranked row only. Null scores rank last. Only the top ``max(ks)`` matter.
+* Ranking within a query: score descending, ties broken by doc_id descending, trec_eval's order (it sorts by
+  score, then docno in reverse string order), so tied scores give trec_eval's figures and results are
+  deterministic (pyxclib sorts with ``np.argsort``/``argpartition``, whose tie order is unspecified). A doc
+  predicted twice for the same query keeps its best-ranked row only. Null scores rank last. Only the top
+  ``max(ks)`` matter.
 * Evaluated queries are those with at least one relevant label in qrels: queries without labels are excluded
   (pyxclib's ``fast_recall`` and ``Metrics(remove_invalid=True)``; the plain ``precision``/``recall``/``ndcg``
   functions would average a 0 for them instead). A labelled query with no predictions scores 0 on every
@@ -18,8 +20,12 @@ Conventions (and where they differ from pyxclib):
 * ``P@k`` = hits in the top k / k (pyxclib ``precision``: the denominator is k even when fewer than k docs
   were predicted or fewer than k are relevant).
 * ``R@k`` = hits in the top k / number of relevant labels (pyxclib ``recall``).
-* ``nDCG@k`` = sum over top-k hits of 1/log2(rank+1), divided by the ideal DCG of min(k, n_relevant) hits
-  (pyxclib ``ndcg``: ``dcg / min(idcg(n_relevant), idcg(k))``).
+* ``nDCG@k`` = sum over top-k hits of gain/log2(rank+1), divided by the DCG of the ideal top k. Binary gains
+  (the default) count every relevant label 1: the ideal is min(k, n_relevant) hits (pyxclib ``ndcg``:
+  ``dcg / min(idcg(n_relevant), idcg(k))``). Graded gains (``gains="graded"``) take the relevance grade as the
+  gain and the k largest grades as the ideal: trec_eval's ``ndcg_cut`` (gain = relevance level, log2 discount).
+  :func:`ndcg_gains` says which qrels call for which: graded when some relevant label's grade is not 1 (BEIR's
+  nfcorpus has grades 1 and 2). P, R and PSP stay binary either way.
 * ``PSP@k`` (pyxclib ``psprecision``) is a ratio of means, not a mean of ratios:
   mean over queries of (sum of 1/p over top-k hits) / k, divided by mean over queries of
   (sum of the k largest 1/p among the query's relevant labels) / k. When a query has fewer than k relevant
@@ -38,9 +44,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import polars as pl
 
-__all__ = ["jain_propensities", "evaluate_rankings", "per_query_metrics", "metrics_table_markdown"]
+__all__ = ["jain_propensities", "evaluate_rankings", "ndcg_gains", "per_query_metrics", "metrics_table_markdown"]
 
 _METRICS = ("P", "R", "nDCG")
+GAINS = ("binary", "graded")
 
 
 # --------------------------------------------------------------------------------------------- propensities
@@ -89,23 +96,36 @@ def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _relevant(qrels: pl.DataFrame) -> pl.DataFrame:
-    """Distinct (query_id, doc_id) with relevance > 0."""
+def _relevant(qrels: pl.DataFrame, gains: str = "binary") -> pl.DataFrame:
+    """Distinct (query_id, doc_id, gain) with relevance > 0; the gain is 1.0 (binary) or the highest grade given
+    to the pair (graded)."""
     _require_columns(qrels, ["query_id", "doc_id", "relevance"], "qrels")
-    return qrels.filter(pl.col("relevance") > 0).select("query_id", "doc_id").unique()
+    relevant = qrels.filter(pl.col("relevance") > 0)
+    if gains == "graded":
+        return relevant.group_by("query_id", "doc_id").agg(gain=pl.col("relevance").cast(pl.Float64).max())
+    return relevant.select("query_id", "doc_id").unique().with_columns(gain=pl.lit(1.0))
+
+
+def ndcg_gains(qrels: pl.DataFrame) -> str:
+    """'graded' when some relevant label (relevance > 0) has a grade other than 1, else 'binary': the gains nDCG
+    should use for these qrels (click labels and the demo's labels are all 1)."""
+    _require_columns(qrels, ["query_id", "doc_id", "relevance"], "qrels")
+    relevance = qrels["relevance"].filter(qrels["relevance"] > 0)
+    return "graded" if (relevance != 1).any() else "binary"
 
 
 def _top_ranked(ranked: pl.DataFrame, query_ids: pl.DataFrame, depth: int) -> pl.DataFrame:
     """query_id, doc_id, rank (1-based) of the top `depth` predictions of each query in `query_ids`.
 
-    Order: score descending, then doc_id ascending; duplicate (query, doc) rows keep the best-ranked one.
+    Order: score descending, then doc_id descending (trec_eval's); duplicate (query, doc) rows keep the
+    best-ranked one.
     """
     _require_columns(ranked, ["query_id", "doc_id", "score"], "ranked")
     return (
         ranked.lazy()
         .select("query_id", "doc_id", "score")
         .join(query_ids.lazy(), on="query_id", how="semi")
-        .sort(["query_id", "score", "doc_id"], descending=[False, True, False], nulls_last=True)
+        .sort(["query_id", "score", "doc_id"], descending=[False, True, True], nulls_last=True)
         .filter(pl.col("doc_id").is_first_distinct().over("query_id"))  # 3x faster than .unique() here
         .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("query_id"))
         .filter(pl.col("rank") <= depth)
@@ -141,17 +161,19 @@ def _inverse_propensities(propensities: pl.DataFrame, *needed: pl.DataFrame) -> 
 
 
 def _per_query_counts(
-    ranked: pl.DataFrame, qrels: pl.DataFrame, ks: Sequence[int], propensities: pl.DataFrame | None = None
+    ranked: pl.DataFrame, qrels: pl.DataFrame, ks: Sequence[int], propensities: pl.DataFrame | None = None,
+    gains: str = "binary",
 ) -> pl.DataFrame:
     """One row per evaluated (labelled) query, sorted by query_id, with the raw per-query sums:
 
-    n_relevant; for each k: hits@k, dcg@k and, with propensities, psp@k (sum of 1/p over top-k hits) and
-    ideal_psp@k (sum of the k largest 1/p among the relevant labels).
+    n_relevant; for each k: hits@k, dcg@k (sum of gain/log2(rank+1) over top-k hits), with graded gains
+    ideal_dcg@k (the same sum over the k largest gains) and, with propensities, psp@k (sum of 1/p over top-k
+    hits) and ideal_psp@k (sum of the k largest 1/p among the relevant labels).
     """
-    rel = _relevant(qrels)
+    rel = _relevant(qrels, gains)
     labelled = rel.select("query_id").unique()
     top = _top_ranked(ranked, labelled, max(ks))
-    hits = top.join(rel, on=["query_id", "doc_id"], how="semi")
+    hits = top.join(rel, on=["query_id", "doc_id"], how="inner", maintain_order="left")  # sums in rank order
 
     base_aggs = [pl.len().alias("n_relevant")]
     hit_aggs = []
@@ -159,8 +181,12 @@ def _per_query_counts(
         in_k = pl.col("rank") <= k
         hit_aggs += [
             in_k.sum().alias(f"hits@{k}"),
-            pl.when(in_k).then(1.0 / (pl.col("rank") + 1).log(2)).otherwise(0.0).sum().alias(f"dcg@{k}"),
+            pl.when(in_k).then(pl.col("gain") / (pl.col("rank") + 1).log(2)).otherwise(0.0).sum().alias(f"dcg@{k}"),
         ]
+        if gains == "graded":  # the ideal ranking puts the highest grades first
+            ideal = pl.col("gain").sort(descending=True).head(k)
+            base_aggs.append((ideal / (pl.int_range(2, ideal.len() + 2).cast(pl.Float64).log(2))).sum()
+                             .alias(f"ideal_dcg@{k}"))
     if propensities is not None:
         inv = _inverse_propensities(propensities, rel, top)
         rel = rel.join(inv, on="doc_id", how="left")
@@ -212,12 +238,14 @@ def evaluate_rankings(
     qrels: pl.DataFrame,
     ks: Sequence[int] = (1, 5, 10, 25, 100),
     propensities: pl.DataFrame | None = None,
+    gains: str = "binary",
 ) -> dict[str, float]:
     """Mean P@k, R@k, nDCG@k (and PSP@k when `propensities` is given) over the labelled queries.
 
-    `ranked` has query_id, doc_id, score (ranked by score descending, ties by doc_id ascending); `qrels` has
-    query_id, doc_id, relevance (relevance > 0 is relevant, binary gains); `propensities` has doc_id,
-    propensity (p, not 1/p; e.g. from :func:`jain_propensities`).
+    `ranked` has query_id, doc_id, score (ranked by score descending, ties by doc_id descending); `qrels` has
+    query_id, doc_id, relevance (relevance > 0 is relevant); `propensities` has doc_id, propensity (p, not 1/p;
+    e.g. from :func:`jain_propensities`). `gains`: nDCG's gains, "binary" (every relevant label 1) or "graded"
+    (the relevance grade, trec_eval's ``ndcg_cut``); :func:`ndcg_gains` picks one from the qrels.
 
     Queries without labels are excluded (pyxclib's recall convention / ``remove_invalid=True``); a labelled
     query without predictions scores 0; predictions for queries absent from qrels are ignored. PSP@k is
@@ -229,7 +257,9 @@ def evaluate_rankings(
     ``queries`` (int), the number of evaluated queries. With no labelled query every metric is 0.0.
     """
     ks = _check_ks(ks)
-    counts = _per_query_counts(ranked, qrels, ks, propensities)
+    if gains not in GAINS:
+        raise ValueError(f"gains must be one of {GAINS}, got {gains!r}")
+    counts = _per_query_counts(ranked, qrels, ks, propensities, gains)
     n = counts.height
     names = list(_METRICS) + (["PSP"] if propensities is not None else [])
     out: dict[str, float] = {f"{m}@{k}": 0.0 for m in names for k in ks}
@@ -242,7 +272,8 @@ def evaluate_rankings(
         hits = counts[f"hits@{k}"].to_numpy().astype(np.float64)
         out[f"P@{k}"] = float(np.mean(hits / k))
         out[f"R@{k}"] = float(np.mean(hits / n_rel))
-        out[f"nDCG@{k}"] = float(np.mean(counts[f"dcg@{k}"].to_numpy() / _ideal_dcg(n_rel, k)))
+        ideal = counts[f"ideal_dcg@{k}"].to_numpy() if gains == "graded" else _ideal_dcg(n_rel, k)
+        out[f"nDCG@{k}"] = float(np.mean(counts[f"dcg@{k}"].to_numpy() / ideal))
         if propensities is not None:
             num = np.mean(counts[f"psp@{k}"].to_numpy() / k)
             den = np.mean(counts[f"ideal_psp@{k}"].to_numpy() / k)

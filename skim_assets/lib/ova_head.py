@@ -109,15 +109,17 @@ def train_ova_head(
             loss = loss + config.anchor * (weights - initial).pow(2).sum(-1).mean()
         return loss
 
-    _train_epochs(config, rng, len(trained), batch_loss, optimizer, report)
+    _train_epochs(config, rng, len(trained), batch_loss, optimizer, report, say=say)
     say(_summary("full loss", report, n_docs, config))
     return weights.detach().numpy(), biases.detach().numpy(), report
 
 
 def _train_epochs(config: OvaHeadConfig, rng: np.random.Generator, n_trained: int, batch_loss, optimizer,
-                  report: OvaHeadReport, before_epoch: Callable[[int], None] | None = None) -> None:
+                  report: OvaHeadReport, before_epoch: Callable[[int], None] | None = None,
+                  say: Callable[[str], None] | None = None) -> None:
     """The epochs of either mode: batches of the trained queries in a fresh random order each epoch; each epoch's
-    mean loss per query and the time in `report`."""
+    mean loss per query and the time in `report`, and a progress line per epoch (the oracle's head at 1M documents
+    trains for minutes)."""
     started = time.monotonic()
     for epoch in range(config.epochs):
         if before_epoch is not None:
@@ -132,6 +134,9 @@ def _train_epochs(config: OvaHeadConfig, rng: np.random.Generator, n_trained: in
             optimizer.step()
             total += loss.item() * len(rows)
         report.epoch_losses.append(total / max(n_trained, 1))
+        if say is not None:
+            say(f"one-vs-all head: epoch {epoch + 1}/{config.epochs} loss {report.epoch_losses[-1]:.4f} "
+                f"({time.monotonic() - started:.0f}s, {n_trained} queries)")
     report.seconds = time.monotonic() - started
 
 
@@ -191,7 +196,7 @@ def _train_sparse(query_vectors, pair_query_index, pair_doc_index, pair_weights,
             loss = loss + config.anchor * (weights(touched) - initial[touched]).pow(2).sum() / n_docs
         return loss
 
-    _train_epochs(config, rng, len(trained), batch_loss, optimizer, report, before_epoch=mine)
+    _train_epochs(config, rng, len(trained), batch_loss, optimizer, report, before_epoch=mine, say=say)
     say(_summary("shortlist loss, sparse rows", report, n_docs, config))
     return weights.weight.detach().numpy(), biases.weight.detach().numpy()[:, 0].copy(), report
 

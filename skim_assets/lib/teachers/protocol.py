@@ -96,7 +96,6 @@ class _Progress:
 
     def emit(self) -> None:
         self.last = time.monotonic()
-        message = self.message()
-        log.info(message)
-        if self.fn is not None:
-            self.fn(message)
+        # one or the other: the library logger reaches the run's event log too (managed_python_loggers), so a
+        # message also given to the caller's progress function (the step's log) would show twice
+        (self.fn or log.info)(self.message())
