@@ -51,7 +51,9 @@ def registered_datasets(instance) -> list[str]:
     return names
 
 
-@dg.sensor(job=skim_pipeline_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=skim_pipeline_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Registers every new <root>/inputs/<name>/dataset.json as a `dataset` partition and runs the "
+                       "pipeline for it once; a dataset.json with a bad setting is skipped, naming the file and field.")
 def dataset_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
     """Adds a `dataset` partition for every new `<root>/inputs/<name>/dataset.json` and requests one pipeline run.
 
@@ -92,7 +94,9 @@ def click_drop_state(storage: StorageResource, dataset: str) -> dict:
             for f in click_log_files(storage.inputs(dataset) / CLICKS_FOLDER)}
 
 
-@dg.sensor(job=click_refresh_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=click_refresh_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Watches <root>/inputs/<dataset>/clicks/ and runs `click_refresh` (click-log pairs, train "
+                       "pairs, mapped and baseline pairs; never a model step) when a drop appears, changes or goes.")
 def click_log_sensor(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
     """Watches every dataset's click-log drop folder (`<root>/inputs/<dataset>/clicks/`) and requests a
     `click_refresh` run of that dataset when a drop appears, changes or vanishes.
@@ -158,7 +162,9 @@ if _CRON_REFUSED:
 
 @dg.schedule(job=model_refresh_job, cron_schedule=_CRON, execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.STOPPED if _CRON_REFUSED else dg.DefaultScheduleStatus.RUNNING,
-             description=_CRON_REFUSED)
+             description=_CRON_REFUSED or (f"Retrains the model steps of each dataset whose train pairs changed since "
+                                           f"its base retriever was trained; cron '{_CRON}' (UTC), set by "
+                                           f"{MODEL_REFRESH_CRON_ENV}."))
 def model_refresh_schedule(context: dg.ScheduleEvaluationContext, storage: StorageResource):
     """Retrains the model steps (distillation, generation, every model, metrics) of each dataset whose train
     pairs changed since its base retriever was trained; the cron comes from SKIM_MODEL_REFRESH_CRON.

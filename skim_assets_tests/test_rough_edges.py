@@ -189,3 +189,12 @@ def test_a_source_edited_in_place_after_its_import_is_stale_for_only_missing(sto
     assert source_changed_since_import(storage_root, "tiny")
     stale = missing_assets(storage_root, "tiny", "dataset_import")
     assert {dg.AssetKey(name) for name in ("documents", "queries", "relevance_labels", "click_log_pairs")} <= set(stale)
+
+
+def test_every_sensor_and_schedule_says_what_it_does():
+    from skim_assets.definitions import defs
+
+    automations = [*defs.sensors, *defs.schedules]
+    assert len(automations) >= 4
+    for automation in automations:
+        assert automation.description and len(automation.description) > 40, automation.name
