@@ -209,14 +209,36 @@ def test_synthetic_queries_pass_with_distinct_queries(storage):
     assert meta(result, "queries") == 4
 
 
-def test_synthetic_queries_warn_on_duplicates_and_empty_outputs(storage):
-    write(storage, "synthetic_queries", synthetic(["Red Shoes", "red  shoes", "red shoes ", "blue hat"]))
-    write(storage, "synthetic_queries", raw_outputs(["d0", "d1", "d2", "d3"], ["1. x", "", "  ", "1. y"]), "raw")
+def test_synthetic_queries_warn_on_a_collapsed_generator_and_empty_outputs(storage):
+    docs = [f"d{i}" for i in range(8)]
+    texts = ["Red Shoes", "red  shoes", "red shoes ", "RED SHOES", "red shoes", "red shoes", "blue hat", "tall boots"]
+    write(storage, "synthetic_queries", synthetic(texts, docs))
+    write(storage, "synthetic_queries", raw_outputs(docs, ["1. x", "", "  ", "", "1. y", "1. z", "1. u", "1. v"]), "raw")
     result = run(synthetic_check(), storage)
     assert not result.passed and result.severity == WARN
-    assert meta(result, "duplicate_rate") == 0.5
-    assert meta(result, "empty_output_rate") == 0.5
-    assert "duplicate rate" in result.description and "empty-output rate" in result.description
+    assert meta(result, "duplicate_rate") == 0.0  # no document repeats itself
+    assert meta(result, "top_query_document_share") == 0.75  # but one text was written for 6 of the 8
+    assert meta(result, "empty_output_rate") == 0.375
+    assert "one query written for 75.0% > 20% of documents" in result.description
+    assert "empty-output rate" in result.description
+
+
+def test_synthetic_queries_shared_by_a_few_documents_pass_and_repeats_within_one_warn(storage):
+    """Documents of one maker are rightly asked for with one query (the demo: "marlowe naturals" for 7 of 160);
+    a document whose outputs repeat each other is redundancy."""
+    docs = [f"d{i}" for i in range(10)]
+    shared = pl.DataFrame({"doc_id": docs, "query": ["acme labs", "acme labs", *[f"query {i}" for i in range(2, 10)]],
+                           "rank": [1] * 10}, schema={"doc_id": pl.String, "query": pl.String, "rank": pl.Int32})
+    write(storage, "synthetic_queries", shared)
+    write(storage, "synthetic_queries", raw_outputs(docs), "raw")
+    assert run(synthetic_check(), storage).passed
+    repeated = pl.DataFrame({"doc_id": ["d0"] * 4 + ["d1"] * 4, "query": ["a", "A ", "b", "c", "d", "e", "f", "f"],
+                             "rank": [1] * 8}, schema={"doc_id": pl.String, "query": pl.String, "rank": pl.Int32})
+    write(storage, "synthetic_queries", repeated)
+    write(storage, "synthetic_queries", raw_outputs(["d0", "d1"]), "raw")
+    result = run(synthetic_check(), storage)
+    assert not result.passed and meta(result, "duplicate_rate") == 0.25
+    assert "duplicate rate within documents 25.0% > 20%" in result.description
 
 
 def test_synthetic_queries_error_when_nothing_parsed(storage):

@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from ..lib.demonstrations import duplicate_rate, merge_samples, parse_outputs, student_prompts
+from ..lib.demonstrations import (duplicate_rate, merge_samples, parse_outputs, student_prompts,
+                                  top_query_document_share)
 from ..lib.generation import SamplingSettings, ShardReport, generate_samples, make_backend, shard_count
 from ..lib.prompts import teacher_messages
 from ..lib.quality import judge_queries, judged_quality, keep_grounded
@@ -325,7 +326,9 @@ def student_teacher_agreement(adapter: Path, written: pl.DataFrame, teacher_demo
 
 # ----------------------------------------------------------------------------------------------- asset checks
 
-DUPLICATE_RATE_WARN = 0.2  # synthetic queries: share of queries whose normalised text occurs earlier
+DUPLICATE_RATE_WARN = 0.2  # synthetic queries: share of queries that repeat one of the same document's
+TOP_QUERY_SHARE_WARN = 0.2  # synthetic queries: share of documents the most widely written text was written for
+TOP_QUERY_MIN_DOCUMENTS = 5  # ... and in how many at least (on 4 documents any shared text is 25%)
 EMPTY_OUTPUT_RATE_WARN = 0.1  # synthetic queries: share of documents whose raw generation is empty
 SYNTHETIC_QUERY_ASSETS = tuple(a.key.to_user_string() for a in generation_assets)
 
@@ -339,13 +342,17 @@ def evaluate_synthetic_queries(asset: str) -> Evaluate:
     def evaluate(storage: StorageResource, dataset: str) -> Outcome:
         queries, raw = storage.read_asset_tables(asset, dataset, "data", "raw")
         duplicates, empties = duplicate_rate(queries), empty_output_rate(raw)
+        top_share = top_query_document_share(queries)
+        collapsed = top_share if top_share * queries["doc_id"].n_unique() >= TOP_QUERY_MIN_DOCUMENTS else 0.0
         metadata = {
             "queries": queries.height,
             "documents_with_queries": queries["doc_id"].n_unique(),
             "generations": raw.height,
             "duplicate_rate": rounded(duplicates),
+            "top_query_document_share": rounded(top_share),
             "empty_output_rate": rounded(empties),
             "duplicate_rate_warn_above": DUPLICATE_RATE_WARN,
+            "top_query_document_share_warn_above": TOP_QUERY_SHARE_WARN,
             "empty_output_rate_warn_above": EMPTY_OUTPUT_RATE_WARN,
         }
         if queries.height == 0:
@@ -355,12 +362,16 @@ def evaluate_synthetic_queries(asset: str) -> Evaluate:
                 return fail(WARN, f"the quality filter kept none of the {written} queries parsed from {raw.height} "
                                   "generations", **metadata)
             return fail(ERROR, f"no synthetic queries parsed from {raw.height} generations", **metadata)
-        high = [f"{name} {value:.1%} > {limit:.0%}" for name, value, limit in
-                (("duplicate rate", duplicates, DUPLICATE_RATE_WARN), ("empty-output rate", empties, EMPTY_OUTPUT_RATE_WARN))
+        high = [f"{name} {value:.1%} > {limit:.0%}" + (" of documents" if name.startswith("one query") else "")
+                for name, value, limit in
+                (("duplicate rate within documents", duplicates, DUPLICATE_RATE_WARN),
+                 ("one query written for", collapsed, TOP_QUERY_SHARE_WARN),
+                 ("empty-output rate", empties, EMPTY_OUTPUT_RATE_WARN))
                 if value > limit]
         if high:
             return fail(WARN, "; ".join(high), **metadata)
-        return ok(f"{queries.height} queries, duplicate rate {duplicates:.1%}, empty outputs {empties:.1%}", **metadata)
+        return ok(f"{queries.height} queries, duplicate rate within documents {duplicates:.1%}, the most shared text "
+                  f"for {top_share:.1%} of documents, empty outputs {empties:.1%}", **metadata)
 
     return evaluate
 
@@ -368,8 +379,11 @@ def evaluate_synthetic_queries(asset: str) -> Evaluate:
 synthetic_queries_checks = [
     build_check(
         asset, "generation_quality", evaluate_synthetic_queries(asset), blocking=True,
-        description=f"ERROR when no query was parsed; WARN when the quality filter kept none, the duplicate rate > "
-                    f"{DUPLICATE_RATE_WARN} or the empty-output rate > {EMPTY_OUTPUT_RATE_WARN}.",
+        description=f"ERROR when no query was parsed; WARN when the quality filter kept none, when a document's queries "
+                    f"repeat each other (> {DUPLICATE_RATE_WARN}), when one text was written for more than "
+                    f"{TOP_QUERY_SHARE_WARN:.0%} of the documents and at least {TOP_QUERY_MIN_DOCUMENTS} (a collapsed "
+                    f"generator) or the empty-output rate > "
+                    f"{EMPTY_OUTPUT_RATE_WARN}.",
     )
     for asset in SYNTHETIC_QUERY_ASSETS
 ]

@@ -151,9 +151,23 @@ def student_prompts(documents: pl.DataFrame, known: dict, style: str, use_metada
     ]
 
 
+def _normalised_queries(queries: pl.DataFrame) -> pl.DataFrame:
+    return queries.select("doc_id", pl.col("query").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars())
+
+
 def duplicate_rate(queries: pl.DataFrame) -> float:
-    """Fraction of generated queries whose normalised text already occurs (for any document)."""
+    """Fraction of generated queries that repeat a query of the same document (normalised text, samples merged):
+    redundant outputs. The same text for several documents is not counted: documents that share a maker or a
+    place are rightly asked for with one query (`top_query_document_share` catches a collapsed generator)."""
     if queries.height == 0:
         return 0.0
-    normalised = queries["query"].str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
-    return 1.0 - normalised.n_unique() / queries.height
+    return 1.0 - _normalised_queries(queries).unique().height / queries.height
+
+
+def top_query_document_share(queries: pl.DataFrame) -> float:
+    """The share of documents for which the single most widely written text was written: near 1 when a generator
+    collapsed to one output for everything."""
+    if queries.height == 0:
+        return 0.0
+    pairs = _normalised_queries(queries).unique()
+    return pairs.group_by("query").len()["len"].max() / queries["doc_id"].n_unique()
