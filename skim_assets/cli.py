@@ -21,7 +21,7 @@ def _use_root(root: str) -> Path:
     root_path = Path(root).expanduser().resolve()
     if root_path.exists() and not root_path.is_dir():
         raise UsageError(f"--root {root}: {root_path} is a file, not a folder (the storage root is a folder)")
-    from .deployment import deployment
+    from .deployment import deployment, install_instance_config
 
     try:
         deployment()  # the executor is built from it when the code location loads: refuse it here, in one line
@@ -29,8 +29,6 @@ def _use_root(root: str) -> Path:
         raise UsageError(str(error)) from None
     os.environ["SKIM_DATA_ROOT"] = str(root_path)
     os.environ.setdefault("DAGSTER_HOME", str(root_path / ".dagster"))
-    from .deployment import install_instance_config
-
     install_instance_config(os.environ["DAGSTER_HOME"])  # the `gpu` pool's limit across runs
     return root_path
 
@@ -63,13 +61,16 @@ def _live_step_processes(instance, run_id: str) -> list[int]:
     """Step processes of a run that are still alive (a killed `skim` can leave them training)."""
     from .lib.storage import process_alive
 
-    pids = {record.dagster_event.pid for record in instance.all_logs(run_id)
-            if record.dagster_event is not None and record.dagster_event.event_type_value == "STEP_WORKER_STARTED"
-            and record.dagster_event.pid}
-    ended = {record.dagster_event.pid for record in instance.all_logs(run_id)
-             if record.dagster_event is not None and record.dagster_event.pid
-             and record.dagster_event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE")}
-    return sorted(pid for pid in pids - ended if process_alive(pid))
+    started, ended = set(), set()
+    for record in instance.all_logs(run_id):  # one read of the run's events
+        event = record.dagster_event
+        if event is None or not event.pid:
+            continue
+        if event.event_type_value == "STEP_WORKER_STARTED":
+            started.add(event.pid)
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+            ended.add(event.pid)
+    return sorted(pid for pid in started - ended if process_alive(pid))
 
 
 def reap_dead_cli_runs(instance) -> list[str]:
@@ -253,7 +254,6 @@ def print_knowledge_infusion(root: Path, name: str) -> None:
 
     from .lib.metrics import metrics_table_markdown
     from .lib.quality import judged_quality
-
     from .resources import StorageResource
 
     storage = StorageResource(root=str(root))
@@ -407,9 +407,7 @@ def load_run_config(path: str | None) -> dict:
 
 def cmd_materialize(args) -> int:
     """Run the job for each named dataset in turn (a backfill over datasets from the command line)."""
-    from .lib.datasets import check_dataset_name
-
-    from .lib.datasets import SPEC_FILE
+    from .lib.datasets import SPEC_FILE, check_dataset_name
 
     names = [check_dataset_name(name) for name in args.names]  # every name before any run
     root = _use_root(args.root)

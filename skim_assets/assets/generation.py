@@ -362,12 +362,13 @@ def evaluate_synthetic_queries(asset: str) -> Evaluate:
                 return fail(WARN, f"the quality filter kept none of the {written} queries parsed from {raw.height} "
                                   "generations", **metadata)
             return fail(ERROR, f"no synthetic queries parsed from {raw.height} generations", **metadata)
-        high = [f"{name} {value:.1%} > {limit:.0%}" + (" of documents" if name.startswith("one query") else "")
-                for name, value, limit in
-                (("duplicate rate within documents", duplicates, DUPLICATE_RATE_WARN),
-                 ("one query written for", collapsed, TOP_QUERY_SHARE_WARN),
-                 ("empty-output rate", empties, EMPTY_OUTPUT_RATE_WARN))
-                if value > limit]
+        high = [problem for value, limit, problem in (
+            (duplicates, DUPLICATE_RATE_WARN,
+             f"duplicate rate within documents {duplicates:.1%} > {DUPLICATE_RATE_WARN:.0%}"),
+            (collapsed, TOP_QUERY_SHARE_WARN,
+             f"one query written for {collapsed:.1%} > {TOP_QUERY_SHARE_WARN:.0%} of documents"),
+            (empties, EMPTY_OUTPUT_RATE_WARN, f"empty-output rate {empties:.1%} > {EMPTY_OUTPUT_RATE_WARN:.0%}"),
+        ) if value > limit]
         if high:
             return fail(WARN, "; ".join(high), **metadata)
         return ok(f"{queries.height} queries, duplicate rate within documents {duplicates:.1%}, the most shared text "
@@ -382,8 +383,7 @@ synthetic_queries_checks = [
         description=f"ERROR when no query was parsed; WARN when the quality filter kept none, when a document's queries "
                     f"repeat each other (> {DUPLICATE_RATE_WARN}), when one text was written for more than "
                     f"{TOP_QUERY_SHARE_WARN:.0%} of the documents and at least {TOP_QUERY_MIN_DOCUMENTS} (a collapsed "
-                    f"generator) or the empty-output rate > "
-                    f"{EMPTY_OUTPUT_RATE_WARN}.",
+                    f"generator) or the empty-output rate > {EMPTY_OUTPUT_RATE_WARN}.",
     )
     for asset in SYNTHETIC_QUERY_ASSETS
 ]

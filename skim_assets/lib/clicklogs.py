@@ -25,7 +25,7 @@ import polars as pl
 from .formats import CLICKS_SCHEMA, PAIRS_SCHEMA, QUERIES_SCHEMA
 from .formats import DataError
 from .importers import click_log_source, read_click_log
-from .storage import write_json_atomic, write_parquet_atomic
+from .storage import file_digest, write_json_atomic, write_parquet_atomic
 
 CLICK_LOG_SUFFIXES = (".parquet", ".csv")
 MAX_CLICKS = 2**63 - 1  # the aggregate's clicks are BIGINT
@@ -102,11 +102,7 @@ class DropReport:
 def drop_fingerprint(path: Path, doc_ids_digest: str) -> str:
     """Name, content and the document ids a drop was checked against: a drop corrected in place is read again even
     when its size and mtime are unchanged (hashing costs about a second per GB, far less than validating)."""
-    digest = hashlib.blake2b(f"{path.name}:{doc_ids_digest}:".encode(), digest_size=20)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return hashlib.sha1(f"{path.name}:{doc_ids_digest}:{file_digest(path)}".encode()).hexdigest()
 
 
 def read_click_drops(files: list[Path], doc_ids: pl.Series, cache_dir: str | Path | None = None

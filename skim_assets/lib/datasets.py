@@ -21,7 +21,7 @@ from .catalogue import is_artifact_folder
 from .formats import DIRECTIONS, DOCUMENTS_FOR_QUERIES, QUERIES_FOR_DOCUMENTS, DataError, DatasetTables
 from .importers import read_beir, read_xc_bow, read_xc_raw
 from .mapping import DEFAULT_TAU
-from .storage import TableSetPins, read_json, write_json_atomic
+from .storage import TableSetPins, file_digest, read_json, write_json_atomic
 
 Format = Literal["beir", "xc-raw", "xc-bow"]
 DevSplit = Literal["ignore", "train", "test"]
@@ -189,10 +189,7 @@ def source_digest(folder: str | Path, spec: DatasetSpec) -> str:
         relative = path.relative_to(source)
         if relative.parts[0] in (CLICKS_FOLDER, SPEC_FILE) or any(part.startswith(".") for part in relative.parts):
             continue
-        digest.update(str(relative).encode("utf-8", "backslashreplace") + b"\0")
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+        digest.update(f"{relative}\0{file_digest(path)}\n".encode("utf-8", "backslashreplace"))
     return digest.hexdigest()
 
 

@@ -109,25 +109,18 @@ class StorageResource(dg.ConfigurableResource):
         """Several tables of one asset (e.g. `raw` and `data`) from one version of it, even while it is written
         again."""
         with TableSetPins() as pins:
-            folder = pins.folder(self.artifact_dir(asset, dataset))
-            frames = []
-            for table in tables:
-                path = folder / f"{table}.parquet"
-                if not path.exists():
-                    raise FileNotFoundError(f"{self.table_path(asset, dataset, table)} is missing: materialize asset "
-                                            f"'{asset}' for partition '{dataset}' first")
-                frames.append(read_artifact_table(path, rematerialize_hint(asset, dataset)))
-            return frames
+            return [self._read_pinned(pins, asset, dataset, table) for table in tables]
 
     def read_tables(self, dataset: str, *assets: str, table: str = "data") -> list[pl.DataFrame]:
         """Table `table` of each asset, those of one table set (e.g. documents and queries) from one import even
         while it is written again."""
         with TableSetPins() as pins:
-            frames = []
-            for asset in assets:
-                path = pins.folder(self.artifact_dir(asset, dataset)) / f"{table}.parquet"
-                if not path.exists():
-                    raise FileNotFoundError(f"{self.table_path(asset, dataset, table)} is missing: materialize asset "
-                                            f"'{asset}' for partition '{dataset}' first")
-                frames.append(read_artifact_table(path, rematerialize_hint(asset, dataset)))
-            return frames
+            return [self._read_pinned(pins, asset, dataset, table) for asset in assets]
+
+    def _read_pinned(self, pins: TableSetPins, asset: str, dataset: str, table: str) -> pl.DataFrame:
+        """One stored table, from the version of its set that `pins` holds."""
+        path = pins.folder(self.artifact_dir(asset, dataset)) / f"{table}.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"{self.table_path(asset, dataset, table)} is missing: materialize asset "
+                                    f"'{asset}' for partition '{dataset}' first")
+        return read_artifact_table(path, rematerialize_hint(asset, dataset))
