@@ -79,7 +79,8 @@ RESULT_PREFIX = "RESULT "
 IMPORT_FLAGS = {"format": "--format", "title_words": "--title-words", "dev_split": "--dev-split",
                 "exposure_k": "--exposure-k", "propensity_a": "--propensity-a", "propensity_b": "--propensity-b",
                 "prompt_style": "--prompt-style", "generate": "--generate",
-                "query_metadata_field": "--query-metadata-field", "tau": "--tau", "seed": "--seed"}
+                "query_metadata_field": "--query-metadata-field", "tau": "--tau", "seed": "--seed",
+                "click_model": "--click-model", "eta": "--eta", "score_scale": "--score-scale"}
 
 
 def dataset_name(documents: int) -> str:
@@ -304,8 +305,6 @@ def import_flags(spec: dict) -> list[str]:
             flags += [flag, str(spec[key])]
     if spec.get("simulate_bias") is False:
         flags.append("--no-simulate-bias")
-    if spec.get("sigmoid_sampling"):
-        flags.append("--sigmoid-sampling")
     return flags
 
 

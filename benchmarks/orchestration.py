@@ -74,7 +74,7 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
     from skim_assets.lib.ova_head import OvaHeadConfig, ova_topk, train_ova_head
     from skim_assets.lib.plots import line_plot
     from skim_assets.lib.retrieval import topk_frame
-    from skim_assets.lib.simulation import exposure_curve, labels_as_pairs, missing_at_random_sample, simulate_clicks
+    from skim_assets.lib.simulation import exposure_curve, labels_as_pairs, missing_at_random_sample, simulate_click_log
     from skim_assets.lib.storage import atomic_directory, file_digest, write_parquet_atomic
 
     def path(asset, table="data"):
@@ -132,11 +132,11 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
     train_labels, test_labels = (qrels.filter(pl.col("split") == s).drop("split") for s in ("train", "test"))
     depth = min(max(spec.exposure_k, max(DEFAULT_EXPOSURE_KS)), documents.height)
     ranked = rank(queries, documents, depth)
-    kwargs = dict(exposure_k=spec.exposure_k, sigmoid_sampling=spec.sigmoid_sampling, score_scale=spec.score_scale,
-                  seed=spec.seed)
-    clicks = simulate_clicks(ranked, train_labels, **kwargs)
-    biased_test = simulate_clicks(ranked, test_labels, **kwargs).select("query_id", "doc_id",
-                                                                        pl.col("weight").alias("relevance"))
+    log = simulate_click_log(ranked, train_labels, spec.click_simulation)
+    clicks = log.pairs
+    write("click_train_pairs", log.impressions, "impressions")
+    biased_test = simulate_click_log(ranked, test_labels, spec.click_simulation).pairs.select(
+        "query_id", "doc_id", pl.col("weight").alias("relevance"))
     curve = exposure_curve(ranked, train_labels, [k for k in DEFAULT_EXPOSURE_KS if k <= depth])
     line_plot({"train labels kept": (curve["exposure_k"].to_list(), curve["fraction_kept"].to_list())},
               "Labels surviving exposure", "exposure window K", "fraction kept",

@@ -348,7 +348,8 @@ def cmd_import(args) -> int:
         return 2
     spec, problems = DatasetSpec.parse(dict(
         format=args.format, source=str(source), title_words=args.title_words, dev_split=args.dev_split,
-        simulate_bias=not args.no_simulate_bias, exposure_k=args.exposure_k, sigmoid_sampling=args.sigmoid_sampling,
+        simulate_bias=not args.no_simulate_bias, exposure_k=args.exposure_k, click_model=args.click_model,
+        eta=args.eta, score_scale=args.score_scale,
         propensity_a=args.propensity_a, propensity_b=args.propensity_b, prompt_style=args.prompt_style,
         generate=args.generate, query_metadata_field=args.query_metadata_field, tau=args.tau, seed=args.seed))
     if problems:
@@ -437,9 +438,12 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from typing import get_args
+
     from .lib.datasets import DatasetSpec
     from .lib.formats import DIRECTIONS
     from .lib.demo import WORLDS, DemoWorldConfig
+    from .lib.simulation import ClickModel
 
     defaults = DatasetSpec()
     parser = argparse.ArgumentParser(prog="skim", description=__doc__)
@@ -466,7 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--dev-split", choices=["ignore", "train", "test"], default=defaults.dev_split)
     imp.add_argument("--no-simulate-bias", action="store_true", help="labels already are clicks")
     imp.add_argument("--exposure-k", type=int, default=defaults.exposure_k)
-    imp.add_argument("--sigmoid-sampling", action="store_true")
+    imp.add_argument("--click-model", choices=get_args(ClickModel), default=defaults.click_model,
+                     help="which shown relevant documents the simulation clicks: every one (Algorithm 1), by "
+                          "sigmoid(score), or by the position-based model (1 / position) ** eta")
+    imp.add_argument("--eta", type=float, default=defaults.eta, help="the position-based click model's exponent")
+    imp.add_argument("--score-scale", type=float, default=defaults.score_scale,
+                     help="the sigmoid click model's score scale")
     imp.add_argument("--propensity-a", type=float, default=defaults.propensity_a)
     imp.add_argument("--propensity-b", type=float, default=defaults.propensity_b)
     imp.add_argument("--prompt-style", choices=["url-queries", "wiki-categories"], default=defaults.prompt_style)

@@ -42,7 +42,8 @@ CLICK_REFRESH_ASSETS = (
     "mapped_pairs", "augmented_train_pairs",
     "mapped_pairs_no_metadata", "augmented_train_pairs_no_metadata",
     "mapped_pairs_udapdr", "augmented_train_pairs_udapdr",
-    "ips_train_pairs", "lever_train_pairs", "lever_ips_train_pairs", "gandalf_train_pairs",
+    "ips_train_pairs", "ips_position_train_pairs", "lever_train_pairs", "lever_ips_train_pairs",
+    "gandalf_train_pairs",
 )
 EAGER_TABLES = CLICK_REFRESH_ASSETS[1:]  # click_log_pairs itself follows files, which the click-log sensor watches
 click_refresh_job = dg.define_asset_job(

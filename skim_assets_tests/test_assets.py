@@ -27,11 +27,13 @@ from skim_assets.resources import (
     EncoderResource,
     GeneratorResource,
     StorageResource,
+    Tables,
     TeacherResource,
     storage_resources,
 )
 from skim_assets.sensors import dataset_folder_sensor
 
+from skim_assets.lib.formats import IMPRESSIONS_SCHEMA
 from skim_assets.lib.quality import label_repair
 
 from .conftest import TINY_WORLD, materialize_selected
@@ -144,11 +146,36 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     written_for = pl.read_parquet(storage_root / "mapped_pairs" / "tiny" / "synthetic.parquet")["doc_id"]
     at_tau = candidates.with_columns(doc_id=written_for.gather(candidates["synthetic"])).filter(
         pl.col("cosine") >= 0.6 - 1e-6)  # (1 + cos) / 2 >= 0.8
-    passing = at_tau.filter(pl.col("click_neighbour_cosine") >= 0.3)
+    # ... and that the click log did not show on the first 10 positions and leave unclicked (the default filter)
+    seen = pl.col("unclicked_position").is_null() | (pl.col("unclicked_position") > 10)
+    passing = at_tau.filter((pl.col("click_neighbour_cosine") >= 0.3) & seen)
     assert set(mapped.select("query_id", "doc_id").iter_rows()) == set(passing.select("query_id", "doc_id").iter_rows())
     assert events["mapped_pairs"]["click_neighbour_floor"].value == 0.3
     below = events["mapped_pairs"]["pairs_below_neighbour_floor"].value
-    assert below == at_tau.select("query_id", "doc_id").n_unique() - mapped.height
+    assert below == at_tau.filter(seen).select("query_id", "doc_id").n_unique() - mapped.height
+    passed_over = events["mapped_pairs"]["pairs_shown_not_clicked"].value
+    assert passed_over == at_tau.filter(pl.col("click_neighbour_cosine") >= 0.3).select(
+        "query_id", "doc_id").n_unique() - mapped.height
+    assert events["mapped_pairs"]["shown_not_clicked_filter"].value == "on, positions 1-10"
+    # the simulated engine's impressions: its top exposure_k per train query, clicked exactly where relevant
+    shown = pl.read_parquet(storage_root / "click_train_pairs" / "tiny" / "impressions.parquet")
+    exposure_k = json.loads((tiny_demo / "dataset.json").read_text())["exposure_k"]
+    assert shown.group_by("query_id").len()["len"].max() == exposure_k and shown["position"].min() == 1
+    oracle = pl.read_parquet(storage_root / "oracle_train_pairs" / "tiny" / "data.parquet")
+    clicked = shown.filter(pl.col("clicks") > 0)
+    assert clicked.join(oracle, on=["query_id", "doc_id"], how="anti").height == 0  # deterministic: relevant only
+    assert shown.filter(pl.col("clicks") == 0).join(oracle, on=["query_id", "doc_id"], how="semi").height == 0
+    assert pl.read_parquet(storage_root / "train_pairs" / "tiny" / "impressions.parquet").height == shown.height
+    # label repair states what the filter removed and the precision without it
+    assert events["label_repair_report"]["skim_pairs_shown_not_clicked"].value == passed_over
+    assert 0 <= events["label_repair_report"]["skim_precision_without_shown_filter"].value <= 1
+    # position propensities from those impressions, against the truth (deterministic: every shown one examined)
+    propensities = pl.read_parquet(storage_root / "ips_position_train_pairs" / "tiny" / "propensities.parquet")
+    assert propensities["position"].to_list() == list(range(1, exposure_k + 1))
+    assert propensities["true_propensity"].to_list() == [1.0] * exposure_k and propensities["propensity"][0] == 1.0
+    assert events["ips_position_train_pairs"]["propensity_mean_abs_error"].value >= 0
+    ips_position = pl.read_parquet(storage_root / "ips_position_train_pairs" / "tiny" / "data.parquet")
+    assert ips_position["weight"].mean() == pytest.approx(1.0) and ips_position.height == clicks_height(storage_root)
     # pairs_added counts the mapped pairs that are not clicks already, as the label-repair report does
     clicks = pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet")
     assert events["mapped_pairs"]["pairs_mapped"].value == mapped.height
@@ -161,6 +188,8 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     tau_sweep = pl.read_parquet(storage_root / "tau_sweep_report" / "tiny" / "data.parquet")
     assert tau_sweep["tau"].to_list() == sorted(tau_sweep["tau"].to_list()) and tau_sweep.height == 6
     assert tau_sweep["pairs_added"].to_list() == sorted(tau_sweep["pairs_added"].to_list(), reverse=True)
+    assert (tau_sweep["pairs_shown_not_clicked"] >= 0).all()
+    assert tau_sweep["repair_precision_without_shown_filter"].is_between(0, 1).all()
     # label repair per (tau, floor), no model: a higher floor keeps no more pairs; the mapping's own floor (0.3)
     # keeps what the sweep trained on
     by_floor = pl.read_parquet(storage_root / "tau_sweep_report" / "tiny" / "repair_by_floor.parquet")
@@ -205,6 +234,10 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
                          run_config=dg.RunConfig(ops={"slm_size_report": run_config.ops["slm_size_report"]}))
     assert rerun.success and (adapter / "adapter_model.safetensors").stat().st_mtime_ns == stamp
     assert pl.read_parquet(storage_root / "slm_size_report" / "tiny" / "data.parquet").equals(sizes)
+
+
+def clicks_height(storage_root) -> int:
+    return pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet").height
 
 
 def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_them_onto_documents(
@@ -323,15 +356,51 @@ def test_click_log_drops_become_training_pairs(storage_root, tiny_demo):
     assert pl.read_parquet(storage_root / "click_log_pairs" / "tiny" / "data.parquet").equals(pairs)
 
 
+def test_a_drop_with_impressions_feeds_train_pairs_and_position_propensities(storage_root, tiny_demo):
+    """A real log's impressions (one row per impression, with positions) reach train_pairs beside the simulated
+    engine's; position propensities are estimated from both, with no truth to compare (a real log's)."""
+    from skim_assets.assets.baselines import ips_position_train_pairs
+
+    instance = _instance("tiny")
+    assert _materialize([dataset_tables], storage_root, "tiny", instance).success
+    doc_ids = pl.read_parquet(storage_root / "documents" / "tiny" / "data.parquet")["doc_id"].to_list()
+    (tiny_demo / "clicks").mkdir()
+    pl.DataFrame({"query": ["sleepy tea"] * 3 + ["lavender balm"] * 2, "doc_id": doc_ids[:3] + doc_ids[:2],
+                  "clicked": [1, 0, 0, 0, 1], "position": [1, 2, 3, 1, 2],
+                  "timestamp": ["2026-11-01T10:00:00"] * 5}).write_parquet(tiny_demo / "clicks" / "log.parquet")
+    result = _materialize([click_log_pairs, simulated_clicks, train_pairs, ips_position_train_pairs], storage_root,
+                          "tiny", instance)
+    assert result.success
+    drop_shown = pl.read_parquet(storage_root / "click_log_pairs" / "tiny" / "impressions.parquet")
+    assert drop_shown.height == 5 and drop_shown["clicks"].sum() == 2
+    pairs = pl.read_parquet(storage_root / "click_log_pairs" / "tiny" / "data.parquet")
+    assert sorted(pairs["doc_id"].to_list()) == sorted([doc_ids[0], doc_ids[1]])  # only clicked rows are pairs
+    simulated = pl.read_parquet(storage_root / "click_train_pairs" / "tiny" / "impressions.parquet")
+    together = pl.read_parquet(storage_root / "train_pairs" / "tiny" / "impressions.parquet")
+    assert together["impressions"].sum() == simulated.height + 5
+    metadata = result.asset_materializations_for_node("ips_position_train_pairs")[0].metadata
+    assert metadata["click_model"].value == "a real log's" and "propensity_mean_abs_error" not in metadata
+    propensities = pl.read_parquet(storage_root / "ips_position_train_pairs" / "tiny" / "propensities.parquet")
+    assert propensities["true_propensity"].is_null().all() and propensities["propensity"][0] == 1.0
+
+
 def test_train_pairs_union_clicks_and_click_logs():
     clicks = pl.DataFrame({"query_id": ["q1", "q2"], "doc_id": ["d1", "d2"], "weight": [1.0, 1.0],
                            "source": ["click", "click"]})
     click_log = pl.DataFrame({"query_id": ["q2", "q3"], "doc_id": ["d2", "d3"], "weight": [1.0, 1.0],
                               "source": ["click_log", "click_log"]})
-    result = train_pairs(click_train_pairs=clicks, click_log_pairs=click_log)
-    assert result.value.sort("query_id").rows() == [("q1", "d1", 1.0, "click"), ("q2", "d2", 1.0, "click"),
-                                                    ("q3", "d3", 1.0, "click_log")]
+    shown = pl.DataFrame({"query_id": ["q2", "q2"], "doc_id": ["d2", "d4"], "position": [1, 2], "impressions": [1, 1],
+                          "clicks": [1, 0]}, schema=IMPRESSIONS_SCHEMA)
+    result = train_pairs(click_train_pairs=Tables(clicks, impressions=shown),
+                         click_log_pairs=Tables(click_log, impressions=shown.head(1)))
+    assert result.value.data.sort("query_id").rows() == [("q1", "d1", 1.0, "click"), ("q2", "d2", 1.0, "click"),
+                                                         ("q3", "d3", 1.0, "click_log")]
     assert result.metadata["pairs_click"] == 2
+    # the impressions of both logs add up per (query, document, position)
+    assert sorted(result.value["impressions"].rows()) == [("q2", "d2", 1, 2, 2), ("q2", "d4", 2, 1, 0)]
+    assert result.metadata["impressions"] == 3 and result.metadata["impressions_clicked"] == 2
+    no_log = train_pairs(click_train_pairs=Tables(clicks), click_log_pairs=Tables(click_log))
+    assert no_log.value["impressions"].height == 0 and no_log.metadata["impressions"] == 0
 
 
 def test_dataset_sensor_registers_new_folders_once(storage_root, tiny_demo):
@@ -411,16 +480,17 @@ def test_comparison_report_of_a_partial_run_leaves_untrained_models_blank(storag
 
 def test_evaluation_of_a_partial_run_skips_what_was_not_materialized(storage_root, tiny_demo):
     """The optional inputs of the reports: a method never materialized is listed, not an error."""
-    from skim_assets.assets.baselines import ips_train_pairs
+    from skim_assets.assets.baselines import gandalf_train_pairs
     from skim_assets.assets.evaluation import label_repair_report
 
-    result = _materialize([dataset_tables, click_log_pairs, simulated_clicks, train_pairs, ips_train_pairs,
+    result = _materialize([dataset_tables, click_log_pairs, simulated_clicks, train_pairs, gandalf_train_pairs,
                            label_repair_report], storage_root, "tiny")
     assert result.success
     metadata = result.asset_materializations_for_node("label_repair_report")[0].metadata
-    assert "ips" not in metadata["methods_not_materialized"].value and "skim" in metadata["methods_not_materialized"].value
+    missing = metadata["methods_not_materialized"].value
+    assert "gandalf" not in missing and "skim" in missing and "ips" not in missing  # IPS re-weights, adds nothing
     repair = pl.read_parquet(storage_root / "label_repair_report" / "tiny" / "data.parquet")
-    assert sorted(repair["method"]) == ["ips", "mar", "oracle"]
+    assert sorted(repair["method"]) == ["gandalf", "mar", "oracle"]
 
 
 def test_all_queries_adds_click_log_queries_to_queries_with_metadata():

@@ -72,3 +72,36 @@ def test_a_drop_corrected_in_place_with_the_same_size_and_mtime_is_read_again(cl
     second = aggregate_click_logs([drop], DOCS, QUERIES, cache_dir=tmp_path / "cache")
     assert first.aggregate["doc_id"].to_list() == ["d1"] and second.aggregate["doc_id"].to_list() == ["d2"]
     assert second.report.files_read == 1
+
+
+def test_drops_with_impressions_aggregate_shown_and_clicked_per_position(clicks):
+    """Aggregated rows and one-row-per-impression drops add up per (query, document, position); only clicked
+    rows become pairs; a text only ever shown is still a train query; a test query's text is set aside."""
+    queries = pl.concat([QUERIES, pl.DataFrame({"query_id": ["t1"], "text": ["test query"], "split": ["test"]},
+                                               schema=QUERIES_SCHEMA)])
+    (clicks / "a.csv").write_text("query,doc_id,clicks,impressions,position,timestamp\n"
+                                  "known query,d1,2,10,1,2026-01-01\n"
+                                  "known query,d2,0,10,2,2026-01-01\n"
+                                  "test query,d1,1,1,1,2026-01-01\n")
+    pl.DataFrame({"query": ["known query", "known query", "only shown"], "doc_id": ["d2", "d2", "d1"],
+                  "clicked": [1, 0, 0], "position": [2, 2, 1],
+                  "timestamp": ["2026-01-02"] * 3}).write_parquet(clicks / "b.parquet")
+    (clicks / "c.csv").write_text(HEADER + "known query,d1,4,2026-01-03\n")  # no impressions: unknown, not 0
+    ingest = aggregate_click_logs(click_log_files(clicks), DOCS, queries)
+    assert sorted(ingest.pairs.select("query_id", "doc_id").rows()) == [("q1", "d1"), ("q1", "d2")]
+    assert sorted(ingest.aggregate.select("doc_id", "clicks").rows()) == [("d1", 6), ("d2", 1)]
+    shown_only = ingest.new_queries.row(0, named=True)
+    assert (shown_only["text"], shown_only["split"], ingest.new_queries.height) == ("only shown", "train", 1)
+    assert sorted(ingest.impressions.rows()) == [
+        (shown_only["query_id"], "d1", 1, 1, 0), ("q1", "d1", 1, 10, 2), ("q1", "d2", 2, 12, 1)]
+    assert (ingest.test_text_pairs, ingest.test_text_clicks) == (1, 1)
+
+
+def test_a_drop_cached_before_impressions_were_read_is_still_read(clicks, tmp_path):
+    (clicks / "a.csv").write_text(HEADER + "known query,d1,1,2026-01-01\n")
+    cache = tmp_path / "cache"
+    aggregate_click_logs(click_log_files(clicks), DOCS, QUERIES, cache_dir=cache)
+    for cached in cache.glob("*.parquet"):  # as an older version wrote it
+        pl.read_parquet(cached).drop("impressions", "position").write_parquet(cached)
+    again = aggregate_click_logs(click_log_files(clicks), DOCS, QUERIES, cache_dir=cache)
+    assert (again.report.files_reused, again.pairs.height, again.impressions.height) == (1, 1, 0)

@@ -121,6 +121,7 @@ def test_import_flags_reproduce_the_world_spec():
     assert flags == ["--format", "beir", "--exposure-k", "10", "--prompt-style", "wiki-categories",
                      "--generate", "documents_for_queries", "--query-metadata-field", "description"]
     assert "--no-simulate-bias" in gs.import_flags({"simulate_bias": False})
+    assert gs.import_flags({"click_model": "position", "eta": 1.0}) == ["--click-model", "position", "--eta", "1.0"]
 
 
 def test_plot_writes_a_png(tmp_path):

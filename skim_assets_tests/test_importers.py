@@ -367,11 +367,11 @@ CSV = CSV_HEADER + (
     "boots,d1,5,2024-01-02T05:04:05.5+02:00\n"
 )
 EXPECTED_CLICKS = frame([
-    ("red shoes", "d1", 3, datetime(2024, 1, 2, 3, 4, 5)),
-    ("red shoes", "d2", 1, datetime(2024, 1, 2, 3, 4, 5, 250000)),
-    ("shoes, blue", "d1", 2, datetime(2024, 1, 2)),
-    ("boots", "d3", 4, datetime(2024, 1, 2, 3, 4, 5)),
-    ("boots", "d1", 5, datetime(2024, 1, 2, 3, 4, 5, 500000)),
+    ("red shoes", "d1", 3, None, None, datetime(2024, 1, 2, 3, 4, 5)),
+    ("red shoes", "d2", 1, None, None, datetime(2024, 1, 2, 3, 4, 5, 250000)),
+    ("shoes, blue", "d1", 2, None, None, datetime(2024, 1, 2)),
+    ("boots", "d3", 4, None, None, datetime(2024, 1, 2, 3, 4, 5)),
+    ("boots", "d1", 5, None, None, datetime(2024, 1, 2, 3, 4, 5, 500000)),
 ], CLICKS_SCHEMA)
 
 
@@ -385,11 +385,64 @@ def test_click_log_csv(tmp_path: Path) -> None:
 def test_click_log_parquet_with_datetimes(tmp_path: Path) -> None:
     path = tmp_path / "drop.parquet"
     berlin = pl.col("timestamp").dt.replace_time_zone("UTC").dt.convert_time_zone("Europe/Berlin")
-    EXPECTED_CLICKS.with_columns(berlin, pl.col("clicks").cast(pl.Int32)).write_parquet(path)
+    EXPECTED_CLICKS.with_columns(berlin, pl.col("clicks").cast(pl.Int32)).write_parquet(path)  # empty columns too
     assert_frame_equal(read_click_log(path), EXPECTED_CLICKS)
     iso = pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S%.f")
-    EXPECTED_CLICKS.with_columns(iso, pl.col("clicks").cast(pl.Float64)).write_parquet(path)
+    EXPECTED_CLICKS.drop("impressions", "position").with_columns(iso, pl.col("clicks").cast(pl.Float64)).write_parquet(path)
     assert_frame_equal(read_click_log(path), EXPECTED_CLICKS)
+
+
+IMPRESSIONS_CSV = ("query,doc_id,clicks,impressions,position,timestamp\n"
+                   "red shoes,d1,2,5,1,2024-01-02\n"
+                   "red shoes,d2,0,5,2,2024-01-02\n"
+                   "boots,d3,1,1,7,2024-01-03\n")
+
+
+def test_click_log_with_impressions_and_positions(tmp_path: Path) -> None:
+    result = read_click_log(write(tmp_path / "drop.csv", IMPRESSIONS_CSV), known_doc_ids=pl.Series(["d1", "d2", "d3"]))
+    assert result.select("query", "doc_id", "clicks", "impressions", "position").rows() == [
+        ("red shoes", "d1", 2, 5, 1), ("red shoes", "d2", 0, 5, 2), ("boots", "d3", 1, 1, 7)]
+    assert result.schema == pl.Schema(CLICKS_SCHEMA)
+
+
+def test_click_log_one_row_per_impression(tmp_path: Path) -> None:
+    path = tmp_path / "drop.parquet"
+    pl.DataFrame({"query": ["q", "q", "r"], "doc_id": ["d1", "d2", "d1"], "clicked": [1, 0, 0],
+                  "position": [1, 2, 1], "timestamp": ["2024-01-02"] * 3}).write_parquet(path)
+    result = read_click_log(path)
+    assert result.select("doc_id", "clicks", "impressions", "position").rows() == [
+        ("d1", 1, 1, 1), ("d2", 0, 1, 2), ("d1", 0, 1, 1)]
+
+
+IMPRESSION_ERRORS = [
+    # (replacement of data row 2 = line 3, field, message fragment)
+    ("red shoes,d2,6,5,2,2024-01-02", "clicks", "must not exceed the row's impressions, got '6'"),
+    ("red shoes,d2,0,0,2,2024-01-02", "impressions", "positive integer, got '0'"),
+    ("red shoes,d2,0,,2,2024-01-02", "impressions", "positive integer, got None"),
+    ("red shoes,d2,0,2.5,2,2024-01-02", "impressions", "got '2.5'"),
+    ("red shoes,d2,-1,5,2,2024-01-02", "clicks", ">= 0, got '-1'"),
+    ("red shoes,d2,0,5,0,2024-01-02", "position", "positive integer (1 = top), got '0'"),
+    ("red shoes,d2,0,5,1.5,2024-01-02", "position", "got '1.5'"),
+    ("red shoes,d2,0,5,top,2024-01-02", "position", "got 'top'"),
+]
+
+
+@pytest.mark.parametrize(("line", "field", "fragment"), IMPRESSION_ERRORS)
+def test_click_log_impression_errors(tmp_path: Path, line: str, field: str, fragment: str) -> None:
+    lines = IMPRESSIONS_CSV.splitlines()
+    path = write(tmp_path / "drop.csv", "\n".join(lines[:2] + [line] + lines[3:]) + "\n")
+    with pytest.raises(DataError, match=where("drop.csv", 3, field) + ".*" + re.escape(fragment)):
+        read_click_log(path)
+
+
+def test_click_log_per_impression_errors(tmp_path: Path) -> None:
+    header = "query,doc_id,clicked,timestamp\n"
+    path = write(tmp_path / "drop.csv", header + "q,d1,1,2024-01-02\nq,d2,2,2024-01-02\n")
+    with pytest.raises(DataError, match=where("drop.csv", 3, "clicked") + ".*0 or 1, got '2'"):
+        read_click_log(path)
+    path = write(tmp_path / "drop.csv", "query,doc_id,clicked,clicks,timestamp\nq,d1,1,1,2024-01-02\n")
+    with pytest.raises(DataError, match=where("drop.csv", None, "clicks") + ".*use one shape per drop"):
+        read_click_log(path)
 
 
 def test_click_log_empty_csv(tmp_path: Path) -> None:

@@ -75,6 +75,23 @@ def test_import_values_of_the_wrong_type_are_refused_naming_each_field_not_coerc
         spec.tau = "0.9"
 
 
+def test_click_model_settings_are_checked_and_an_older_sigmoid_flag_still_reads(tmp_path):
+    spec, problems = DatasetSpec.parse({"click_model": "cascade", "eta": "1"})
+    assert spec is None and dict(problems) == {
+        "click_model": "must be one of 'deterministic', 'sigmoid' or 'position', got 'cascade'",
+        "eta": "must be a number, got '1'"}
+    spec, _ = DatasetSpec.parse({"click_model": "position", "eta": 0.5, "exposure_k": 20, "seed": 3})
+    assert (spec.click_simulation.click_model, spec.click_simulation.eta, spec.click_simulation.seed) == ("position", 0.5, 3)
+    folder = tmp_path / "ds"
+    write_spec(folder, DatasetSpec())
+    raw = json.loads((folder / "dataset.json").read_text())
+    del raw["click_model"], raw["eta"]  # a dataset.json written before click models
+    (folder / "dataset.json").write_text(json.dumps(raw | {"sigmoid_sampling": True}))
+    assert read_spec(folder).click_model == "sigmoid"
+    (folder / "dataset.json").write_text(json.dumps(raw | {"sigmoid_sampling": False}))
+    assert read_spec(folder).click_model == "deterministic"
+
+
 def test_the_folder_sensor_refuses_a_bad_dataset_json_naming_the_file_and_field(storage_root, tiny_demo):
     from skim_assets.resources import StorageResource
     from skim_assets.sensors import dataset_folder_sensor

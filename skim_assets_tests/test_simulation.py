@@ -3,7 +3,16 @@
 import polars as pl
 import pytest
 
-from skim_assets.lib.simulation import exposure_curve, labels_as_pairs, missing_at_random_sample, simulate_clicks
+import numpy as np
+
+from skim_assets.lib.simulation import (
+    ClickSimulation,
+    exposure_curve,
+    labels_as_pairs,
+    missing_at_random_sample,
+    simulate_click_log,
+    simulate_clicks,
+)
 
 # q1 ranks d1, d2, d3, d4; q2 ranks d4, d3, d2, d1
 RANKED = pl.DataFrame({
@@ -31,14 +40,46 @@ def test_window_of_everything_keeps_every_positive_label():
 
 def test_sigmoid_sampling_is_seeded_and_can_only_remove():
     full = simulate_clicks(RANKED, QRELS, exposure_k=4)
-    a = simulate_clicks(RANKED, QRELS, exposure_k=4, sigmoid_sampling=True, score_scale=1.0, seed=3)
-    b = simulate_clicks(RANKED, QRELS, exposure_k=4, sigmoid_sampling=True, score_scale=1.0, seed=3)
+    a = simulate_clicks(RANKED, QRELS, exposure_k=4, click_model="sigmoid", score_scale=1.0, seed=3)
+    b = simulate_clicks(RANKED, QRELS, exposure_k=4, click_model="sigmoid", score_scale=1.0, seed=3)
     assert a.equals(b)
     assert a.join(full, on=["query_id", "doc_id"], how="anti").height == 0
     # a huge scale makes sigmoid(score) ~ 1 for positive scores: nothing dropped
-    assert simulate_clicks(RANKED, QRELS, exposure_k=4, sigmoid_sampling=True, score_scale=1e4).height == 4
+    assert simulate_clicks(RANKED, QRELS, exposure_k=4, click_model="sigmoid", score_scale=1e4).height == 4
     # a huge negative scale drops everything
-    assert simulate_clicks(RANKED, QRELS, exposure_k=4, sigmoid_sampling=True, score_scale=-1e4).height == 0
+    assert simulate_clicks(RANKED, QRELS, exposure_k=4, click_model="sigmoid", score_scale=-1e4).height == 0
+
+
+def test_impressions_log_every_shown_document_and_its_click():
+    log = simulate_click_log(RANKED, QRELS, ClickSimulation(exposure_k=2))
+    assert log.impressions.rows() == [("q1", "d1", 1, 1, 0), ("q1", "d2", 2, 1, 1),
+                                      ("q2", "d4", 1, 1, 0), ("q2", "d3", 2, 1, 1)]
+    clicked = log.impressions.filter(pl.col("clicks") > 0).select("query_id", "doc_id")
+    assert clicked.equals(log.pairs.select("query_id", "doc_id"))
+
+
+def test_position_based_model_clicks_with_the_examination_probability():
+    """(1 / position) ** eta: eta 0 examines everything (the deterministic rule), and over many queries the click
+    rate of relevant shown documents at each position matches the examination probability."""
+    assert simulate_clicks(RANKED, QRELS, exposure_k=4, click_model="position", eta=0.0).equals(
+        simulate_clicks(RANKED, QRELS, exposure_k=4))
+    n_queries, k = 4000, 5
+    ranked = pl.DataFrame({"query_id": np.repeat([f"q{i}" for i in range(n_queries)], k),
+                           "doc_id": [f"d{j}" for _ in range(n_queries) for j in range(k)],
+                           "score": np.zeros(n_queries * k), "rank": np.tile(np.arange(1, k + 1), n_queries)})
+    every_label = ranked.select("query_id", "doc_id", pl.lit(1.0).alias("relevance"))
+    simulation = ClickSimulation(exposure_k=k, click_model="position", eta=1.0, seed=7)
+    log = simulate_click_log(ranked, every_label, simulation)
+    rate = log.impressions.group_by("position").agg(pl.col("clicks").mean()).sort("position")["clicks"].to_numpy()
+    np.testing.assert_allclose(rate, simulation.examination(np.arange(1, k + 1)), atol=0.03)
+    assert log.pairs.equals(simulate_click_log(ranked, every_label, simulation).pairs)  # seeded
+    assert simulation.examination(np.array([1, 2, 4, 6])).tolist() == [1.0, 0.5, 0.25, 0.0]  # 6 is never shown
+    assert ClickSimulation(exposure_k=k, click_model="sigmoid").examination(np.array([1])) is None
+
+
+def test_unknown_click_model_is_refused():
+    with pytest.raises(ValueError, match="click_model must be one of"):
+        ClickSimulation(exposure_k=3, click_model="cascade")
 
 
 def test_mar_sample_has_the_requested_size_and_only_positive_labels():

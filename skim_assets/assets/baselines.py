@@ -1,14 +1,20 @@
-"""Training sets of the baselines SKIM is compared with: MAR is simulated; IPS, LEVER, LEVER+IPS, Gandalf here."""
+"""Training sets of the baselines SKIM is compared with: MAR is simulated; IPS (by label frequency and by position),
+LEVER, LEVER+IPS, Gandalf here."""
 
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from ..lib.baselines import click_propensities, gandalf_pairs, ips_pairs, lever_pairs
+from ..lib.metrics import metrics_table_markdown
+from ..lib.plots import line_plot, markdown_image
+from ..lib.propensities import (PROPENSITY_SCHEMA, PropensitySettings, position_ips_pairs, propensity_errors,
+                                regression_em)
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
-from .common import EAGER, all_queries, pairs_output
+from .common import EAGER, MODEL_STEP, all_queries, pairs_output, pretrained_space, train_impressions
 from .mapping import click_encoder_documents, click_encoder_embedder
 
 LEVER_THRESHOLD = 0.8
@@ -69,4 +75,78 @@ def gandalf_train_pairs(train_pairs: pl.DataFrame, documents: pl.DataFrame) -> d
     return _pairs_output(Tables(pairs, queries=new_queries))
 
 
-baseline_pair_assets = [ips_train_pairs, lever_train_pairs, lever_ips_train_pairs, gandalf_train_pairs]
+class PositionPropensityConfig(dg.Config, PropensitySettings):
+    """Regression-EM: the fields of `lib.propensities.PropensitySettings`."""
+
+
+def pair_cosines(storage: StorageResource, encoder: EncoderResource, dataset: str, impressions: pl.DataFrame,
+                 queries: pl.DataFrame, documents: pl.DataFrame, block: int = 65_536) -> np.ndarray:
+    """The pretrained-space cosine of every impression's (query, document title): regression-EM's relevance
+    feature, which any log can compute (cached vectors; computed in blocks of rows)."""
+    space = pretrained_space(storage, encoder, dataset)
+    query_row = {q: i for i, q in enumerate(queries["query_id"].to_list())}
+    doc_row = {d: i for i, d in enumerate(documents["doc_id"].to_list())}
+    query_vectors = space.embed(queries["text"].to_list(), encoder.query_max_length)
+    doc_vectors = space.document_index(documents["title"].to_list(), encoder.doc_max_length).vectors
+    q = np.array([query_row[i] for i in impressions["query_id"].to_list()], dtype=np.int64)
+    d = np.array([doc_row[i] for i in impressions["doc_id"].to_list()], dtype=np.int64)
+    cosines = np.empty(len(q), dtype=np.float64)
+    for start in range(0, len(q), block):
+        end = start + block
+        cosines[start:end] = np.einsum("ij,ij->i", query_vectors[q[start:end]], doc_vectors[d[start:end]])
+    return cosines
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name="baselines", automation_condition=EAGER,
+          pool=MODEL_STEP["pool"], op_tags=MODEL_STEP["op_tags"])  # embeds the impressions' texts
+def ips_position_train_pairs(context: dg.AssetExecutionContext, config: PositionPropensityConfig,
+                             storage: StorageResource, encoder: EncoderResource, train_pairs: Tables,
+                             documents: pl.DataFrame, queries: pl.DataFrame,
+                             click_log_pairs: Tables) -> dg.MaterializeResult:
+    """Click pairs re-weighted by inverse *position* propensities, estimated from the impressions by regression-EM
+    (Wang et al., 2018; relevance feature: the pair's pretrained cosine). Side table `propensities`: per position,
+    impressions, clicks, the click rate, the naive click-rate estimate (rate / rate at position 1), the EM estimate
+    and, in a simulation, the true examination probability with both estimates' errors. Without impressions the
+    clicks keep weight 1 (nothing to estimate from)."""
+    dataset = context.partition_key
+    clicks, impressions = train_pairs.data, train_impressions(train_pairs)
+    if impressions is None or impressions["position"].is_null().all():
+        context.log.warning("no impressions with positions logged: position-based IPS leaves every click at weight 1")
+        pairs = clicks.with_columns(pl.lit(1.0).alias("weight"), pl.lit("ips_position").alias("source"))
+        return _pairs_output(Tables(pairs, propensities=pl.DataFrame(schema=PROPENSITY_SCHEMA)),
+                             {"propensities": "none: no impressions with positions"})
+    spec = storage.dataset_spec(dataset)
+    features = pair_cosines(storage, encoder, dataset, impressions, all_queries(queries, click_log_pairs), documents)
+    estimate = regression_em(impressions, np.column_stack([features, features ** 2]), config,
+                             progress=context.log.info)
+    # the truth is known only where the log was simulated with a position-dependent click model
+    drops_logged = "impressions" in click_log_pairs and click_log_pairs["impressions"].height > 0
+    truth = (spec.click_simulation.examination(estimate.table["position"].to_numpy())
+             if spec.simulate_bias and not drops_logged else None)
+    table = propensity_errors(estimate.table, truth)
+    pairs = position_ips_pairs(clicks, impressions, estimate, config.max_weight)
+    positions = table["position"].to_list()
+    curves = {"regression-EM": (positions, table["propensity"].to_list()),
+              "click rate / rate at 1": (positions, table["click_rate_propensity"].to_list())}
+    if truth is not None:
+        curves["true examination"] = (positions, table["true_propensity"].to_list())
+    plot = line_plot(curves, f"Position propensities ({dataset}; click model {spec.click_model})", "position",
+                     "propensity relative to position 1",
+                     storage.figure_path("ips_position_train_pairs", dataset, "propensities.png"))
+    shown = table.filter(pl.col("position").is_in([1, 2, 3, 5, 10, 20, 50, 100]))
+    errors = ({"propensity_mean_abs_error": round(float(table["error"].mean()), 4),
+               "click_rate_mean_abs_error": round(float(table["click_rate_error"].mean()), 4)}
+              if truth is not None else {})
+    context.log.info(f"position propensities after {estimate.iterations} EM iterations:\n"
+                     + metrics_table_markdown(shown.to_dicts(), shown.columns))
+    return _pairs_output(Tables(pairs, propensities=table), errors | {
+        "em_iterations": estimate.iterations,
+        "positions": table.height,
+        "click_model": spec.click_model if spec.simulate_bias else "a real log's",
+        "propensities": dg.MetadataValue.md(metrics_table_markdown(shown.to_dicts(), shown.columns)),
+        "plot": dg.MetadataValue.md(markdown_image(plot, "position propensities")),
+    })
+
+
+baseline_pair_assets = [ips_train_pairs, ips_position_train_pairs, lever_train_pairs, lever_ips_train_pairs,
+                        gandalf_train_pairs]

@@ -71,6 +71,14 @@ def all_queries(queries: pl.DataFrame, click_log_pairs: Tables, pairs: Tables | 
     return pl.concat(frames, how="diagonal_relaxed")  # click-log queries carry no query metadata
 
 
+def train_impressions(train_pairs: Tables) -> pl.DataFrame | None:
+    """The impressions logged for train queries (`train_pairs`' side table), or None when no log records any."""
+    if "impressions" not in train_pairs:
+        return None
+    impressions = train_pairs["impressions"]
+    return impressions if impressions.height else None
+
+
 @dataclass(frozen=True)
 class RetrievalInput:
     """What a retriever reads: the queries' and documents' texts and their token caps."""

@@ -76,9 +76,10 @@ def click_log_pairs(context: dg.AssetExecutionContext, storage: StorageResource,
                     queries: pl.DataFrame) -> dg.MaterializeResult:
     """Click-log drops under `<root>/inputs/<dataset>/clicks/` aggregated (DuckDB) into training pairs.
 
-    Every drop is validated first (unknown doc ids, empty queries, bad clicks or timestamps fail the whole
-    ingest with the file, row and field named). Queries seen only in click logs are kept in side table `queries`
-    (stored with the pairs as one set: pairs never refer to missing queries).
+    Every drop is validated first (unknown doc ids, empty queries, bad clicks, impressions, positions or timestamps
+    fail the whole ingest with the file, row and field named). Queries seen only in click logs are kept in side
+    table `queries` (stored with the pairs as one set: pairs never refer to missing queries); drops that record
+    impressions add side table `impressions` (what was shown per query and position, clicked or not).
     """
     dataset = context.partition_key
     folder = storage.inputs(dataset) / CLICKS_FOLDER
@@ -96,7 +97,8 @@ def click_log_pairs(context: dg.AssetExecutionContext, storage: StorageResource,
                             "click(s), set aside: their query text is a test query's, so they would train on test "
                             "labels")
     return dg.MaterializeResult(
-        value=Tables(ingest.pairs, queries=ingest.new_queries, aggregate=ingest.aggregate),
+        value=Tables(ingest.pairs, queries=ingest.new_queries, aggregate=ingest.aggregate,
+                     impressions=ingest.impressions),
         metadata={
             "files": len(files),
             "files_left_out": len(not_drops),
@@ -105,6 +107,8 @@ def click_log_pairs(context: dg.AssetExecutionContext, storage: StorageResource,
             "rows_read_now": report.rows_read,
             "new_queries": ingest.new_queries.height,
             "total_clicks": int(ingest.aggregate["clicks"].sum()) if ingest.aggregate.height else 0,
+            "impressions": int(ingest.impressions["impressions"].sum()) if ingest.impressions.height else 0,
+            "impressions_clicked": int(ingest.impressions["clicks"].sum()) if ingest.impressions.height else 0,
             "pairs_set_aside_test_text": ingest.test_text_pairs,
             "clicks_set_aside_test_text": ingest.test_text_clicks,
         },

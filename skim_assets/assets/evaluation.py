@@ -14,6 +14,7 @@ from ..lib.catalogue import refresh_catalogue
 from ..lib.metrics import evaluate_rankings, metrics_table_markdown, ndcg_gains
 from ..lib.ova_head import ova_topk
 from ..lib.plots import bar_plot, markdown_image
+from ..lib.mapping import UNCLICKED_POSITION, MappingSettings, candidates_to_pairs
 from ..lib.quality import label_repair
 from ..lib.retrieval import topk_frame
 from ..lib.spaces import document_tower_frozen
@@ -21,7 +22,7 @@ from ..lib.storage import peak_rss_mib
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import ERROR, WARN, Outcome, build_check, fail, ok, rounded, weights_outside
-from .common import MODEL_STEP, RETRIEVER_FOLDER, pretrained_space, retrieval_input
+from .common import MODEL_STEP, RETRIEVER_FOLDER, pretrained_space, retrieval_input, settings_of
 from .ova import HEAD_FILE
 from .sweeps import slm_size_markdown
 from .training import METADATA_INPUT_METHODS, METHODS
@@ -221,7 +222,8 @@ def comparison_report(context: dg.AssetExecutionContext, storage: StorageResourc
 # the SLM-size rows as the comparison shows them (the sweep's own table has every column)
 SLM_SIZE_COLUMNS = ("student", "parameters_M", "grounded_share", "junk_share", "distinct_per_document",
                     "pairs_added", "repair_precision", "repair_recall", "R@10", "R@100")
-ADDS_NO_PAIRS = ("base", *METADATA_INPUT_METHODS)  # methods whose pairs another method of the report already judges
+# methods whose pairs another method of the report already judges, or that only re-weight the clicks
+ADDS_NO_PAIRS = ("base", "ips", "ips_position", *METADATA_INPUT_METHODS)
 PAIRS_ASSETS = list(dict.fromkeys(pairs for method, (pairs, _) in METHODS.items() if method not in ADDS_NO_PAIRS))
 
 
@@ -282,7 +284,15 @@ def label_repair_report(context: dg.AssetExecutionContext, storage: StorageResou
         context.log.info(f"SKIM on the {written_for.height} documents its student wrote for: precision "
                          f"{judged['precision']:.3f}, recall {judged['recall']:.3f} of their "
                          f"{judged['held_back_labels']} held-back labels")
-    return dg.MaterializeResult(value=table, metadata=on_generated | {
+    shown_filter = {}
+    if skim.height and mapped_pairs is not None:
+        shown_filter = shown_filter_repair(mapped_pairs, train_pairs, oracle_train_pairs)
+        if shown_filter:
+            context.log.info(
+                f"the shown-not-clicked filter removed {shown_filter['skim_pairs_shown_not_clicked']} of SKIM's new "
+                f"pairs ({shown_filter['skim_shown_not_clicked_correct']} of them held-back labels): precision "
+                f"{shown_filter['skim_precision_without_shown_filter']:.3f} without it, {skim['precision'][0]:.3f} with")
+    return dg.MaterializeResult(value=table, metadata=on_generated | shown_filter | {
         "table": dg.MetadataValue.md(metrics_table_markdown(table.to_dicts(), table.columns)),
         "chart": dg.MetadataValue.md(markdown_image(chart, "label repair")),
         "methods_not_materialized": dg.MetadataValue.json(missing),
@@ -290,6 +300,24 @@ def label_repair_report(context: dg.AssetExecutionContext, storage: StorageResou
             "skim_recall": round(skim["recall"][0], 4),
             "skim_documents_repaired": int(skim["documents_repaired"][0])} if skim.height else {}),
     })
+
+
+def shown_filter_repair(mapped_pairs: Tables, train_pairs: pl.DataFrame, oracle_train_pairs: pl.DataFrame) -> dict:
+    """What the mapping's shown-not-clicked filter removed from SKIM's pairs, judged against the held-back labels:
+    the pairs it removed, how many were held-back labels, and the precision without it. Empty when the filter was
+    off or there were no impressions to read (candidates without the annotation)."""
+    mapping = settings_of(mapped_pairs, MappingSettings)
+    candidates = mapped_pairs["candidates"]
+    if mapping.unclicked_cutoff is None or UNCLICKED_POSITION not in candidates.columns:
+        return {}
+    written_for = mapped_pairs["synthetic"]["doc_id"].to_list()
+    args = (candidates, written_for, mapping.threshold, "skim", mapping.click_neighbour_floor)
+    with_filter = label_repair(candidates_to_pairs(*args, mapping.unclicked_cutoff), train_pairs, oracle_train_pairs)
+    without = label_repair(candidates_to_pairs(*args), train_pairs, oracle_train_pairs)
+    return {"skim_pairs_shown_not_clicked": without["pairs_added"] - with_filter["pairs_added"],
+            "skim_shown_not_clicked_correct": without["pairs_correct"] - with_filter["pairs_correct"],
+            "skim_precision_without_shown_filter": round(without["precision"], 4),
+            "skim_recall_without_shown_filter": round(without["recall"], 4)}
 
 
 # ----------------------------------------------------------------------------------------------- asset checks

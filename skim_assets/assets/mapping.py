@@ -23,7 +23,7 @@ from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import ERROR, WARN, Evaluate, Outcome, build_check, fail, ok, rounded, weights_outside
 from .common import (EAGER, RETRIEVER_FOLDER, SETTINGS_TABLE, all_queries, pairs_output, pretrained_space, settings_of,
-                     settings_table)
+                     settings_table, train_impressions)
 
 MAPPING_ENCODER = "base_retriever"  # the dual encoder fine-tuned on the (click) train set
 
@@ -90,6 +90,16 @@ def mapping_targets(direction: str, encoder: EncoderResource, documents: pl.Data
     return "query_id", targets["query_id"].to_list(), targets["text"].to_list(), encoder.query_max_length
 
 
+def shown_filter_state(settings: MappingSettings, impressions: pl.DataFrame | None) -> str:
+    """What the shown-not-clicked filter did, in words for the UI."""
+    if settings.unclicked_cutoff is None:
+        return "off"
+    if impressions is None:
+        return "no impressions logged: nothing to read"
+    return "on, " + ("every logged position" if settings.examined_positions is None
+                     else f"positions 1-{settings.examined_positions}")
+
+
 def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, description: str) -> dg.AssetsDefinition:
     """(train query, document) pairs from the synthetic queries of `synthetic_asset`; side tables `candidates`
     and `synthetic` keep every synthetic query's k best neighbours, so any tau can be applied later (the tau
@@ -100,8 +110,9 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
               description=description, automation_condition=EAGER)
     def _mapped(context: dg.AssetExecutionContext, config: MappingConfig, storage: StorageResource,
                 encoder: EncoderResource, synthetic: pl.DataFrame, base_retriever: Path, documents: pl.DataFrame,
-                queries: pl.DataFrame, click_log_pairs: Tables, train_pairs: pl.DataFrame) -> dg.MaterializeResult:
+                queries: pl.DataFrame, click_log_pairs: Tables, train_pairs: Tables) -> dg.MaterializeResult:
         dataset = context.partition_key
+        train_pairs, impressions = train_pairs.data, train_impressions(train_pairs)
         spec = storage.dataset_spec(dataset)
         settings = config.with_(tau=spec.tau if config.tau is None else config.tau,
                                 seed=spec.seed if config.seed is None else config.seed)
@@ -120,12 +131,13 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
         neighbours = click_neighbours(document_vectors, documents, train_pairs)
         pairs, candidates, stats = map_incrementally(synthetic["doc_id"].to_list(), synthetic_vectors, target_ids,
                                                      target_vectors, settings, source, state_dir, identity, target,
-                                                     neighbours)
+                                                     neighbours, impressions)
         mapped_onto = "documents" if onto_documents else "train queries"
         added = pairs_beyond(pairs, train_pairs).height
         context.log.info(f"mapped {synthetic.height} synthetic texts -> {pairs.height} pairs, {added} beyond the clicks "
                          f"(tau {settings.tau}, click-neighbour floor {settings.click_neighbour_floor}; searched "
                          f"{stats['targets_searched']} of {len(target_ids)} {mapped_onto}, "
+                         f"{stats.get('pairs_shown_not_clicked', 0)} dropped as shown and not clicked, "
                          f"incremental={stats['incremental']}; hnsw recall {stats['hnsw_recall']})")
         histogram = histogram_plot(stats["scores"], "best neighbour score per synthetic query", "(1 + cos) / 2",
                                    storage.figure_path(name, dataset, "scores.png"),
@@ -146,6 +158,9 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                 "click_neighbour_floor": settings.click_neighbour_floor,
                 **({"pairs_below_neighbour_floor": stats["pairs_below_neighbour_floor"]}
                    if "pairs_below_neighbour_floor" in stats else {}),
+                "shown_not_clicked_filter": shown_filter_state(settings, impressions),
+                **({"pairs_shown_not_clicked": stats["pairs_shown_not_clicked"]}
+                   if "pairs_shown_not_clicked" in stats else {}),
                 "hnsw_recall_at_k": round(stats["hnsw_recall"], 4) if stats["hnsw_recall"] is not None else None,
                 "direction": spec.direction,
                 "texts_embedded_now": new_synthetic + new_targets,

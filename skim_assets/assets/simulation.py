@@ -7,19 +7,21 @@ import polars as pl
 from ..lib.metrics import metrics_table_markdown
 from ..lib.plots import line_plot, markdown_image
 from ..lib.retrieval import topk_frame
+from ..lib.formats import IMPRESSIONS_SCHEMA
 from ..lib.simulation import (
     DEFAULT_EXPOSURE_KS,
     exposure_curve,
     labels_as_pairs,
     missing_at_random_sample,
-    simulate_clicks,
+    simulate_click_log,
 )
 from ..partitions import dataset_partitions
-from ..resources import EncoderResource, StorageResource
+from ..resources import EncoderResource, StorageResource, Tables
 from .common import MODEL_STEP, pretrained_space
 
 SIMULATION_OUTPUTS = {
-    "click_train_pairs": "Train pairs that survived as clicks (Algorithm 1), or the dataset's own train labels.",
+    "click_train_pairs": "Train pairs that survived as clicks (Algorithm 1), or the dataset's own train labels; "
+                         "side table `impressions`: every document the simulated engine showed, clicked or not.",
     "mar_train_pairs": "A uniform random sample of train labels, as many as the clicks (missing at random).",
     "oracle_train_pairs": "Every train label: what a model could learn with complete labels.",
     "biased_test_qrels": "Test labels that survived the same exposure process (a click-log test set).",
@@ -28,7 +30,8 @@ SIMULATION_OUTPUTS = {
 
 
 @dg.multi_asset(
-    outs={name: dg.AssetOut(description=text, dagster_type=pl.DataFrame) for name, text in SIMULATION_OUTPUTS.items()},
+    outs={name: dg.AssetOut(description=text, dagster_type=Tables if name == "click_train_pairs" else pl.DataFrame)
+          for name, text in SIMULATION_OUTPUTS.items()},
     partitions_def=dataset_partitions,
     group_name="simulation",
     can_subset=False,
@@ -38,8 +41,9 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
                      documents: pl.DataFrame, queries: pl.DataFrame, relevance_labels: pl.DataFrame):
     """Simulate click bias on a dataset with complete labels (paper's Algorithm 1).
 
-    A pretrained retriever (the encoder resource; titles only) ranks all documents for every query; a relevant
-    pair survives as a click only inside its top-K exposure window (optionally with probability sigmoid(score)).
+    A pretrained retriever (the encoder resource; titles only) ranks all documents for every query; its top-K is
+    what the engine showed (logged as impressions for the train split), and a relevant pair shown there is clicked
+    by the dataset's click model (every one, by sigmoid(score), or by the position-based model).
     Datasets registered with `simulate_bias: false` already are click logs: their labels pass through unchanged.
     """
     dataset = context.partition_key
@@ -56,10 +60,9 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
                          f"{index.method})")
         indices, scores = index.search(space.embed(queries["text"].to_list(), encoder.query_max_length), depth)
         ranked = topk_frame(queries["query_id"], documents["doc_id"], indices, scores)
-        kwargs = dict(exposure_k=spec.exposure_k, sigmoid_sampling=spec.sigmoid_sampling,
-                      score_scale=spec.score_scale, seed=spec.seed)
-        clicks = simulate_clicks(ranked, train_labels, **kwargs)
-        biased_test = simulate_clicks(ranked, test_labels, **kwargs).select(
+        log = simulate_click_log(ranked, train_labels, spec.click_simulation)
+        clicks, impressions = log.pairs, log.impressions
+        biased_test = simulate_click_log(ranked, test_labels, spec.click_simulation).pairs.select(
             "query_id", "doc_id", pl.col("weight").alias("relevance"))
         curve = exposure_curve(ranked, train_labels, [k for k in DEFAULT_EXPOSURE_KS if k <= depth])
         plot = line_plot({"train labels kept": (curve["exposure_k"].to_list(), curve["fraction_kept"].to_list())},
@@ -68,7 +71,11 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
         metadata["click_train_pairs"] = {
             "exposure_k": spec.exposure_k,
             "exposure_search": index.method,
-            "sigmoid_sampling": spec.sigmoid_sampling,
+            "click_model": spec.click_model,
+            **({"eta": spec.eta} if spec.click_model == "position" else {}),
+            **({"score_scale": spec.score_scale} if spec.click_model == "sigmoid" else {}),
+            "impressions": impressions.height,
+            "shown_relevant_not_clicked": exposed_unclicked(ranked, train_labels, impressions, spec.exposure_k),
             "fraction_of_labels_kept": round(clicks.height / max(train_labels.height, 1), 4),
             "per_k": dg.MetadataValue.md(metrics_table_markdown(curve.to_dicts(), curve.columns)),
             "exposure_curve": dg.MetadataValue.md(markdown_image(plot, "exposure curve")),
@@ -79,6 +86,7 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
     else:
         context.log.info("simulate_bias is false: the dataset's train labels are the clicks; no unbiased test set")
         clicks = labels_as_pairs(train_labels, "click")
+        impressions = pl.DataFrame(schema=IMPRESSIONS_SCHEMA)  # a click log's impressions come with its drops
         biased_test = test_labels.filter(pl.col("relevance") > 0)
         metadata["unbiased_test_qrels"] = {"note": "no complete labels: same as the biased test set"}
 
@@ -90,5 +98,14 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
         "unbiased_test_qrels": test_labels.filter(pl.col("relevance") > 0) if spec.simulate_bias else biased_test,
     }
     for name, frame in frames.items():
-        yield dg.Output(frame, output_name=name,
+        value = Tables(frame, impressions=impressions) if name == "click_train_pairs" else frame
+        yield dg.Output(value, output_name=name,
                         metadata=metadata[name] | {"queries_with_labels": frame["query_id"].n_unique()})
+
+
+def exposed_unclicked(ranked: pl.DataFrame, labels: pl.DataFrame, impressions: pl.DataFrame, exposure_k: int) -> int:
+    """Relevant documents shown and not clicked (0 under the deterministic click model): what a real log's
+    shown-not-clicked evidence gets wrong, counted where the labels are known."""
+    shown_relevant = ranked.filter(pl.col("rank") <= exposure_k).join(
+        labels.filter(pl.col("relevance") > 0), on=["query_id", "doc_id"], how="semi")
+    return shown_relevant.join(impressions.filter(pl.col("clicks") > 0), on=["query_id", "doc_id"], how="anti").height

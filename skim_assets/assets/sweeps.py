@@ -16,7 +16,8 @@ from ..lib.demonstrations import student_examples, student_prompts
 from ..lib.distillation import LoraSftReport, train_lora_adapter
 from ..lib.formats import union_pairs
 from ..lib.generation import SamplingSettings, generate_samples
-from ..lib.mapping import NEIGHBOUR_COSINE, MappingSettings, candidates_to_pairs, mapping_candidates
+from ..lib.mapping import (NEIGHBOUR_COSINE, MappingSettings, annotate_evidence, candidates_to_pairs,
+                           mapping_candidates)
 from ..lib.metrics import metrics_table_markdown
 from ..lib.ova_head import OvaHeadConfig
 from ..lib.plots import bar_plot, line_plot, markdown_image
@@ -33,7 +34,7 @@ from ..lib.sweeps import (
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, GeneratorResource, StorageResource, Tables
 from .common import (LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, generation_sources_of, pretrained_space,
-                     settings_of)
+                     settings_of, train_impressions)
 from .distillation import lora_training_of, student_model_folder, write_lora_training
 from .generation import (SyntheticQueriesConfig, backend_factory_of, checkpoint_settings, sources_to_generate_for,
                          written_queries)
@@ -66,7 +67,8 @@ def tau_sweep_report(context: dg.AssetExecutionContext, config: TauSweepConfig, 
     """Paper Fig. 7: for each tau, how many mapped pairs SKIM adds, their precision and recall against the held-back
     train labels, and the unbiased R@10/R@100 of a one-vs-all head trained on clicks + those pairs. Reuses
     `mapped_pairs`' stored candidates (its side tables): no new search per tau; the mapping's click-neighbour
-    floor, when set, applies at every tau."""
+    floor and shown-not-clicked filter, when set, apply at every tau (columns `pairs_shown_not_clicked` and
+    `repair_precision_without_shown_filter` say what the latter removed)."""
     dataset = context.partition_key
     synthetic_doc_ids = mapped_pairs["synthetic"]["doc_id"].to_list()
     mapping = settings_of(mapped_pairs, MappingSettings)  # the tau and floor the mapping ran with
@@ -75,7 +77,7 @@ def tau_sweep_report(context: dg.AssetExecutionContext, config: TauSweepConfig, 
                                                            all_queries(queries, click_log_pairs), documents),
                       unbiased_test_qrels, OvaHeadConfig.of(config), progress=context.log.info,
                       oracle_pairs=oracle_train_pairs,
-                      neighbour_floor=mapping.click_neighbour_floor)
+                      neighbour_floor=mapping.click_neighbour_floor, unclicked_cutoff=mapping.unclicked_cutoff)
     chosen = mapping.threshold
     taus = table["tau"].to_list()
     plot = line_plot(
@@ -87,7 +89,7 @@ def tau_sweep_report(context: dg.AssetExecutionContext, config: TauSweepConfig, 
         storage.figure_path("tau_sweep_report", dataset, "tau_sweep.png"))
     by_floor = (repair_by_neighbour_floor(train_pairs, mapped_pairs["candidates"], synthetic_doc_ids,
                                           sorted(config.taus), [None, *sorted(config.neighbour_floors)],
-                                          oracle_train_pairs)
+                                          oracle_train_pairs, mapping.unclicked_cutoff)
                 if NEIGHBOUR_COSINE in mapped_pairs["candidates"].columns else None)  # older candidates: none
     return dg.MaterializeResult(value=Tables(table, **({"repair_by_floor": by_floor} if by_floor is not None else {})),
                                 metadata={
@@ -179,7 +181,7 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
                     encoder: EncoderResource, generator: GeneratorResource, teacher_demonstrations: pl.DataFrame,
                     base_slm: Path, lora_adapter: Path, synthetic_queries: Tables, mapped_pairs: Tables,
                     base_retriever: Path,
-                    documents: pl.DataFrame, queries: pl.DataFrame, train_pairs: pl.DataFrame,
+                    documents: pl.DataFrame, queries: pl.DataFrame, train_pairs: Tables,
                     click_log_pairs: Tables, oracle_train_pairs: pl.DataFrame,
                     unbiased_test_qrels: pl.DataFrame) -> dg.MaterializeResult:
     """Paper Table 5: SKIM with students of different sizes. Each student is LoRA-distilled on the same teacher
@@ -190,6 +192,7 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
     are kept under `<root>/slm_size_students/<dataset>/`, so a rerun resumes."""
     dataset = context.partition_key
     spec = storage.dataset_spec(dataset)
+    train_pairs, impressions = train_pairs.data, train_impressions(train_pairs)
     lora_settings, own_training = lora_training_of(lora_adapter)
     generation = settings_of(synthetic_queries, SyntheticQueriesConfig)
     mapping = settings_of(mapped_pairs, MappingSettings)
@@ -236,9 +239,9 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
         _, judged, kept, _, _ = written_queries(raw, sources, known, spec.prompt_style, generation)
         vectors, _ = embed(kept["query"].to_list(), max_length)
         candidates, _ = mapping_candidates(vectors, target_ids, target_vectors, mapping, target)
-        candidates = neighbours.annotate(candidates, kept["doc_id"].to_list())
+        candidates = annotate_evidence(candidates, kept["doc_id"].to_list(), neighbours, impressions)
         pairs = candidates_to_pairs(candidates, kept["doc_id"].to_list(), mapping.threshold, "skim",
-                                    mapping.click_neighbour_floor)
+                                    mapping.click_neighbour_floor, mapping.unclicked_cutoff)
         return StudentRun(judged, kept, pairs, training, parameter_count(base))
 
     def pipeline_student() -> StudentRun:

@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from .formats import CLICKS_SCHEMA, PAIRS_SCHEMA, QUERIES_SCHEMA
+from .formats import CLICKS_SCHEMA, IMPRESSIONS_SCHEMA, PAIRS_SCHEMA, QUERIES_SCHEMA
 from .formats import DataError
 from .importers import click_log_source, read_click_log
 from .storage import file_digest, write_json_atomic, write_parquet_atomic
@@ -119,7 +119,9 @@ def read_click_drops(files: list[Path], doc_ids: pl.Series, cache_dir: str | Pat
         fingerprint = fingerprints[path.name]
         cached = cache_dir / f"{fingerprint}.parquet" if cache_dir else None
         if cached is not None and manifest.get(path.name) == fingerprint and cached.exists():
-            drops.append(pl.read_parquet(cached))
+            cached_drop = pl.read_parquet(cached)  # a drop cached before impressions were read has no such columns
+            drops.append(cached_drop.with_columns(pl.lit(None, pl.Int64).alias(c) for c in CLICKS_SCHEMA
+                                                  if c not in cached_drop.columns).select(list(CLICKS_SCHEMA)))
             continue
         drop = read_click_log(path, known_doc_ids=doc_ids)
         rows_read += drop.height
@@ -154,8 +156,13 @@ class ClickLogIngest:
     new_queries: pl.DataFrame  # QUERIES_SCHEMA: texts seen only in click logs, as train queries
     aggregate: pl.DataFrame  # per (query text, doc_id): clicks, first_seen, last_seen (pairs' rows only)
     report: DropReport
+    impressions: pl.DataFrame = None  # IMPRESSIONS_SCHEMA: the drops' impressions per (query, doc, position)
     test_text_pairs: int = 0  # (query text, document) pairs set aside: the text is a test query's
     test_text_clicks: int = 0  # their clicks
+
+    def __post_init__(self):
+        if self.impressions is None:
+            self.impressions = pl.DataFrame(schema=IMPRESSIONS_SCHEMA)
 
 
 def aggregate_click_logs(
@@ -179,7 +186,13 @@ def aggregate_click_logs(
                 """
                 SELECT query, doc_id, sum(clicks)::BIGINT AS clicks,
                        min(timestamp) AS first_seen, max(timestamp) AS last_seen
-                FROM clicks GROUP BY 1, 2 ORDER BY 1, 2
+                FROM clicks WHERE clicks > 0 GROUP BY 1, 2 ORDER BY 1, 2
+                """
+            ).pl()
+            shown = con.sql(  # shown-not-clicked rows count here, not as pairs
+                """
+                SELECT query, doc_id, position, sum(impressions)::BIGINT AS impressions, sum(clicks)::BIGINT AS clicks
+                FROM clicks WHERE impressions IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
                 """
             ).pl()
         except (duckdb.ConversionException, duckdb.OutOfRangeException):  # a total past BIGINT: find where
@@ -187,9 +200,11 @@ def aggregate_click_logs(
                 f"""
                 SELECT row_index FROM (
                     SELECT row_index,
-                           sum(clicks::HUGEINT) OVER (PARTITION BY query, doc_id ORDER BY row_index) AS total
+                           sum(clicks::HUGEINT) OVER (PARTITION BY query, doc_id ORDER BY row_index) AS total,
+                           sum(impressions::HUGEINT) OVER (PARTITION BY query, doc_id, position ORDER BY row_index)
+                               AS shown
                     FROM clicks)
-                WHERE total > {MAX_CLICKS} ORDER BY row_index LIMIT 1
+                WHERE total > {MAX_CLICKS} OR shown > {MAX_CLICKS} ORDER BY row_index LIMIT 1
                 """
             ).fetchall()
             if not overflow:
@@ -197,20 +212,24 @@ def aggregate_click_logs(
             _raise_overflow(int(overflow[0][0]), clicks, files, report)
     set_aside = aggregate.join(test_texts, on="query", how="semi")
     aggregate = aggregate.join(test_texts, on="query", how="anti")
+    shown = shown.join(test_texts, on="query", how="anti")
     leaked = {"test_text_pairs": set_aside.height,
               "test_text_clicks": int(set_aside["clicks"].sum()) if set_aside.height else 0}
-    if aggregate.height == 0:
+    texts = pl.concat([aggregate.select("query"), shown.select("query")]).unique(maintain_order=True)
+    if texts.height == 0:
         return ClickLogIngest(pl.DataFrame(schema=PAIRS_SCHEMA), pl.DataFrame(schema=QUERIES_SCHEMA), aggregate,
                               report, **leaked)
-    aggregate = aggregate.join(known, on="query", how="left").with_columns(
+    ids = texts.join(known, on="query", how="left").with_columns(
         pl.coalesce("query_id", pl.col("query").map_elements(query_id_for_text, return_dtype=pl.String))
         .alias("query_id")
     )
-    new_queries = (
-        aggregate.filter(~pl.col("query_id").is_in(queries["query_id"].implode()))
+    aggregate = aggregate.join(ids, on="query", how="left")
+    new_queries = (  # every text a user typed, clicked or only shown
+        ids.filter(~pl.col("query_id").is_in(queries["query_id"].implode()))
         .select("query_id", pl.col("query").alias("text"), pl.lit("train").alias("split"))
         .unique("query_id", keep="first", maintain_order=True)
         .cast(QUERIES_SCHEMA)
     )
     pairs = aggregate.select("query_id", "doc_id", pl.lit(1.0).alias("weight"), pl.lit("click_log").alias("source"))
-    return ClickLogIngest(pairs.cast(PAIRS_SCHEMA), new_queries, aggregate, report, **leaked)
+    impressions = shown.join(ids, on="query", how="left").select(list(IMPRESSIONS_SCHEMA)).cast(IMPRESSIONS_SCHEMA)
+    return ClickLogIngest(pairs.cast(PAIRS_SCHEMA), new_queries, aggregate, report, impressions, **leaked)

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .catalogue import is_artifact_folder
 from .formats import DIRECTIONS, DOCUMENTS_FOR_QUERIES, QUERIES_FOR_DOCUMENTS, DataError, DatasetTables
 from .importers import read_beir, read_xc_bow, read_xc_raw
 from .mapping import DEFAULT_TAU
+from .simulation import ClickModel, ClickSimulation
 from .storage import TableSetPins, file_digest, read_json, write_json_atomic
 
 Format = Literal["beir", "xc-raw", "xc-bow"]
@@ -49,9 +50,12 @@ class DatasetSpec(BaseModel):
     simulate_bias: bool = Field(True, description="true: labels are complete, simulate clicks with Algorithm 1; "
                                                   "false: the train labels are clicks")
     exposure_k: int = Field(100, ge=1, description="Algorithm 1's exposure window K")
-    sigmoid_sampling: bool = Field(False, description="Algorithm 1's optional survival with probability "
-                                                      "sigmoid(score_scale * score)")
-    score_scale: float = Field(1.0, gt=0, description="see sigmoid_sampling")
+    click_model: ClickModel = Field("deterministic", description="which shown relevant documents are clicked: "
+                                    "'deterministic' every one (Algorithm 1), 'sigmoid' with probability "
+                                    "sigmoid(score_scale * score), 'position' with probability (1 / position) ** eta")
+    score_scale: float = Field(1.0, gt=0, description="the sigmoid click model's score scale")
+    eta: float = Field(1.0, ge=0, description="the position-based click model's examination exponent "
+                                              "(Joachims et al., 2017)")
     # B > 0 too: a label never seen in training (count 0) would otherwise get 0^-A, an infinite PSP weight
     propensity_a: float = Field(0.55, gt=0, description="Jain et al. propensity constant A for PSP@k")
     propensity_b: float = Field(1.5, gt=0, description="Jain et al. propensity constant B (Wikipedia-like 0.5/0.4)")
@@ -70,6 +74,17 @@ class DatasetSpec(BaseModel):
             raise PydanticCustomError("beir_only", "is for BEIR folders (XC raw files carry `content`)")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sigmoid_sampling_was_a_flag(cls, values: Any) -> Any:
+        """Read a `dataset.json` written before click models: `sigmoid_sampling: true` is click model 'sigmoid'."""
+        if isinstance(values, dict) and "sigmoid_sampling" in values:
+            values = dict(values)
+            legacy = values.pop("sigmoid_sampling")
+            if legacy is True and "click_model" not in values:
+                values["click_model"] = "sigmoid"
+        return values
+
     @classmethod
     def parse(cls, values: dict[str, Any]) -> tuple[DatasetSpec | None, list[tuple[str, str]]]:
         """(the spec, []) or (None, [(field, what is wrong), ...]): every setting that cannot mean anything, one
@@ -81,6 +96,11 @@ class DatasetSpec(BaseModel):
 
     def to_json(self) -> dict:
         return self.model_dump()
+
+    @property
+    def click_simulation(self) -> ClickSimulation:
+        """Algorithm 1's settings: the exposure window, the click model and its seed."""
+        return ClickSimulation(self.exposure_k, self.click_model, self.score_scale, self.eta, self.seed)
 
     @property
     def direction(self) -> str:
@@ -139,10 +159,11 @@ def read_spec(folder: str | Path) -> DatasetSpec:
     raw = read_json(path, "register the dataset again: `skim import <name> <source> --replace`")
     if not isinstance(raw, dict):
         raise DataError(path, f"must be a JSON object of settings, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(SPEC_FIELDS) - {"demo_world"})  # the demo records its world beside them
+    # the demo records its world beside the settings; sigmoid_sampling is read as a click model (an older file)
+    unknown = sorted(set(raw) - set(SPEC_FIELDS) - {"demo_world", "sigmoid_sampling"})
     if unknown:
         raise DataError(path, f"unknown key(s) {unknown}; known: {sorted(SPEC_FIELDS)}", field=unknown[0])
-    spec, problems = DatasetSpec.parse({k: v for k, v in raw.items() if k in SPEC_FIELDS})
+    spec, problems = DatasetSpec.parse({k: v for k, v in raw.items() if k in SPEC_FIELDS or k == "sigmoid_sampling"})
     if problems:
         field, problem = problems[0]
         raise DataError(path, f"{field} {problem}", field=field)

@@ -51,6 +51,11 @@ class DualEncoderConfig(Settings):
                                  "batch order stays random.")
     cached_negatives: bool = Field(default=False, description="Hard negatives use the document embeddings of the "
                                    "mining pass (no gradient through them): fewer documents encoded per step.")
+    shown_negatives: int = Field(default=0, ge=0, description="Documents shown for a pair's query and never "
+                                 "clicked (the impressions' evidence), added to its batch as negatives, per pair "
+                                 "(0 = off; no effect without impressions).")
+    shown_negatives_positions: int = Field(default=10, ge=1, description="Only documents shown at or above this "
+                                           "position count as seen and passed over.")
     max_pairs: int = Field(default=0, description="Train on a seeded uniform sample of at most this many pairs "
                            "(0 = every pair): what a 2-core machine affords of a million-document dataset.")
     train_document_tower: bool = Field(default=True, description="False = query-side fine-tuning: documents keep "
@@ -147,6 +152,7 @@ def train_dual_encoder(
     doc_max_length: int = 32,
     known_positives: pl.DataFrame | None = None,
     document_vectors: np.ndarray | None = None,
+    shown_not_clicked: pl.DataFrame | None = None,
 ) -> TrainingReport:
     """Fine-tune `encoder` in place on weighted (query_id, doc_id, weight) pairs.
 
@@ -156,6 +162,8 @@ def train_dual_encoder(
     softmax); rows for queries without training pairs are ignored. `benchmarks/dual_encoder_labels.py` uses it to
     measure what unlabelled positives among the negatives cost. `document_vectors` (rows of `documents`, unit
     norm) are the fixed document embeddings of query-side fine-tuning (`train_document_tower=False`).
+    `shown_not_clicked` (query_id, doc_id): documents shown for a query and never clicked, from which
+    `config.shown_negatives` per pair join its batch as negatives (never one of the query's positives).
     """
     config = config or DualEncoderConfig()
     say = progress or log.info
@@ -191,6 +199,14 @@ def train_dual_encoder(
             if qid in query_index and did in doc_index:
                 positives[query_index[qid]].add(doc_index[did])
 
+    shown_pools: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in query_texts]
+    if config.shown_negatives and shown_not_clicked is not None:
+        for qid, dids in shown_not_clicked.group_by("query_id").agg("doc_id").iter_rows():
+            if qid in query_index:
+                qi = query_index[qid]
+                shown_pools[qi] = np.array(sorted({doc_index[d] for d in dids if d in doc_index} - positives[qi]),
+                                           dtype=np.int64)
+
     lengths = np.array([len(query_texts[q]) + len(doc_texts[d]) for q, d in zip(pair_q, pair_d)])
 
     bf16 = resolve_dtype(config.precision, encoder.device) == torch.bfloat16
@@ -220,12 +236,15 @@ def train_dual_encoder(
             bq, bd, bw = pair_q[batch], pair_d[batch], pair_w[batch]
             batch_docs = list(dict.fromkeys(bd.tolist()))
             n_live = len(batch_docs)  # the batch's positives are always encoded with gradients
-            if use_negatives:
+            for pools, per_pair in ((negatives if use_negatives else None, config.hard_negatives),
+                                    (shown_pools, config.shown_negatives)):
+                if pools is None or not per_pair:
+                    continue
                 for qi in bq:
-                    pool = negatives[qi]
+                    pool = pools[qi]
                     if len(pool):
-                        batch_docs.extend(rng.choice(pool, size=min(config.hard_negatives, len(pool)), replace=False).tolist())
-                batch_docs = list(dict.fromkeys(batch_docs))
+                        batch_docs.extend(rng.choice(pool, size=min(per_pair, len(pool)), replace=False).tolist())
+            batch_docs = list(dict.fromkeys(batch_docs))
             column = {d: j for j, d in enumerate(batch_docs)}
             # a query with several positives can appear more than once in a batch: encode it once
             unique_queries, query_rows = np.unique(bq, return_inverse=True)

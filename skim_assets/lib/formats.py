@@ -5,7 +5,10 @@ Tables (one set per dataset partition):
   queries    query_id, text, split ('train' / 'test')
   qrels      query_id, doc_id, relevance        (all known labels of train and test queries)
   pairs      query_id, doc_id, weight, source   (training pairs: 'click', 'skim', 'mar', ...)
-  clicks     query, doc_id, clicks, timestamp   (one click-log drop, before aggregation)
+  clicks     query, doc_id, clicks, impressions, position, timestamp   (one click-log drop, before aggregation;
+             impressions and position null where the drop does not record them)
+  impressions  query_id, doc_id, position, impressions, clicks  (what the engine showed for train queries, per
+             position; null position = not recorded)
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ QUERIES_SCHEMA = {"query_id": pl.String, "text": pl.String, "split": pl.String}
 QUERY_METADATA_SCHEMA = {"metadata": pl.String}
 QRELS_SCHEMA = {"query_id": pl.String, "doc_id": pl.String, "relevance": pl.Float64}
 PAIRS_SCHEMA = {"query_id": pl.String, "doc_id": pl.String, "weight": pl.Float64, "source": pl.String}
-CLICKS_SCHEMA = {"query": pl.String, "doc_id": pl.String, "clicks": pl.Int64, "timestamp": pl.Datetime("us")}
+CLICKS_SCHEMA = {"query": pl.String, "doc_id": pl.String, "clicks": pl.Int64, "impressions": pl.Int64,
+                 "position": pl.Int64, "timestamp": pl.Datetime("us")}
+IMPRESSIONS_SCHEMA = {"query_id": pl.String, "doc_id": pl.String, "position": pl.Int64, "impressions": pl.Int64,
+                      "clicks": pl.Int64}
 SPLITS = ("train", "test")
 # what SKIM's models write: queries for documents (from document metadata) or documents for queries (from query
 # metadata); a dataset's `generate` setting
@@ -137,6 +143,13 @@ def union_pairs(*frames: pl.DataFrame) -> pl.DataFrame:
     """Pair tables stacked in order; a (query, doc) pair present in several keeps its first row."""
     return pl.concat([f.cast(PAIRS_SCHEMA) for f in frames]).unique(["query_id", "doc_id"], keep="first",
                                                                      maintain_order=True)
+
+
+def union_impressions(*frames: pl.DataFrame) -> pl.DataFrame:
+    """Impression logs added up per (query, document, position)."""
+    frames = [f.cast(IMPRESSIONS_SCHEMA) for f in frames] or [pl.DataFrame(schema=IMPRESSIONS_SCHEMA)]
+    return (pl.concat(frames).group_by("query_id", "doc_id", "position", maintain_order=True)
+            .agg(pl.col("impressions").sum(), pl.col("clicks").sum()).cast(IMPRESSIONS_SCHEMA))
 
 
 @dataclass

@@ -505,9 +505,23 @@ def _reject_first(bad: pl.Series, original: pl.Series, source: Source, message: 
                         row=source.row(i), field=original.name)
 
 
-def read_click_log(path: str | Path, known_doc_ids: pl.Series | None = None) -> pl.DataFrame:
-    """Read one click-log drop (.parquet or .csv) into CLICKS_SCHEMA: query, doc_id, clicks, timestamp.
+CLICK_LOG_REQUIRED = ("query", "doc_id", "timestamp")  # plus `clicks` (aggregated rows) or `clicked` (one per impression)
 
+
+def _parse_counts(frame: pl.DataFrame, column: str, source: Source, minimum: int, what: str) -> pl.Series:
+    counts = _parse_clicks(frame[column])
+    _reject_first(counts.is_null() | (counts < minimum), frame[column], source, what)
+    return counts
+
+
+def read_click_log(path: str | Path, known_doc_ids: pl.Series | None = None) -> pl.DataFrame:
+    """Read one click-log drop (.parquet or .csv) into CLICKS_SCHEMA: query, doc_id, clicks, impressions, position,
+    timestamp.
+
+    Two shapes: aggregated rows with `clicks` (a positive count; with an `impressions` column, a count from 0 up to
+    the row's impressions, so shown-not-clicked rows can be logged), or one row per impression with `clicked` (0/1;
+    impressions 1 each). An optional `position` (1-based rank at which the document was shown) goes with either.
+    A drop without impressions has them null: "unknown", not "never shown".
     Rows are 1-based data rows for Parquet and file lines for CSV (header = line 1; a record spanning lines is
     named by its first). Timestamps are datetimes or ISO 8601 strings; zoned values are converted to naive UTC.
     """
@@ -525,15 +539,37 @@ def read_click_log(path: str | Path, known_doc_ids: pl.Series | None = None) -> 
             frame, source = pl.read_parquet(path), Source(path)
     except (pl.exceptions.PolarsError, OSError) as e:
         raise DataError(path, f"cannot parse: {e}") from None
-    require_columns(frame, CLICKS_SCHEMA, source)
-    frame = frame.select(pl.col("query", "doc_id").cast(pl.String), "clicks", "timestamp")
+    # a column left entirely empty is "not recorded" (e.g. our own CLICKS_SCHEMA written back without impressions)
+    frame = frame.drop([c for c in ("impressions", "position") if c in frame.columns
+                        and frame[c].null_count() == frame.height and frame.height])
+    per_impression = "clicked" in frame.columns
+    if per_impression and ("clicks" in frame.columns or "impressions" in frame.columns):
+        extra = "clicks" if "clicks" in frame.columns else "impressions"
+        raise DataError(path, f"both `clicked` (one row per impression) and `{extra}` (aggregated rows): use one "
+                        "shape per drop", field=extra)
+    require_columns(frame, [*CLICK_LOG_REQUIRED[:2], "clicked" if per_impression else "clicks",
+                            CLICK_LOG_REQUIRED[2]], source)
+    frame = frame.with_columns(pl.col("query", "doc_id").cast(pl.String))
     require_nonempty_strings(frame, "query", source)
     require_nonempty_strings(frame, "doc_id", source)
-    clicks = _parse_clicks(frame["clicks"])
-    _reject_first(clicks.is_null() | (clicks <= 0), frame["clicks"], source, "clicks must be a positive integer")
+    if per_impression:
+        clicks = _parse_counts(frame, "clicked", source, 0, "clicked must be 0 or 1")
+        _reject_first(clicks > 1, frame["clicked"], source, "clicked must be 0 or 1")
+        impressions = pl.Series("impressions", [1] * frame.height, pl.Int64)
+    elif "impressions" in frame.columns:
+        impressions = _parse_counts(frame, "impressions", source, 1, "impressions must be a positive integer")
+        clicks = _parse_counts(frame, "clicks", source, 0, "clicks must be a whole number >= 0")
+        _reject_first(clicks > impressions, frame["clicks"], source,
+                      "clicks must not exceed the row's impressions")
+    else:
+        clicks = _parse_counts(frame, "clicks", source, 1, "clicks must be a positive integer")
+        impressions = pl.Series("impressions", [None] * frame.height, pl.Int64)
+    position = (_parse_counts(frame, "position", source, 1, "position must be a positive integer (1 = top)")
+                if "position" in frame.columns else pl.Series("position", [None] * frame.height, pl.Int64))
     timestamps = _parse_timestamps(frame["timestamp"])
     _reject_first(timestamps.is_null(), frame["timestamp"], source, "timestamp must be a datetime or ISO 8601 string")
     if known_doc_ids is not None:
         require_known(frame, "doc_id", known_doc_ids.cast(pl.String), source, "doc id")
-    return frame.with_columns(clicks=clicks, timestamp=timestamps).select(
-        pl.col(c).cast(t) for c, t in CLICKS_SCHEMA.items())
+    return frame.select("query", "doc_id").with_columns(
+        clicks=clicks, impressions=impressions, position=position, timestamp=timestamps
+    ).select(pl.col(c).cast(t) for c, t in CLICKS_SCHEMA.items())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from .storage import write_json_atomic, write_parquet_atomic
 
 
 DEFAULT_TAU = 0.8  # the paper's threshold on (1 + cos) / 2; a dataset's spec may set its own
+DEFAULT_EXAMINED_POSITIONS = 10  # a shown-not-clicked document deeper than this may simply not have been examined
 
 
 class MappingSettings(Settings):
@@ -45,10 +47,24 @@ class MappingSettings(Settings):
         "without clicks then gains no pair); None = off, the paper's mapping. A label the clicks missed is usually "
         "a neighbour of one they kept: on nfcorpus-dev at tau 0.7, a floor of 0.6 lifts the new pairs' precision "
         "from 7% to 24% (RESULTS.md).")
+    drop_shown_not_clicked: bool = Field(
+        default=True, description="Where the click log records impressions, drop a mapped (train query, document) "
+        "pair whose document was shown for that query within `examined_positions` and never clicked: the user saw "
+        "it and passed, which is evidence against the pair. No effect without impressions.")
+    examined_positions: int | None = Field(
+        default=DEFAULT_EXAMINED_POSITIONS, ge=1, description="Positions taken as examined for that filter (1 = top); None = every logged "
+        "position. Deep positions are rarely examined, so a pass there says little.")
 
     @property
     def threshold(self) -> float:
         return DEFAULT_TAU if self.tau is None else self.tau
+
+    @property
+    def unclicked_cutoff(self) -> float | None:
+        """The deepest examined position for the shown-not-clicked filter (inf = every one); None = filter off."""
+        if not self.drop_shown_not_clicked:
+            return None
+        return math.inf if self.examined_positions is None else float(self.examined_positions)
 
 
 def text_hash(text: str) -> str:
@@ -199,17 +215,43 @@ class ClickNeighbours:
         return candidates.with_columns(pl.Series(NEIGHBOUR_COSINE, cosine).fill_nan(None))
 
 
+UNCLICKED_POSITION = "unclicked_position"
+
+
+def unclicked_impressions(impressions: pl.DataFrame, max_position: float | None = None) -> pl.DataFrame:
+    """(query_id, doc_id, unclicked_position): the pairs an impression log shows and never clicked, at the best
+    position they were shown (0 = shown at a position the log does not record); with `max_position`, only those
+    shown at or above it."""
+    unclicked = (impressions.group_by("query_id", "doc_id", maintain_order=True)
+                 .agg(pl.col("clicks").sum(), pl.col("position").fill_null(0).min().alias(UNCLICKED_POSITION))
+                 .filter(pl.col("clicks") == 0).drop("clicks"))
+    return unclicked if max_position is None else unclicked.filter(pl.col(UNCLICKED_POSITION) <= max_position)
+
+
+def annotate_unclicked(candidates: pl.DataFrame, synthetic_source_ids: list[str],
+                       impressions: pl.DataFrame) -> pl.DataFrame:
+    """`candidates` plus column `unclicked_position`: where the candidate pair's document was shown for its query
+    and never clicked (`unclicked_impressions`); null when it was never shown, or was clicked."""
+    pairs = _with_pair_ids(candidates, synthetic_source_ids).with_row_index("_row")
+    position = pairs.join(unclicked_impressions(impressions), on=["query_id", "doc_id"], how="left").sort("_row")
+    return candidates.with_columns(position[UNCLICKED_POSITION].cast(pl.Int64))
+
+
 def candidates_to_pairs(candidates: pl.DataFrame, synthetic_source_ids: list[str], tau: float,
-                        source: str, neighbour_floor: float | None = None) -> pl.DataFrame:
+                        source: str, neighbour_floor: float | None = None,
+                        unclicked_cutoff: float | None = None) -> pl.DataFrame:
     """New pairs (query_id, doc_id, weight, source): candidates with (1 + cos) / 2 >= tau (and, with
-    `neighbour_floor`, a click-neighbour cosine >= it: see `ClickNeighbours.annotate`), one row per pair with
-    its highest weight."""
+    `neighbour_floor`, a click-neighbour cosine >= it: see `ClickNeighbours.annotate`; with `unclicked_cutoff`,
+    not shown-and-unclicked at a position <= it: see `annotate_unclicked`), one row per pair with its highest
+    weight."""
     kept = _with_pair_ids(candidates, synthetic_source_ids)
     if neighbour_floor is not None:
         if NEIGHBOUR_COSINE not in kept.columns:
             raise ValueError(f"a click-neighbour floor needs candidates annotated with {NEIGHBOUR_COSINE!r} "
                              "(ClickNeighbours.annotate)")
         kept = kept.filter(pl.col(NEIGHBOUR_COSINE) >= neighbour_floor)
+    if unclicked_cutoff is not None and UNCLICKED_POSITION in kept.columns:  # no column: no impressions to read
+        kept = kept.filter(pl.col(UNCLICKED_POSITION).is_null() | (pl.col(UNCLICKED_POSITION) > unclicked_cutoff))
     return (
         kept.select("query_id", "doc_id", similarity_weight(pl.col("cosine")))
         .filter(pl.col("weight") >= tau)
@@ -222,10 +264,15 @@ def candidates_to_pairs(candidates: pl.DataFrame, synthetic_source_ids: list[str
 
 def mapping_stats(candidates: pl.DataFrame, pairs: pl.DataFrame, recall: float | None,
                   settings: MappingSettings, synthetic_source_ids: list[str]) -> dict:
-    floored = {}
-    if settings.click_neighbour_floor is not None:  # what the floor removed, to read beside the pairs it kept
-        unfloored = candidates_to_pairs(candidates, synthetic_source_ids, settings.threshold, "")
-        floored = {"pairs_below_neighbour_floor": unfloored.height - pairs.height}
+    floored = {}  # what each filter removed, to read beside the pairs it kept
+    if settings.click_neighbour_floor is not None:
+        unfloored = candidates_to_pairs(candidates, synthetic_source_ids, settings.threshold, "",
+                                        unclicked_cutoff=settings.unclicked_cutoff)
+        floored["pairs_below_neighbour_floor"] = unfloored.height - pairs.height
+    if settings.unclicked_cutoff is not None and UNCLICKED_POSITION in candidates.columns:
+        unfiltered = candidates_to_pairs(candidates, synthetic_source_ids, settings.threshold, "",
+                                         settings.click_neighbour_floor)
+        floored["pairs_shown_not_clicked"] = unfiltered.height - pairs.height
     best = candidates.group_by("synthetic").agg(pl.col("cosine").max()).sort("synthetic")["cosine"].to_numpy()
     return {
         "candidates": candidates.height,
@@ -244,14 +291,15 @@ def map_to_train_queries(
     settings: MappingSettings = MappingSettings(),
     source: str = "skim",
     neighbours: ClickNeighbours | None = None,
+    impressions: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     """New weighted pairs (query_id, doc_id, weight, source) and statistics (scores, hnsw recall). `neighbours`
-    is needed when `settings.click_neighbour_floor` is set."""
+    is needed when `settings.click_neighbour_floor` is set; `impressions` (the click log's) feed the
+    shown-not-clicked filter."""
     candidates, recall = mapping_candidates(synthetic_vectors, train_query_ids, train_vectors, settings)
-    if neighbours is not None:
-        candidates = neighbours.annotate(candidates, synthetic_doc_ids)
+    candidates = annotate_evidence(candidates, synthetic_doc_ids, neighbours, impressions)
     pairs = candidates_to_pairs(candidates, synthetic_doc_ids, settings.threshold, source,
-                                settings.click_neighbour_floor)
+                                settings.click_neighbour_floor, settings.unclicked_cutoff)
     return pairs, mapping_stats(candidates, pairs, recall, settings, synthetic_doc_ids)
 
 
@@ -266,6 +314,7 @@ def map_incrementally(
     identity: str,
     target: str = "query_id",
     neighbours: ClickNeighbours | None = None,
+    impressions: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """`map_to_train_queries` that searches only targets not searched before: (pairs, every synthetic text's k
     best candidates so far, stats).
@@ -278,7 +327,8 @@ def map_incrementally(
     search). New targets (e.g. a click refresh's train queries) get an index of their own; each synthetic text's
     candidates are its k best of the old and the new, which is what a full search over all targets finds.
     Stats add `targets_searched` (targets searched now) and `incremental`. With `neighbours`, the returned
-    candidates carry their click-neighbour cosine (and `settings.click_neighbour_floor` filters on it).
+    candidates carry their click-neighbour cosine (and `settings.click_neighbour_floor` filters on it); with
+    `impressions`, their shown-not-clicked position (`settings.unclicked_cutoff` filters on it).
     """
     state_dir = Path(state_dir)
     identity = hashlib.sha1(json.dumps([identity, target, settings.k, settings.m, settings.ef_construction,
@@ -305,12 +355,23 @@ def map_incrementally(
     write_parquet_atomic(candidates, candidates_path)
     write_parquet_atomic(pl.DataFrame({"id": list(target_ids)}, schema={"id": pl.String}), searched_path)
     write_json_atomic({"identity": identity, "targets": len(target_ids)}, state_path)
-    if neighbours is not None:  # annotated after the state is kept: the clicks it reads change on every refresh
-        candidates = neighbours.annotate(candidates, synthetic_source_ids)
+    # annotated after the state is kept: the clicks and impressions they read change on every refresh
+    candidates = annotate_evidence(candidates, synthetic_source_ids, neighbours, impressions)
     pairs = candidates_to_pairs(candidates, synthetic_source_ids, settings.threshold, source,
-                                settings.click_neighbour_floor)
+                                settings.click_neighbour_floor, settings.unclicked_cutoff)
     return pairs, candidates, mapping_stats(candidates, pairs, recall, settings, synthetic_source_ids) | {
         "targets_searched": len(new_rows), "incremental": previous is not None}
+
+
+def annotate_evidence(candidates: pl.DataFrame, synthetic_source_ids: list[str], neighbours: ClickNeighbours | None,
+                      impressions: pl.DataFrame | None) -> pl.DataFrame:
+    """Candidates with what the click log says of each pair: the click-neighbour cosine (with `neighbours`) and
+    the shown-not-clicked position (with `impressions` that hold any row)."""
+    if neighbours is not None:
+        candidates = neighbours.annotate(candidates, synthetic_source_ids)
+    if impressions is not None and impressions.height:
+        candidates = annotate_unclicked(candidates, synthetic_source_ids, impressions)
+    return candidates
 
 
 def hnsw_recall(queries: np.ndarray, items: np.ndarray, approx: np.ndarray, k: int, settings: MappingSettings) -> float:

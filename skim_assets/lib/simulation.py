@@ -1,17 +1,29 @@
 """Biased click simulation (SKIM paper, Algorithm 1) and a missing-at-random sample of equal size.
 
-From a dataset with complete labels: for each query, a pretrained retriever ranks the documents; only relevant
-(query, document) pairs inside its top-K (the exposure window) survive as clicks, optionally each with probability
-sigmoid(score_scale * score). Knowledge the retriever never exposes is therefore missing *systematically*, unlike a
-random sample of the labels (MAR) of the same size.
+From a dataset with complete labels: for each query, a pretrained retriever ranks the documents; the top-K (the
+exposure window) is what the engine showed, and only relevant (query, document) pairs shown there can become clicks.
+Knowledge the retriever never exposes is therefore missing *systematically*, unlike a random sample of the labels
+(MAR) of the same size. Which shown relevant documents are clicked is the click model:
+- `deterministic` (the paper's Algorithm 1): every one;
+- `sigmoid` (its optional variant): each with probability sigmoid(score_scale * score);
+- `position` (the position-based model, Joachims et al., 2017): each with its examination probability
+  (1 / position) ** eta, so that relevant shown documents go unclicked, as in real logs.
+The shown documents are written too, as a log of impressions (query_id, doc_id, position, impressions, clicks):
+what a real search log records beside its clicks.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal, get_args
+
 import numpy as np
 import polars as pl
 
-from .formats import PAIRS_SCHEMA
+from .formats import IMPRESSIONS_SCHEMA, PAIRS_SCHEMA
+
+ClickModel = Literal["deterministic", "sigmoid", "position"]
+CLICK_MODELS = get_args(ClickModel)
 
 DEFAULT_EXPOSURE_KS = (1, 5, 10, 25, 50, 100)
 
@@ -29,26 +41,74 @@ def exposed_relevant_pairs(ranked: pl.DataFrame, qrels: pl.DataFrame, exposure_k
     )
 
 
-def simulate_clicks(
-    ranked: pl.DataFrame,
-    qrels: pl.DataFrame,
-    exposure_k: int,
-    sigmoid_sampling: bool = False,
-    score_scale: float = 1.0,
-    seed: int = 0,
-    source: str = "click",
-) -> pl.DataFrame:
-    """Algorithm 1: keep relevant pairs in the retriever's top-`exposure_k` (optionally with prob. sigmoid(score)).
+@dataclass(frozen=True)
+class ClickSimulation:
+    """How Algorithm 1 turns complete labels into a click log (a dataset's settings: `DatasetSpec.click_simulation`)."""
 
-    `ranked` is (query_id, doc_id, score, rank) with at least `exposure_k` ranks per query. Returns pairs with
-    weight 1 and the given `source`.
+    exposure_k: int
+    click_model: ClickModel = "deterministic"
+    score_scale: float = 1.0  # sigmoid: click probability sigmoid(score_scale * score)
+    eta: float = 1.0  # position: click probability (1 / position) ** eta
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.click_model not in CLICK_MODELS:
+            raise ValueError(f"click_model must be one of {CLICK_MODELS}, got {self.click_model!r}")
+
+    def examination(self, positions: np.ndarray) -> np.ndarray | None:
+        """The true probability that a shown document at each position (1-based) is examined, or None where the
+        click model has none by position (sigmoid: it depends on the score)."""
+        positions = np.asarray(positions, dtype=np.float64)
+        if self.click_model == "position":
+            return np.where(positions <= self.exposure_k, positions ** -self.eta, 0.0)
+        if self.click_model == "deterministic":
+            return np.where(positions <= self.exposure_k, 1.0, 0.0)
+        return None
+
+    def click_probability(self, exposed: pl.DataFrame) -> np.ndarray | None:
+        """Per exposed relevant pair (score, rank): the probability it is clicked; None = every one is."""
+        if self.click_model == "sigmoid":
+            return 0.5 * (1.0 + np.tanh(0.5 * self.score_scale * exposed["score"].to_numpy()))  # sigmoid
+        if self.click_model == "position":
+            return self.examination(exposed["rank"].to_numpy())
+        return None
+
+
+@dataclass(frozen=True)
+class SimulatedLog:
+    pairs: pl.DataFrame  # PAIRS_SCHEMA: the clicked pairs, weight 1
+    impressions: pl.DataFrame  # IMPRESSIONS_SCHEMA: every shown (query, document) at its position, clicked or not
+
+
+def simulate_click_log(ranked: pl.DataFrame, qrels: pl.DataFrame, simulation: ClickSimulation,
+                       source: str = "click") -> SimulatedLog:
+    """Algorithm 1 with a click model: the clicked pairs and the impressions they came from.
+
+    `ranked` is (query_id, doc_id, score, rank) with at least `exposure_k` ranks per query. A random draw is made
+    per exposed relevant pair in (query_id, rank) order, seeded, so a click model's log is reproducible.
     """
-    exposed = exposed_relevant_pairs(ranked, qrels, exposure_k)
-    if sigmoid_sampling:
-        rng = np.random.default_rng(seed)
-        keep_probability = 0.5 * (1.0 + np.tanh(0.5 * score_scale * exposed["score"].to_numpy()))  # sigmoid
-        exposed = exposed.filter(pl.Series(rng.random(exposed.height) < keep_probability))
-    return _as_pairs(exposed, source)
+    exposed = exposed_relevant_pairs(ranked, qrels, simulation.exposure_k)
+    probability = simulation.click_probability(exposed)
+    if probability is not None:
+        rng = np.random.default_rng(simulation.seed)
+        exposed = exposed.filter(pl.Series(rng.random(exposed.height) < probability))
+    clicked = exposed.select("query_id", "doc_id", pl.lit(1, dtype=pl.Int64).alias("clicks"))
+    impressions = (
+        ranked.filter(pl.col("rank") <= simulation.exposure_k)
+        .join(clicked, on=["query_id", "doc_id"], how="left")
+        .select("query_id", "doc_id", pl.col("rank").alias("position"), pl.lit(1).alias("impressions"),
+                pl.col("clicks").fill_null(0))
+        .sort("query_id", "position")
+        .cast(IMPRESSIONS_SCHEMA)
+    )
+    return SimulatedLog(_as_pairs(exposed, source), impressions)
+
+
+def simulate_clicks(ranked: pl.DataFrame, qrels: pl.DataFrame, exposure_k: int, source: str = "click",
+                    **click_model) -> pl.DataFrame:
+    """The clicked pairs of `simulate_click_log` (weight 1, the given `source`); `click_model` holds the other
+    fields of `ClickSimulation` (default: the paper's deterministic rule)."""
+    return simulate_click_log(ranked, qrels, ClickSimulation(exposure_k, **click_model), source).pairs
 
 
 def missing_at_random_sample(qrels: pl.DataFrame, n_pairs: int, seed: int = 0, source: str = "mar") -> pl.DataFrame:

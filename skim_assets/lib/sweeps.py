@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from .formats import PAIRS_SCHEMA, union_pairs
-from .mapping import candidates_to_pairs
+from .mapping import UNCLICKED_POSITION, candidates_to_pairs
 from .metrics import evaluate_rankings
 from .ova_head import OvaHeadConfig, ova_topk, train_ova_head
 from .quality import label_repair
@@ -59,20 +59,30 @@ def score_training_pairs(pairs: pl.DataFrame, features: FrozenFeatures, test_qre
 def tau_sweep(train_pairs: pl.DataFrame, candidates: pl.DataFrame, synthetic_doc_ids: list[str],
               taus: Sequence[float], features: FrozenFeatures, test_qrels: pl.DataFrame, config: OvaHeadConfig,
               progress: Callable[[str], None] = print, oracle_pairs: pl.DataFrame | None = None,
-              neighbour_floor: float | None = None) -> pl.DataFrame:
+              neighbour_floor: float | None = None, unclicked_cutoff: float | None = None) -> pl.DataFrame:
     """For each tau: mapped pairs kept, their label-repair precision and recall against the held-back train labels
     (when `oracle_pairs`, every train label, is given), and the unbiased metrics of clicks + those pairs (Fig. 7).
-    `neighbour_floor` is the mapping's click-neighbour floor (candidates annotated with their cosine)."""
+    `neighbour_floor` is the mapping's click-neighbour floor (candidates annotated with their cosine) and
+    `unclicked_cutoff` its shown-not-clicked filter (candidates annotated with their unclicked position): with the
+    latter, columns `pairs_shown_not_clicked` (new pairs it removed) and `repair_precision_without_shown_filter`."""
+    shown_filter = unclicked_cutoff is not None and UNCLICKED_POSITION in candidates.columns
     rows = []
     for tau in taus:
-        mapped = candidates_to_pairs(candidates, synthetic_doc_ids, tau, "skim", neighbour_floor)
+        mapped = candidates_to_pairs(candidates, synthetic_doc_ids, tau, "skim", neighbour_floor, unclicked_cutoff)
         augmented = union_pairs(train_pairs, mapped)
-        repair = {}
+        repair, shown = {}, {}
         if oracle_pairs is not None:
             judged = label_repair(mapped, train_pairs, oracle_pairs)
             repair = {"repair_precision": judged["precision"], "repair_recall": judged["recall"]}
+        if shown_filter:
+            unfiltered = candidates_to_pairs(candidates, synthetic_doc_ids, tau, "skim", neighbour_floor)
+            shown = {"pairs_shown_not_clicked": union_pairs(train_pairs, unfiltered).height - augmented.height}
+            if oracle_pairs is not None:
+                shown["repair_precision_without_shown_filter"] = label_repair(unfiltered, train_pairs,
+                                                                              oracle_pairs)["precision"]
         metrics = score_training_pairs(augmented, features, test_qrels, config)
-        rows.append({"tau": float(tau), "pairs_added": augmented.height - train_pairs.height, **repair, **metrics})
+        rows.append({"tau": float(tau), "pairs_added": augmented.height - train_pairs.height, **shown, **repair,
+                     **metrics})
         progress(f"tau {tau}: {rows[-1]['pairs_added']} pairs added"
                  + (f" (precision {repair['repair_precision']:.3f}, recall {repair['repair_recall']:.3f})" if repair else "")
                  + f", unbiased R@100 {metrics['R@100']:.4f}")
@@ -81,15 +91,16 @@ def tau_sweep(train_pairs: pl.DataFrame, candidates: pl.DataFrame, synthetic_doc
 
 def repair_by_neighbour_floor(train_pairs: pl.DataFrame, candidates: pl.DataFrame, synthetic_doc_ids: list[str],
                               taus: Sequence[float], floors: Sequence[float | None],
-                              oracle_pairs: pl.DataFrame) -> pl.DataFrame:
+                              oracle_pairs: pl.DataFrame, unclicked_cutoff: float | None = None) -> pl.DataFrame:
     """Label repair of the mapped pairs for every (tau, click-neighbour floor; None = off): pairs added, their
     precision and recall against the held-back train labels. No model is trained: it reads what each choice of
-    the mapping keeps, from candidates annotated with their click-neighbour cosine."""
+    the mapping keeps, from candidates annotated with their click-neighbour cosine (and the mapping's
+    shown-not-clicked filter, `unclicked_cutoff`, applied throughout)."""
     rows = []
     for tau in taus:
         for floor in floors:
-            judged = label_repair(candidates_to_pairs(candidates, synthetic_doc_ids, tau, "skim", floor),
-                                  train_pairs, oracle_pairs)
+            judged = label_repair(candidates_to_pairs(candidates, synthetic_doc_ids, tau, "skim", floor,
+                                                      unclicked_cutoff), train_pairs, oracle_pairs)
             rows.append({"tau": float(tau), "click_neighbour_floor": floor, "pairs_added": judged["pairs_added"],
                          "pairs_correct": judged["pairs_correct"], "repair_precision": judged["precision"],
                          "repair_recall": judged["recall"]})
