@@ -56,6 +56,9 @@ def test_impressions_log_every_shown_document_and_its_click():
                                       ("q2", "d4", 1, 1, 0), ("q2", "d3", 2, 1, 1)]
     clicked = log.impressions.filter(pl.col("clicks") > 0).select("query_id", "doc_id")
     assert clicked.equals(log.pairs.select("query_id", "doc_id"))
+    # only the queries of the labels given are logged: a test query's impressions never reach a train log
+    only_q1 = simulate_click_log(RANKED, QRELS.filter(pl.col("query_id") == "q1"), ClickSimulation(exposure_k=2))
+    assert set(only_q1.impressions["query_id"]) == {"q1"}
 
 
 def test_position_based_model_clicks_with_the_examination_probability():

@@ -84,8 +84,10 @@ def simulate_click_log(ranked: pl.DataFrame, qrels: pl.DataFrame, simulation: Cl
                        source: str = "click") -> SimulatedLog:
     """Algorithm 1 with a click model: the clicked pairs and the impressions they came from.
 
-    `ranked` is (query_id, doc_id, score, rank) with at least `exposure_k` ranks per query. A random draw is made
-    per exposed relevant pair in (query_id, rank) order, seeded, so a click model's log is reproducible.
+    `ranked` is (query_id, doc_id, score, rank) with at least `exposure_k` ranks per query. Impressions are logged
+    for the queries `qrels` holds (pass one split's labels: a test query's impressions in the train log would tell
+    the models which shown documents its user passed over). A random draw is made per exposed relevant pair in
+    (query_id, rank) order, seeded, so a click model's log is reproducible.
     """
     exposed = exposed_relevant_pairs(ranked, qrels, simulation.exposure_k)
     probability = simulation.click_probability(exposed)
@@ -95,6 +97,7 @@ def simulate_click_log(ranked: pl.DataFrame, qrels: pl.DataFrame, simulation: Cl
     clicked = exposed.select("query_id", "doc_id", pl.lit(1, dtype=pl.Int64).alias("clicks"))
     impressions = (
         ranked.filter(pl.col("rank") <= simulation.exposure_k)
+        .join(qrels.select("query_id").unique(), on="query_id", how="semi")
         .join(clicked, on=["query_id", "doc_id"], how="left")
         .select("query_id", "doc_id", pl.col("rank").alias("position"), pl.lit(1).alias("impressions"),
                 pl.col("clicks").fill_null(0))
