@@ -73,7 +73,7 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
         # Table 5: the pipeline's own student and a second, wider one distilled and run by the sweep
         "slm_size_report": SlmSizeSweepConfig(student_models=[str(tiny_causal_lm), str(tiny_causal_lm_wider)]),
         # SKIM keeps only pairs whose document sits near one of its query's clicks (the sweeps apply it too)
-        "mapped_pairs": MappingConfig(click_neighbour_floor=0.3),
+        "mapped_pairs": MappingConfig(click_neighbour_floor=0.3, examined_positions=3),
         **{name: QUICK_TRAINING for name in RETRIEVERS},
         **{name: LoraAdapterConfig(epochs=1, min_steps=0, effective_batch_size=8, micro_batch_size=8)
            for name in ("lora_adapter", "lora_adapter_no_metadata")},
@@ -146,8 +146,8 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     written_for = pl.read_parquet(storage_root / "mapped_pairs" / "tiny" / "synthetic.parquet")["doc_id"]
     at_tau = candidates.with_columns(doc_id=written_for.gather(candidates["synthetic"])).filter(
         pl.col("cosine") >= 0.6 - 1e-6)  # (1 + cos) / 2 >= 0.8
-    # ... and that the click log did not show on the first 10 positions and leave unclicked (the default filter)
-    seen = pl.col("unclicked_position").is_null() | (pl.col("unclicked_position") > 10)
+    # ... and that the click log did not show on the first 3 positions and leave unclicked (the filter, as set)
+    seen = pl.col("unclicked_position").is_null() | (pl.col("unclicked_position") > 3)
     passing = at_tau.filter((pl.col("click_neighbour_cosine") >= 0.3) & seen)
     assert set(mapped.select("query_id", "doc_id").iter_rows()) == set(passing.select("query_id", "doc_id").iter_rows())
     assert events["mapped_pairs"]["click_neighbour_floor"].value == 0.3
@@ -156,7 +156,7 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     passed_over = events["mapped_pairs"]["pairs_shown_not_clicked"].value
     assert passed_over == at_tau.filter(pl.col("click_neighbour_cosine") >= 0.3).select(
         "query_id", "doc_id").n_unique() - mapped.height
-    assert events["mapped_pairs"]["shown_not_clicked_filter"].value == "on, positions 1-10"
+    assert events["mapped_pairs"]["shown_not_clicked_filter"].value == "on, positions 1-3"
     # the simulated engine's impressions: its top exposure_k per train query, clicked exactly where relevant
     shown = pl.read_parquet(storage_root / "click_train_pairs" / "tiny" / "impressions.parquet")
     exposure_k = json.loads((tiny_demo / "dataset.json").read_text())["exposure_k"]

@@ -43,14 +43,14 @@ def test_the_filter_drops_shown_not_clicked_pairs_within_the_examined_positions(
     assert pairs(None) == [("east", "A"), ("east", "B"), ("north", "A"), ("north", "B")]
     assert pairs(10.0) == [("east", "B"), ("north", "A")]  # A on top unclicked, B at an unknown position: dropped
     assert pairs(float("inf")) == [("east", "B")]
-    assert MappingSettings().unclicked_cutoff == 10.0
+    assert MappingSettings().unclicked_cutoff == 1.0
     assert MappingSettings(examined_positions=None).unclicked_cutoff == float("inf")
     assert MappingSettings(drop_shown_not_clicked=False).unclicked_cutoff is None
 
 
 def test_mapping_with_impressions_reports_what_the_filter_removed():
     vectors = np.array([[1, 0], [0, 1]], dtype=np.float32)
-    settings = MappingSettings(k=1, tau=0.8)
+    settings = MappingSettings(k=1, tau=0.8, examined_positions=10)
     pairs, stats = map_to_train_queries(["A", "B"], vectors, ["east", "north"], vectors, settings, impressions=LOG)
     assert pairs.select("query_id", "doc_id").rows() == [("north", "B")] or pairs.height == 0
     plain, plain_stats = map_to_train_queries(["A", "B"], vectors, ["east", "north"], vectors, settings)

@@ -96,8 +96,9 @@ def shown_filter_state(settings: MappingSettings, impressions: pl.DataFrame | No
         return "off"
     if impressions is None:
         return "no impressions logged: nothing to read"
-    return "on, " + ("every logged position" if settings.examined_positions is None
-                     else f"positions 1-{settings.examined_positions}")
+    depth = settings.examined_positions
+    return "on, " + ("every logged position" if depth is None else "position 1" if depth == 1
+                     else f"positions 1-{depth}")
 
 
 def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, description: str) -> dg.AssetsDefinition:
