@@ -100,8 +100,8 @@ def pair_cosines(storage: StorageResource, encoder: EncoderResource, dataset: st
 def relevance_features(impressions: pl.DataFrame, cosines: np.ndarray) -> np.ndarray:
     """Regression-EM's features of each impression's pair: its cosine, squared, and centred on the mean cosine of
     the documents shown for its query (how the pair stands among its query's results, which a query-independent
-    cosine misses: on nfcorpus-dev it lowers the error of the propensities under the deterministic click model
-    from 0.58 to 0.25, BENCHMARKS.md)."""
+    cosine misses; on nfcorpus-dev it more than halved the propensities' error under the deterministic click
+    model, RESULTS.md)."""
     frame = pl.DataFrame({"query_id": impressions["query_id"], "cosine": cosines})
     centred = frame.select(pl.col("cosine") - pl.col("cosine").mean().over("query_id")).to_series().to_numpy()
     return np.column_stack([cosines, cosines ** 2, centred])
