@@ -194,3 +194,28 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
     k = exact.shape[1]
     hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact))
     return hits / (k * len(exact)) if len(exact) else float("nan")
+
+
+def unbiased_head_scorer(root: str | Path, dataset: str):
+    """(storage, score(pairs, seed)): a one-vs-all head over the pretrained features of a dataset already run
+    through the pipeline, trained on `pairs` and scored on its unbiased test set, as the sweeps score a point."""
+    from skim_assets.assets.common import all_queries
+    from skim_assets.assets.sweeps import frozen_features
+    from skim_assets.lib.ova_head import OvaHeadConfig
+    from skim_assets.lib.sweeps import score_training_pairs
+    from skim_assets.resources import EncoderResource, StorageResource, Tables
+
+    storage = StorageResource(root=str(Path(root)))
+    read = lambda asset: storage.read_table(asset, dataset)  # noqa: E731
+    features = frozen_features(storage, EncoderResource(device="cpu"), dataset,
+                               all_queries(read("queries"), Tables(folder=storage.root_path / "click_log_pairs"
+                                                                          / dataset)), read("documents"))
+    test = read("unbiased_test_qrels")
+
+    def score(pairs, seed):
+        started = time.monotonic()
+        scores = score_training_pairs(pairs, features, test, OvaHeadConfig(seed=seed))
+        print(f"  head on {pairs.height} pairs: {time.monotonic() - started:.0f}s", flush=True)
+        return scores
+
+    return storage, score

@@ -13,7 +13,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -55,29 +54,18 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
-    from skim_assets.assets.common import all_queries, settings_of
-    from skim_assets.assets.sweeps import frozen_features
+    from benchmarks._common import unbiased_head_scorer
+    from skim_assets.assets.common import settings_of
     from skim_assets.lib.mapping import MappingSettings
     from skim_assets.lib.metrics import metrics_table_markdown
-    from skim_assets.lib.ova_head import OvaHeadConfig
-    from skim_assets.lib.sweeps import score_training_pairs
-    from skim_assets.resources import EncoderResource, StorageResource, Tables
+    from skim_assets.resources import Tables
 
-    storage = StorageResource(root=str(Path(args.root)))
+    storage, score = unbiased_head_scorer(args.root, args.dataset)
     spec = storage.dataset_spec(args.dataset)
     tables = lambda asset: Tables(folder=storage.root_path / asset / args.dataset)  # noqa: E731
     read = lambda asset: storage.read_table(asset, args.dataset)  # noqa: E731
     mapped = tables("mapped_pairs")
     mapping = settings_of(mapped, MappingSettings)
-    features = frozen_features(storage, EncoderResource(device="cpu"), args.dataset,
-                               all_queries(read("queries"), tables("click_log_pairs")), read("documents"))
-    test = read("unbiased_test_qrels")
-
-    def score(pairs, seed):
-        started = time.monotonic()
-        scores = score_training_pairs(pairs, features, test, OvaHeadConfig(seed=seed))
-        print(f"  head on {pairs.height} pairs: {time.monotonic() - started:.0f}s", flush=True)
-        return scores
 
     clicks = read("train_pairs")
     rows = filter_rows(clicks, read("oracle_train_pairs"), mapped["candidates"], mapped["synthetic"]["doc_id"].to_list(),

@@ -8,7 +8,6 @@ pairs (`lib.sweeps.score_training_pairs`, as the sweeps score their points; row 
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -51,28 +50,16 @@ def main() -> int:
     parser.add_argument("--taus", type=float, nargs="+", help="default: the mapping's tau")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
-    from skim_assets.assets.common import all_queries, settings_of
-    from skim_assets.assets.sweeps import frozen_features
+    from benchmarks._common import unbiased_head_scorer
+    from skim_assets.assets.common import settings_of
     from skim_assets.lib.mapping import MappingSettings
     from skim_assets.lib.metrics import metrics_table_markdown
-    from skim_assets.lib.ova_head import OvaHeadConfig
-    from skim_assets.lib.sweeps import score_training_pairs
-    from skim_assets.resources import EncoderResource, StorageResource, Tables
+    from skim_assets.resources import Tables
 
-    storage = StorageResource(root=str(Path(args.root)))
+    storage, score = unbiased_head_scorer(args.root, args.dataset)
     read = lambda asset: storage.read_table(asset, args.dataset)  # noqa: E731
     mapped = Tables(folder=storage.root_path / "mapped_pairs" / args.dataset)
     taus = args.taus or [settings_of(mapped, MappingSettings).threshold]
-    features = frozen_features(storage, EncoderResource(device="cpu"), args.dataset,
-                               all_queries(read("queries"), Tables(folder=storage.root_path / "click_log_pairs"
-                                                                          / args.dataset)), read("documents"))
-    test = read("unbiased_test_qrels")
-
-    def score(pairs, seed):
-        started = time.monotonic()
-        scores = score_training_pairs(pairs, features, test, OvaHeadConfig(seed=seed))
-        print(f"  head on {pairs.height} pairs: {time.monotonic() - started:.0f}s", flush=True)
-        return scores
 
     floors = [None if f == "none" else float(f) for f in args.floors]
     rows = floor_table(read("train_pairs"), read("oracle_train_pairs"), mapped["candidates"],
