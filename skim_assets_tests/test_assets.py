@@ -283,7 +283,9 @@ def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_the
     mapped = read("mapped_pairs")
     assert mapped.height > 0 and set(mapped["query_id"]) <= train_ids
     assert set(mapped["doc_id"]) <= set(documents["doc_id"])
-    assert read("mapped_pairs", "candidates").columns == ["synthetic", "doc_id", "cosine", "click_neighbour_cosine"]
+    # the evidence of each candidate: its click-neighbour cosine and where its query was shown it, unclicked
+    assert read("mapped_pairs", "candidates").columns == ["synthetic", "doc_id", "cosine", "click_neighbour_cosine",
+                                                          "unclicked_position"]
     assert events["mapped_pairs"]["mapped_onto"].value == "documents"
     repair = read("label_repair_report")
     assert "skim" in repair["method"].to_list()
