@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -156,13 +156,10 @@ class ClickLogIngest:
     new_queries: pl.DataFrame  # QUERIES_SCHEMA: texts seen only in click logs, as train queries
     aggregate: pl.DataFrame  # per (query text, doc_id): clicks, first_seen, last_seen (pairs' rows only)
     report: DropReport
-    impressions: pl.DataFrame = None  # IMPRESSIONS_SCHEMA: the drops' impressions per (query, doc, position)
+    # IMPRESSIONS_SCHEMA: the drops' impressions per (query, doc, position)
+    impressions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=IMPRESSIONS_SCHEMA))
     test_text_pairs: int = 0  # (query text, document) pairs set aside: the text is a test query's
     test_text_clicks: int = 0  # their clicks
-
-    def __post_init__(self):
-        if self.impressions is None:
-            self.impressions = pl.DataFrame(schema=IMPRESSIONS_SCHEMA)
 
 
 def aggregate_click_logs(
