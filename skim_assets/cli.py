@@ -123,29 +123,59 @@ def _free_slots_of_finished_runs(instance) -> list[str]:
 
 
 def cli_job(job_name: str, in_process: bool = False):
-    """A job of the code location with the console loggers of the CLI (`console.py`), and with `in_process` the
-    in-process executor. The run's step processes rebuild it from this function (`dg.build_reconstructable_job`)."""
+    """A job of the code location, with `in_process` on the in-process executor. The run's step processes rebuild
+    it from this function (`dg.build_reconstructable_job`)."""
     import dagster as dg
 
-    from .console import step_progress_logger
     from .definitions import defs
 
-    job = defs.resolve_job_def(job_name).with_logger_defs(
-        {"console": dg.colored_console_logger, "skim_progress": step_progress_logger})
+    job = defs.resolve_job_def(job_name)
     return job.with_executor_def(dg.in_process_executor) if in_process else job
+
+
+WORKSPACE_FILE = Path(__file__).resolve().parents[1] / "workspace.yaml"  # beside the package: the repo, the image
+DEFINITIONS_MODULE = "skim_assets.definitions"
+
+
+def code_location_origin(workspace: Path = WORKSPACE_FILE):
+    """The code location serving this package's definitions, read from `workspace` by Dagster's own loader, as the
+    webserver reads it (so its location name is the file's); without that file, the location of
+    `dagster dev -m skim_assets.definitions` (named after the module)."""
+    from dagster._core.workspace.load import location_origin_from_module_name, location_origins_from_yaml_paths
+
+    if not workspace.exists():
+        return location_origin_from_module_name(DEFINITIONS_MODULE, None, None)
+    for origin in location_origins_from_yaml_paths([str(workspace)]):
+        target = getattr(origin, "loadable_target_origin", None)
+        if target is not None and target.module_name == DEFINITIONS_MODULE:
+            return origin
+    raise UsageError(f"{workspace} loads no code location from {DEFINITIONS_MODULE}")
+
+
+def remote_job_origin(job_name: str):
+    """The job `job_name` of the workspace's code location, which the UI files a run under: a run that carries it
+    shows on the job's page and on Overview like a run the UI launched, and the UI can re-execute it."""
+    from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+
+    from .definitions import defs
+
+    return RemoteJobOrigin(RemoteRepositoryOrigin(code_location_origin(), defs.get_repository_def().name), job_name)
 
 
 def materialize_dataset(name: str, instance, run_config: dict | None = None, job_name: str = "skim_pipeline",
                         only_missing_under: Path | None = None, in_process: bool = False) -> bool:
     """Run a job (default: the whole graph) for one dataset partition through the instance; returns success.
 
-    The run goes through the job's executor (every step a process of its own; `deployment.py`), so the
-    instance's pools and the executor's limits apply as to any run the UI or a sensor launches, and it shows in
-    the UI as one. `in_process` runs the steps one after another in this process instead (the demo's 160
-    documents: a process per step would cost ~50 s of its 10 minutes), still a run of the instance. With `only_missing_under` (a storage root), only the assets without an artifact there and
-    everything downstream of them run: a long run that stopped half way picks up where it stopped, without
-    retraining finished models."""
+    The run is created as the UI creates one: filed under the job of the workspace's code location, with the
+    job's own config for the partition (what the launchpad loads) under the CLI's loggers and `run_config`. It
+    runs in this process through the job's executor (every step a process of its own, `deployment.py`; the demo
+    jobs run their steps in this process), so the instance's pools and the executor's limits apply as to any run
+    the UI or a sensor launches. `in_process` runs the steps one after another in this process whatever the job's
+    executor. With `only_missing_under` (a storage root), only the assets without an artifact there and everything
+    downstream of them run: a long run that stopped half way picks up where it stopped, without retraining
+    finished models."""
     import dagster as dg
+    from dagster._core.execution.api import execute_run
 
     selection = None
     if only_missing_under is not None:
@@ -160,13 +190,17 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
     # every event for the UI either way.
     level = os.environ.get(LOG_LEVEL_ENV, "").upper()
     loggers = {"console": {"config": {"log_level": level}}} if level else {"skim_progress": {}}
-    run_config = {"loggers": loggers, **(run_config or {})}
     reap_dead_cli_runs(instance)
     job = dg.build_reconstructable_job("skim_assets.cli", "cli_job", (job_name, in_process))
-    with _terminate_as_interrupt(), dg.execute_job(job, instance=instance, run_config=run_config,
-                                                   asset_selection=selection,
-                                                   tags=cli_run_tags() | {"dagster/partition": name}) as result:
-        return result.success
+    job_def = job.get_definition()
+    partition_config = job_def.partitioned_config.get_run_config_for_partition_key(name)
+    with _terminate_as_interrupt():
+        run = instance.create_run_for_job(
+            job_def, run_config={**partition_config, "loggers": loggers, **(run_config or {})},
+            tags={**job_def.run_tags, **cli_run_tags(), "dagster/partition": name},
+            asset_selection=frozenset(selection) if selection else None,
+            job_code_origin=job.get_python_origin(), remote_job_origin=remote_job_origin(job_name))
+        return execute_run(job, run, instance).success
 
 
 @contextlib.contextmanager
@@ -288,34 +322,16 @@ def print_knowledge_infusion(root: Path, name: str) -> None:
         print(metrics_table_markdown(table.select(columns).to_dicts(), columns))
 
 
-def demo_run_config(job_name: str = "skim_pipeline") -> dict:
-    """The demo's profile: sized for minutes on 2 CPU cores. The asset defaults follow the paper and SciFact;
-    the demo world is small, so its models take fewer, larger steps: 3 epochs at lr 1e-4 for the dual encoders,
-    re-mining negatives every epoch (the mapping space is the base one: with 2 epochs SKIM's pairs are 2 points
-    less precise); teacher demonstrations for every document (the offline teacher takes
-    seconds); LoRA at effective batch 8 and lr 2e-3 for 40 steps (held-out loss flattens near there:
-    BENCHMARKS.md; 30 steps cost 4 points of grounding and one distinct query per document), its held-out loss
-    every 20 steps; 80 new tokens per document (a list of short queries), two outputs per document (greedy, and
-    one sampled from the prompt's words). The whole run fits 10 minutes on 2 cores with the install
-    (RESULTS.md)."""
-    from .assets.generation import generation_assets
-    from .assets.training import RETRIEVERS
+def demo_run_config(job_name: str = "demo") -> dict:
+    """The demo profile (`jobs.demo_run_config`) for the ops of `job_name`: the `demo` job's own config."""
     from .definitions import defs
+    from .jobs import demo_run_config as profile
 
-    in_job = set(defs.resolve_job_def(job_name).graph.node_dict)
-    lora = {"effective_batch_size": 8, "learning_rate": 2e-3, "min_steps": 40, "eval_every_steps": 20, "patience": 2}
-    ops = {
-        # re-mining every epoch: on 160 documents mining costs nothing (remine_every=2 is for large corpora)
-        **{name: {"config": {"epochs": 3, "learning_rate": 1e-4, "remine_every": 1}} for name in RETRIEVERS},
-        **{name: {"config": lora} for name in ("lora_adapter", "lora_adapter_no_metadata")},
-        # a second output per document, sampled from the prompt's words: ~6 distinct queries per document
-        **{asset.key.path[-1]: {"config": {"max_new_tokens": 80, "samples": 2}} for asset in generation_assets},
-    }
-    return {"ops": {name: config for name, config in ops.items() if name in in_job}}
+    return profile(defs.resolve_job_def(job_name).graph.node_dict)
 
 
 def demo_job(all_methods: bool) -> str:
-    return "skim_pipeline" if all_methods else "skim_core"
+    return "demo_all_methods" if all_methods else "demo"
 
 
 def cmd_demo(args) -> int:
@@ -327,8 +343,7 @@ def cmd_demo(args) -> int:
     print(f"demo world written to {root / 'inputs' / name}: {counts}", flush=True)
     instance = _instance()
     register_dataset(name, instance)
-    job = demo_job(args.all_methods)
-    if not materialize_dataset(name, instance, demo_run_config(job), job, in_process=True):
+    if not materialize_dataset(name, instance, job_name=demo_job(args.all_methods)):  # the profile is the job's
         print("the demo run failed: see the log above", file=sys.stderr)
         return 1
     return print_report(root, name)

@@ -21,11 +21,19 @@ from .assets.evaluation import (
 from .assets.generation import generation_assets, generation_checks
 from .assets.mapping import mapping_assets, mapping_checks
 from .assets.ova import ova_assets, ova_checks
+from .console import step_progress_logger
 from .deployment import build_executor
 from .assets.simulation import simulated_clicks
 from .assets.sweeps import sweep_assets
 from .assets.training import retriever_assets, train_pairs, training_checks
-from .jobs import click_refresh_job, dataset_import_job, model_refresh_job, skim_core_job, skim_pipeline_job
+from .jobs import (
+    build_demo_jobs,
+    click_refresh_job,
+    dataset_import_job,
+    model_refresh_job,
+    skim_core_job,
+    skim_pipeline_job,
+)
 from .resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource, storage_resources
 from .sensors import click_log_sensor, dataset_folder_sensor, model_refresh_schedule, table_automation_sensor
 
@@ -61,7 +69,12 @@ def build_resources() -> dict:
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=all_checks,
-    jobs=[skim_pipeline_job, skim_core_job, dataset_import_job, click_refresh_job, model_refresh_job],
+    jobs=[skim_pipeline_job, skim_core_job, dataset_import_job, click_refresh_job, model_refresh_job,
+          *build_demo_jobs(ASSETS)],
+    # Dagster's console logger, and the one-line-per-step console of `skim` (`console.py`), which its runs configure:
+    # a run the UI re-executes from one of them takes the same config. A run that configures no logger gets
+    # Dagster's default console logger, as before.
+    loggers={"console": dg.colored_console_logger, "skim_progress": step_progress_logger},
     sensors=[dataset_folder_sensor, click_log_sensor, table_automation_sensor],
     schedules=[model_refresh_schedule],
     resources=build_resources(),

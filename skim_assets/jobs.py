@@ -1,5 +1,7 @@
-"""Jobs over the asset graph: the whole pipeline, and the two refresh paths (cheap tables on new click logs,
-models on a schedule)."""
+"""Jobs over the asset graph: the whole pipeline, the demo under its profile, and the two refresh paths (cheap
+tables on new click logs, models on a schedule)."""
+
+from collections.abc import Collection, Sequence
 
 import dagster as dg
 
@@ -26,11 +28,11 @@ GENERATION_ABLATIONS = dg.AssetSelection.assets("lora_adapter_no_metadata", "syn
 # a head per window and method: both are left to the whole pipeline too.
 FULL_PIPELINE_ONLY = dg.AssetSelection.assets("ra_retriever", "ra_ova_head", "skim_ra_retriever", "skim_ra_ova_head",
                                               "exposure_sweep_report", "slm_size_report")
+CORE = dg.AssetSelection.all() - GENERATION_ABLATIONS - FULL_PIPELINE_ONLY
 skim_core_job = dg.define_asset_job(
-    "skim_core", selection=dg.AssetSelection.all() - GENERATION_ABLATIONS - FULL_PIPELINE_ONLY,
-    partitions_def=dataset_partitions,
+    "skim_core", selection=CORE, partitions_def=dataset_partitions,
     description="The pipeline without the generation ablations, metadata-augmented retrieval and the exposure "
-                "sweep (what `skim demo` runs).",
+                "sweep (what the `demo` job runs, under its own profile).",
 )
 
 # What a click-log drop changes without a model step: the drops' pairs, the training tables, and the mapping
@@ -57,3 +59,45 @@ model_refresh_job = dg.define_asset_job(
     "model_refresh", selection=MODEL_REFRESH, partitions_def=dataset_partitions,
     description="Retrain from the current train pairs: demonstrations, LoRA, generation, mapping, every model, metrics.",
 )
+
+
+def demo_run_config(ops: Collection[str]) -> dict:
+    """The demo's profile for the ops among `ops`: sized for minutes on 2 CPU cores. The asset defaults follow the
+    paper and SciFact; the demo world is small, so its models take fewer, larger steps: 3 epochs at lr 1e-4 for the
+    dual encoders, re-mining negatives every epoch (the mapping space is the base one: with 2 epochs SKIM's pairs
+    are 2 points less precise); teacher demonstrations for every document (the offline teacher takes seconds);
+    LoRA at effective batch 8 and lr 2e-3 for 40 steps (held-out loss flattens near there: BENCHMARKS.md; 30 steps
+    cost 4 points of grounding and one distinct query per document), its held-out loss every 20 steps; 80 new
+    tokens per document (a list of short queries), two outputs per document (greedy, and one sampled from the
+    prompt's words). The whole run fits 10 minutes on 2 cores with the install (RESULTS.md)."""
+    from .assets.generation import generation_assets
+    from .assets.training import RETRIEVERS
+
+    lora = {"effective_batch_size": 8, "learning_rate": 2e-3, "min_steps": 40, "eval_every_steps": 20, "patience": 2}
+    profile = {
+        # re-mining every epoch: on 160 documents mining costs nothing (remine_every=2 is for large corpora)
+        **{name: {"config": {"epochs": 3, "learning_rate": 1e-4, "remine_every": 1}} for name in RETRIEVERS},
+        **{name: {"config": lora} for name in ("lora_adapter", "lora_adapter_no_metadata")},
+        # a second output per document, sampled from the prompt's words: ~6 distinct queries per document
+        **{asset.key.path[-1]: {"config": {"max_new_tokens": 80, "samples": 2}} for asset in generation_assets},
+    }
+    return {"ops": {name: config for name, config in profile.items() if name in ops}}
+
+
+def build_demo_jobs(assets: Sequence) -> list:
+    """`skim demo`'s jobs: the core job (`demo`) and the whole pipeline (`demo_all_methods`) under the demo profile
+    as their default run config, so the UI's launchpad starts from the profile `skim demo` runs. Every step runs
+    in the run's own process, one after another: on the demo's 160 documents a process per step would cost ~50 s
+    of its 10 minutes. `assets` are the code location's, which the selections resolve against (the profile names
+    only ops a job has)."""
+    jobs = []
+    for name, selection, what in (("demo", CORE, "the core job (skim_core)"),
+                                  ("demo_all_methods", dg.AssetSelection.all(), "the whole pipeline")):
+        ops = {key.path[-1] for key in selection.resolve(assets)}
+        jobs.append(dg.define_asset_job(
+            name, selection=selection, partitions_def=dataset_partitions, config=demo_run_config(ops),
+            executor_def=dg.in_process_executor,
+            description=f"`skim demo`: {what} under the demo profile (minutes on 2 CPU cores), every step in the "
+                        "run's process.",
+        ))
+    return jobs

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from skim_assets.cli import UsageError, main
 from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
@@ -82,6 +83,23 @@ def test_demo_profile_is_valid_run_config_for_the_pipeline():
     core = set(defs.resolve_job_def("skim_core").graph.node_dict)
     assert not {"ra_retriever", "skim_ra_ova_head", "exposure_sweep_report"} & core
     assert "skim_ra_retriever" in demo_run_config("skim_pipeline")["ops"]
+
+
+def test_the_demo_jobs_carry_the_demo_profile_the_launchpad_loads():
+    """`skim demo` runs the `demo` job (or `demo_all_methods`), whose config for a partition is the demo profile:
+    the UI's launchpad loads it, so a launch from the UI runs what `skim demo` runs."""
+    from skim_assets.cli import demo_job, demo_run_config
+    from skim_assets.definitions import defs
+
+    for all_methods, same_ops_as in ((False, "skim_core"), (True, "skim_pipeline")):
+        job = defs.resolve_job_def(demo_job(all_methods))
+        config = job.partitioned_config.get_run_config_for_partition_key("demo")
+        assert config == demo_run_config(job.name) == demo_run_config(same_ops_as)
+        assert set(job.graph.node_dict) == set(defs.resolve_job_def(same_ops_as).graph.node_dict)
+        assert job.executor_def.name == "in_process"  # the demo's 160 documents: no process per step
+        dg.validate_run_config(job, config)
+    assert demo_job(False) == "demo"
+    assert defs.resolve_job_def("demo").partitioned_config.get_run_config_for_partition_key("x") == demo_run_config()
 
 
 @pytest.mark.parametrize("profile", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")))
@@ -197,12 +215,43 @@ def test_materialize_runs_through_the_instance_and_the_jobs_executor(cli_env, tm
     capfd.readouterr()
     assert main(["--root", str(cli_env), "materialize", "mini", "--job", "dataset_import"]) == 0
     out = capfd.readouterr().out
+    workspace = yaml.safe_load((Path(__file__).parents[1] / "workspace.yaml").read_text())
+    location = workspace["load_from"][0]["python_module"]["location_name"]
     with dg.DagsterInstance.get() as instance:
         [run] = instance.get_runs()
         assert run.status == dg.DagsterRunStatus.SUCCESS and run.job_name == "dataset_import"
         assert run.tags["dagster/partition"] == "mini" and run.tags["skim/cli_pid"] == str(os.getpid())
+        # filed under the job of the workspace's code location, as a UI launch is: the job's page lists the runs
+        # of its name and repository label, and Overview groups runs by the same origin
+        assert run.remote_job_origin.location_name == location and run.remote_job_origin.job_name == "dataset_import"
+        assert instance.get_runs(filters=dg.RunsFilter(job_name="dataset_import", tags={
+            ".dagster/repository": f"__repository__@{location}"})) == [run]
         workers = {r.dagster_event.step_key: r.dagster_event.pid for r in instance.all_logs(run.run_id)
                    if r.dagster_event and r.dagster_event.event_type_value == "STEP_WORKER_STARTED"}
+        assert_checks_passed_on_what_the_run_wrote(instance, run.run_id)
     assert {"dataset_tables", "click_log_pairs"} <= set(workers) and os.getpid() not in workers.values()
     assert "documents, queries, relevance_labels done in" in out and "click_log_pairs done in" in out
     assert "STEP_WORKER_STARTED" not in out and "DEBUG" not in out
+
+
+def assert_checks_passed_on_what_the_run_wrote(instance, run_id: str) -> None:
+    """Every check the run planned was evaluated, passed (no WARN either), and judged the materialization this run
+    had just written: its target is that materialization, and it was evaluated after it."""
+    planned, evaluations, written = set(), {}, {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None:
+            continue
+        if event.event_type_value == "ASSET_CHECK_EVALUATION_PLANNED":
+            planned.add((event.event_specific_data.asset_key, event.event_specific_data.check_name))
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluations[(event.event_specific_data.asset_key, event.event_specific_data.check_name)] = (
+                record.timestamp, event.event_specific_data)
+        elif event.event_type_value == "ASSET_MATERIALIZATION":
+            written[event.asset_key] = record.timestamp
+    assert planned and set(evaluations) == planned
+    for (asset, name), (evaluated_at, evaluation) in evaluations.items():
+        assert evaluation.passed, (asset, name, evaluation.severity, evaluation.description)
+        target = evaluation.target_materialization_data
+        assert target is not None and target.run_id == run_id and target.timestamp == written[asset], (asset, name)
+        assert evaluated_at >= target.timestamp, (asset, name)

@@ -25,6 +25,14 @@ Partitions
   one, and metadata is keyed `<dataset>/<name>`. We do not look up the asset's latest materialized partition in
   `context.instance`: the storage root is the source of truth for what the check actually reads.
 
+What a check judges
+  A check step runs after its asset's step in the same run and reads the artifact that step has just written: its
+  evaluation names that materialization (the run's partition's latest) as its target and is recorded after it
+  (`test_cli.assert_checks_passed_on_what_the_run_wrote`). In the 1.13 UI, a check page's "Latest execution /
+  Timestamp" is when the run planned the check (Dagster logs every check's ASSET_CHECK_EVALUATION_PLANNED when
+  it creates the run), so on a long run it reads earlier than the target materialization; the check's execution
+  history and the run's event log show the evaluation's own time.
+
 Thresholds are module constants; the numbers behind every verdict are in the result's metadata.
 
 The table validators here count (rows with empty text, repeated keys, distinct unknown ids, extra columns and
