@@ -67,7 +67,7 @@ def main() -> int:
     parser.add_argument("--mask-held-back", action="store_true")
     args = parser.parse_args()
     from skim_assets.lib.encoders import TextEncoder
-    from skim_assets.lib.metrics import metrics_table_markdown
+    from skim_assets.lib.report_tables import metrics_table_markdown
     from skim_assets.resources import StorageResource
 
     storage = StorageResource(root=args.root)

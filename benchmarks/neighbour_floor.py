@@ -53,7 +53,7 @@ def main() -> int:
     from benchmarks._common import unbiased_head_scorer
     from skim_assets.assets.common import settings_of
     from skim_assets.lib.mapping import MappingSettings
-    from skim_assets.lib.metrics import metrics_table_markdown
+    from skim_assets.lib.report_tables import metrics_table_markdown
     from skim_assets.resources import Tables
 
     storage, score = unbiased_head_scorer(args.root, args.dataset)

@@ -70,7 +70,8 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
     from skim_assets.lib.encoders import TextEncoder
     from skim_assets.lib.formats import union_pairs
     from skim_assets.lib.mapping import embed_with_cache
-    from skim_assets.lib.metrics import evaluate_rankings, metrics_table_markdown
+    from skim_assets.lib.metrics import evaluate_rankings
+    from skim_assets.lib.report_tables import metrics_table_markdown
     from skim_assets.lib.ova_head import OvaHeadConfig, ova_topk, train_ova_head
     from skim_assets.lib.plots import line_plot
     from skim_assets.lib.retrieval import topk_frame

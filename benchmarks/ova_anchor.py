@@ -52,7 +52,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", default=["base", "mar", "oracle", "skim"], choices=list(PAIRS))
     args = parser.parse_args()
-    from skim_assets.lib.metrics import metrics_table_markdown
+    from skim_assets.lib.report_tables import metrics_table_markdown
 
     rows = anchor_table(Path(args.root), args.dataset, args.anchors, args.seeds, args.methods)
     shown = [row | {"anchor": f"{row['anchor']:g}"} for row in rows]  # a setting, not a share

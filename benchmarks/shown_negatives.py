@@ -29,7 +29,8 @@ def main() -> int:
     from skim_assets.lib.dual_encoder import DualEncoderConfig, rank_documents, train_dual_encoder
     from skim_assets.lib.encoders import TextEncoder
     from skim_assets.lib.mapping import unclicked_impressions
-    from skim_assets.lib.metrics import evaluate_rankings, metrics_table_markdown
+    from skim_assets.lib.metrics import evaluate_rankings
+    from skim_assets.lib.report_tables import metrics_table_markdown
     from skim_assets.resources import StorageResource, Tables
 
     storage = StorageResource(root=str(Path(args.root)))

@@ -253,7 +253,7 @@ def print_report(root: Path, name: str) -> int:
 
     from .assets.evaluation import TABLE_COLUMNS
     from .lib.catalogue import refresh_catalogue
-    from .lib.metrics import metrics_table_markdown
+    from .lib.report_tables import metrics_table_markdown
 
     path = root / "retrieval_metrics" / name / "data.parquet"
     if not path.exists():
@@ -286,7 +286,7 @@ def print_knowledge_infusion(root: Path, name: str) -> None:
     every method that adds pairs (precision against the held-back train labels, recall of them)."""
     import polars as pl
 
-    from .lib.metrics import metrics_table_markdown
+    from .lib.report_tables import metrics_table_markdown
     from .lib.quality import judged_quality
     from .resources import StorageResource
 
@@ -307,19 +307,21 @@ def print_knowledge_infusion(root: Path, name: str) -> None:
             figures = judged_quality(table, asked)
             rows.append({"writer": asset + label, "queries": figures["queries"],
                          "grounded %": figures["grounded_share"],
-                         "junk %": figures["junk_share"],  # fractions: the table prints them as percentages
-                         "distinct per doc": f"{figures['distinct_queries_per_document']:.2f}"})
+                         "junk %": figures["junk_share"],
+                         "distinct per doc": figures["distinct_queries_per_document"]})
     if rows:
         print(f"\nWhat the teacher and the student wrote for '{name}':\n")
-        print(metrics_table_markdown(rows, list(rows[0])))
+        shares = {"grounded %": ("share", ""), "junk %": ("share", "")}  # fractions, printed as percentages
+        print(metrics_table_markdown(rows, list(rows[0]), shares))
     repair = root / "label_repair_report" / name / "data.parquet"
     if repair.exists():
         table = pl.read_parquet(repair).rename({"precision": "precision %", "recall": "recall %"})
         columns = ["method", "pairs_added", "pairs_correct", "precision %", "held_back_labels", "recall %",
-                   "documents_repaired"]
+                   "documents_repaired", *(["note"] if "note" in table.columns else [])]
         print("\nLabel repair: added pairs judged against the held-back train labels (all train labels minus the "
               "clicks):\n")
-        print(metrics_table_markdown(table.select(columns).to_dicts(), columns))
+        print(metrics_table_markdown(table.select(columns), columns,
+                                     {"precision %": ("share", ""), "recall %": ("share", "")}))
 
 
 def demo_run_config(job_name: str = "demo") -> dict:
@@ -446,10 +448,28 @@ def cmd_materialize(args) -> int:
     return 1 if failed else 0
 
 
+def write_html_report(root: Path, name: str, path: Path) -> Path:
+    """The `html_report` asset's page, written from the stored report tables and plots to `path`."""
+    from .lib.html_report import ReportContent, render_report, report_sections
+    from .lib.storage import write_text_atomic
+    from .resources import StorageResource
+
+    storage = StorageResource(root=str(root))
+
+    def read(asset: str, table: str):
+        return storage.read_table(asset, name, table) if storage.table_path(asset, name, table).exists() else None
+
+    return write_text_atomic(render_report(ReportContent(name, report_sections(read), storage.figures(name))), path)
+
+
 def cmd_report(args) -> int:
     from .lib.datasets import check_dataset_name
 
-    return print_report(_use_root(args.root), check_dataset_name(args.name))
+    root, name = _use_root(args.root), check_dataset_name(args.name)
+    status = print_report(root, name)
+    if args.html is not None and status == 0:
+        print(f"\nHTML report: {write_html_report(root, name, Path(args.html).expanduser().resolve())}")
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -517,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="print a dataset's metrics table and refresh the DuckDB catalogue")
     rep.add_argument("name")
+    rep.add_argument("--html", metavar="PATH", help="also write the report as one self-contained HTML page (every "
+                                                     "report table and plot; the `html_report` asset's page)")
     rep.set_defaults(func=cmd_report)
     return parser
 

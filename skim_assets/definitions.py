@@ -15,6 +15,7 @@ from .assets.evaluation import (
     comparison_report,
     duckdb_catalogue,
     evaluation_checks,
+    html_report,
     label_repair_report,
     retrieval_metrics,
 )
@@ -39,7 +40,7 @@ from .sensors import click_log_sensor, dataset_folder_sensor, model_refresh_sche
 
 ASSETS = [
     dataset_tables, click_log_pairs, simulated_clicks, train_pairs, *retriever_assets, *ova_assets,
-    retrieval_metrics, comparison_report, label_repair_report, duckdb_catalogue,
+    retrieval_metrics, comparison_report, label_repair_report, duckdb_catalogue, html_report,
     teacher_demonstrations, base_slm, lora_adapter, lora_adapter_no_metadata, *generation_assets, *mapping_assets,
     *baseline_pair_assets, *sweep_assets,
 ]

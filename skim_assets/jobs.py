@@ -23,7 +23,8 @@ dataset_import_job = dg.define_asset_job(
 # The generation ablations (UDAPDR-style and SKIM without metadata) each cost a LoRA run and a generation pass;
 # the core job leaves them out: import, bias simulation, SKIM itself and the training-data baselines.
 GENERATION_ABLATIONS = dg.AssetSelection.assets("lora_adapter_no_metadata", "synthetic_queries_udapdr").downstream() - \
-    dg.AssetSelection.assets("retrieval_metrics", "comparison_report", "label_repair_report", "duckdb_catalogue")
+    dg.AssetSelection.assets("retrieval_metrics", "comparison_report", "label_repair_report", "duckdb_catalogue",
+                             "html_report")
 # Metadata-augmented retrieval (Table 4) trains on texts four times as long, and the exposure sweep (Fig. 3) trains
 # a head per window and method: both are left to the whole pipeline too.
 FULL_PIPELINE_ONLY = dg.AssetSelection.assets("ra_retriever", "ra_ova_head", "skim_ra_retriever", "skim_ra_ova_head",

@@ -1,6 +1,7 @@
 """Dagster layer: the whole graph end to end on a tiny world, import failures, click logs, the sensor."""
 
 import json
+import re
 
 import dagster as dg
 import duckdb
@@ -105,7 +106,11 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert metrics.filter(pl.col("test_set") == "unbiased")["R@100"].to_list() == pytest.approx([1.0] * n_models)
 
     events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
-    assert "| zero_shot | biased |" in events["retrieval_metrics"]["metrics"].value
+    shown = [r.data for r in events["retrieval_metrics"]["metrics"].records]
+    assert len(shown) == 2 * n_models and any(r["model"] == "zero_shot" and r["test_set"] == "biased" for r in shown)
+    # shares shown as percentages (R@100 is 1 on the unbiased set), rows of SKIM first
+    assert {r["R@100"] for r in shown if r["test_set"] == "unbiased"} == {100.0}
+    assert shown[0]["model"].startswith("skim")
     assert events["click_train_pairs"]["fraction_of_labels_kept"].value < 1.0  # the bias removed labels
     assert events["oracle_retriever"]["training_pairs"].value > events["base_retriever"]["training_pairs"].value
     assert (storage_root / "oracle_retriever" / "tiny" / "encoder" / "model.safetensors").exists()
@@ -212,7 +217,32 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     report = pl.read_parquet(storage_root / "comparison_report" / "tiny" / "data.parquet")
     assert report["method"].to_list() == list(METHODS)
     assert "ova_head unbiased R@100" in report.columns and "dual_encoder biased P@5" in report.columns
-    assert "**dual_encoder**" in events["comparison_report"]["table"].value
+    # in the UI: one inline table per base model, SKIM and base first, shares as percentages of the stored figures
+    shown = [r.data for r in events["comparison_report"]["dual_encoder"].records]
+    assert [r["method"] for r in shown[:2]] == ["skim", "base"] and len(shown) == len(METHODS)
+    stored = dict(zip(report["method"], report["dual_encoder unbiased R@10"]))
+    assert all(r["unbiased R@10"] == round(100 * stored[r["method"]], 2) for r in shown)
+    assert events["comparison_report"]["chart"].value.startswith("![")  # an inline sketch, not a link
+    assert len(events["comparison_report"]["chart"].value) < 1000
+    # label repair: a method whose pairs no held-back label can judge reads n/a, with the reason beside it
+    repair = {r.data["method"]: r.data for r in events["label_repair_report"]["table"].records}
+    assert list(repair)[0] == "skim" and repair["gandalf"]["pairs_added"] > 0
+    assert repair["gandalf"]["precision"] == "n/a" and "label" in repair["gandalf"]["note"]
+    assert isinstance(repair["skim"]["precision"], float) and repair["skim"]["note"] == "n/a"
+    # one HTML page with every report table and every plot drawn for the dataset, embedded
+    page = (storage_root / "html_report" / "tiny" / "report.html").read_text()
+    assert events["html_report"]["report"].value == str(storage_root / "html_report" / "tiny" / "report.html")
+    for heading in ("Every method on both test sets", "Label repair", "Mapping threshold tau", "Exposure window K",
+                    "SKIM by student model", "Every model, every metric"):
+        assert heading in page
+    assert page.count("<img") == events["html_report"]["plots"].value >= 8
+    assert page.count("data:image/png;base64,") == page.count("<img")
+    # `skim report --html` writes the same page from the stored tables (only the time it was written differs)
+    from skim_assets.cli import main
+
+    assert main(["--root", str(storage_root), "report", "tiny", "--html", str(storage_root / "cli.html")]) == 0
+    unstamped = [re.sub(r"Written [^.]*UTC", "", text) for text in (page, (storage_root / "cli.html").read_text())]
+    assert unstamped[0] == unstamped[1]
 
     # SKIM by student model: clicks only, the pipeline's student (its own artifacts), the wider one (distilled here)
     sizes = pl.read_parquet(storage_root / "slm_size_report" / "tiny" / "data.parquet")
@@ -226,7 +256,8 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert wider["holdout_loss_after"] < wider["holdout_loss_before"]
     assert wider["queries_written"] > 0 and wider["grounded_share"] <= 1
     assert sizes.select("repair_precision", "repair_recall", "R@10", "R@100").drop_nulls().to_numpy().max() <= 1
-    assert "**SKIM by student model**" in events["comparison_report"]["table"].value
+    assert [r.data["student"] for r in events["comparison_report"]["skim_by_student_model"].records] \
+        == sizes["student"].to_list()
     # a rerun resumes: the wider student's adapter and generation shards are reused, the table is the same
     adapter = next((storage_root / "slm_size_students" / "tiny").glob("tiny_lm_wider*/adapter/adapter"))
     stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns

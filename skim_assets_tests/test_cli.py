@@ -127,7 +127,7 @@ def test_only_missing_selects_assets_without_artifacts_and_everything_they_feed(
     (root / "base_slm").mkdir()  # unpartitioned: one folder for every dataset
     (root / "skim.duckdb").touch()  # the catalogue: one database for every dataset
     missing = {k.to_user_string() for k in missing_assets(root, "ds", "skim_pipeline")}
-    assert missing == {"skim_retriever", "retrieval_metrics", "comparison_report", "duckdb_catalogue"}
+    assert missing == {"skim_retriever", "retrieval_metrics", "comparison_report", "duckdb_catalogue", "html_report"}
     (root / "skim_retriever" / "ds").mkdir(parents=True)
     assert missing_assets(root, "ds", "skim_pipeline") == []
     assert len(missing_assets(root, "other", "skim_core")) == len(defs.resolve_job_def("skim_core").asset_layer.executable_asset_keys) - 1

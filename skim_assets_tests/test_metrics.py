@@ -7,7 +7,8 @@ import math
 import polars as pl
 import pytest
 
-from skim_assets.lib.metrics import evaluate_rankings, jain_propensities, metrics_table_markdown, per_query_metrics
+from skim_assets.lib.metrics import evaluate_rankings, jain_propensities, per_query_metrics
+from skim_assets.lib.report_tables import metrics_table_markdown
 
 L2 = 1.0 / math.log2(3)  # discount of rank 2 = 0.6309...
 L3 = 1.0 / math.log2(4)  # discount of rank 3 = 0.5
@@ -234,5 +235,5 @@ def test_metrics_table_markdown():
         "| model | test_set | P@1 | nDCG@10 | queries |",
         "|---|---|---:|---:|---:|",
         "| bm25 | clean | 12.35 | 50.00 | 1000 |",
-        "| skim\\|v2 | clean | 100.00 |  | 999 |",
+        "| skim\\|v2 | clean | 100.00 | n/a | 999 |",
     ]

@@ -8,13 +8,14 @@ import numpy as np
 import polars as pl
 
 from ..lib.baselines import click_propensities, gandalf_pairs, ips_pairs, lever_pairs
-from ..lib.metrics import metrics_table_markdown
-from ..lib.plots import line_plot, markdown_image
+from ..lib.report_tables import metrics_table_markdown
+from ..lib.plots import line_plot
 from ..lib.propensities import (PROPENSITY_SCHEMA, PropensitySettings, position_ips_pairs, propensity_errors,
                                 regression_em)
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
-from .common import EAGER, MODEL_STEP, all_queries, pairs_output, pretrained_space, train_impressions
+from ..resources.artifacts import report_table
+from .common import EAGER, MODEL_STEP, all_queries, pairs_output, plot_metadata, pretrained_space, train_impressions
 from .mapping import click_encoder_documents, click_encoder_embedder
 
 LEVER_THRESHOLD = 0.8
@@ -142,9 +143,7 @@ def ips_position_train_pairs(context: dg.AssetExecutionContext, config: Position
     plot = line_plot(curves, f"Position propensities ({dataset}; click model {spec.click_model})", "position",
                      "propensity relative to position 1",
                      storage.figure_path("ips_position_train_pairs", dataset, "propensities.png"))
-    # propensities and rates as they are (3 decimals), not as percentages
-    shown = table.filter(pl.col("position").is_in([1, 2, 3, 5, 10, 20, 50, 100])).with_columns(
-        pl.col(pl.Float64).round(3).cast(pl.String).fill_null("n/a"))
+    shown = table.filter(pl.col("position").is_in([1, 2, 3, 5, 10, 20, 50, 100]))
     errors = ({"propensity_mean_abs_error": round(float(table["error"].mean()), 4),
                "click_rate_mean_abs_error": round(float(table["click_rate_error"].mean()), 4)}
               if truth is not None else {})
@@ -155,8 +154,8 @@ def ips_position_train_pairs(context: dg.AssetExecutionContext, config: Position
         "positions": table.height,
         "truth": (f"the simulation's examination probabilities (click model {spec.click_model})" if truth is not None
                   else "unknown: the impressions are a real log's"),
-        "propensities": dg.MetadataValue.md(metrics_table_markdown(shown.to_dicts(), shown.columns)),
-        "plot": dg.MetadataValue.md(markdown_image(plot, "position propensities")),
+        "propensities": report_table(shown),
+        **plot_metadata("plot", plot),
     })
 
 

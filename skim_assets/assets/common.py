@@ -8,7 +8,9 @@ import dagster as dg
 import polars as pl
 
 from ..deployment import GPU_TAGS, gpu_op_tags
+from ..lib.plots import Plot
 from ..resources import Tables
+from ..resources.artifacts import table_preview
 
 # Model steps (training, distillation, generation, ranking) share the `gpu` pool and carry the GPU op tags: the
 # local executor runs them one at a time, the k8s profile gives each a GPU (see `deployment.py`). Asset tags
@@ -128,17 +130,17 @@ def quality_metadata(figures: dict, prefix: str) -> dict:
     }
 
 
-def sample_markdown(judged: pl.DataFrame, documents: pl.DataFrame, n: int = 12, seed: int = 0) -> str:
-    """A seeded sample of judged queries beside their document's title, as a Markdown table to read in the UI."""
-    if judged.height == 0:
-        return "(no queries)"
+def sample_table(judged: pl.DataFrame, documents: pl.DataFrame, n: int = 12, seed: int = 0) -> dg.TableMetadataValue:
+    """A seeded sample of judged queries beside their document's title, to read in the UI."""
     rows = judged.sample(min(n, judged.height), seed=seed).join(documents.select("doc_id", "title"), on="doc_id",
                                                                  how="left").sort("doc_id")
+    return table_preview(rows.select("doc_id", "title", "query", "grounded", pl.col("junk").fill_null("")), n)
 
-    def cell(value) -> str:
-        return " ".join(str(value).split()).replace("\\", "\\\\").replace("|", "\\|")[:80]
 
-    lines = ["| doc_id | title | query | grounded | junk |", "|---|---|---|---|---|"]
-    lines += [f"| {cell(r['doc_id'])} | {cell(r['title'])} | {cell(r['query'])} | {r['grounded']} | {r['junk'] or ''} |"
-              for r in rows.iter_rows(named=True)]
-    return "\n".join(lines)
+def plot_metadata(name: str, plot: Plot, stored_at: Path | None = None) -> dict:
+    """A plot in the UI: its sketch inline (Markdown shorter than 1,000 characters renders without a click), the
+    full PNG's path beside it (the HTML report embeds the PNG). `stored_at`: where the PNG will be once its
+    folder artifact is moved into place (a plot drawn into a staging folder)."""
+    path = str(stored_at or plot.path)
+    return {name: dg.MetadataValue.md(plot.sketch) if plot.sketch else dg.MetadataValue.path(path),
+            f"{name}_png": dg.MetadataValue.path(path)}

@@ -20,7 +20,7 @@ from ..lib.demonstrations import (
     teacher_requests,
 )
 from ..lib.distillation import LoraSftConfig, LoraSftReport, train_lora_adapter
-from ..lib.plots import line_plot, markdown_image
+from ..lib.plots import line_plot
 from ..lib.quality import judge_queries, judged_quality
 from ..lib.slm import BUNDLED_SLMS, SMOLLM2, bundled_gguf, export_gguf_as_hf, parameter_count
 from ..lib.teachers import TeacherRequest
@@ -45,7 +45,8 @@ from .common import (
     base_model_folder,
     generation_sources_of,
     quality_metadata,
-    sample_markdown,
+    plot_metadata,
+    sample_table,
 )
 
 
@@ -125,7 +126,7 @@ def teacher_demonstrations(
             "cost_usd": round(float(usage.get("cost_usd", 0.0)), 4),
             "seconds": round(seconds, 1),
             **quality_metadata(figures, "teacher"),
-            "sample": dg.MetadataValue.md(sample_markdown(judged, sources)),
+            "sample": sample_table(judged, sources),
         },
     )
 
@@ -228,8 +229,10 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
         report = train_lora_adapter(str(base_model), prompts, targets, folder / LORA_FOLDER, config,
                                     progress=context.log.info, keys=doc_ids, device=generator.device)
         curve = [(0, report.holdout_loss_before), *report.holdout_curve]
-        plot = line_plot({"held-out loss": ([s for s, _ in curve], [v for _, v in curve])},
-                         "LoRA SFT: held-out target-token loss", "optimizer step", "loss", folder / "loss.png")
+        # the training loss at every step beside the held-out loss at each evaluation (a few points)
+        plot = line_plot({"train loss": (report.loss_steps, report.loss_curve),
+                          "held-out loss": ([s for s, _ in curve], [v for _, v in curve])},
+                         "LoRA SFT: target-token loss", "optimizer step", "loss", folder / "loss.png")
         (folder / "base_model.json").write_text(json.dumps({"base_model_path": str(base_model)}))
         write_lora_training(folder, LoraSftConfig.of(config), report)
         return dg.MaterializeResult(
@@ -248,7 +251,8 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
                 "seconds": round(report.seconds, 1),
                 "precision": report.precision,
                 "device": report.device,
-                "loss_curve": dg.MetadataValue.md(markdown_image(plot, "loss curve")),
+                **plot_metadata("loss_curve", plot,
+                                storage.artifact_dir(name, context.partition_key) / plot.path.name),
             },
         )
 

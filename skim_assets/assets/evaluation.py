@@ -11,9 +11,11 @@ import polars as pl
 
 from ..lib.baselines import click_propensities
 from ..lib.catalogue import refresh_catalogue
-from ..lib.metrics import evaluate_rankings, metrics_table_markdown, ndcg_gains
+from ..lib.html_report import REPORT_SECTIONS, ReportContent, render_report
+from ..lib.metrics import evaluate_rankings, ndcg_gains
 from ..lib.ova_head import ova_topk
-from ..lib.plots import bar_plot, markdown_image
+from ..lib.plots import bar_plot
+from ..lib.report_tables import methods_first, metrics_table_markdown
 from ..lib.mapping import UNCLICKED_POSITION, MappingSettings, candidates_to_pairs
 from ..lib.quality import label_repair
 from ..lib.retrieval import topk_frame
@@ -21,10 +23,10 @@ from ..lib.spaces import document_tower_frozen
 from ..lib.storage import peak_rss_mib
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
+from ..resources.artifacts import report_table
 from .checking import ERROR, WARN, Outcome, build_check, fail, ok, rounded, weights_outside
-from .common import MODEL_STEP, RETRIEVER_FOLDER, pretrained_space, retrieval_input, settings_of
+from .common import MODEL_STEP, RETRIEVER_FOLDER, plot_metadata, pretrained_space, retrieval_input, settings_of
 from .ova import HEAD_FILE
-from .sweeps import slm_size_markdown
 from .training import METADATA_INPUT_METHODS, METHODS
 
 EVAL_KS = (1, 5, 10, 25, 100)
@@ -140,13 +142,13 @@ def retrieval_metrics(context: dg.AssetExecutionContext, storage: StorageResourc
     test_sets = {"biased": biased_test_qrels, "unbiased": unbiased_test_qrels}
     table, rankings, missing = evaluate_models(storage, encoder, dataset, documents, queries, test_sets, train_pairs,
                                                models, context.log.info)
-    markdown = metrics_table_markdown(table.to_dicts(), TABLE_COLUMNS)
-    context.log.info(f"retrieval metrics for {dataset}:\n{markdown}")
+    shown = methods_first(table).select(TABLE_COLUMNS)
+    context.log.info(f"retrieval metrics for {dataset}:\n{metrics_table_markdown(shown)}")
     unbiased = table.filter(pl.col("test_set") == "unbiased")
     return dg.MaterializeResult(
         value=Tables(table, rankings=rankings),
         metadata={
-            "metrics": dg.MetadataValue.md(markdown),
+            "metrics": report_table(shown),
             "models_not_materialized": dg.MetadataValue.json(missing),
             "ndcg_gains": dg.MetadataValue.json(dict(zip(table["test_set"], table["ndcg_gains"]))),
             **{f"unbiased_R@100/{r['model']}": round(r["R@100"], 4) for r in unbiased.to_dicts()},
@@ -195,28 +197,29 @@ def comparison_report(context: dg.AssetExecutionContext, storage: StorageResourc
     SKIM by student model (Table 5)."""
     dataset = context.partition_key
     table = comparison_table(retrieval_metrics)
-    sections = []
+    by_base_model, sections = {}, []
     for base_model in BASE_MODELS:
         columns = [c for c in table.columns if c.startswith(base_model)]
-        sub = table.select("method", *columns).rename({c: c.removeprefix(base_model + " ") for c in columns})
-        sections.append(f"**{base_model}**\n\n" + metrics_table_markdown(sub.to_dicts(), sub.columns))
+        sub = methods_first(table.select("method", *columns).rename(
+            {c: c.removeprefix(base_model + " ") for c in columns}))
+        by_base_model[base_model] = report_table(sub)
+        sections.append(f"**{base_model}**\n\n" + metrics_table_markdown(sub))
     chart = bar_plot(table["method"].to_list(),
                      {b: table[f"{b} unbiased R@100"].to_list() for b in BASE_MODELS if f"{b} unbiased R@100" in table.columns},
                      f"{dataset}: unbiased R@100 by method", "R@100",
                      storage.figure_path("comparison_report", dataset, "chart.png"))
+    by_student = {}
     if slm_size_report is not None:
+        students = slm_size_report.select(SLM_SIZE_COLUMNS)
+        by_student = {"skim_by_student_model": report_table(students)}
         sections.append("**SKIM by student model** (one-vs-all head over frozen features, unbiased test set; "
-                        "`slm_size_report`)\n\n" + slm_size_markdown(slm_size_report, SLM_SIZE_COLUMNS))
-    markdown = "\n\n".join(sections)
-    context.log.info(f"comparison for {dataset}:\n{markdown}")
+                        "`slm_size_report`)\n\n" + metrics_table_markdown(students))
+    context.log.info(f"comparison for {dataset}:\n" + "\n\n".join(sections))
     by_method = dict(zip(table["method"].to_list(), table["dual_encoder unbiased R@100"].to_list()))
     gain = {"skim_minus_base_unbiased_R@100": round(by_method["skim"] - by_method["base"], 4)} \
         if by_method.get("skim") is not None and by_method.get("base") is not None else {}
-    return dg.MaterializeResult(value=table, metadata=gain | {
-        "table": dg.MetadataValue.md(markdown),
-        "chart": dg.MetadataValue.md(markdown_image(chart, "unbiased R@100")),
-        "methods": table.height,
-    })
+    return dg.MaterializeResult(value=table, metadata=gain | by_base_model | by_student | plot_metadata(
+        "chart", chart) | {"methods": table.height})
 
 
 # the SLM-size rows as the comparison shows them (the sweep's own table has every column)
@@ -227,10 +230,16 @@ ADDS_NO_PAIRS = ("base", "ips", "ips_position", *METADATA_INPUT_METHODS)
 PAIRS_ASSETS = list(dict.fromkeys(pairs for method, (pairs, _) in METHODS.items() if method not in ADDS_NO_PAIRS))
 
 
+# why a method's added pairs cannot be judged (precision and recall n/a), where one reason says it better
+NOT_JUDGED = {"gandalf": "its pairs join a label's text to the document (not a train query): no held-back label "
+                         "judges them"}
+
+
 def label_repair_table(train_pairs: pl.DataFrame, oracle_train_pairs: pl.DataFrame,
                        pairs: dict[str, pl.DataFrame | None]) -> tuple[pl.DataFrame, list[str]]:
     """For every method whose training pairs exist (`pairs`: asset -> table or None): its added pairs judged
-    against the held-back train labels (`lib.quality.label_repair`); and the methods not materialized."""
+    against the held-back train labels (`lib.quality.label_repair`), SKIM first; and the methods not materialized.
+    A method none of whose pairs can be judged has precision and recall null, and column `note` says why."""
     rows, missing = [], []
     for method, (pairs_asset, _) in METHODS.items():
         if method in ADDS_NO_PAIRS:
@@ -239,14 +248,19 @@ def label_repair_table(train_pairs: pl.DataFrame, oracle_train_pairs: pl.DataFra
         if table is None:
             missing.append(method)
             continue
-        rows.append({"method": method, **label_repair(table, train_pairs, oracle_train_pairs)})
-    return pl.DataFrame(rows, schema=LABEL_REPAIR_SCHEMA), missing
+        judged = label_repair(table, train_pairs, oracle_train_pairs)
+        note = None
+        if judged["pairs_added"] and not judged["pairs_judged"]:
+            note = NOT_JUDGED.get(method, "none of its pairs has a train query with held-back labels")
+            judged |= {"precision": None, "recall": None}
+        rows.append({"method": method, **judged, "note": note})
+    return methods_first(pl.DataFrame(rows, schema=LABEL_REPAIR_SCHEMA)), missing
 
 
 LABEL_REPAIR_SCHEMA = {
     "method": pl.String, "pairs_added": pl.Int64, "pairs_judged": pl.Int64, "pairs_correct": pl.Int64,
     "precision": pl.Float64, "held_back_labels": pl.Int64, "recall": pl.Float64, "documents_repaired": pl.Int64,
-    "documents_missing_labels": pl.Int64,
+    "documents_missing_labels": pl.Int64, "note": pl.String,
 }
 
 
@@ -270,8 +284,8 @@ def label_repair_report(context: dg.AssetExecutionContext, storage: StorageResou
                                                   "recall": table["recall"].to_list()},
                      f"{dataset}: label repair against held-back train labels", "share",
                      storage.figure_path("label_repair_report", dataset, "chart.png"))
-    context.log.info("label repair:\n" + metrics_table_markdown(table.to_dicts(), table.columns))
-    skim = table.filter(pl.col("method") == "skim")
+    context.log.info("label repair:\n" + metrics_table_markdown(table))
+    skim = table.filter((pl.col("method") == "skim") & pl.col("precision").is_not_null())  # judged SKIM pairs
     # SKIM can only repair the labels of the documents its student wrote for: on a sampled generation (the scale
     # profile) its recall over every held-back label says little, its recall over those documents' labels more
     on_generated = {}
@@ -293,12 +307,45 @@ def label_repair_report(context: dg.AssetExecutionContext, storage: StorageResou
                 f"pairs ({shown_filter['skim_shown_not_clicked_correct']} of them held-back labels): precision "
                 f"{shown_filter['skim_precision_without_shown_filter']:.3f} without it, {skim['precision'][0]:.3f} with")
     return dg.MaterializeResult(value=table, metadata=on_generated | shown_filter | {
-        "table": dg.MetadataValue.md(metrics_table_markdown(table.to_dicts(), table.columns)),
-        "chart": dg.MetadataValue.md(markdown_image(chart, "label repair")),
+        "table": report_table(table),
+        **plot_metadata("chart", chart),
         "methods_not_materialized": dg.MetadataValue.json(missing),
         **({"skim_precision": round(skim["precision"][0], 4),
             "skim_recall": round(skim["recall"][0], 4),
             "skim_documents_repaired": int(skim["documents_repaired"][0])} if skim.height else {}),
+    })
+
+
+REPORT_FILE = "report.html"
+# the report's inputs: every asset a section reads (the comparison is required, the others optional)
+REPORT_INPUTS = tuple(dict.fromkeys(section.asset for section in REPORT_SECTIONS))
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name="evaluation",
+          ins={asset: dg.AssetIn(asset, dagster_type=Tables if asset == "comparison_report" else Tables | None,
+                                 metadata={} if asset == "comparison_report" else {"optional": True})
+               for asset in REPORT_INPUTS})
+def html_report(context: dg.AssetExecutionContext, storage: StorageResource, **reports: Tables | None
+                ) -> dg.MaterializeResult:
+    """One self-contained HTML page with every report table (the comparison, label repair, the sweeps, every
+    model's metrics) and every plot drawn for the dataset: open `report.html` in a browser to read the run's
+    story in one place (`skim report NAME --html PATH` writes the same page from the stored tables)."""
+    dataset = context.partition_key
+    tables = {section: (reports[section.asset][section.table]
+                        if reports.get(section.asset) is not None and section.table in reports[section.asset]
+                        else None) for section in REPORT_SECTIONS}
+    figures = storage.figures(dataset)
+    folder = storage.staging_dir()
+    page = render_report(ReportContent(dataset, tables, figures))
+    (folder / REPORT_FILE).write_text(page, encoding="utf-8")
+    shown = [s.heading for s, t in tables.items() if t is not None]
+    context.log.info(f"HTML report for {dataset}: {len(shown)} tables, {len(figures)} plots, "
+                     f"{len(page) / 2**20:.1f} MiB -> {storage.artifact_dir('html_report', dataset) / REPORT_FILE}")
+    return dg.MaterializeResult(value=folder, metadata={
+        "report": dg.MetadataValue.path(str(storage.artifact_dir("html_report", dataset) / REPORT_FILE)),
+        "tables": dg.MetadataValue.json(shown),
+        "plots": len(figures),
+        "size_mib": round(len(page.encode()) / 2**20, 2),
     })
 
 

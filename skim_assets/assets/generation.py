@@ -30,7 +30,7 @@ from .checking import (
     rounded,
 )
 from .common import (LORA_FOLDER, MODEL_OP, MODEL_STEP, base_model_folder, generation_sources_of, quality_metadata,
-                     sample_markdown, settings_table)
+                     sample_table, settings_table)
 
 
 class SyntheticQueriesConfig(dg.Config, SamplingSettings):
@@ -237,7 +237,7 @@ def build_synthetic_queries_asset(
                 **quality_metadata(kept_quality, "kept"),
                 **({f"agreement_{k}": round(v, 4) for k, v in agreement.items() if k != "documents"}
                    | {"agreement_documents": agreement["documents"]} if agreement else {}),
-                "sample": dg.MetadataValue.md(sample_markdown(judged, documents)),
+                "sample": sample_table(judged, documents),
             },
         )
 

@@ -16,14 +16,14 @@ from ..lib.mapping import (
     map_incrementally,
     text_hash,
 )
-from ..lib.plots import histogram_plot, markdown_image
+from ..lib.plots import histogram_plot
 from ..lib.quality import pairs_beyond
 from ..lib.spaces import document_tower_frozen
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import ERROR, WARN, Evaluate, Outcome, build_check, fail, ok, rounded, weights_outside
 from .common import (EAGER, RETRIEVER_FOLDER, SETTINGS_TABLE, all_queries, pairs_output, pretrained_space, settings_of,
-                     settings_table, train_impressions)
+                     plot_metadata, settings_table, train_impressions)
 
 MAPPING_ENCODER = "base_retriever"  # the dual encoder fine-tuned on the (click) train set
 
@@ -153,7 +153,11 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                 "pairs_added": added,
                 "synthetic_queries": synthetic.height,
                 "document_coverage": round(pairs["doc_id"].n_unique() / max(documents.height, 1), 4),
-                "query_coverage": pairs["query_id"].n_unique(),
+                # both shares: of the documents, and of the queries that could gain a pair (the train queries
+                # mapped onto; in the reverse direction, the queries written for)
+                "query_coverage": round(pairs["query_id"].n_unique() / max(
+                    synthetic["doc_id"].n_unique() if onto_documents else len(target_ids), 1), 4),
+                "queries_mapped_onto": pairs["query_id"].n_unique(),
                 "tau": float(settings.tau),
                 "k": settings.k,
                 "click_neighbour_floor": settings.click_neighbour_floor,
@@ -170,7 +174,7 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                 "targets_searched_now": stats["targets_searched"],
                 "incremental": stats["incremental"],
                 "mean_weight": round(float(pairs["weight"].mean()), 4) if pairs.height else 0.0,
-                **({"score_histogram": dg.MetadataValue.md(markdown_image(histogram, "scores"))} if histogram else {}),
+                **(plot_metadata("score_histogram", histogram) if histogram else {}),
             },
         )
 

@@ -4,8 +4,7 @@
 import dagster as dg
 import polars as pl
 
-from ..lib.metrics import metrics_table_markdown
-from ..lib.plots import line_plot, markdown_image
+from ..lib.plots import line_plot
 from ..lib.retrieval import topk_frame
 from ..lib.formats import IMPRESSIONS_SCHEMA
 from ..lib.simulation import (
@@ -17,7 +16,8 @@ from ..lib.simulation import (
 )
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
-from .common import MODEL_STEP, pretrained_space
+from ..resources.artifacts import report_table
+from .common import MODEL_STEP, plot_metadata, pretrained_space
 
 SIMULATION_OUTPUTS = {
     "click_train_pairs": "Train pairs that survived as clicks (Algorithm 1), or the dataset's own train labels; "
@@ -77,8 +77,8 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
             "impressions": impressions.height,
             "shown_relevant_not_clicked": exposed_unclicked(ranked, train_labels, impressions, spec.exposure_k),
             "fraction_of_labels_kept": round(clicks.height / max(train_labels.height, 1), 4),
-            "per_k": dg.MetadataValue.md(metrics_table_markdown(curve.to_dicts(), curve.columns)),
-            "exposure_curve": dg.MetadataValue.md(markdown_image(plot, "exposure curve")),
+            "per_k": report_table(curve),
+            **plot_metadata("exposure_curve", plot),
         }
         metadata["biased_test_qrels"] = {
             "fraction_of_labels_kept": round(biased_test.height / max(test_labels.height, 1), 4),

@@ -18,9 +18,9 @@ from ..lib.formats import union_pairs
 from ..lib.generation import SamplingSettings, generate_samples
 from ..lib.mapping import (NEIGHBOUR_COSINE, MappingSettings, annotate_evidence, candidates_to_pairs,
                            mapping_candidates)
-from ..lib.metrics import metrics_table_markdown
+from ..lib.report_tables import metrics_table_markdown
 from ..lib.ova_head import OvaHeadConfig
-from ..lib.plots import bar_plot, line_plot, markdown_image
+from ..lib.plots import bar_plot, line_plot
 from ..lib.quality import judged_quality, label_repair
 from ..lib.slm import BUNDLED_SLMS, SMOLLM2, bundled_installed, parameter_count
 from ..lib.sweeps import (
@@ -33,8 +33,9 @@ from ..lib.sweeps import (
 )
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, GeneratorResource, StorageResource, Tables
-from .common import (LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, generation_sources_of, pretrained_space,
-                     settings_of, train_impressions)
+from ..resources.artifacts import report_table
+from .common import (LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, generation_sources_of, plot_metadata,
+                     pretrained_space, settings_of, train_impressions)
 from .distillation import lora_training_of, student_model_folder, write_lora_training
 from .generation import (SyntheticQueriesConfig, backend_factory_of, checkpoint_settings, sources_to_generate_for,
                          written_queries)
@@ -93,10 +94,9 @@ def tau_sweep_report(context: dg.AssetExecutionContext, config: TauSweepConfig, 
                 if NEIGHBOUR_COSINE in mapped_pairs["candidates"].columns else None)  # older candidates: none
     return dg.MaterializeResult(value=Tables(table, **({"repair_by_floor": by_floor} if by_floor is not None else {})),
                                 metadata={
-        "table": dg.MetadataValue.md(metrics_table_markdown(table.to_dicts(), table.columns)),
-        **({"label_repair_by_click_neighbour_floor": dg.MetadataValue.md(
-            metrics_table_markdown(by_floor.to_dicts(), by_floor.columns))} if by_floor is not None else {}),
-        "plot": dg.MetadataValue.md(markdown_image(plot, "tau sweep")),
+        "table": report_table(table),
+        **({"label_repair_by_click_neighbour_floor": report_table(by_floor)} if by_floor is not None else {}),
+        **plot_metadata("plot", plot),
         "best_tau_by_R@100": float(table.sort("R@100", descending=True)["tau"][0]),
     })
 
@@ -132,8 +132,9 @@ def exposure_sweep_report(context: dg.AssetExecutionContext, config: ExposureSwe
                      "unbiased R@100", storage.figure_path("exposure_sweep_report", dataset, "exposure_sweep.png"))
     wide = table.pivot(on="method", index="exposure_k", values="R@100")
     return dg.MaterializeResult(value=table, metadata={
-        "unbiased_R@100": dg.MetadataValue.md(metrics_table_markdown(wide.to_dicts(), wide.columns)),
-        "plot": dg.MetadataValue.md(markdown_image(plot, "exposure sweep")),
+        "unbiased_R@100": report_table(wide, {m: ("share", f"unbiased R@100 of {m}'s one-vs-all head (%)")
+                                              for m in SWEEP_METHODS}),
+        **plot_metadata("plot", plot),
     })
 
 
@@ -282,22 +283,14 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
                                 "grounded share": table["grounded_share"].to_list()},
                      f"{dataset}: SKIM by student model", "share",
                      storage.figure_path("slm_size_report", dataset, "chart.png"))
-    markdown = slm_size_markdown(table, table.columns)
-    context.log.info(f"SKIM by student model ({dataset}):\n{markdown}")
+    context.log.info(f"SKIM by student model ({dataset}):\n{metrics_table_markdown(table)}")
     # side table `queries`: what each student wrote, judged, to read beside the figures
     return dg.MaterializeResult(value=Tables(table, queries=pl.concat(written)), metadata={
-        "table": dg.MetadataValue.md(markdown),
-        "chart": dg.MetadataValue.md(markdown_image(chart, "SKIM by student")),
+        "table": report_table(table),
+        **plot_metadata("chart", chart),
         "students": len(students) - 1,
         "students_skipped": dg.MetadataValue.json(skipped),
     })
-
-
-def slm_size_markdown(table: pl.DataFrame, columns) -> str:
-    """The SLM-size table in Markdown: shares as percentages, losses and counts per document as numbers."""
-    numbers = [c for c in ("holdout_loss_before", "holdout_loss_after", "distinct_per_document") if c in columns]
-    shown = table.select(columns).with_columns(pl.col(c).round(2).cast(pl.String) for c in numbers)
-    return metrics_table_markdown(shown.to_dicts(), list(columns))
 
 
 SLM_SIZE_SCHEMA = {

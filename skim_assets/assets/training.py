@@ -9,13 +9,13 @@ import polars as pl
 from ..lib.dual_encoder import DualEncoderConfig, train_dual_encoder
 from ..lib.formats import union_impressions, union_pairs
 from ..lib.mapping import unclicked_impressions
-from ..lib.plots import line_plot, markdown_image
+from ..lib.plots import line_plot
 from ..lib.spaces import RETRIEVER_TRAINING
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables
 from .checking import build_finite_weights_check, nonfinite_in_safetensors
 from .common import (EAGER, MODEL_STEP, RETRIEVER_FOLDER, all_queries, pairs_output, pretrained_space,
-                     retrieval_input, train_impressions)
+                     plot_metadata, retrieval_input, train_impressions)
 
 TRAINING_RETRY = dg.RetryPolicy(max_retries=1, delay=30)
 
@@ -98,7 +98,8 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str,
                 "pairs_per_second": round(report.pairs_per_second, 2),
                 "final_epoch_loss": round(report.epoch_losses[-1], 4),
                 "device": str(model.device),
-                "loss_curve": dg.MetadataValue.md(markdown_image(plot, "loss curve")),
+                **plot_metadata("loss_curve", plot,
+                                storage.artifact_dir(name, context.partition_key) / plot.path.name),
             },
         )
 

@@ -70,7 +70,8 @@ class LoraSftReport:
     examples_per_second: float
     holdout_loss_before: float
     holdout_loss_after: float
-    loss_curve: list[float] = field(default_factory=list)
+    loss_curve: list[float] = field(default_factory=list)  # mean training loss over ~1% of the steps at a time
+    loss_steps: list[int] = field(default_factory=list)  # the step each of those windows ended at
     holdout_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out loss)
     best_step: int = 0
     stopped_early: bool = False
@@ -236,11 +237,15 @@ def train_lora_adapter(
             scheduler.step()
             step += 1
             window.append(step_loss)
+            if len(window) >= max(1, steps // 100) or step == steps:  # the curve: at most ~100 points
+                report.loss_curve.append(float(np.mean(window)))
+                report.loss_steps.append(step)
+                window = []
             now = time.monotonic()
             if now - last_log > config.log_every_s or step == steps:
-                report.loss_curve.append(float(np.mean(window)))
-                window, last_log = [], now
-                say(f"LoRA SFT: epoch {epoch + 1}/{epochs} step {step}/{steps} loss {report.loss_curve[-1]:.4f} "
+                last_log = now
+                loss_now = report.loss_curve[-1] if report.loss_curve else step_loss
+                say(f"LoRA SFT: epoch {epoch + 1}/{epochs} step {step}/{steps} loss {loss_now:.4f} "
                     f"({examples_seen / (now - started):.1f} examples/s)")
             if holdout and (step % config.eval_every_steps == 0 or step == steps):
                 loss_now = mean_target_loss(model, holdout, pad_id, device, bf16=bf16)

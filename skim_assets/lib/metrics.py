@@ -44,7 +44,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import polars as pl
 
-__all__ = ["jain_propensities", "evaluate_rankings", "ndcg_gains", "per_query_metrics", "metrics_table_markdown"]
+__all__ = ["jain_propensities", "evaluate_rankings", "ndcg_gains", "per_query_metrics"]
 
 _METRICS = ("P", "R", "nDCG")
 GAINS = ("binary", "graded")
@@ -280,42 +280,3 @@ def evaluate_rankings(
             out[f"PSP@{k}"] = float(num / den) if den > 0 else 0.0
     out["queries"] = n
     return out
-
-
-# ------------------------------------------------------------------------------------------------- reporting
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return "" if math.isnan(value) else f"{float(value) * 100:.2f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def metrics_table_markdown(rows: list[dict], columns: list[str]) -> str:
-    """A GitHub-Markdown table with one line per dict in `rows` and the given `columns` in order.
-
-    Cell formatting: floats are fractions shown as percentages with 2 decimals (0.12345 -> ``12.35``);
-    integers (e.g. ``queries``) are shown as-is; strings (model name, test set, ...) verbatim with ``|``
-    escaped; a missing key, None or NaN gives an empty cell. Columns whose first value (not None) is a string are
-    left-aligned, the others right-aligned. Ends without a trailing newline.
-    """
-    if not columns:
-        raise ValueError("columns must not be empty")
-
-    def align(col: str) -> str:
-        first = next((row[col] for row in rows if row.get(col) is not None), None)
-        return "---" if first is None or isinstance(first, str) else "---:"
-
-    lines = [
-        "| " + " | ".join(_cell(c) for c in columns) + " |",
-        "|" + "|".join(align(c) for c in columns) + "|",
-    ]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
-    return "\n".join(lines)

@@ -76,19 +76,24 @@ def write_parquet_atomic(frame: pl.DataFrame | pl.LazyFrame, path: str | Path) -
     return path
 
 
-def write_json_atomic(obj: Any, path: str | Path) -> Path:
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """Write `text` (UTF-8) to `path` via a temp file + rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_orphans(path)
     tmp = _temp_sibling(path)
     try:
         with open(tmp, "x", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, sort_keys=True, default=str)
+            handle.write(text)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return path
+
+
+def write_json_atomic(obj: Any, path: str | Path) -> Path:
+    return write_text_atomic(json.dumps(obj, indent=2, sort_keys=True, default=str), path)
 
 
 def read_json(path: str | Path, repair: str = "") -> Any:

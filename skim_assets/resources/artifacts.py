@@ -23,6 +23,7 @@ import dagster as dg
 import polars as pl
 from pydantic import PrivateAttr
 
+from ..lib.report_tables import NOT_APPLICABLE, report_columns, shown_value
 from ..lib.storage import (
     TableSetPins,
     directory_size_bytes,
@@ -38,7 +39,8 @@ from .storage import StorageResource
 
 DATA = "data"  # the table an asset *is*; other tables of the artifact are its side tables
 PREVIEW_ROWS = 5
-PREVIEW_CELL_CHARS = 80
+SMALL_TABLE_ROWS = 25  # a table this small (a report: one row per method) is previewed whole
+PREVIEW_CELL_CHARS = 60  # wider cells stretch the UI's metadata panel past the screen
 STEP_OUTPUTS = ".step_outputs"  # under the root: JSON values passed between the ops of a graph asset, per run
 
 
@@ -90,15 +92,36 @@ def column_schema(frame: pl.DataFrame) -> dg.TableSchema:
 
 
 def table_preview(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> dg.TableMetadataValue:
-    """The first rows as a Dagster table (strings cut to PREVIEW_CELL_CHARS, other values as Dagster infers)."""
+    """The first rows as a Dagster table, every row of a small one (strings cut to PREVIEW_CELL_CHARS, floats to
+    4 significant digits: 0.41000000000000003 reads 0.41)."""
 
     def cell(value):
-        if value is None or isinstance(value, (bool, int, float)):
+        if value is None or isinstance(value, (bool, int)):
             return value
+        if isinstance(value, float):
+            return shown_value(value, "number")
         return str(value)[:PREVIEW_CELL_CHARS]
 
-    records = [dg.TableRecord({k: cell(v) for k, v in row.items()}) for row in frame.head(rows).iter_rows(named=True)]
+    shown = frame if frame.height <= SMALL_TABLE_ROWS else frame.head(rows)
+    records = [dg.TableRecord({k: cell(v) for k, v in row.items()}) for row in shown.iter_rows(named=True)]
     return dg.MetadataValue.table(records, schema=column_schema(frame))
+
+
+def report_table(frame: pl.DataFrame, overrides: dict | None = None) -> dg.TableMetadataValue:
+    """A report as the UI shows it inline: every row, values as `lib.report_tables` formats them (shares as
+    percentages, settings as set, "n/a" where a figure does not apply), each column typed and described (the
+    table's "Show schema")."""
+    columns = report_columns(frame, overrides)
+
+    def cell(value, kind):
+        shown = shown_value(value, kind)
+        return NOT_APPLICABLE if shown is None else shown if isinstance(shown, (bool, int, float)) else str(shown)
+
+    records = [dg.TableRecord({c.name: cell(row[c.name], c.kind) for c in columns})
+               for row in frame.iter_rows(named=True)]
+    schema = dg.TableSchema(columns=[dg.TableColumn(c.name, c.unit, description=c.description or None)
+                                     for c in columns])
+    return dg.MetadataValue.table(records, schema=schema)
 
 
 def table_metadata(frame: pl.DataFrame, path: Path, preview_rows: int = PREVIEW_ROWS) -> dict:

@@ -70,6 +70,11 @@ class StorageResource(dg.ConfigurableResource):
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    def figures(self, dataset: str) -> list[Path]:
+        """Every plot drawn for a dataset: table assets' (`<root>/figures/<dataset>/`) and the ones folder artifacts
+        keep (`<root>/<asset>/<dataset>/*.png`, e.g. loss curves), by path."""
+        return sorted(set(self.root_path.glob(f"*/{check_dataset_name(dataset)}/*.png")))
+
     def staging_dir(self) -> Path:
         """A fresh folder to write a folder artifact into; return it from the asset and the IO manager moves it
         into place whole. Folders of killed steps (their process gone) are removed when the next one is asked for."""
