@@ -194,9 +194,11 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
     job = dg.build_reconstructable_job("skim_assets.cli", "cli_job", (job_name, in_process))
     job_def = job.get_definition()
     partition_config = job_def.partitioned_config.get_run_config_for_partition_key(name)
+    # the given config wins op by op: a profile's ops that it does not name keep the job's settings
+    ops = {**partition_config.get("ops", {}), **(run_config or {}).get("ops", {})}
     with _terminate_as_interrupt():
         run = instance.create_run_for_job(
-            job_def, run_config={**partition_config, "loggers": loggers, **(run_config or {})},
+            job_def, run_config={**partition_config, "loggers": loggers, **(run_config or {}), "ops": ops},
             tags={**job_def.run_tags, **cli_run_tags(), "dagster/partition": name},
             asset_selection=frozenset(selection) if selection else None,
             job_code_origin=job.get_python_origin(), remote_job_origin=remote_job_origin(job_name))

@@ -10,7 +10,7 @@ import pytest
 
 from skim_assets.lib.plots import INLINE_MARKDOWN_LIMIT, bar_plot, histogram_plot, line_plot
 from skim_assets.lib.report_tables import format_cell, methods_first, metrics_table_markdown, report_column
-from skim_assets.resources.artifacts import report_table, table_preview
+from skim_assets.resources.artifacts import column_schema, report_table, table_preview
 
 SWEEP = pl.DataFrame({"tau": [0.7, 0.75], "click_neighbour_floor": [0.3, None], "pairs_added": [788, 512],
                       "repair_precision": [0.71453, 0.8], "R@100": [0.9079, 0.91]})
@@ -44,6 +44,12 @@ def test_the_ui_table_is_typed_described_and_says_n_a():
     assert rows[0] == {"tau": 0.7, "click_neighbour_floor": 0.3, "pairs_added": 788, "repair_precision": 71.45,
                        "R@100": 90.79, "note": "n/a"}
     assert rows[1]["click_neighbour_floor"] == "n/a" and rows[1]["note"] == "no neighbour floor set"
+
+
+def test_the_columns_tab_says_what_known_columns_mean():
+    described = {c.name: c.description for c in column_schema(SWEEP.with_columns(x=pl.lit(1))).columns}
+    assert "mapping threshold" in described["tau"] and "recall at 100" in described["R@100"]
+    assert described["x"] is None
 
 
 def test_small_tables_are_previewed_whole_and_big_ones_by_their_head():

@@ -193,8 +193,8 @@ def comparison_table(metrics: pl.DataFrame) -> pl.DataFrame:
 def comparison_report(context: dg.AssetExecutionContext, storage: StorageResource, retrieval_metrics: pl.DataFrame,
                       slm_size_report: pl.DataFrame | None = None) -> dg.MaterializeResult:
     """Every method x base model on the biased and unbiased test sets (P@5, R@10, R@25, R@100), as in the paper's
-    Table 1/8: Markdown here, Parquet on disk, and a chart of unbiased R@100; and, once `slm_size_report` exists,
-    SKIM by student model (Table 5)."""
+    Table 1/8: one table per base model in the UI (SKIM and base first), Parquet on disk, and a chart of unbiased
+    R@100; and, once `slm_size_report` exists, SKIM by student model (Table 5)."""
     dataset = context.partition_key
     table = comparison_table(retrieval_metrics)
     by_base_model, sections = {}, []

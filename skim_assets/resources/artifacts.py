@@ -23,7 +23,7 @@ import dagster as dg
 import polars as pl
 from pydantic import PrivateAttr
 
-from ..lib.report_tables import NOT_APPLICABLE, report_columns, shown_value
+from ..lib.report_tables import NOT_APPLICABLE, report_column, report_columns, shown_value
 from ..lib.storage import (
     TableSetPins,
     directory_size_bytes,
@@ -88,7 +88,9 @@ class Tables(Mapping[str, pl.DataFrame]):
 
 
 def column_schema(frame: pl.DataFrame) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
+    """The table's columns and types, each known report column (`lib.report_tables`) with what it means."""
+    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype), description=report_column(name).description or None)
+                                   for name, dtype in frame.schema.items()])
 
 
 def table_preview(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> dg.TableMetadataValue:
