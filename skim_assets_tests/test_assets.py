@@ -155,7 +155,7 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     seen = pl.col("unclicked_position").is_null() | (pl.col("unclicked_position") > 3)
     passing = at_tau.filter((pl.col("click_neighbour_cosine") >= 0.3) & seen)
     assert set(mapped.select("query_id", "doc_id").iter_rows()) == set(passing.select("query_id", "doc_id").iter_rows())
-    assert events["mapped_pairs"]["click_neighbour_floor"].value == 0.3
+    assert events["mapped_pairs"]["settings"].value["click_neighbour_floor"] == 0.3
     below = events["mapped_pairs"]["pairs_below_neighbour_floor"].value
     assert below == at_tau.filter(seen).select("query_id", "doc_id").n_unique() - mapped.height
     passed_over = events["mapped_pairs"]["pairs_shown_not_clicked"].value

@@ -158,9 +158,9 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                 "query_coverage": round(pairs["query_id"].n_unique() / max(
                     synthetic["doc_id"].n_unique() if onto_documents else len(target_ids), 1), 4),
                 "queries_mapped_onto": pairs["query_id"].n_unique(),
-                "tau": float(settings.tau),
-                "k": settings.k,
-                "click_neighbour_floor": settings.click_neighbour_floor,
+                # settings as one JSON entry: numbers would each get a (constant) chart in the UI's Plots view
+                "settings": dg.MetadataValue.json({"tau": float(settings.tau), "k": settings.k,
+                                                   "click_neighbour_floor": settings.click_neighbour_floor}),
                 **({"pairs_below_neighbour_floor": stats["pairs_below_neighbour_floor"]}
                    if "pairs_below_neighbour_floor" in stats else {}),
                 "shown_not_clicked_filter": shown_filter_state(settings, impressions),

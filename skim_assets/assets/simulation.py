@@ -69,11 +69,12 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
                          "Labels surviving exposure", "exposure window K", "fraction kept",
                          storage.figure_path("click_train_pairs", dataset, "exposure_curve.png"))
         metadata["click_train_pairs"] = {
-            "exposure_k": spec.exposure_k,
+            # settings as one JSON entry: numbers would each get a (constant) chart in the UI's Plots view
             "exposure_search": index.method,
-            "click_model": spec.click_model,
-            **({"eta": spec.eta} if spec.click_model == "position" else {}),
-            **({"score_scale": spec.score_scale} if spec.click_model == "sigmoid" else {}),
+            "settings": dg.MetadataValue.json({
+                "exposure_k": spec.exposure_k, "click_model": spec.click_model,
+                **({"eta": spec.eta} if spec.click_model == "position" else {}),
+                **({"score_scale": spec.score_scale} if spec.click_model == "sigmoid" else {})}),
             "impressions": impressions.height,
             "shown_relevant_not_clicked": exposed_unclicked(ranked, train_labels, impressions, spec.exposure_k),
             "fraction_of_labels_kept": round(clicks.height / max(train_labels.height, 1), 4),

@@ -92,7 +92,7 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str,
                 "document_tower": "trained" if config.train_document_tower else "frozen (pretrained vectors)",
                 "shown_not_clicked_negatives": (shown_not_clicked.height if shown_not_clicked is not None
                                                 else "off" if not config.shown_negatives else "no impressions"),
-                "epochs": config.epochs,
+                "settings": dg.MetadataValue.json({"epochs": config.epochs, "learning_rate": config.learning_rate}),
                 "metadata_input": metadata_input,
                 "seconds": round(report.seconds, 1),
                 "pairs_per_second": round(report.pairs_per_second, 2),
