@@ -107,8 +107,8 @@ def _mine_negatives(
 ) -> tuple[list[np.ndarray], np.ndarray]:
     # mining only ranks: bf16 where the hardware has it (the loss and the evaluation stay fp32)
     with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
-        q = encoder.encode(query_texts, batch_size=128, max_length=max_lengths[0])
-        d = encoder.encode(doc_texts, batch_size=128, max_length=max_lengths[1])
+        q = encoder.encode(query_texts, batch_size=128, max_length=max_lengths[0], role="query")
+        d = encoder.encode(doc_texts, batch_size=128, max_length=max_lengths[1], role="document")
     max_pos = max((len(p) for p in positives), default=0)
     top, _ = exact_topk(q, d, depth + max_pos)
     return [np.array([j for j in row if j not in pos][:depth], dtype=np.int64) for row, pos in zip(top, positives)], d
@@ -157,11 +157,12 @@ def train_dual_encoder(
     """Fine-tune `encoder` in place on weighted (query_id, doc_id, weight) pairs.
 
     `queries` has query_id, text; `documents` has doc_id, title. Pairs must reference known ids. Texts are cut to
-    the encoder's max lengths (tokens). `known_positives` (query_id, doc_id) are further relevant pairs that are
-    not trained on but never serve as a query's negatives, as its own pairs' documents do (the decoupled
-    softmax); rows for queries without training pairs are ignored. `benchmarks/dual_encoder_labels.py` uses it to
-    measure what unlabelled positives among the negatives cost. `document_vectors` (rows of `documents`, unit
-    norm) are the fixed document embeddings of query-side fine-tuning (`train_document_tower=False`).
+    the encoder's max lengths (tokens) and get its model's query / document prompts, if any. `known_positives`
+    (query_id, doc_id) are further relevant pairs that are not trained on but never serve as a query's negatives,
+    as its own pairs' documents do (the decoupled softmax); rows for queries without training pairs are ignored.
+    `benchmarks/dual_encoder_labels.py` uses it to measure what unlabelled positives among the negatives cost.
+    `document_vectors` (rows of `documents`, unit norm) are the fixed document embeddings of query-side
+    fine-tuning (`train_document_tower=False`).
     `shown_not_clicked` (query_id, doc_id): documents shown for a query and never clicked, from which
     `config.shown_negatives` per pair join its batch as negatives (never one of the query's positives).
     """
@@ -249,10 +250,11 @@ def train_dual_encoder(
             # a query with several positives can appear more than once in a batch: encode it once
             unique_queries, query_rows = np.unique(bq, return_inverse=True)
             with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
-                q_emb = encoder.embed([query_texts[i] for i in unique_queries], query_max_length)[query_rows]
+                q_emb = encoder.embed([query_texts[i] for i in unique_queries], query_max_length,
+                                      role="query")[query_rows]
                 live = batch_docs if negative_cache is None else batch_docs[:n_live]
                 d_emb = (torch.from_numpy(document_vectors[live]).to(encoder.device) if frozen
-                         else encoder.embed([doc_texts[j] for j in live], doc_max_length))
+                         else encoder.embed([doc_texts[j] for j in live], doc_max_length, role="document"))
             if negative_cache is not None and len(batch_docs) > n_live:
                 d_emb = torch.cat([d_emb.float(), negative_cache[batch_docs[n_live:]]])
             logits = q_emb.float() @ d_emb.float().T / config.temperature  # scores in fp32 (x20 magnifies rounding)
@@ -299,8 +301,8 @@ def rank_documents(
     doc_max_length: int = 32,
 ) -> pl.DataFrame:
     """Top-k documents (by title embedding) for each query: query_id, doc_id, score, rank."""
-    q = encoder.encode(queries["text"].to_list(), max_length=query_max_length)
-    d = encoder.encode(documents["title"].to_list(), max_length=doc_max_length)
+    q = encoder.encode(queries["text"].to_list(), max_length=query_max_length, role="query")
+    d = encoder.encode(documents["title"].to_list(), max_length=doc_max_length, role="document")
     search = hnsw_topk if use_hnsw else exact_topk
     indices, scores = search(q, d, k)
     return topk_frame(queries["query_id"], documents["doc_id"], indices, scores)

