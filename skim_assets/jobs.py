@@ -5,18 +5,17 @@ from collections.abc import Collection, Sequence
 
 import dagster as dg
 
-from .partitions import dataset_partitions
 
 # The whole graph for one dataset partition: every method of the comparison.
 skim_pipeline_job = dg.define_asset_job(
-    "skim_pipeline", selection=dg.AssetSelection.all(), partitions_def=dataset_partitions,
+    "skim_pipeline", selection=dg.AssetSelection.all(),
     description="Every asset for one dataset partition, from import to the comparison report.",
 )
 
 # Import and validate a dataset (its tables, click-log drops and the checks on them): what a new dataset or a
 # changed input needs first, in seconds.
 dataset_import_job = dg.define_asset_job(
-    "dataset_import", selection=dg.AssetSelection.groups("datasets"), partitions_def=dataset_partitions,
+    "dataset_import", selection=dg.AssetSelection.groups("datasets"),
     description="The dataset's canonical tables and click-log pairs, with their checks.",
 )
 
@@ -31,7 +30,7 @@ FULL_PIPELINE_ONLY = dg.AssetSelection.assets("ra_retriever", "ra_ova_head", "sk
                                               "exposure_sweep_report", "slm_size_report")
 CORE = dg.AssetSelection.all() - GENERATION_ABLATIONS - FULL_PIPELINE_ONLY
 skim_core_job = dg.define_asset_job(
-    "skim_core", selection=CORE, partitions_def=dataset_partitions,
+    "skim_core", selection=CORE,
     description="The pipeline without the generation ablations, metadata-augmented retrieval and the exposure "
                 "sweep (what the `demo` job runs, under its own profile).",
 )
@@ -50,14 +49,14 @@ CLICK_REFRESH_ASSETS = (
 )
 EAGER_TABLES = CLICK_REFRESH_ASSETS[1:]  # click_log_pairs itself follows files, which the click-log sensor watches
 click_refresh_job = dg.define_asset_job(
-    "click_refresh", selection=dg.AssetSelection.assets(*CLICK_REFRESH_ASSETS), partitions_def=dataset_partitions,
+    "click_refresh", selection=dg.AssetSelection.assets(*CLICK_REFRESH_ASSETS),
     description="New click-log drops -> pairs -> train pairs -> mapped and baseline pairs (no model step).",
 )
 
 # Everything the train pairs feed: teacher, distillation, generation, every model, and the evaluation.
 MODEL_REFRESH = dg.AssetSelection.assets("train_pairs").downstream() - dg.AssetSelection.assets("train_pairs")
 model_refresh_job = dg.define_asset_job(
-    "model_refresh", selection=MODEL_REFRESH, partitions_def=dataset_partitions,
+    "model_refresh", selection=MODEL_REFRESH,
     description="Retrain from the current train pairs: demonstrations, LoRA, generation, mapping, every model, metrics.",
 )
 
@@ -96,7 +95,7 @@ def build_demo_jobs(assets: Sequence) -> list:
                                   ("demo_all_methods", dg.AssetSelection.all(), "the whole pipeline")):
         ops = {key.path[-1] for key in selection.resolve(assets)}
         jobs.append(dg.define_asset_job(
-            name, selection=selection, partitions_def=dataset_partitions, config=demo_run_config(ops),
+            name, selection=selection, config=demo_run_config(ops),
             executor_def=dg.in_process_executor,
             description=f"`skim demo`: {what} under the demo profile (minutes on 2 CPU cores), every step in the "
                         "run's process.",

@@ -312,3 +312,20 @@ def test_a_generation_step_killed_with_sigkill_keeps_the_previous_artifact_and_r
     assert pl.read_parquet(storage_root / SYNTHETIC / "tiny" / "data.parquet").equals(
         pl.read_parquet(clean_root / SYNTHETIC / "tiny" / "data.parquet"))
     assert artifact.read_bytes() != previous
+
+
+def test_dg_names_the_code_location_as_the_workspace_and_the_ui_do():
+    import tomllib
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    workspace = yaml.safe_load((root / "workspace.yaml").read_text())["load_from"][0]["python_module"]
+    assert pyproject["tool"]["dg"]["project"]["code_location_name"] == workspace["location_name"] \
+        == pyproject["tool"]["dagster"]["code_location_name"] == "skim_assets"
+    assert pyproject["tool"]["dg"]["project"]["code_location_target_module"] == workspace["module_name"]
+    # the exact torch is a constraint of the install, not a pin of the package
+    assert not any(d.startswith("torch==") for d in pyproject["project"]["dependencies"])
+    assert "torch==2.13.0" in (root / "constraints.txt").read_text().splitlines()
