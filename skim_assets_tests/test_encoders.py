@@ -110,3 +110,27 @@ def test_training_moves_every_module_and_the_saved_folder_keeps_modules_and_prom
                                atol=1e-6)
     np.testing.assert_allclose(TextEncoder(folder, device="cpu", max_length=64).encode(TITLES, role="document"),
                                encoder.encode(TITLES, role="document"), atol=1e-6)
+
+
+def test_the_cached_pretrained_space_embeds_each_role_with_its_prompt(cls_dense_folder, tmp_path):
+    """Every cached path (ranking for the simulation, one-vs-all features, the zero-shot row, query-side
+    fine-tuning) reads `PretrainedSpace`: queries get the query prompt, titles the document prompt, each role in
+    its own cache file, while a model without prompts (MiniLM) keeps its cache file names."""
+    from skim_assets.lib.encoders import folder_prompt
+    from skim_assets.lib.spaces import PretrainedSpace
+
+    reference = SentenceTransformer(cls_dense_folder, device="cpu")
+    reference.max_seq_length = 32  # the space's length cap
+    space = PretrainedSpace(lambda: TextEncoder(cls_dense_folder, device="cpu"), tmp_path / "cache",
+                            tmp_path / "index", prompt=lambda role: folder_prompt(cls_dense_folder, role))
+    queries = space.embed(QUERIES, 32, role="query")
+    titles = space.document_index(TITLES, 32).vectors
+    np.testing.assert_allclose(queries, reference.encode_query(QUERIES), atol=1e-6)
+    np.testing.assert_allclose(titles, reference.encode_document(TITLES), atol=1e-6)
+    # the same text as a query and as a document: two vectors, two cache files, each read back as written
+    both = space.embed(QUERIES[:1], 32, role="document")
+    np.testing.assert_allclose(both, reference.encode_document(QUERIES[:1]), atol=1e-6)
+    assert np.abs(both - queries[:1]).max() > 1e-4  # a random tiny BERT: the prompt moves CLS a little
+    assert len(list((tmp_path / "cache").glob("texts-32-p*.parquet"))) == 2
+    np.testing.assert_allclose(space.embed(QUERIES, 32, role="query"), queries)
+    assert folder_prompt(default_encoder_path(), "query") is None  # MiniLM: `texts-<length>.parquet` as before

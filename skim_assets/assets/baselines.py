@@ -50,7 +50,7 @@ def lever_train_pairs(context: dg.AssetExecutionContext, storage: StorageResourc
     train_queries = all_queries(queries, click_log_pairs).filter(pl.col("split") == "train")
     # cached: a click refresh embeds only new queries
     embed, _ = click_encoder_embedder(storage, encoder, dataset, base_retriever)
-    query_vectors, new_queries = embed(train_queries["text"].to_list(), encoder.query_max_length)
+    query_vectors, new_queries = embed(train_queries["text"].to_list(), encoder.query_max_length, "query")
     doc_vectors, index, new_docs = click_encoder_documents(embed, storage, encoder, dataset, base_retriever, documents)
     pairs = lever_pairs(train_pairs, train_queries["query_id"].to_list(), query_vectors, documents["doc_id"].to_list(),
                         doc_vectors, threshold=LEVER_THRESHOLD, seed=storage.dataset_spec(dataset).seed,
@@ -87,7 +87,7 @@ def pair_cosines(storage: StorageResource, encoder: EncoderResource, dataset: st
     space = pretrained_space(storage, encoder, dataset)
     query_row = {q: i for i, q in enumerate(queries["query_id"].to_list())}
     doc_row = {d: i for i, d in enumerate(documents["doc_id"].to_list())}
-    query_vectors = space.embed(queries["text"].to_list(), encoder.query_max_length)
+    query_vectors = space.embed(queries["text"].to_list(), encoder.query_max_length, role="query")
     doc_vectors = space.document_index(documents["title"].to_list(), encoder.doc_max_length).vectors
     q = np.array([query_row[i] for i in impressions["query_id"].to_list()], dtype=np.int64)
     d = np.array([doc_row[i] for i in impressions["doc_id"].to_list()], dtype=np.int64)

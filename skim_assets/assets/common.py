@@ -33,7 +33,8 @@ def pretrained_space(storage, encoder, dataset: str):
     from ..lib.spaces import PretrainedSpace
 
     return PretrainedSpace(encoder.load, storage.step_dir("embedding_cache", dataset, f"pretrained{encoder.cache_tag}"),
-                           storage.step_dir("document_index", dataset), SearchSettings.of(encoder.search))
+                           storage.step_dir("document_index", dataset), SearchSettings.of(encoder.search),
+                           encoder.prompt)
 
 
 def base_model_folder(base_slm: Path) -> Path:

@@ -57,7 +57,7 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
         if key not in indexes:
             indexes[key] = space.document_index(read.documents["title"].to_list(), read.doc_max_length)
         index = indexes[key]
-        indices, scores = index.search(query_vectors(read.queries["text"].to_list(), read.query_max_length),
+        indices, scores = index.search(query_vectors(read.queries["text"].to_list(), read.query_max_length, "query"),
                                        max(EVAL_KS))
         return topk_frame(read.queries["query_id"], read.documents["doc_id"], indices, scores)
 
@@ -69,7 +69,8 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
         if document_tower_frozen(Path(path).parent):  # query-side fine-tuned: only the queries need this model
             def rank():
                 model = encoder.load(path)
-                return in_pretrained_space(read, lambda texts, length: model.encode(texts, max_length=length))
+                return in_pretrained_space(read, lambda texts, length, role: model.encode(texts, max_length=length,
+                                                                                         role=role))
             return rank
         return lambda: encoder.rank(read.queries, read.documents, max(EVAL_KS), path, read.query_max_length,
                                     read.doc_max_length)
@@ -78,7 +79,7 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
         def rank():
             head = np.load(path)
             read = retrieval_input(direction, metadata_input, queries, documents, encoder)
-            vectors = space.embed(read.queries["text"].to_list(), read.query_max_length)
+            vectors = space.embed(read.queries["text"].to_list(), read.query_max_length, role="query")
             indices, scores = ova_topk(vectors, head["weights"], head["biases"], max(EVAL_KS))
             return topk_frame(queries["query_id"], head["doc_ids"].tolist(), indices, scores)
         return rank

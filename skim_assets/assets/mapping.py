@@ -8,6 +8,7 @@ import polars as pl
 
 from ..lib.datasets import SPEC_FILE
 from ..lib.formats import DOCUMENTS_FOR_QUERIES, union_pairs
+from ..lib.encoders import prompt_cache_suffix
 from ..lib.mapping import (
     DEFAULT_TAU,
     ClickNeighbours,
@@ -40,21 +41,22 @@ def encoder_fingerprint(path) -> str:
 
 
 def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, dataset: str, base_retriever: Path):
-    """(embed(texts, max_length) -> (vectors, how many computed now), encoder identity) for the click-trained
-    dual encoder (the `base_retriever` artifact); vectors are cached by text hash per encoder, so a refresh embeds
-    only new text."""
+    """(embed(texts, max_length, role) -> (vectors, how many computed now), encoder identity) for the
+    click-trained dual encoder (the `base_retriever` artifact); vectors are cached by text hash per encoder (and
+    prompt, for a model with query/document prompts), so a refresh embeds only new text."""
     encoder_path = base_retriever / RETRIEVER_FOLDER
     fingerprint = encoder_fingerprint(encoder_path) + encoder.cache_tag  # vectors of another precision differ
     cache_dir = storage.step_dir("embedding_cache", dataset, fingerprint)
     model = []
 
-    def embed(texts: list[str], max_length: int):
+    def embed(texts: list[str], max_length: int, role: str | None = None):
         def compute(batch):
             if not model:
                 model.append(encoder.load(str(encoder_path)))
-            return model[0].encode(batch, max_length=max_length)
+            return model[0].encode(batch, max_length=max_length, role=role)
 
-        return embed_with_cache(texts, compute, cache_dir / f"texts-{max_length}.parquet")
+        suffix = prompt_cache_suffix(encoder.prompt(role, str(encoder_path)))
+        return embed_with_cache(texts, compute, cache_dir / f"texts-{max_length}{suffix}.parquet")
 
     return embed, fingerprint
 
@@ -69,7 +71,7 @@ def click_encoder_documents(embed, storage: StorageResource, encoder: EncoderRes
     if document_tower_frozen(base_retriever):
         index = pretrained_space(storage, encoder, dataset).document_index(titles, encoder.doc_max_length)
         return index.vectors, index, 0
-    vectors, embedded_now = embed(titles, encoder.doc_max_length)
+    vectors, embedded_now = embed(titles, encoder.doc_max_length, "document")
     return vectors, None, embedded_now
 
 
@@ -121,8 +123,9 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
         target, target_ids, target_texts, max_length = mapping_targets(spec.direction, encoder, documents, queries,
                                                                        click_log_pairs)
         onto_documents = target == "doc_id"
-        synthetic_vectors, new_synthetic = embed(synthetic["query"].to_list(), max_length)
-        target_vectors, new_targets = embed(target_texts, max_length)
+        role = "document" if onto_documents else "query"  # synthetic texts and their targets are of one kind
+        synthetic_vectors, new_synthetic = embed(synthetic["query"].to_list(), max_length, role)
+        target_vectors, new_targets = embed(target_texts, max_length, role)
         # candidates are kept per (synthetic texts, encoder): a click refresh searches only the new targets
         identity = hashlib.sha1("\n".join(f"{d}\t{text_hash(q)}" for d, q in synthetic.select("doc_id", "query")
                                           .iter_rows()).encode()).hexdigest() + ":" + encoder_id

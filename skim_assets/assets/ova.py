@@ -36,7 +36,7 @@ def build_ova_asset(name: str, pairs_asset: str, description: str, metadata_inpu
         space = pretrained_space(storage, encoder, dataset)
         index = space.document_index(read.documents["title"].to_list(), read.doc_max_length)
         weights, biases, report = train_ova_head(
-            space.embed(read.queries["text"].to_list(), read.query_max_length),
+            space.embed(read.queries["text"].to_list(), read.query_max_length, role="query"),
             np.array([query_index[q] for q in training["query_id"].to_list()]),
             np.array([doc_index[d] for d in training["doc_id"].to_list()]),
             training["weight"].to_numpy(),

@@ -58,7 +58,7 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
         index = space.document_index(documents["title"].to_list(), encoder.doc_max_length)
         context.log.info(f"ranking {documents.height} documents for {queries.height} queries (top {depth}, zero-shot; "
                          f"{index.method})")
-        indices, scores = index.search(space.embed(queries["text"].to_list(), encoder.query_max_length), depth)
+        indices, scores = index.search(space.embed(queries["text"].to_list(), encoder.query_max_length, role="query"), depth)
         ranked = topk_frame(queries["query_id"], documents["doc_id"], indices, scores)
         log = simulate_click_log(ranked, train_labels, spec.click_simulation)
         clicks, impressions = log.pairs, log.impressions

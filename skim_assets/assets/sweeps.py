@@ -49,7 +49,8 @@ def frozen_features(storage: StorageResource, encoder: EncoderResource, dataset:
     documents' vectors (the pretrained space's shared index)."""
     space = pretrained_space(storage, encoder, dataset)
     index = space.document_index(documents["title"].to_list(), encoder.doc_max_length)
-    return FrozenFeatures(queries["query_id"].to_list(), space.embed(queries["text"].to_list(), encoder.query_max_length),
+    return FrozenFeatures(queries["query_id"].to_list(),
+                          space.embed(queries["text"].to_list(), encoder.query_max_length, role="query"),
                           documents["doc_id"].to_list(), index.vectors, index.search)
 
 
@@ -200,7 +201,8 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
     embed, _ = click_encoder_embedder(storage, encoder, dataset, base_retriever)
     target, target_ids, target_texts, max_length = mapping_targets(spec.direction, encoder, documents, queries,
                                                                    click_log_pairs)
-    target_vectors, _ = embed(target_texts, max_length)
+    role = "document" if target == "doc_id" else "query"  # synthetic texts and their targets are of one kind
+    target_vectors, _ = embed(target_texts, max_length, role)
     document_vectors, _, _ = click_encoder_documents(embed, storage, encoder, dataset, base_retriever, documents)
     neighbours = click_neighbours(document_vectors, documents, train_pairs)
     sources, known = sources_to_generate_for(spec.direction, generation, documents, queries, train_pairs,
@@ -238,7 +240,7 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
             settings=checkpoint_settings(generator, str(base), adapter / LORA_FOLDER))
         context.log.info(f"{name}: {raw.height} outputs, {shards.tokens_per_second:.1f} generated tokens/s")
         _, judged, kept, _, _ = written_queries(raw, sources, known, spec.prompt_style, generation)
-        vectors, _ = embed(kept["query"].to_list(), max_length)
+        vectors, _ = embed(kept["query"].to_list(), max_length, role)
         candidates, _ = mapping_candidates(vectors, target_ids, target_vectors, mapping, target)
         candidates = annotate_evidence(candidates, kept["doc_id"].to_list(), neighbours, impressions)
         pairs = candidates_to_pairs(candidates, kept["doc_id"].to_list(), mapping.threshold, "skim",

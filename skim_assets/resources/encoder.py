@@ -31,6 +31,12 @@ class EncoderResource(dg.ConfigurableResource):
         return TextEncoder(path or self.model_path or None, device=self.device, max_length=self.query_max_length,
                            precision=self.precision)
 
+    def prompt(self, role: str | None, path: str | None = None) -> str | None:
+        """The prompt the encoder (pretrained, or the one saved at `path`) puts before a text of `role`."""
+        from ..lib.encoders import folder_prompt
+
+        return folder_prompt(path or self.model_path or None, role)
+
     @property
     def cache_tag(self) -> str:
         """Suffix of embedding-cache names: vectors of another precision are other vectors."""
