@@ -228,7 +228,7 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     repair = {r.data["method"]: r.data for r in events["label_repair_report"]["table"].records}
     assert list(repair)[0] == "skim" and repair["gandalf"]["pairs_added"] > 0
     assert repair["gandalf"]["precision"] == "n/a" and "label" in repair["gandalf"]["note"]
-    assert isinstance(repair["skim"]["precision"], float) and repair["skim"]["note"] == "n/a"
+    assert isinstance(repair["skim"]["precision"], float) and repair["skim"]["note"] == ""
     # one HTML page with every report table and every plot drawn for the dataset, embedded
     page = (storage_root / "html_report" / "tiny" / "report.html").read_text()
     assert events["html_report"]["report"].value == str(storage_root / "html_report" / "tiny" / "report.html")

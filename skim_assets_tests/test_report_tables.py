@@ -42,7 +42,7 @@ def test_the_ui_table_is_typed_described_and_says_n_a():
     assert "mapping threshold" in columns["tau"].description and "(%)" in columns["R@100"].description
     rows = [r.data for r in value.records]
     assert rows[0] == {"tau": 0.7, "click_neighbour_floor": 0.3, "pairs_added": 788, "repair_precision": 71.45,
-                       "R@100": 90.79, "note": "n/a"}
+                       "R@100": 90.79, "note": ""}
     assert rows[1]["click_neighbour_floor"] == "n/a" and rows[1]["note"] == "no neighbour floor set"
 
 

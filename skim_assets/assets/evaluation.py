@@ -200,7 +200,8 @@ def comparison_report(context: dg.AssetExecutionContext, storage: StorageResourc
     table = comparison_table(retrieval_metrics)
     by_base_model, sections = {}, []
     for base_model in BASE_MODELS:
-        columns = [c for c in table.columns if c.startswith(base_model)]
+        # the unbiased test set (every label) first: the headline; the panel is narrow
+        columns = sorted((c for c in table.columns if c.startswith(base_model)), key=lambda c: " biased " in c)
         sub = methods_first(table.select("method", *columns).rename(
             {c: c.removeprefix(base_model + " ") for c in columns}))
         by_base_model[base_model] = report_table(sub)
@@ -232,8 +233,9 @@ PAIRS_ASSETS = list(dict.fromkeys(pairs for method, (pairs, _) in METHODS.items(
 
 
 # why a method's added pairs cannot be judged (precision and recall n/a), where one reason says it better
-NOT_JUDGED = {"gandalf": "its pairs join a label's text to the document (not a train query): no held-back label "
-                         "judges them"}
+NOT_JUDGED = {"gandalf": "label-text pairs: no train query, so no held-back label judges them"}
+# the UI's label-repair table: the figures a reader compares first (the panel is narrow; Parquet has every column)
+LABEL_REPAIR_SHOWN = ("method", "precision", "recall", "pairs_added", "pairs_correct", "documents_repaired", "note")
 
 
 def label_repair_table(train_pairs: pl.DataFrame, oracle_train_pairs: pl.DataFrame,
@@ -308,7 +310,7 @@ def label_repair_report(context: dg.AssetExecutionContext, storage: StorageResou
                 f"pairs ({shown_filter['skim_shown_not_clicked_correct']} of them held-back labels): precision "
                 f"{shown_filter['skim_precision_without_shown_filter']:.3f} without it, {skim['precision'][0]:.3f} with")
     return dg.MaterializeResult(value=table, metadata=on_generated | shown_filter | {
-        "table": report_table(table),
+        "table": report_table(table.select(LABEL_REPAIR_SHOWN)),
         **plot_metadata("chart", chart),
         "methods_not_materialized": dg.MetadataValue.json(missing),
         **({"skim_precision": round(skim["precision"][0], 4),

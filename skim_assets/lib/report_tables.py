@@ -6,7 +6,7 @@ One place decides how a figure reads, for the Dagster UI (table metadata), the C
 - a *count* is an integer;
 - a *setting* (tau, a floor, an exposure window) is shown as it was set (0.7 stays 0.7, never 70.00);
 - any other *number* (a loss, a propensity, queries per document) keeps 4 significant digits;
-- a figure that does not apply is "n/a", and the table's `note` column says why.
+- a figure that does not apply is "n/a", and the table's `note` column says why (empty where all apply).
 
 Columns are known by name (`COLUMNS`), by metric pattern (`R@100`, `dual_encoder unbiased R@100`), or else by
 their type; a report can override any of them. Rows of method tables come SKIM first, then base, then the rest
@@ -146,10 +146,10 @@ def shown_value(value, kind: ColumnKind):
 
 
 def format_cell(value, kind: ColumnKind) -> str:
-    """The value as text (Markdown, HTML, terminal)."""
+    """The value as text (Markdown, HTML, terminal): a missing figure is "n/a", a missing label (a note) empty."""
     shown = shown_value(value, kind)
     if shown is None:
-        return NOT_APPLICABLE
+        return "" if kind == "label" else NOT_APPLICABLE
     if kind == "share":
         return f"{shown:.2f}"
     if isinstance(shown, float):

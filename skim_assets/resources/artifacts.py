@@ -117,7 +117,9 @@ def report_table(frame: pl.DataFrame, overrides: dict | None = None) -> dg.Table
 
     def cell(value, kind):
         shown = shown_value(value, kind)
-        return NOT_APPLICABLE if shown is None else shown if isinstance(shown, (bool, int, float)) else str(shown)
+        if shown is None:
+            return "" if kind == "label" else NOT_APPLICABLE
+        return shown if isinstance(shown, (bool, int, float)) else str(shown)
 
     records = [dg.TableRecord({c.name: cell(row[c.name], c.kind) for c in columns})
                for row in frame.iter_rows(named=True)]
