@@ -25,7 +25,7 @@ def _resources(root, lm) -> dict:
 
 def fanout_job() -> dg.JobDefinition:
     """The generation asset as a job under the multiprocess executor (step processes rebuild it from here)."""
-    job = dg.define_asset_job("fanout", selection=[ASSET], partitions_def=dataset_partitions,
+    job = dg.define_asset_job("fanout", selection=[ASSET],
                               executor_def=dg.multiprocess_executor.configured({"max_concurrent": 4}))
     defs = dg.Definitions(assets=ASSETS, jobs=[job], resources=_resources(os.environ[ROOT_ENV], os.environ[LM_ENV]))
     return defs.resolve_job_def("fanout")

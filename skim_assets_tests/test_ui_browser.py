@@ -398,20 +398,26 @@ STUDENT_QUALITY_CHECKS = {("synthetic_queries", "query_quality"), ("mapped_pairs
 
 
 @pytest.fixture
-def demo_story(demo_instance_env, tiny_causal_lm) -> str:
-    """The `demo` job run for partition `demo` through the CLI's path (filed under the job like a UI launch);
-    returns its run id."""
+def demo_story(demo_instance_env, tiny_causal_lm, tmp_path) -> str:
+    """`skim materialize demo --job demo` (the CLI in its own process, as a user runs it: its run is filed under
+    the job like a UI launch), with the tiny LM and quick retrievers; returns the run's id."""
     import dagster as dg
+    import yaml
 
     from skim_assets.assets.training import RETRIEVERS
-    from skim_assets.cli import materialize_dataset
     from skim_assets.definitions import defs
 
     in_demo = {k.path[-1] for k in defs.resolve_job_def("demo").asset_layer.executable_asset_keys}
-    run_config = {"resources": {"generator": {"config": {"base_model_path": str(tiny_causal_lm)}}},
-                  "ops": {name: QUICK_RETRIEVER for name in RETRIEVERS if name in in_demo}}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "resources": {"generator": {"config": {"base_model_path": str(tiny_causal_lm)}}},
+        "ops": {name: QUICK_RETRIEVER for name in RETRIEVERS if name in in_demo}}))
+    skim = Path(sys.executable).with_name("skim")
+    done = subprocess.run([str(skim), "--root", str(demo_instance_env["root"]), "materialize", DATASET, "--job", "demo",
+                           "--config", str(config)], capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, DAGSTER_HOME=str(demo_instance_env["home"]), HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with dg.DagsterInstance.get() as instance:
-        assert materialize_dataset(DATASET, instance, run_config, job_name="demo")
         return instance.get_runs(limit=1)[0].run_id
 
 
