@@ -16,6 +16,7 @@ package (the `dev` extra); no Playwright-managed browser download. Skipped when 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -281,9 +282,36 @@ def publish_screenshots(shots: Path) -> None:
             shutil.copy2(shot, target / shot.name)
 
 
+@contextlib.contextmanager
+def ui_page(chromium_path: str, base_url: str, shots: Path, failure_name: str, height: int):
+    """A headless Chromium page on the UI's start page, past the newsletter dialog a fresh DAGSTER_HOME greets the
+    first visitor with (shouldShowNux); on failure it screenshots what the browser showed; screenshots published."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": height})
+        try:
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            page.goto(base_url + "/")
+            newsletter = page.get_by_role("dialog").filter(has_text="Join the Dagster community")
+            if graphql(base_url, "{ shouldShowNux }")["shouldShowNux"]:
+                expect(newsletter).to_be_visible()
+                newsletter.get_by_role("button", name="Skip").click()
+                expect(newsletter).to_be_hidden()
+            page.add_locator_handler(newsletter, lambda: newsletter.get_by_role("button", name="Skip").click())
+            yield page
+        except Exception:
+            page.screenshot(path=shots / failure_name)  # what the browser showed when it went wrong
+            raise
+        finally:
+            browser.close()
+            publish_screenshots(shots)
+
+
 def test_dagster_ui_launches_and_completes_a_partition_run(chromium_path, dagster_ui, tmp_path):
     import dagster as dg
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     base_url = dagster_ui["url"]
     shots = tmp_path / "screenshots"
@@ -297,77 +325,58 @@ def test_dagster_ui_launches_and_completes_a_partition_run(chromium_path, dagste
     with dg.DagsterInstance.get() as instance:
         assert instance.get_runs() == [], "a run was launched before the UI asked for one"
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            page.set_default_timeout(UI_TIMEOUT_MS)
-            # 1. a fresh DAGSTER_HOME greets the first visitor with a newsletter dialog (shouldShowNux): skip it
-            page.goto(base_url + "/")
-            newsletter = page.get_by_role("dialog").filter(has_text="Join the Dagster community")
-            if graphql(base_url, "{ shouldShowNux }")["shouldShowNux"]:
-                expect(newsletter).to_be_visible()
-                newsletter.get_by_role("button", name="Skip").click()
-                expect(newsletter).to_be_hidden()
-            page.add_locator_handler(newsletter, lambda: newsletter.get_by_role("button", name="Skip").click())
+    with ui_page(chromium_path, base_url, shots, "failure.png", height=900) as page:
+        # the asset graph: Lineage in the navigation -> Global asset lineage
+        # accessible names carry the icon's label first ("lineage Lineage"), hence the anchored patterns
+        page.get_by_role("navigation").get_by_role("link", name=re.compile(r"\bLineage$")).click()
+        expect(page).to_have_url(re.compile(r"/asset-groups"))
+        expect(page.get_by_text("Global asset lineage")).to_be_visible()
+        expect(page.get_by_role("button", name=re.compile(r"\bMaterialize all"))).to_be_visible()
+        expect(page.get_by_text("datasets", exact=True).first).to_be_visible()
+        page.wait_for_timeout(1000)  # let the graph layout settle for the picture
+        page.screenshot(path=shots / "01_asset_lineage.png")
 
-            # the asset graph: Lineage in the navigation -> Global asset lineage
-            # accessible names carry the icon's label first ("lineage Lineage"), hence the anchored patterns
-            page.get_by_role("navigation").get_by_role("link", name=re.compile(r"\bLineage$")).click()
-            expect(page).to_have_url(re.compile(r"/asset-groups"))
-            expect(page.get_by_text("Global asset lineage")).to_be_visible()
-            expect(page.get_by_role("button", name=re.compile(r"\bMaterialize all"))).to_be_visible()
-            expect(page.get_by_text("datasets", exact=True).first).to_be_visible()
-            page.wait_for_timeout(1000)  # let the graph layout settle for the picture
-            page.screenshot(path=shots / "01_asset_lineage.png")
+        # 2. launch: asset page -> Materialize… -> (multi-asset confirmation) -> partition `demo` -> Launch 1 run
+        page.goto(f"{base_url}/assets/{LAUNCH_ASSET}")
+        materialize = page.get_by_role("button", name=re.compile(r"\bMaterialize…?$"))
+        expect(materialize).to_be_enabled()  # disabled until the asset's definition has loaded
+        materialize.click()
+        launch = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+        also = page.get_by_role("dialog").filter(has_text="Additional assets will be materialized")
+        expect(launch.or_(also)).to_be_visible()
+        if also.is_visible():  # dataset_tables cannot be subset: the UI asks to take queries and labels too
+            also.get_by_role("button", name="Confirm").click()
+        expect(launch).to_be_visible()
+        launch.get_by_text("Select a partition or create one").click()
+        page.get_by_placeholder("Filter partitions").fill(DATASET)
+        option = page.get_by_role("menuitem").filter(has=page.get_by_text(DATASET, exact=True))
+        option.click()
+        expect(option.get_by_role("checkbox")).to_be_checked()
+        launch.get_by_text("Launch runs to materialize").click()  # closes the partition picker
+        expect(page.get_by_placeholder("Filter partitions")).to_be_hidden()
+        expect(launch.get_by_text("1 partition", exact=True)).to_be_visible()
+        page.screenshot(path=shots / "02_launch_dialog.png")
+        launch.get_by_role("button", name="Launch 1 run", exact=True).click()
+        launched = time.monotonic()
 
-            # 2. launch: asset page -> Materialize… -> (multi-asset confirmation) -> partition `demo` -> Launch 1 run
-            page.goto(f"{base_url}/assets/{LAUNCH_ASSET}")
-            materialize = page.get_by_role("button", name=re.compile(r"\bMaterialize…?$"))
-            expect(materialize).to_be_enabled()  # disabled until the asset's definition has loaded
-            materialize.click()
-            launch = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
-            also = page.get_by_role("dialog").filter(has_text="Additional assets will be materialized")
-            expect(launch.or_(also)).to_be_visible()
-            if also.is_visible():  # dataset_tables cannot be subset: the UI asks to take queries and labels too
-                also.get_by_role("button", name="Confirm").click()
-            expect(launch).to_be_visible()
-            launch.get_by_text("Select a partition or create one").click()
-            page.get_by_placeholder("Filter partitions").fill(DATASET)
-            option = page.get_by_role("menuitem").filter(has=page.get_by_text(DATASET, exact=True))
-            option.click()
-            expect(option.get_by_role("checkbox")).to_be_checked()
-            launch.get_by_text("Launch runs to materialize").click()  # closes the partition picker
-            expect(page.get_by_placeholder("Filter partitions")).to_be_hidden()
-            expect(launch.get_by_text("1 partition", exact=True)).to_be_visible()
-            page.screenshot(path=shots / "02_launch_dialog.png")
-            launch.get_by_role("button", name="Launch 1 run", exact=True).click()
-            launched = time.monotonic()
-
-            # 3. the toast links to the run page, which streams the run's events until it ends
-            expect(page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}"))).to_be_visible()
-            page.get_by_role("link", name="View", exact=True).click()
-            expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}"))
-            run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
-            ended = page.get_by_text(re.compile(r"^RUN_(SUCCESS|FAILURE|CANCELED)$"))
-            expect(ended.first).to_be_visible(timeout=RUN_TIMEOUT_S * 1000)
-            outcome = ended.first.inner_text().strip()
-            timings["run_s"] = time.monotonic() - launched
-            # the event log is live; the status tag in the header is refreshed on load
-            page.reload()
-            status = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$")).first
-            expect(status).to_be_visible()
-            expect(page.get_by_text(re.compile(r"^RUN_(SUCCESS|FAILURE|CANCELED)$")).first).to_be_visible()
-            page.wait_for_timeout(500)  # let the step timeline draw
-            page.screenshot(path=shots / "03_run.png")
-            assert outcome == "RUN_SUCCESS", f"run {run_id} ended with {outcome}; see {shots / '03_run.png'}"
-            expect(status).to_have_text("Success")
-        except Exception:
-            page.screenshot(path=shots / "failure.png")  # what the browser showed when it went wrong
-            raise
-        finally:
-            browser.close()
-            publish_screenshots(shots)
+        # 3. the toast links to the run page, which streams the run's events until it ends
+        expect(page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}"))).to_be_visible()
+        page.get_by_role("link", name="View", exact=True).click()
+        expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+        run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
+        ended = page.get_by_text(re.compile(r"^RUN_(SUCCESS|FAILURE|CANCELED)$"))
+        expect(ended.first).to_be_visible(timeout=RUN_TIMEOUT_S * 1000)
+        outcome = ended.first.inner_text().strip()
+        timings["run_s"] = time.monotonic() - launched
+        # the event log is live; the status tag in the header is refreshed on load
+        page.reload()
+        status = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$")).first
+        expect(status).to_be_visible()
+        expect(page.get_by_text(re.compile(r"^RUN_(SUCCESS|FAILURE|CANCELED)$")).first).to_be_visible()
+        page.wait_for_timeout(500)  # let the step timeline draw
+        page.screenshot(path=shots / "03_run.png")
+        assert outcome == "RUN_SUCCESS", f"run {run_id} ended with {outcome}; see {shots / '03_run.png'}"
+        expect(status).to_have_text("Success")
 
     assert (shots / "03_run.png").stat().st_size > 10_000
     timings["test_s"] = time.monotonic() - started
@@ -425,7 +434,7 @@ def test_the_ui_tells_the_demo_story(chromium_path, demo_story, dagster_ui, tmp_
     """After the demo: its run is on the demo job's page, no check of it failed, the comparison is a table on the
     asset's page (not behind a link) and its chart an image, both without a click."""
     import dagster as dg
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     base_url = dagster_ui["url"]
     shots = tmp_path / "screenshots"
@@ -438,39 +447,25 @@ def test_the_ui_tells_the_demo_story(chromium_path, demo_story, dagster_ui, tmp_
     # (SmolLM2) passes every check (`make demo`, RESULTS.md); nothing blocking fails either way
     assert len(checks) > 20 and set(failed) == STUDENT_QUALITY_CHECKS, failed
     assert set(failed.values()) == {dg.AssetCheckSeverity.WARN}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            page.set_default_timeout(UI_TIMEOUT_MS)
-            page.goto(base_url + "/")
-            newsletter = page.get_by_role("dialog").filter(has_text="Join the Dagster community")
-            page.add_locator_handler(newsletter, lambda: newsletter.get_by_role("button", name="Skip").click())
+    with ui_page(chromium_path, base_url, shots, "failure_story.png", height=1000) as page:
+        # the CLI's run is on the job's page, as a UI launch would be
+        page.goto(f"{base_url}/locations/{LOCATION}/jobs/demo/runs")
+        expect(page.get_by_text(demo_story[:8]).first).to_be_visible()
+        page.screenshot(path=shots / "10_demo_job_runs.png")
 
-            # the CLI's run is on the job's page, as a UI launch would be
-            page.goto(f"{base_url}/locations/{LOCATION}/jobs/demo/runs")
-            expect(page.get_by_text(demo_story[:8]).first).to_be_visible()
-            page.screenshot(path=shots / "10_demo_job_runs.png")
-
-            # the comparison: a table inline (SKIM's row, percentages) and the chart as an image, no click
-            page.goto(f"{base_url}/assets/comparison_report?partition={DATASET}")
-            expect(page.get_by_role("cell", name="skim", exact=True).first).to_be_visible()
-            expect(page.get_by_text("[Show Markdown]")).to_have_count(0)
+        # the comparison: a table inline (SKIM's row, percentages) and the chart as an image, no click
+        page.goto(f"{base_url}/assets/comparison_report?partition={DATASET}")
+        expect(page.get_by_role("cell", name="skim", exact=True).first).to_be_visible()
+        expect(page.get_by_text("[Show Markdown]")).to_have_count(0)
+        sketch = page.locator('img[src^="data:image/svg+xml"]')
+        expect(sketch.first).to_be_visible()
+        assert sketch.first.bounding_box()["width"] > 100
+        page.get_by_role("cell", name="skim", exact=True).first.scroll_into_view_if_needed()
+        page.screenshot(path=shots / "11_comparison_report.png")
+        for asset in ("label_repair_report", "tau_sweep_report"):
+            page.goto(f"{base_url}/assets/{asset}?partition={DATASET}")
             sketch = page.locator('img[src^="data:image/svg+xml"]')
             expect(sketch.first).to_be_visible()
-            assert sketch.first.bounding_box()["width"] > 100
-            page.get_by_role("cell", name="skim", exact=True).first.scroll_into_view_if_needed()
-            page.screenshot(path=shots / "11_comparison_report.png")
-            for asset in ("label_repair_report", "tau_sweep_report"):
-                page.goto(f"{base_url}/assets/{asset}?partition={DATASET}")
-                sketch = page.locator('img[src^="data:image/svg+xml"]')
-                expect(sketch.first).to_be_visible()
-                expect(page.get_by_text("[Show Markdown]")).to_have_count(0)
-                sketch.first.scroll_into_view_if_needed()
-                page.screenshot(path=shots / f"12_{asset}.png")
-        except Exception:
-            page.screenshot(path=shots / "failure_story.png", full_page=True)
-            raise
-        finally:
-            browser.close()
-            publish_screenshots(shots)
+            expect(page.get_by_text("[Show Markdown]")).to_have_count(0)
+            sketch.first.scroll_into_view_if_needed()
+            page.screenshot(path=shots / f"12_{asset}.png")
