@@ -11,7 +11,7 @@ import polars as pl
 
 from ..lib.baselines import click_propensities
 from ..lib.catalogue import refresh_catalogue
-from ..lib.html_report import REPORT_SECTIONS, ReportContent, render_report
+from ..lib.html_report import REPORT_SECTIONS, ReportContent, comparison_by_base_model, render_report
 from ..lib.metrics import evaluate_rankings, ndcg_gains
 from ..lib.ova_head import ova_topk
 from ..lib.plots import bar_plot
@@ -199,11 +199,9 @@ def comparison_report(context: dg.AssetExecutionContext, storage: StorageResourc
     dataset = context.partition_key
     table = comparison_table(retrieval_metrics)
     by_base_model, sections = {}, []
-    for base_model in BASE_MODELS:
+    for base_model, sub in comparison_by_base_model(table):
         # the unbiased test set (every label) first: the headline; the panel is narrow
-        columns = sorted((c for c in table.columns if c.startswith(base_model)), key=lambda c: " biased " in c)
-        sub = methods_first(table.select("method", *columns).rename(
-            {c: c.removeprefix(base_model + " ") for c in columns}))
+        sub = methods_first(sub.select("method", *sorted(sub.columns[1:], key=lambda c: c.startswith("biased "))))
         by_base_model[base_model] = report_table(sub)
         sections.append(f"**{base_model}**\n\n" + metrics_table_markdown(sub))
     chart = bar_plot(table["method"].to_list(),

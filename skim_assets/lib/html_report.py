@@ -18,7 +18,7 @@ import polars as pl
 from .plots import png_data_uri
 from .report_tables import format_cell, methods_first, report_columns
 
-__all__ = ["ReportSection", "REPORT_SECTIONS", "report_sections", "render_report"]
+__all__ = ["ReportSection", "REPORT_SECTIONS", "report_sections", "render_report", "comparison_by_base_model"]
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,9 @@ def _table_html(frame: pl.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _comparison_tables(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
-    """The comparison's wide table split per base model (`<base model> <test set> <metric>` columns)."""
+def comparison_by_base_model(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
+    """The comparison's wide table split per base model (`<base model> <test set> <metric>` columns): (base model,
+    its `method` and `<test set> <metric>` columns), in the frame's order."""
     bases = list(dict.fromkeys(c.split(" ")[0] for c in frame.columns if c != "method"))
     out = []
     for base in bases:
@@ -96,7 +97,7 @@ def render_report(content: ReportContent) -> str:
             continue
         frame = methods_first(frame.select(list(section.columns) or frame.columns))
         parts.append(f"<h2>{html.escape(section.heading)}</h2><p>{html.escape(section.explanation)}</p>")
-        tables = _comparison_tables(frame) if section.asset == "comparison_report" else [("", frame)]
+        tables = comparison_by_base_model(frame) if section.asset == "comparison_report" else [("", frame)]
         for caption, table in tables:
             parts.append((f"<h3>{html.escape(caption)}</h3>" if caption else "") + _table_html(table))
     missing = [s.asset for s, f in content.tables.items() if f is None]
