@@ -84,7 +84,8 @@ def teacher_demonstrations(
     spec = storage.dataset_spec(dataset)
     sources, known = generation_sources_of(spec.direction, documents, queries, train_pairs, click_log_pairs)
     sample = sample_documents(sources, config.max_documents, config.seed)
-    model = teacher.build(storage.inside_root(TEACHER_CACHE), fallback_model_path=str(base_model_folder(base_slm)))
+    model = teacher.build(storage.inside_root(TEACHER_CACHE), fallback_model_path=str(base_model_folder(base_slm)),
+                          batch_dir=storage.inside_root(TEACHER_CACHE, "batches", dataset))  # batch mode's state
     if hasattr(model, "adapt_to_dataset"):  # the offline teacher learns the corpus's boilerplate and output style
         model.adapt_to_dataset(
             seeded_subset(sources["metadata"].to_list(), config.adapt_max_texts, config.seed),
@@ -124,6 +125,7 @@ def teacher_demonstrations(
             "prompt_tokens": sum(r.prompt_tokens for r in responses),
             "completion_tokens": sum(r.completion_tokens for r in responses),
             "cost_usd": round(float(usage.get("cost_usd", 0.0)), 4),
+            **({"teacher_batches": dg.MetadataValue.json(model.batches)} if getattr(model, "batches", None) else {}),
             "seconds": round(seconds, 1),
             **quality_metadata(figures, "teacher"),
             "sample": sample_table(judged, sources),

@@ -4,6 +4,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from ..lib.teachers.batch import TeacherBatchSettings
+
 # The settings the environment gives (README: `export SKIM_TEACHER=openai ...`), by field.
 TEACHER_ENV = {
     "kind": "SKIM_TEACHER",
@@ -14,7 +16,7 @@ TEACHER_ENV = {
 _ENV_DEFAULTS = {"kind": "keyphrase", "base_url": "", "model": "", "api_key": None}
 
 
-class TeacherResource(dg.ConfigurableResource):
+class TeacherResource(dg.ConfigurableResource, TeacherBatchSettings):
     """The teacher LLM that writes demonstration queries.
 
     kind 'keyphrase' (default) runs offline: KeyBERT-style diverse keyphrases of the metadata with the bundled
@@ -25,6 +27,9 @@ class TeacherResource(dg.ConfigurableResource):
     kind, base_url, model and api_key left unset (None) are read from their environment variables
     (`TEACHER_ENV`) when the teacher is built, not when the code location loads: run config replaces the
     resource's whole config, so a value baked in at import would be lost as soon as a run sets any one field.
+
+    The `batch*` fields (`lib.teachers.TeacherBatchSettings`, one list for both) switch the 'openai' kind to the
+    OpenAI Batch API: `batch: true` sends one batch per asset run at the batch price.
     """
 
     kind: str | None = Field(default=None, description="'keyphrase' | 'openai' | 'hf-local'; unset: $SKIM_TEACHER, "
@@ -53,11 +58,15 @@ class TeacherResource(dg.ConfigurableResource):
         value = getattr(self, name)
         return value if value is not None else os.environ.get(TEACHER_ENV[name], _ENV_DEFAULTS[name])
 
-    def build(self, cache_dir: Path, fallback_model_path: str = ""):
+    def build(self, cache_dir: Path, fallback_model_path: str = "", batch_dir: Path | None = None):
+        """The teacher. Answers are cached in `cache_dir`; `batch_dir` holds the state of the step's pending batch
+        (batch mode; default `<cache_dir>/batches/default`): one folder per step that may run at once."""
         from ..lib.encoders import TextEncoder
         from ..lib.teachers import build_teacher
 
         kind = self.setting("kind")
+        if self.batch and kind != "openai":
+            raise ValueError(f"batch: true is the OpenAI Batch API: it needs teacher kind 'openai', not {kind!r}")
         if kind == "keyphrase":
             return build_teacher("keyphrase", encoder=TextEncoder(device="cpu"))
         if kind == "openai":
@@ -71,7 +80,7 @@ class TeacherResource(dg.ConfigurableResource):
                 max_retries=self.max_retries, timeout_s=self.timeout_s, cache_dir=cache_dir,
                 budget_usd=self.budget_usd, usd_per_1k_prompt_tokens=self.usd_per_1k_prompt_tokens,
                 usd_per_1k_completion_tokens=self.usd_per_1k_completion_tokens,
-                max_answer_chars=self.max_answer_chars,
+                max_answer_chars=self.max_answer_chars, batch=TeacherBatchSettings.of(self), batch_dir=batch_dir,
             )
         if kind == "hf-local":
             return build_teacher("hf-local", model_path=self.local_model_path or fallback_model_path,

@@ -1,15 +1,16 @@
 """Teachers: turn chat messages into text (the teacher demonstrations of SKIM's first stage).
 
 One protocol (`protocol`), three backends: `OpenAIChatTeacher` (`openai_client`, the `openai` SDK with answers
-cached by `cache`), `KeyphraseTeacher` (`keyphrase`, offline) and `LocalHFTeacher` (`local_hf`). This module holds
-the factory and re-exports the public names. Parsing the answers is the caller's business
-(`skim_assets.lib.parsing`). No Dagster here.
+cached by `cache`; its OpenAI Batch API mode in `batch`), `KeyphraseTeacher` (`keyphrase`, offline) and
+`LocalHFTeacher` (`local_hf`). This module holds the factory and re-exports the public names. Parsing the answers
+is the caller's business (`skim_assets.lib.parsing`). No Dagster here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .batch import BatchFailed, BatchPending, TeacherBatchSettings
 from .cache import CACHE_FORMAT_VERSION, ResponseCache, cache_key
 from .keyphrase import STOPWORDS, KeyphraseTeacher, format_queries
 from .local_hf import LocalHFTeacher
@@ -18,6 +19,8 @@ from .protocol import ProgressFn, Teacher, TeacherRequest, TeacherResponse, esti
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
+    "BatchFailed",
+    "BatchPending",
     "STOPWORDS",
     "TEACHER_KINDS",
     "KeyphraseTeacher",
@@ -27,6 +30,7 @@ __all__ = [
     "ResponseCache",
     "Teacher",
     "TeacherRequest",
+    "TeacherBatchSettings",
     "TeacherResponse",
     "build_teacher",
     "cache_key",

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from .batch import BatchMode, TeacherBatchSettings
 from .cache import CACHE_FORMAT_VERSION, ResponseCache, cache_key
 from .protocol import ProgressFn, TeacherRequest, TeacherResponse, _messages_text, _Progress, estimate_tokens
 from .transport import deadline_http_client
@@ -57,7 +58,7 @@ def _plural(n: int) -> str:
     return f"{n} attempt" if n == 1 else f"{n} attempts"
 
 
-class OpenAIChatTeacher:
+class OpenAIChatTeacher(BatchMode):
     """A client for an OpenAI-compatible chat endpoint, safe to rerun: answers are cached by prompt hash.
 
     `base_url` is the API root (`http://127.0.0.1:8000/v1`, `https://api.openai.com/v1`). An Azure OpenAI
@@ -76,6 +77,11 @@ class OpenAIChatTeacher:
     error and is not stored, though its cost counts. Costs and the budget are per instance (all `complete`
     calls); requests already in flight when the budget runs out still land. The key and any run of
     `KEY_PART_CHARS` of its characters are redacted from answers, errors and logs.
+
+    With `batch=TeacherBatchSettings(batch=True)` the prompts the cache lacks go out as one OpenAI Batch API job
+    per `complete` call instead (`batch`: half the price; state in `batch_dir`, default `<cache_dir>/batches/
+    default`, so a killed call's rerun resumes the same batch); their answers pass the same checks into the same
+    cache, and cost `batch_price_factor` of the prices, budget included.
     """
 
     backend = "openai"
@@ -98,6 +104,8 @@ class OpenAIChatTeacher:
         api_version: str | None = None,
         progress_every_s: float = 5.0,
         max_answer_chars: int = MAX_ANSWER_CHARS,
+        batch: TeacherBatchSettings | None = None,
+        batch_dir: str | Path | None = None,
     ):
         if not base_url:
             raise ValueError("base_url is required (e.g. http://127.0.0.1:8000/v1)")
@@ -145,6 +153,7 @@ class OpenAIChatTeacher:
             prompt_tokens=0, completion_tokens=0, cost_usd=0.0,
         )
         self._client, self.api_version = self._make_client(api_version)
+        self._init_batch(batch, batch_dir, azure_deployment_url=self._azure_deployment_url)
 
     def _make_client(self, api_version: str | None):
         """One SDK client for all threads (it is thread-safe), and the Azure API version (None: not Azure)."""
@@ -164,6 +173,7 @@ class OpenAIChatTeacher:
             default_query=query or None,
         )
         self._request_headers: dict = {}
+        self._azure_deployment_url = False
         if not (api_version or azure_host):
             if not self._api_key and "authorization" not in {k.lower() for k in self._extra_headers}:
                 self._request_headers = {"Authorization": openai.Omit()}
@@ -177,6 +187,7 @@ class OpenAIChatTeacher:
         if not self._api_key:
             raise ValueError(f"the Azure OpenAI endpoint {self._redact(root)} needs api_key")
         if re.search(r"/openai/deployments/[^/]+$", path):
+            self._azure_deployment_url = True
             client = openai.AzureOpenAI(base_url=root, api_version=api_version, api_key=self._api_key, **common)
         else:  # the resource endpoint: the SDK puts /openai/deployments/<model> in front of each call
             endpoint = urlunsplit((parts.scheme, parts.netloc, path.removesuffix("/openai"), "", ""))
@@ -187,6 +198,7 @@ class OpenAIChatTeacher:
 
     def close(self) -> None:
         """Closes the SDK client's connection pool (the teacher is not usable afterwards)."""
+        self._close_batch()
         self._client.close()
 
     # -- presentation (never the key) --------------------------------------------------------------------------
@@ -219,6 +231,7 @@ class OpenAIChatTeacher:
             "budget_usd": self.budget_usd,
             "usd_per_1k_prompt_tokens": self.usd_per_1k_prompt_tokens,
             "usd_per_1k_completion_tokens": self.usd_per_1k_completion_tokens,
+            **self.batch_settings.as_dict(),
         }
 
     def _redact(self, text: str) -> str:
@@ -280,12 +293,16 @@ class OpenAIChatTeacher:
                 results[i] = hit
                 tracker.add(hit)
 
-        def finish(i: int, response: TeacherResponse) -> None:
+        def finish(i: int, response: TeacherResponse, cost: float | None = None) -> None:
             results[i] = response
-            paid = response.ok and not response.cached
-            tracker.add(response, self.cost_of(response.prompt_tokens, response.completion_tokens) if paid else 0.0)
+            if cost is None:
+                paid = response.ok and not response.cached
+                cost = self.cost_of(response.prompt_tokens, response.completion_tokens) if paid else 0.0
+            tracker.add(response, cost)
 
-        if self.concurrency == 1 or len(pending) <= 1:
+        if self.batch_settings.batch:
+            self._complete_by_batch(requests, pending, results, finish, progress)
+        elif self.concurrency == 1 or len(pending) <= 1:
             for i in pending:
                 finish(i, self._safe_complete_one(requests[i]))
         else:
@@ -387,6 +404,14 @@ class OpenAIChatTeacher:
             completion = None
         if completion is None or isinstance(completion, str):  # the SDK returns a non-JSON body as text
             return self._fail(request, f"malformed response {where}: not JSON: {self._snippet(body, 200)!r}", attempts)
+        return self._accept(request, completion, body, attempts, where)
+
+    def _accept(self, request: TeacherRequest, completion, body: str, attempts: int, where: str,
+                price_factor: float = 1.0, key: str | None = None, origin: dict | None = None,
+                batch_id: str | None = None) -> TeacherResponse:
+        """A parsed chat completion (the SDK's, or a batch line's body) checked, counted at `price_factor` of the
+        prices, and cached under `key` (default: the request's cache key) with the model and sampling settings of
+        `origin` (default: this teacher's)."""
         choices = getattr(completion, "choices", None)
         if not choices:
             return self._fail(request, f"malformed response {where}: no choices: {self._snippet(body, 200)}", attempts)
@@ -411,7 +436,7 @@ class OpenAIChatTeacher:
             completion_tokens = reported_completion
         else:
             completion_tokens = estimate_tokens(content)
-        cost = self.cost_of(prompt_tokens, completion_tokens)
+        cost = self.cost_of(prompt_tokens, completion_tokens) * price_factor
         with self._lock:
             self._stats["prompt_tokens"] += prompt_tokens
             self._stats["completion_tokens"] += completion_tokens
@@ -421,7 +446,8 @@ class OpenAIChatTeacher:
                                        f"max_answer_chars={self.max_answer_chars}; not stored", attempts)
         content = self._redact(content)  # a key echoed in the answer is never cached or returned
         if self._cache is not None:
-            key = self.cache_key(request.messages)
+            key = key or self.cache_key(request.messages)
+            origin = origin or {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens}
             try:
                 self._cache.put(
                     key,
@@ -429,9 +455,7 @@ class OpenAIChatTeacher:
                         "version": CACHE_FORMAT_VERSION,
                         "cache_key": key,
                         "request_key": request.key,
-                        "model": self.model,
-                        "temperature": self.temperature,
-                        "max_tokens": self.max_tokens,
+                        **origin,
                         "messages": request.messages,
                         "text": content,
                         "prompt_tokens": prompt_tokens,
@@ -439,6 +463,7 @@ class OpenAIChatTeacher:
                         "usage_estimated": estimated,
                         "cost_usd": cost,
                         "created_unix": time.time(),
+                        **({"batch_id": batch_id} if batch_id else {}),
                     },
                 )
             except OSError as exc:  # a full disk must not lose an answer already paid for in this run
