@@ -189,6 +189,7 @@ class LoraAdapterConfig(dg.Config, LoraSftConfig):
     """LoRA SFT of the student: the fields of `lib.distillation.LoraSftConfig`."""
 
 
+LORA_CHECKPOINTS = "lora_checkpoints"  # under the root: `<dataset>/<asset>/checkpoint.pt` of a step still training
 LORA_TRAINING = "training.json"  # in an adapter's folder: the settings it was trained with and its report
 
 
@@ -228,8 +229,10 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
                                                      use_metadata)
         base_model = base_model_folder(base_slm)
         folder = storage.staging_dir()
+        # a killed or retried step resumes from its last checkpoint (every `checkpoint_every_steps` steps)
         report = train_lora_adapter(str(base_model), prompts, targets, folder / LORA_FOLDER, config,
-                                    progress=context.log.info, keys=doc_ids, device=generator.device)
+                                    progress=context.log.info, keys=doc_ids, device=generator.device,
+                                    checkpoint_dir=storage.step_dir(LORA_CHECKPOINTS, context.partition_key, name))
         curve = [(0, report.holdout_loss_before), *report.holdout_curve]
         # the training loss at every step beside the held-out loss at each evaluation (a few points)
         plot = line_plot({"train loss": (report.loss_steps, report.loss_curve),

@@ -2,7 +2,7 @@
 
 Artifacts live at `<root>/<asset>/<dataset>/<table>.parquet`; each (asset, table) becomes one view across all
 datasets, with a `dataset` column: `<asset>` for table 'data', else `<asset>__<table>`. Folders that hold inputs,
-caches or work state rather than artifacts (`NOT_ARTIFACTS`, `*_shards`, hidden ones) get no view.
+caches or work state rather than artifacts (`NOT_ARTIFACTS`, `*_shards`, `*_checkpoints`, hidden ones) get no view.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ CATALOGUE_FILE = "skim.duckdb"  # under the storage root
 
 def is_artifact_folder(name: str) -> bool:
     """Whether a top-level folder of the storage root holds an asset's artifacts (one folder per dataset)."""
-    return not (name.startswith(".") or name in NOT_ARTIFACTS or name.endswith("_shards"))
+    # `<asset>_shards`: generation's resumable shards; `*_checkpoints`: mid-training checkpoints (lib.checkpoints)
+    return not (name.startswith(".") or name in NOT_ARTIFACTS or name.endswith(("_shards", "_checkpoints")))
 
 
 def _view_name(asset: str, table: str) -> str:

@@ -59,6 +59,11 @@ class LoraSftConfig(Settings):
                            "(lib.devices.native_bf16), else fp32; or 'bfloat16' / 'float32'.")
     seed: int = Field(default=0, description="Seed of the hold-out split and shuffling.")
     log_every_s: float = Field(default=20.0, description="Seconds between progress lines.")
+    # ~1-2 minutes of SFT on 2 CPU cores (a few seconds a step); an adapter's checkpoint is a few MB
+    checkpoint_every_steps: int = Field(default=20, ge=0, description="With a checkpoint folder (the lora_adapter "
+                                        "assets pass one), save the training state every this many optimizer steps "
+                                        "(atomically): a killed, retried or re-run step resumes from the last "
+                                        "one and ends as an uninterrupted run would (0 = off).")
 
 
 @dataclass
@@ -79,6 +84,7 @@ class LoraSftReport:
     precision: str = "fp32"
     device: str = "cpu"
     config: dict = field(default_factory=dict)
+    resumed_from_step: int = 0  # the checkpoint's step a resumed run continued from (0: trained from the start)
 
 
 def _resolve(config: LoraSftConfig, device: str) -> tuple[torch.device, bool, str]:
@@ -157,6 +163,7 @@ def train_lora_adapter(
     progress: Callable[[str], None] | None = None,
     keys: list[str] | None = None,
     device: str = "auto",
+    checkpoint_dir: str | Path | None = None,
 ) -> LoraSftReport:
     """Train a LoRA adapter for the causal LM at `base_path` and save it (peft format) to `out_dir`.
 
@@ -164,9 +171,15 @@ def train_lora_adapter(
     on: its target-token loss is measured every `eval_every_steps` steps, the adapter with the lowest held-out
     loss is the one saved, and training stops after `patience` evaluations without improvement. Small
     demonstration sets are passed over more than `epochs` times so training takes at least `min_steps` steps.
+
+    With `checkpoint_dir`, the training state is saved there every `checkpoint_every_steps` steps
+    (`lib.checkpoints`); a later call with the same settings, examples and base model resumes from it and ends with
+    the same adapter as an uninterrupted run. The checkpoint is removed once the adapter is saved.
     """
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
+
+    from .checkpoints import Digest, TrainingCheckpoint, fingerprint_settings, module_digest, restore_rng_states
 
     config = config or LoraSftConfig()
     say = progress or log.info
@@ -180,13 +193,18 @@ def train_lora_adapter(
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32).to(device)
+    rows = tokenize_examples(tokenizer, prompts, targets, config)
+    checkpoint = TrainingCheckpoint(checkpoint_dir, "", config.checkpoint_every_steps, say, "LoRA SFT")
+    if checkpoint.enabled:  # what this run computes: its settings, its token ids, its base model, its precision
+        checkpoint.fingerprint = (Digest("lora_sft").json(fingerprint_settings(config)).json([precision, pad_id])
+                                  .arrays(r["input_ids"] for r in rows).arrays(r["labels"] for r in rows)
+                                  .texts(keys).json(module_digest(model)).hexdigest())
     model = get_peft_model(model, LoraConfig(
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=list(config.target_modules),
         task_type="CAUSAL_LM",
     ))
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
-    rows = tokenize_examples(tokenizer, prompts, targets, config)
     order = np.random.default_rng(config.seed).permutation(len(rows))
     n_holdout = min(len(rows) - 1, max(1, int(round(config.holdout_fraction * len(rows))))) if len(rows) > 1 else 0
     holdout = [rows[i] for i in order[:n_holdout]]
@@ -198,9 +216,11 @@ def train_lora_adapter(
     optimizer = torch.optim.AdamW([p for _, p in trainable], lr=config.learning_rate)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_fraction * steps), steps)
 
+    saved = checkpoint.load() if checkpoint.enabled else None
     report = LoraSftReport(train_examples=len(train), holdout_examples=len(holdout), steps=steps, seconds=0.0,
                            examples_per_second=0.0,
-                           holdout_loss_before=mean_target_loss(model, holdout, pad_id, device, bf16=bf16),
+                           holdout_loss_before=(saved["report"]["holdout_loss_before"] if saved else
+                                                mean_target_loss(model, holdout, pad_id, device, bf16=bf16)),
                            holdout_loss_after=float("nan"), precision=precision, device=str(device),
                            config=config.as_dict(),
                            holdout_keys=sorted(keys[i] for i in order[:n_holdout]))
@@ -210,15 +230,40 @@ def train_lora_adapter(
     best_loss, evals_without_gain = report.holdout_loss_before, 0
     best_state = {name: p.detach().clone() for name, p in trainable}
     rng = np.random.default_rng(config.seed + 1)
-    started = last_log = time.monotonic()
+    step, window, examples_seen, seconds_before = 0, [], 0, 0.0
+    start_epoch, first_start = 0, 0
+    if saved:
+        with torch.no_grad():
+            for name, p in trainable:
+                p.copy_(saved["weights"][name])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        best_state = {name: t.to(device) for name, t in saved["best_weights"].items()}
+        best_loss, evals_without_gain = saved["best_loss"], saved["evals_without_gain"]
+        for name in ("loss_curve", "loss_steps", "holdout_curve", "best_step"):
+            setattr(report, name, saved["report"][name])
+        report.holdout_curve = [tuple(point) for point in report.holdout_curve]
+        step, window, examples_seen, seconds_before = (saved["step"], saved["window"], saved["examples_seen"],
+                                                       saved["seconds"])
+        start_epoch, first_start = saved["epoch"], saved["next_start"]
+        report.resumed_from_step = step
+        say(f"LoRA SFT: resumed from step {step}/{steps} (epoch {start_epoch + 1}/{epochs}, checkpoint "
+            f"{checkpoint.path})")
+    started = last_log = time.monotonic() - seconds_before  # seconds of training, across resumed runs
     model.train()
-    step, window, examples_seen = 0, [], 0
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
+        resuming = saved is not None and epoch == start_epoch
+        if resuming:
+            rng.bit_generator.state = saved["epoch_rng"]
+        epoch_rng = rng.bit_generator.state  # the epoch's batch order is drawn again from here on resuming
         # length-sorted micro-batches waste less padding; shuffle the batch order
         by_length = sorted(rng.permutation(len(train)), key=lambda i: len(train[i]["input_ids"]))
         micro = [by_length[i : i + config.micro_batch_size] for i in range(0, len(by_length), config.micro_batch_size)]
         micro = [micro[i] for i in rng.permutation(len(micro))]
-        for start in range(0, len(micro), accumulation):
+        if resuming:
+            rng.bit_generator.state = saved["rng_loop"]
+            restore_rng_states(saved["rng"])  # LoRA dropout draws from torch's generator
+        for start in range(first_start if resuming else 0, len(micro), accumulation):
             if step == steps:
                 break
             group = micro[start : start + accumulation]
@@ -259,6 +304,19 @@ def train_lora_adapter(
                 if config.patience and evals_without_gain >= config.patience:
                     report.stopped_early = True
                     break
+            if step < steps and checkpoint.due(step):
+                checkpoint.save({
+                    "step": step, "epoch": epoch, "next_start": start + accumulation, "epoch_rng": epoch_rng,
+                    "rng_loop": rng.bit_generator.state, "examples_seen": examples_seen,
+                    "seconds": time.monotonic() - started, "window": window,
+                    "weights": {name: p.detach().cpu() for name, p in trainable},
+                    "best_weights": {name: t.cpu() for name, t in best_state.items()},
+                    "best_loss": best_loss, "evals_without_gain": evals_without_gain,
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "report": {"holdout_loss_before": report.holdout_loss_before, "loss_curve": report.loss_curve,
+                               "loss_steps": report.loss_steps, "holdout_curve": report.holdout_curve,
+                               "best_step": report.best_step},
+                })
         if report.stopped_early:
             say(f"LoRA SFT: stopped early at step {step}: no held-out gain in {config.patience} evaluations")
             break
@@ -276,4 +334,5 @@ def train_lora_adapter(
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     (out_dir / "sft_report.json").write_text(json.dumps(asdict(report), indent=2))
+    checkpoint.remove()  # the adapter is the artifact now
     return report

@@ -92,6 +92,23 @@ def write_text_atomic(text: str, path: str | Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` for the caller to write (e.g. `torch.save`); when the block ends it is
+    renamed to `path`, so readers see the previous file or the new one whole, never part of one. On an error the
+    temporary file is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_orphans(path)
+    tmp = _temp_sibling(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def write_json_atomic(obj: Any, path: str | Path) -> Path:
     return write_text_atomic(json.dumps(obj, indent=2, sort_keys=True, default=str), path)
 
