@@ -194,8 +194,9 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
     job = dg.build_reconstructable_job("skim_assets.cli", "cli_job", (job_name, in_process))
     job_def = job.get_definition()
     partition_config = job_def.partitioned_config.get_run_config_for_partition_key(name)
-    # the given config wins op by op: a profile's ops that it does not name keep the job's settings
-    ops = {**partition_config.get("ops", {}), **(run_config or {}).get("ops", {})}
+    # the given config wins setting by setting: what it does not name (an op, or one model of a method's two) keeps
+    # the job's profile
+    ops = merged_config(partition_config.get("ops", {}), (run_config or {}).get("ops", {}))
     with _terminate_as_interrupt():
         run = instance.create_run_for_job(
             job_def, run_config={**partition_config, "loggers": loggers, **(run_config or {}), "ops": ops},
@@ -203,6 +204,15 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
             asset_selection=frozenset(selection) if selection else None,
             job_code_origin=job.get_python_origin(), remote_job_origin=remote_job_origin(job_name))
         return execute_run(job, run, instance).success
+
+
+def merged_config(base: dict, given: dict) -> dict:
+    """`given` over `base`, nested dicts merged key by key (a value that is not a dict replaces the base's)."""
+    merged = dict(base)
+    for key, value in given.items():
+        merged[key] = (merged_config(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict)
+                       else value)
+    return merged
 
 
 @contextlib.contextmanager

@@ -21,12 +21,11 @@ from .assets.evaluation import (
 )
 from .assets.generation import generation_assets, generation_checks
 from .assets.mapping import mapping_assets, mapping_checks
-from .assets.ova import ova_assets, ova_checks
 from .console import step_progress_logger
 from .deployment import build_executor
 from .assets.simulation import simulated_clicks
 from .assets.sweeps import sweep_assets
-from .assets.training import retriever_assets, train_pairs, training_checks
+from .assets.training import models_assets, train_pairs, training_checks
 from .jobs import (
     build_demo_jobs,
     click_refresh_job,
@@ -39,14 +38,14 @@ from .resources import EncoderResource, GeneratorResource, StorageResource, Teac
 from .sensors import click_log_sensor, dataset_folder_sensor, model_refresh_schedule, table_automation_sensor
 
 ASSETS = [
-    dataset_tables, click_log_pairs, simulated_clicks, train_pairs, *retriever_assets, *ova_assets,
+    dataset_tables, click_log_pairs, simulated_clicks, train_pairs, *models_assets,
     retrieval_metrics, comparison_report, label_repair_report, duckdb_catalogue, html_report,
     teacher_demonstrations, base_slm, lora_adapter, lora_adapter_no_metadata, *generation_assets, *mapping_assets,
     *baseline_pair_assets, *sweep_assets,
 ]
 # Every asset check, each defined beside the asset it guards (`assets/<stage>.py`, machinery in `assets/checking.py`).
 all_checks: list = [
-    *dataset_checks, *distillation_checks, *generation_checks, *mapping_checks, *training_checks, *ova_checks,
+    *dataset_checks, *distillation_checks, *generation_checks, *mapping_checks, *training_checks,
     *evaluation_checks,
 ]
 

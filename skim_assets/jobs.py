@@ -26,8 +26,7 @@ GENERATION_ABLATIONS = dg.AssetSelection.assets("lora_adapter_no_metadata", "syn
                              "html_report")
 # Metadata-augmented retrieval (Table 4) trains on texts four times as long, and the exposure sweep (Fig. 3) trains
 # a head per window and method: both are left to the whole pipeline too.
-FULL_PIPELINE_ONLY = dg.AssetSelection.assets("ra_retriever", "ra_ova_head", "skim_ra_retriever", "skim_ra_ova_head",
-                                              "exposure_sweep_report", "slm_size_report")
+FULL_PIPELINE_ONLY = dg.AssetSelection.assets("ra_models", "skim_ra_models", "exposure_sweep_report", "slm_size_report")
 CORE = dg.AssetSelection.all() - GENERATION_ABLATIONS - FULL_PIPELINE_ONLY
 skim_core_job = dg.define_asset_job(
     "skim_core", selection=CORE,
@@ -71,12 +70,13 @@ def demo_run_config(ops: Collection[str]) -> dict:
     tokens per document (a list of short queries), two outputs per document (greedy, and one sampled from the
     prompt's words). The whole run fits 10 minutes on 2 cores with the install (RESULTS.md)."""
     from .assets.generation import generation_assets
-    from .assets.training import RETRIEVERS
+    from .assets.training import METHODS, models_asset
 
     lora = {"effective_batch_size": 8, "learning_rate": 2e-3, "min_steps": 40, "eval_every_steps": 20, "patience": 2}
     profile = {
         # re-mining every epoch: on 160 documents mining costs nothing (remine_every=2 is for large corpora)
-        **{name: {"config": {"epochs": 3, "learning_rate": 1e-4, "remine_every": 1}} for name in RETRIEVERS},
+        **{models_asset(method): {"config": {"dual_encoder": {"epochs": 3, "learning_rate": 1e-4, "remine_every": 1}}}
+           for method in METHODS},
         **{name: {"config": lora} for name in ("lora_adapter", "lora_adapter_no_metadata")},
         # a second output per document, sampled from the prompt's words: ~6 distinct queries per document
         **{asset.key.path[-1]: {"config": {"max_new_tokens": 80, "samples": 2}} for asset in generation_assets},

@@ -123,11 +123,11 @@ def click_log_sensor(context: dg.SensorEvaluationContext, storage: StorageResour
 
 
 def model_is_stale(storage: StorageResource, dataset: str) -> bool:
-    """True when the click-trained base retriever was not trained on the current train pairs."""
+    """True when the click-trained base models were not trained on the current train pairs."""
     from .lib.storage import file_digest
 
     pairs = storage.table_path("train_pairs", dataset)
-    report = storage.artifact_dir("base_retriever", dataset) / "training.json"
+    report = storage.artifact_dir("base_models", dataset) / "training.json"
     if not pairs.exists():
         return False
     if not report.exists():
@@ -163,11 +163,11 @@ if _CRON_REFUSED:
 @dg.schedule(job=model_refresh_job, cron_schedule=_CRON, execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.STOPPED if _CRON_REFUSED else dg.DefaultScheduleStatus.RUNNING,
              description=_CRON_REFUSED or (f"Retrains the model steps of each dataset whose train pairs changed since "
-                                           f"its base retriever was trained; cron '{_CRON}' (UTC), set by "
+                                           f"its base models were trained; cron '{_CRON}' (UTC), set by "
                                            f"{MODEL_REFRESH_CRON_ENV}."))
 def model_refresh_schedule(context: dg.ScheduleEvaluationContext, storage: StorageResource):
     """Retrains the model steps (distillation, generation, every model, metrics) of each dataset whose train
-    pairs changed since its base retriever was trained; the cron comes from SKIM_MODEL_REFRESH_CRON.
+    pairs changed since its base models were trained; the cron comes from SKIM_MODEL_REFRESH_CRON.
 
     Click drops never cascade into model steps: they refresh tables only (`click_log_sensor`), and this
     schedule picks the change up at its next tick. One run per stale dataset, keyed by the tick.

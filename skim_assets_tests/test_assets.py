@@ -20,8 +20,9 @@ from skim_assets.assets.distillation import (
 )
 from skim_assets.assets.generation import SyntheticQueriesConfig, generation_assets
 from skim_assets.assets.mapping import MappingConfig
-from skim_assets.assets.ova import OVA_HEADS
-from skim_assets.assets.training import METHODS, RETRIEVERS, RetrieverTrainingConfig, train_pairs
+from skim_assets.assets.evaluation import model_names
+from skim_assets.assets.training import (METHODS, MethodModelsConfig, RetrieverTrainingConfig, models_asset,
+                                         train_pairs)
 from skim_assets.definitions import ASSETS, all_checks, defs
 from skim_assets.partitions import dataset_partitions
 from skim_assets.resources import (
@@ -30,6 +31,7 @@ from skim_assets.resources import (
     StorageResource,
     Tables,
     TeacherResource,
+    TrainingView,
     storage_resources,
 )
 from skim_assets.sensors import dataset_folder_sensor
@@ -39,7 +41,9 @@ from skim_assets.lib.quality import label_repair
 
 from .conftest import TINY_WORLD, materialize_selected
 
-QUICK_TRAINING = RetrieverTrainingConfig(epochs=2, learning_rate=1e-4, hard_negatives=1)
+QUICK_TRAINING = MethodModelsConfig(dual_encoder=RetrieverTrainingConfig(epochs=2, learning_rate=1e-4, hard_negatives=1))
+MODELS = [models_asset(method) for method in METHODS]
+MODEL_NAMES = [name for method in METHODS for name in model_names(method).values()]  # as the metrics name them
 
 
 def _resources(root, base_model_path=""):
@@ -65,7 +69,7 @@ def _materialize(assets, root, dataset, instance=None, base_model_path="", **kwa
 def test_definitions_load_with_every_asset_and_the_pipeline_job():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"documents", "queries", "relevance_labels", "click_train_pairs", "unbiased_test_qrels",
-            "base_retriever", "oracle_retriever", "retrieval_metrics"} <= keys
+            "base_models", "oracle_models", "retrieval_metrics"} <= keys
     assert defs.resolve_job_def("skim_pipeline") is not None
 
 
@@ -75,7 +79,7 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
         "slm_size_report": SlmSizeSweepConfig(student_models=[str(tiny_causal_lm), str(tiny_causal_lm_wider)]),
         # SKIM keeps only pairs whose document sits near one of its query's clicks (the sweeps apply it too)
         "mapped_pairs": MappingConfig(click_neighbour_floor=0.3, examined_positions=3),
-        **{name: QUICK_TRAINING for name in RETRIEVERS},
+        **{name: QUICK_TRAINING for name in MODELS},
         **{name: LoraAdapterConfig(epochs=1, min_steps=0, effective_batch_size=8, micro_batch_size=8)
            for name in ("lora_adapter", "lora_adapter_no_metadata")},
         # a random tiny LM writes ungrounded text: SKIM's own generation keeps it (so the mapping has rows to map),
@@ -96,9 +100,9 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert materialized == {a.to_user_string() for asset in ASSETS for a in asset.keys}
 
     metrics = pl.read_parquet(storage_root / "retrieval_metrics" / "tiny" / "data.parquet")
-    assert set(metrics["model"]) == {"zero_shot", *RETRIEVERS, *OVA_HEADS}
+    assert set(metrics["model"]) == {"zero_shot", *MODEL_NAMES}
     assert {"base_retriever", "oracle_retriever", "skim_retriever", "skim_ova_head"} <= set(metrics["model"])
-    n_models = 1 + len(RETRIEVERS) + len(OVA_HEADS)
+    n_models = 1 + len(MODEL_NAMES)
     assert set(metrics["test_set"]) == {"biased", "unbiased"}
     for column in ("P@5", "R@10", "R@25", "R@100", "nDCG@10", "PSP@5"):
         assert metrics[column].is_between(0, 1).all()
@@ -112,8 +116,10 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert {r["R@100"] for r in shown if r["test_set"] == "unbiased"} == {100.0}
     assert shown[0]["model"].startswith("skim")
     assert events["click_train_pairs"]["fraction_of_labels_kept"].value < 1.0  # the bias removed labels
-    assert events["oracle_retriever"]["training_pairs"].value > events["base_retriever"]["training_pairs"].value
-    assert (storage_root / "oracle_retriever" / "tiny" / "encoder" / "model.safetensors").exists()
+    assert events["oracle_models"]["training_pairs"].value > events["base_models"]["training_pairs"].value
+    assert events["oracle_models"]["ova_head_training_pairs"].value > events["base_models"]["ova_head_training_pairs"].value
+    assert (storage_root / "oracle_models" / "tiny" / "encoder" / "model.safetensors").exists()
+    assert (storage_root / "oracle_models" / "tiny" / "head.npz").exists()
 
     # the knowledge-infusion side: keyphrase teacher -> LoRA adapter -> sharded generation for every document
     assert events["teacher_demonstrations"]["teacher_backend"].value == "keyphrase"
@@ -285,7 +291,7 @@ def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_the
     spec = json.loads((folder / "dataset.json").read_text())
     (folder / "dataset.json").write_text(json.dumps(spec | {"tau": 0.5}))
     run_config = dg.RunConfig(ops={
-        **{name: QUICK_TRAINING for name in RETRIEVERS},
+        **{name: QUICK_TRAINING for name in MODELS},
         **{name: LoraAdapterConfig(epochs=1, min_steps=0, effective_batch_size=8, micro_batch_size=8)
            for name in ("lora_adapter", "lora_adapter_no_metadata")},
         # the random tiny LM writes ungrounded text: SKIM keeps it, so the mapping has rows to map
@@ -330,7 +336,7 @@ def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_the
 
     # what the method would map from grounded text: the teacher's phrases, mapped onto the category documents
     # with the click-trained encoder, are mostly held-back labels (the student here is a random tiny LM)
-    encoder = TextEncoder(storage_root / "base_retriever" / "tinycat" / "encoder", device="cpu")
+    encoder = TextEncoder(storage_root / "base_models" / "tinycat" / "encoder", device="cpu")
     phrases = encoder.encode(demonstrations["query"].to_list(), max_length=32)
     titles = encoder.encode(documents["title"].to_list(), max_length=32)
     candidates, _ = mapping_candidates(phrases, documents["doc_id"].to_list(), titles, MappingSettings(k=1),
@@ -424,16 +430,27 @@ def test_train_pairs_union_clicks_and_click_logs():
                               "source": ["click_log", "click_log"]})
     shown = pl.DataFrame({"query_id": ["q2", "q2"], "doc_id": ["d2", "d4"], "position": [1, 2], "impressions": [1, 1],
                           "clicks": [1, 0]}, schema=IMPRESSIONS_SCHEMA)
+    documents = pl.DataFrame({"doc_id": ["d1", "d2", "d3", "d4"], "title": ["a", "b", "c", "d"]})
+    queries = pl.DataFrame({"query_id": ["q1", "q2"], "text": ["x", "y"], "split": ["train", "train"],
+                            "metadata": ["m1", "m2"]})
+    logged_query = pl.DataFrame({"query_id": ["q3"], "text": ["z"], "split": ["train"]})
     result = train_pairs(click_train_pairs=Tables(clicks, impressions=shown),
-                         click_log_pairs=Tables(click_log, impressions=shown.head(1)))
+                         click_log_pairs=Tables(click_log, impressions=shown.head(1), queries=logged_query),
+                         documents=Tables(documents), queries=queries)
     assert result.value.data.sort("query_id").rows() == [("q1", "d1", 1.0, "click"), ("q2", "d2", 1.0, "click"),
                                                          ("q3", "d3", 1.0, "click_log")]
     assert result.metadata["pairs_click"] == 2
     # the impressions of both logs add up per (query, document, position)
     assert sorted(result.value["impressions"].rows()) == [("q2", "d2", 1, 2, 2), ("q2", "d4", 2, 1, 0)]
     assert result.metadata["impressions"] == 3 and result.metadata["impressions_clicked"] == 2
-    no_log = train_pairs(click_train_pairs=Tables(clicks), click_log_pairs=Tables(click_log))
+    # the training view it starts: every query (click-log ones carry no metadata), the documents, its own pairs
+    view = TrainingView(result.value)
+    assert view.queries.rows() == [("q1", "x", "train", "m1"), ("q2", "y", "train", "m2"), ("q3", "z", "train", None)]
+    assert view.documents.equals(documents) and view.clicks.equals(result.value.data)
+    no_log = train_pairs(click_train_pairs=Tables(clicks), click_log_pairs=Tables(click_log), documents=Tables(documents),
+                         queries=queries)
     assert no_log.value["impressions"].height == 0 and no_log.metadata["impressions"] == 0
+    assert TrainingView(no_log.value).impressions is None and TrainingView(no_log.value).queries.height == 2
 
 
 def test_dataset_sensor_registers_new_folders_once(storage_root, tiny_demo):
@@ -526,11 +543,3 @@ def test_evaluation_of_a_partial_run_skips_what_was_not_materialized(storage_roo
     assert sorted(repair["method"]) == ["gandalf", "mar", "oracle"]
 
 
-def test_all_queries_adds_click_log_queries_to_queries_with_metadata():
-    from skim_assets.assets.common import all_queries
-    from skim_assets.resources import Tables
-
-    queries = pl.DataFrame({"query_id": ["q1"], "text": ["a"], "split": ["train"], "metadata": ["article"]})
-    new = pl.DataFrame({"query_id": ["c1"], "text": ["b"], "split": ["train"]})
-    combined = all_queries(queries, Tables(pl.DataFrame({"x": [1]}), queries=new))
-    assert combined.rows() == [("q1", "a", "train", "article"), ("c1", "b", "train", None)]

@@ -17,8 +17,7 @@ from skim_assets.assets.distillation import lora_weight_checks, teacher_demonstr
 from skim_assets.assets.evaluation import metric_range_check, skim_beats_base_check
 from skim_assets.assets.generation import synthetic_queries_checks
 from skim_assets.assets.mapping import DEFAULT_TAU, mapped_pairs_checks
-from skim_assets.assets.ova import OVA_HEADS, ova_weight_checks
-from skim_assets.assets.training import RETRIEVERS, retriever_weight_checks
+from skim_assets.assets.training import METHODS, models_asset, training_checks
 from skim_assets.partitions import dataset_partitions
 from skim_assets.resources import StorageResource
 
@@ -42,8 +41,8 @@ def spec_of(check) -> dg.AssetCheckSpec:
     return spec
 
 
-def find(group, asset: str):
-    return next(c for c in group if spec_of(c).asset_key.to_user_string() == asset)
+def find(group, asset: str, name: str | None = None):
+    return next(c for c in group if spec_of(c).asset_key.to_user_string() == asset and name in (None, spec_of(c).name))
 
 
 def meta(result: dg.AssetCheckResult, key: str):
@@ -310,7 +309,7 @@ def test_mapped_pairs_warn_when_no_pair_was_mapped(storage):
 # ----------------------------------------------------------------------------------------------- model weights
 
 
-def retriever_file(storage, name="skim_retriever"):
+def retriever_file(storage, name="skim_models"):
     folder = storage.artifact_dir(name, DATASET) / "encoder"
     folder.mkdir(parents=True)
     return folder / "model.safetensors"
@@ -319,7 +318,7 @@ def retriever_file(storage, name="skim_retriever"):
 def test_retriever_weights_finite_pass(storage):
     save_file({"embeddings.weight": np.ones((3, 4), dtype=np.float32), "position_ids": np.arange(4)},
               str(retriever_file(storage)))
-    result = run(find(retriever_weight_checks, "skim_retriever"), storage)
+    result = run(find(training_checks, "skim_models", "weights_finite"), storage)
     assert result.passed
     assert meta(result, "tensors") == 2 and meta(result, "parameters") == 16
     assert meta(result, "nonfinite_values") == 0
@@ -330,15 +329,15 @@ def test_retriever_weights_with_nan_fail(storage):
     weight[1, 2] = np.nan
     weight[0, 0] = np.inf
     save_file({"embeddings.weight": weight, "bias": np.zeros(4, dtype=np.float32)}, str(retriever_file(storage)))
-    result = run(find(retriever_weight_checks, "skim_retriever"), storage)
+    result = run(find(training_checks, "skim_models", "weights_finite"), storage)
     assert not result.passed and result.severity == ERROR
     assert meta(result, "nonfinite_values") == 2
     assert meta(result, "nonfinite_tensor_examples") == ["embeddings.weight"]
 
 
 def test_retriever_weights_missing_file_fail(storage):
-    storage.artifact_dir("base_retriever", DATASET).mkdir(parents=True)
-    result = run(find(retriever_weight_checks, "base_retriever"), storage)
+    storage.artifact_dir("base_models", DATASET).mkdir(parents=True)
+    result = run(find(training_checks, "base_models", "weights_finite"), storage)
     assert not result.passed and result.severity == ERROR
     assert "no weights file" in result.description
 
@@ -364,7 +363,7 @@ def test_lora_adapter_inf_weights_fail(storage):
     assert meta(result, "nonfinite_values") == 1 and meta(result, "nonfinite_tensors") == 1
 
 
-def ova_file(storage, name="base_ova_head"):
+def ova_file(storage, name="base_models"):
     folder = storage.artifact_dir(name, DATASET)
     folder.mkdir(parents=True)
     return folder / "head.npz"
@@ -373,7 +372,7 @@ def ova_file(storage, name="base_ova_head"):
 def test_ova_head_finite_pass(storage):
     np.savez(ova_file(storage), weights=np.ones((4, 3), dtype=np.float32), biases=np.zeros(4, dtype=np.float32),
              doc_ids=np.array(["d0", "d1", "d2", "d3"]))
-    result = run(find(ova_weight_checks, "base_ova_head"), storage)
+    result = run(find(training_checks, "base_models", "head_weights_finite"), storage)
     assert result.passed
     assert meta(result, "tensors") == 2 and meta(result, "parameters") == 16  # doc_ids (strings) skipped
 
@@ -381,7 +380,7 @@ def test_ova_head_finite_pass(storage):
 def test_ova_head_nonfinite_or_incomplete_fail(storage):
     path = ova_file(storage)
     np.savez(path, weights=np.full((4, 3), np.nan, dtype=np.float32), biases=np.zeros(4, dtype=np.float32))
-    check = find(ova_weight_checks, "base_ova_head")
+    check = find(training_checks, "base_models", "head_weights_finite")
     result = run(check, storage)
     assert not result.passed and result.severity == ERROR
     assert meta(result, "nonfinite_values") == 12
@@ -491,11 +490,14 @@ def test_every_model_asset_has_a_blocking_weights_check_and_all_checks_load():
 
     specs = [spec_of(c) for c in all_checks]
     weight_checked = {s.asset_key.to_user_string() for s in specs if s.name == "weights_finite" and s.blocking}
-    assert set(RETRIEVERS) | set(OVA_HEADS) | {"lora_adapter", "lora_adapter_no_metadata"} <= weight_checked
+    head_checked = {s.asset_key.to_user_string() for s in specs if s.name == "head_weights_finite" and s.blocking}
+    models = {models_asset(method) for method in METHODS}
+    assert models | {"lora_adapter", "lora_adapter_no_metadata"} <= weight_checked and models <= head_checked
     assert all(s.partitions_def == dataset_partitions for s in specs)
     blocking = {s.key.to_user_string() for s in specs if s.blocking}
     assert {"documents:documents_valid", "teacher_demonstrations:parse_rate", "mapped_pairs:weights_within_tau",
-            "skim_retriever:weights_finite", "retrieval_metrics:metrics_in_unit_interval"} <= blocking
+            "skim_models:weights_finite", "skim_models:head_weights_finite",
+            "retrieval_metrics:metrics_in_unit_interval"} <= blocking
     assert "retrieval_metrics:skim_beats_base_unbiased_r100" not in blocking
     defs = dg.Definitions(assets=ASSETS, asset_checks=all_checks, resources=build_resources())
     assert len(defs.resolve_asset_graph().asset_check_keys) == len(all_checks)

@@ -74,15 +74,15 @@ def test_demo_profile_is_valid_run_config_for_the_pipeline():
 
     for job in ("skim_core", "skim_pipeline"):
         config = demo_run_config(job)
-        assert config["ops"]["skim_retriever"]["config"]["epochs"] == 3
+        assert config["ops"]["skim_models"]["config"]["dual_encoder"]["epochs"] == 3
         assert config["ops"]["synthetic_queries"]["config"]["samples"] == 2
         dg.validate_run_config(defs.resolve_job_def(job), config)  # raises on unknown ops or fields
     assert "synthetic_queries_udapdr" not in demo_run_config("skim_core")["ops"]
     assert "synthetic_queries_udapdr" in demo_run_config("skim_pipeline")["ops"]
     # metadata-augmented retrieval and the exposure sweep are left to the whole pipeline
     core = set(defs.resolve_job_def("skim_core").graph.node_dict)
-    assert not {"ra_retriever", "skim_ra_ova_head", "exposure_sweep_report"} & core
-    assert "skim_ra_retriever" in demo_run_config("skim_pipeline")["ops"]
+    assert not {"ra_models", "skim_ra_models", "exposure_sweep_report"} & core
+    assert "skim_ra_models" in demo_run_config("skim_pipeline")["ops"]
 
 
 def test_the_demo_jobs_carry_the_demo_profile_the_launchpad_loads():
@@ -122,13 +122,13 @@ def test_only_missing_selects_assets_without_artifacts_and_everything_they_feed(
 
     root = tmp_path / "root"
     every = {k.path[-1] for k in defs.resolve_job_def("skim_pipeline").asset_layer.executable_asset_keys}
-    for asset in every - {"skim_retriever", "base_slm"}:
+    for asset in every - {"skim_models", "base_slm"}:
         (root / asset / "ds").mkdir(parents=True)
     (root / "base_slm").mkdir()  # unpartitioned: one folder for every dataset
     (root / "skim.duckdb").touch()  # the catalogue: one database for every dataset
     missing = {k.to_user_string() for k in missing_assets(root, "ds", "skim_pipeline")}
-    assert missing == {"skim_retriever", "retrieval_metrics", "comparison_report", "duckdb_catalogue", "html_report"}
-    (root / "skim_retriever" / "ds").mkdir(parents=True)
+    assert missing == {"skim_models", "retrieval_metrics", "comparison_report", "duckdb_catalogue", "html_report"}
+    (root / "skim_models" / "ds").mkdir(parents=True)
     assert missing_assets(root, "ds", "skim_pipeline") == []
     assert len(missing_assets(root, "other", "skim_core")) == len(defs.resolve_job_def("skim_core").asset_layer.executable_asset_keys) - 1
 
@@ -139,7 +139,7 @@ def test_materialize_takes_several_datasets_and_a_run_config_file(tmp_path):
     args = build_parser().parse_args(["materialize", "a", "b", "--config", "configs/scifact_cpu.yaml", "--only-missing"])
     assert args.names == ["a", "b"] and args.only_missing and args.job == "skim_pipeline"
     config = load_run_config(args.config)
-    assert config["ops"]["skim_retriever"]["config"]["epochs"] == 2
+    assert config["ops"]["skim_models"]["config"]["dual_encoder"]["epochs"] == 2
     from skim_assets.definitions import defs
 
     assert set(config["ops"]) <= set(defs.resolve_job_def("skim_pipeline").graph.node_dict)
@@ -255,3 +255,17 @@ def assert_checks_passed_on_what_the_run_wrote(instance, run_id: str) -> None:
         target = evaluation.target_materialization_data
         assert target is not None and target.run_id == run_id and target.timestamp == written[asset], (asset, name)
         assert evaluated_at >= target.timestamp, (asset, name)
+
+
+def test_a_given_config_overrides_the_job_profile_setting_by_setting():
+    """`--config` over the demo profile: naming one model of a method keeps the profile's settings of the other."""
+    from skim_assets.cli import merged_config
+
+    profile = {"skim_models": {"config": {"dual_encoder": {"epochs": 3, "learning_rate": 1e-4}}},
+               "synthetic_queries": {"config": {"samples": 2}}}
+    given = {"skim_models": {"config": {"dual_encoder": {"epochs": 1}, "ova_head": {"epochs": 5}}},
+             "mapped_pairs": {"config": {"tau": 0.7}}}
+    assert merged_config(profile, given) == {
+        "skim_models": {"config": {"dual_encoder": {"epochs": 1, "learning_rate": 1e-4}, "ova_head": {"epochs": 5}}},
+        "synthetic_queries": {"config": {"samples": 2}}, "mapped_pairs": {"config": {"tau": 0.7}}}
+    assert profile["skim_models"]["config"]["dual_encoder"]["epochs"] == 3  # the profile itself is left as it was

@@ -16,13 +16,14 @@ import pytest
 
 from skim_assets.assets.datasets import click_log_pairs, dataset_tables
 from skim_assets.assets.simulation import simulated_clicks
-from skim_assets.assets.training import RetrieverTrainingConfig, train_pairs
+from skim_assets.assets.training import MethodModelsConfig, OvaHeadTrainingConfig, RetrieverTrainingConfig, train_pairs
 from skim_assets.definitions import ASSETS
 from skim_assets.jobs import click_refresh_job
 from skim_assets.lib.demonstrations import QUERIES_SCHEMA as SYNTHETIC_SCHEMA
 from skim_assets.lib.storage import write_parquet_atomic
 from skim_assets.partitions import dataset_partitions
-from skim_assets.resources import EncoderResource, GeneratorResource, TeacherResource, storage_resources
+from skim_assets.resources import (EncoderResource, GeneratorResource, StorageResource, Tables, TeacherResource,
+                                   TrainingView, storage_resources)
 from skim_assets.sensors import click_log_sensor, model_refresh_schedule
 
 from .conftest import materialize_selected
@@ -49,7 +50,11 @@ def _write_synthetic_queries(root):
     for doc_id, metadata in documents.select("doc_id", "metadata").iter_rows():
         sentences = [s.strip() for s in metadata.split(".") if s.strip()]
         rows += [(doc_id, " ".join(s.split()[:6]).lower(), rank) for rank, s in enumerate(sentences[:3], 1)]
-    write_parquet_atomic(pl.DataFrame(rows, schema=SYNTHETIC_SCHEMA, orient="row"), root / SYNTHETIC / "tiny" / "data.parquet")
+    # carrying the training view of the train pairs, as the generation asset's output does
+    storage = StorageResource(root=str(root))
+    view = TrainingView(Tables(folder=storage.artifact_dir("train_pairs", "tiny")))
+    frame = pl.DataFrame(rows, schema=SYNTHETIC_SCHEMA, orient="row")
+    storage.write_table_set(SYNTHETIC, "tiny", {SYNTHETIC: view.carried_by(frame).stored()})
 
 
 def _refresh_assets(names):
@@ -68,8 +73,9 @@ def trained_world(storage_root, tiny_demo, tmp_path):
 def _trained_world(storage_root, instance):
     instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
     resources = _resources(storage_root)
-    quick = dg.RunConfig(ops={"base_retriever": RetrieverTrainingConfig(epochs=1, hard_negatives=0)})
-    base = [dataset_tables, click_log_pairs, simulated_clicks, train_pairs, ASSET_BY_NAME["base_retriever"]]
+    quick = dg.RunConfig(ops={"base_models": MethodModelsConfig(
+        dual_encoder=RetrieverTrainingConfig(epochs=1, hard_negatives=0), ova_head=OvaHeadTrainingConfig(epochs=1))})
+    base = [dataset_tables, click_log_pairs, simulated_clicks, train_pairs, ASSET_BY_NAME["base_models"]]
     assert materialize_selected(base, partition_key="tiny", instance=instance, resources=resources, run_config=quick).success
     _write_synthetic_queries(storage_root)
     tables = ["mapped_pairs_udapdr", "augmented_train_pairs_udapdr", "ips_train_pairs", "lever_train_pairs",
@@ -165,7 +171,7 @@ def test_model_refresh_schedule_runs_only_datasets_whose_train_pairs_changed(sto
     [request] = model_refresh_schedule(when)
     assert request.partition_key == "tiny" and request.run_key == "models:tiny:2026-11-28T03:00"
     selected = {k.to_user_string() for k in request.asset_selection}
-    assert {"base_retriever", "mapped_pairs_udapdr", SYNTHETIC, "lever_train_pairs"} <= selected
+    assert {"base_models", "mapped_pairs_udapdr", SYNTHETIC, "lever_train_pairs"} <= selected
     assert not selected & {"click_log_pairs", "train_pairs", "documents", "lora_adapter", "synthetic_queries"}
 
 
@@ -186,7 +192,7 @@ def test_cheap_tables_follow_their_upstream_eagerly_and_models_do_not(storage_ro
     # one tick plans the cascade: train pairs and the tables that follow them, never a model step
     requested = {name for name in ASSET_BY_NAME if after_drop.get_requested_partitions(dg.AssetKey(name)) == {"tiny"}}
     assert {"train_pairs", "ips_train_pairs", "gandalf_train_pairs"} <= requested
-    assert not any(name.endswith(("_retriever", "_ova_head")) or name.startswith(("synthetic", "lora", "teacher"))
+    assert not any(name.endswith("_models") or name.startswith(("synthetic", "lora", "teacher"))
                    for name in requested)
     assert materialize_selected([train_pairs, ASSET_BY_NAME["ips_train_pairs"], ASSET_BY_NAME["gandalf_train_pairs"]],
                           partition_key="tiny", instance=instance, resources=resources).success
@@ -221,16 +227,16 @@ def test_k8s_profile_runs_steps_as_kubernetes_jobs_with_a_gpu_on_model_steps():
     pytest.importorskip("dagster_k8s")
     k8s = _definitions_summary({"SKIM_DEPLOYMENT": "k8s", "SKIM_K8S_NAMESPACE": "research"})
     assert k8s["executor"] == "skim_k8s_executor"
-    gpu_config = json.loads(k8s["ops"]["skim_retriever"]["dagster-k8s/config"])
+    gpu_config = json.loads(k8s["ops"]["skim_models"]["dagster-k8s/config"])
     assert gpu_config["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    for model_step in ("base_retriever", "lora_adapter", "synthetic_queries", "skim_ova_head", "retrieval_metrics"):
+    for model_step in ("base_models", "lora_adapter", "synthetic_queries", "skim_models", "retrieval_metrics"):
         assert "dagster-k8s/config" in k8s["ops"][model_step], model_step
     for table in ("documents", "train_pairs", "mapped_pairs", "comparison_report"):
         assert "dagster-k8s/config" not in k8s["ops"][table], table
 
     local = _definitions_summary({"SKIM_DEPLOYMENT": "local"})
     assert local["executor"] == "skim_local_executor"
-    assert local["ops"]["skim_retriever"] == {"skim/resource": "gpu"}
+    assert local["ops"]["skim_models"] == {"skim/resource": "gpu"}
     bad = subprocess.run([sys.executable, "-c", "import skim_assets.definitions"], capture_output=True, text=True,
                          env={**os.environ, "SKIM_DEPLOYMENT": "moon"}, timeout=300)
     assert bad.returncode != 0 and "SKIM_DEPLOYMENT='moon'" in bad.stderr

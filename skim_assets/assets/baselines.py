@@ -13,9 +13,9 @@ from ..lib.plots import line_plot
 from ..lib.propensities import (PROPENSITY_SCHEMA, PropensitySettings, position_ips_pairs, propensity_errors,
                                 regression_em)
 from ..partitions import dataset_partitions
-from ..resources import EncoderResource, StorageResource, Tables
+from ..resources import EncoderResource, StorageResource, Tables, TrainingView
 from ..resources.artifacts import report_table
-from .common import EAGER, MODEL_STEP, all_queries, pairs_output, plot_metadata, pretrained_space, train_impressions
+from .common import EAGER, MODEL_STEP, pairs_output, plot_metadata, pretrained_space
 from .mapping import click_encoder_documents, click_encoder_embedder
 
 LEVER_THRESHOLD = 0.8
@@ -27,53 +27,56 @@ def _pairs_output(pairs: pl.DataFrame | Tables, extra: dict | None = None) -> dg
     return pairs_output(pairs, {"mean_weight": round(float(frame["weight"].mean()), 4)} | (extra or {}))
 
 
-def _ips(storage: StorageResource, dataset: str, clicks: pl.DataFrame, train_pairs: pl.DataFrame,
-         documents: pl.DataFrame) -> pl.DataFrame:
+def _ips(storage: StorageResource, dataset: str, clicks: pl.DataFrame, view: TrainingView) -> pl.DataFrame:
     spec = storage.dataset_spec(dataset)
-    return ips_pairs(clicks, click_propensities(documents, train_pairs, spec.propensity_a, spec.propensity_b))
+    return ips_pairs(clicks, click_propensities(view.documents, view.clicks, spec.propensity_a, spec.propensity_b))
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="baselines", automation_condition=EAGER)
-def ips_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource, train_pairs: pl.DataFrame,
-                    documents: pl.DataFrame) -> dg.MaterializeResult:
+def ips_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource,
+                    train_pairs: Tables) -> dg.MaterializeResult:
     """Click pairs re-weighted by inverse Jain propensities (A, B from the dataset config)."""
-    return _pairs_output(_ips(storage, context.partition_key, train_pairs, train_pairs, documents))
+    view = TrainingView(train_pairs)
+    return _pairs_output(view.carried_by(_ips(storage, context.partition_key, view.clicks, view)))
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="baselines", automation_condition=EAGER)
 def lever_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource, encoder: EncoderResource,
-                      train_pairs: pl.DataFrame, base_retriever: Path, documents: pl.DataFrame, queries: pl.DataFrame,
-                      click_log_pairs: Tables) -> dg.MaterializeResult:
+                      train_pairs: Tables, base_models: Path) -> dg.MaterializeResult:
     """Clicks plus LEVER's soft labels: documents a siamese teacher (the click-trained dual encoder) ranks near a
     train query with (1+cos)/2 >= 0.8, found with hnswlib."""
-    dataset = context.partition_key
-    train_queries = all_queries(queries, click_log_pairs).filter(pl.col("split") == "train")
+    dataset, view = context.partition_key, TrainingView(train_pairs)
+    documents = view.documents
+    train_queries = view.queries.filter(pl.col("split") == "train")
     # cached: a click refresh embeds only new queries
-    embed, _ = click_encoder_embedder(storage, encoder, dataset, base_retriever)
+    embed, _ = click_encoder_embedder(storage, encoder, dataset, base_models)
     query_vectors, new_queries = embed(train_queries["text"].to_list(), encoder.query_max_length, "query")
-    doc_vectors, index, new_docs = click_encoder_documents(embed, storage, encoder, dataset, base_retriever, documents)
-    pairs = lever_pairs(train_pairs, train_queries["query_id"].to_list(), query_vectors, documents["doc_id"].to_list(),
+    doc_vectors, index, new_docs = click_encoder_documents(embed, storage, encoder, dataset, base_models, documents)
+    pairs = lever_pairs(view.clicks, train_queries["query_id"].to_list(), query_vectors, documents["doc_id"].to_list(),
                         doc_vectors, threshold=LEVER_THRESHOLD, seed=storage.dataset_spec(dataset).seed,
                         search=index.search if index is not None else None)
-    return _pairs_output(pairs, {"texts_embedded_now": new_queries + new_docs,
+    return _pairs_output(view.carried_by(pairs), {"texts_embedded_now": new_queries + new_docs,
                                  "search": index.method if index is not None else "hnswlib over the encoder's titles"})
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="baselines", automation_condition=EAGER)
-def lever_ips_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource, lever_train_pairs: pl.DataFrame,
-                          train_pairs: pl.DataFrame, documents: pl.DataFrame) -> dg.MaterializeResult:
+def lever_ips_train_pairs(context: dg.AssetExecutionContext, storage: StorageResource,
+                          lever_train_pairs: Tables) -> dg.MaterializeResult:
     """LEVER's imputed soft labels plus IPS-weighted clicks."""
-    clicks = lever_train_pairs.filter(pl.col("source") != "lever").with_columns(pl.lit(1.0).alias("weight"))
-    clicks = _ips(storage, context.partition_key, clicks, train_pairs, documents)
-    return _pairs_output(pl.concat([clicks, lever_train_pairs.filter(pl.col("source") == "lever")]))
+    view, lever = TrainingView(lever_train_pairs), lever_train_pairs.data
+    clicks = lever.filter(pl.col("source") != "lever").with_columns(pl.lit(1.0).alias("weight"))
+    clicks = _ips(storage, context.partition_key, clicks, view)
+    return _pairs_output(view.carried_by(pl.concat([clicks, lever.filter(pl.col("source") == "lever")])))
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="baselines", automation_condition=EAGER)
-def gandalf_train_pairs(train_pairs: pl.DataFrame, documents: pl.DataFrame) -> dg.MaterializeResult:
-    """Clicks plus Gandalf's label-text training points with co-occurrence soft targets (threshold 0.1); the new
-    points' texts are side table `queries`."""
-    pairs, new_queries = gandalf_pairs(train_pairs, documents, GANDALF_THRESHOLD)
-    return _pairs_output(Tables(pairs, queries=new_queries))
+def gandalf_train_pairs(train_pairs: Tables) -> dg.MaterializeResult:
+    """Clicks plus Gandalf's label-text training points with co-occurrence soft targets (threshold 0.1); side
+    table `queries` holds the new points' texts (source 'gandalf') beside the dataset's queries."""
+    view = TrainingView(train_pairs)
+    pairs, new_queries = gandalf_pairs(view.clicks, view.documents, GANDALF_THRESHOLD)
+    return _pairs_output(view.carried_by(pairs, queries=pl.concat([view.queries, new_queries],
+                                                                   how="diagonal_relaxed")))
 
 
 class PositionPropensityConfig(dg.Config, PropensitySettings):
@@ -112,22 +115,21 @@ def relevance_features(impressions: pl.DataFrame, cosines: np.ndarray) -> np.nda
           pool=MODEL_STEP["pool"], op_tags=MODEL_STEP["op_tags"])  # embeds the impressions' texts
 def ips_position_train_pairs(context: dg.AssetExecutionContext, config: PositionPropensityConfig,
                              storage: StorageResource, encoder: EncoderResource, train_pairs: Tables,
-                             documents: pl.DataFrame, queries: pl.DataFrame,
                              click_log_pairs: Tables) -> dg.MaterializeResult:
     """Click pairs re-weighted by inverse *position* propensities, estimated from the impressions by regression-EM
     (Wang et al., 2018; relevance feature: the pair's pretrained cosine). Side table `propensities`: per position,
     impressions, clicks, the click rate, the naive click-rate estimate (rate / rate at position 1), the EM estimate
     and, in a simulation, the true examination probability with both estimates' errors. Without impressions the
     clicks keep weight 1 (nothing to estimate from)."""
-    dataset = context.partition_key
-    clicks, impressions = train_pairs.data, train_impressions(train_pairs)
+    dataset, view = context.partition_key, TrainingView(train_pairs)
+    clicks, impressions = view.clicks, view.impressions
     if impressions is None or impressions["position"].is_null().all():
         context.log.warning("no impressions with positions logged: position-based IPS leaves every click at weight 1")
         pairs = clicks.with_columns(pl.lit(1.0).alias("weight"), pl.lit("ips_position").alias("source"))
-        return _pairs_output(Tables(pairs, propensities=pl.DataFrame(schema=PROPENSITY_SCHEMA)),
+        return _pairs_output(view.carried_by(pairs, propensities=pl.DataFrame(schema=PROPENSITY_SCHEMA)),
                              {"propensities": "none: no impressions with positions"})
     spec = storage.dataset_spec(dataset)
-    cosines = pair_cosines(storage, encoder, dataset, impressions, all_queries(queries, click_log_pairs), documents)
+    cosines = pair_cosines(storage, encoder, dataset, impressions, view.queries, view.documents)
     estimate = regression_em(impressions, relevance_features(impressions, cosines), config, progress=context.log.info)
     # the truth is known only where the log was simulated with a position-dependent click model
     drops_logged = "impressions" in click_log_pairs and click_log_pairs["impressions"].height > 0
@@ -149,7 +151,7 @@ def ips_position_train_pairs(context: dg.AssetExecutionContext, config: Position
               if truth is not None else {})
     context.log.info(f"position propensities after {estimate.iterations} EM iterations:\n"
                      + metrics_table_markdown(shown.to_dicts(), shown.columns))
-    return _pairs_output(Tables(pairs, propensities=table), errors | {
+    return _pairs_output(view.carried_by(pairs, propensities=table), errors | {
         "em_iterations": estimate.iterations,
         "positions": table.height,
         "truth": (f"the simulation's examination probabilities (click model {spec.click_model})" if truth is not None

@@ -304,7 +304,8 @@ def build_query_quality_check(asset: str) -> dg.AssetChecksDefinition:
 
 
 def build_finite_weights_check(asset: str, folder: str, pattern: str, reader: Callable[[Path], dict],
-                               required: Sequence[str] = ()) -> dg.AssetChecksDefinition:
-    """The blocking `weights_finite` check of a model asset (see `evaluate_finite_weights`)."""
-    return build_check(asset, "weights_finite", evaluate_finite_weights(asset, folder, pattern, reader, required),
+                               required: Sequence[str] = (), name: str = "weights_finite") -> dg.AssetChecksDefinition:
+    """The blocking `weights_finite` check of a model asset (see `evaluate_finite_weights`); `name` tells apart
+    the checks of an asset holding two models."""
+    return build_check(asset, name, evaluate_finite_weights(asset, folder, pattern, reader, required),
                        blocking=True, description=FINITE_WEIGHTS_DESCRIPTION)

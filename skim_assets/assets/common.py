@@ -9,7 +9,7 @@ import polars as pl
 
 from ..deployment import GPU_TAGS, gpu_op_tags
 from ..lib.plots import Plot
-from ..resources import Tables
+from ..resources import Tables, TrainingView
 from ..resources.artifacts import table_preview
 
 # Model steps (training, distillation, generation, ranking) share the `gpu` pool and carry the GPU op tags: the
@@ -24,7 +24,8 @@ EAGER = dg.AutomationCondition.eager()
 # Folders inside model artifacts that more than one stage opens.
 BASE_MODEL = "model"  # in `base_slm`'s folder: the HF model, or a link to the configured one
 LORA_FOLDER = "adapter"  # in a LoRA adapter's folder: the peft adapter
-RETRIEVER_FOLDER = "encoder"  # in a retriever's folder: the sentence-transformers model
+RETRIEVER_FOLDER = "encoder"  # in a method's models folder: the dual encoder (a sentence-transformers model)
+HEAD_FILE = "head.npz"  # in a method's models folder: the one-vs-all head
 
 
 def pretrained_space(storage, encoder, dataset: str):
@@ -67,21 +68,6 @@ def settings_of(tables: Tables, settings_class):
     return settings_class.model_validate_json(tables[SETTINGS_TABLE]["config_json"][0])
 
 
-def all_queries(queries: pl.DataFrame, click_log_pairs: Tables, pairs: Tables | None = None) -> pl.DataFrame:
-    """The dataset's queries plus those that only occur in click logs and, when `pairs` is given, the training
-    points that pairs artifact created (its side table `queries`, e.g. Gandalf's)."""
-    frames = [queries] + [t["queries"] for t in (click_log_pairs, pairs) if t is not None and "queries" in t]
-    return pl.concat(frames, how="diagonal_relaxed")  # click-log queries carry no query metadata
-
-
-def train_impressions(train_pairs: Tables) -> pl.DataFrame | None:
-    """The impressions logged for train queries (`train_pairs`' side table), or None when no log records any."""
-    if "impressions" not in train_pairs:
-        return None
-    impressions = train_pairs["impressions"]
-    return impressions if impressions.height else None
-
-
 @dataclass(frozen=True)
 class RetrievalInput:
     """What a retriever reads: the queries' and documents' texts and their token caps."""
@@ -109,13 +95,12 @@ def retrieval_input(direction: str, metadata_input: bool, queries: pl.DataFrame,
                           long if side == "documents" else encoder.doc_max_length)
 
 
-def generation_sources_of(direction: str, documents: pl.DataFrame, queries: pl.DataFrame, train_pairs: pl.DataFrame,
-                          click_log_pairs: Tables) -> tuple[pl.DataFrame, dict]:
+def generation_sources_of(direction: str, view: TrainingView) -> tuple[pl.DataFrame, dict]:
     """What the teacher and student write for in the dataset's direction, and each source's known outputs
     (`lib.demonstrations.generation_sources` over every query, click-log ones included)."""
     from ..lib.demonstrations import generation_sources
 
-    return generation_sources(direction, documents, all_queries(queries, click_log_pairs), train_pairs)
+    return generation_sources(direction, view.documents, view.queries, view.clicks)
 
 
 def quality_metadata(figures: dict, prefix: str) -> dict:

@@ -25,7 +25,7 @@ from ..lib.quality import judge_queries, judged_quality
 from ..lib.slm import BUNDLED_SLMS, SMOLLM2, bundled_gguf, export_gguf_as_hf, parameter_count
 from ..lib.teachers import TeacherRequest
 from ..partitions import dataset_partitions
-from ..resources import GeneratorResource, StorageResource, Tables, TeacherResource
+from ..resources import GeneratorResource, StorageResource, Tables, TeacherResource, TrainingView
 from .checking import (
     ERROR,
     WARN,
@@ -71,8 +71,7 @@ class TeacherDemonstrationsConfig(dg.Config):
 )
 def teacher_demonstrations(
     context: dg.AssetExecutionContext, config: TeacherDemonstrationsConfig, storage: StorageResource,
-    teacher: TeacherResource, documents: pl.DataFrame, queries: pl.DataFrame, train_pairs: pl.DataFrame,
-    click_log_pairs: Tables, base_slm: Path,
+    teacher: TeacherResource, train_pairs: Tables, base_slm: Path,
 ) -> dg.MaterializeResult:
     """A teacher writes up to ~10 diverse queries per sampled document from its metadata only (the paper's
     URL+queries or Wikipedia-categories prompt, with worked examples); outputs are parsed and filtered.
@@ -80,16 +79,16 @@ def teacher_demonstrations(
     Answers are cached by prompt hash under `<root>/teacher_cache/`, so a rerun or a resumed crash never pays twice.
     The raw answers are side table `raw`. `base_slm` is the local teacher's model when none is configured.
     """
-    dataset = context.partition_key
+    dataset, view = context.partition_key, TrainingView(train_pairs)
     spec = storage.dataset_spec(dataset)
-    sources, known = generation_sources_of(spec.direction, documents, queries, train_pairs, click_log_pairs)
+    sources, known = generation_sources_of(spec.direction, view)
     sample = sample_documents(sources, config.max_documents, config.seed)
     model = teacher.build(storage.inside_root(TEACHER_CACHE), fallback_model_path=str(base_model_folder(base_slm)),
                           batch_dir=storage.inside_root(TEACHER_CACHE, "batches", dataset))  # batch mode's state
     if hasattr(model, "adapt_to_dataset"):  # the offline teacher learns the corpus's boilerplate and output style
         model.adapt_to_dataset(
             seeded_subset(sources["metadata"].to_list(), config.adapt_max_texts, config.seed),
-            seeded_subset(teacher_reference_texts(spec.direction, documents, queries), config.adapt_max_texts,
+            seeded_subset(teacher_reference_texts(spec.direction, view.documents, view.queries), config.adapt_max_texts,
                           config.seed))
     context.log.info(f"teacher {model.backend}:{model.model} on {sample.height} {spec.direction} sources "
                      f"({spec.prompt_style} prompt)")
@@ -111,7 +110,7 @@ def teacher_demonstrations(
                      f"{figures['grounded_share']:.1%}, junk {figures['junk_share']:.1%}, "
                      f"{figures['distinct_queries_per_document']:.1f} distinct per document")
     return dg.MaterializeResult(
-        value=Tables(demonstrations, raw=raw, judged=judged),
+        value=view.carried_by(demonstrations, raw=raw, judged=judged),
         metadata={
             "direction": spec.direction,
             "teacher_backend": model.backend,
@@ -220,12 +219,11 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
     )
     def _lora_adapter(
         context: dg.AssetExecutionContext, config: LoraAdapterConfig, storage: StorageResource,
-        generator: GeneratorResource, teacher_demonstrations: pl.DataFrame, base_slm: Path, documents: pl.DataFrame,
-        queries: pl.DataFrame, train_pairs: pl.DataFrame, click_log_pairs: Tables,
+        generator: GeneratorResource, teacher_demonstrations: Tables, base_slm: Path,
     ) -> dg.MaterializeResult:
         spec = storage.dataset_spec(context.partition_key)
-        sources, known = generation_sources_of(spec.direction, documents, queries, train_pairs, click_log_pairs)
-        prompts, targets, doc_ids = student_examples(teacher_demonstrations, sources, known, spec.prompt_style,
+        sources, known = generation_sources_of(spec.direction, TrainingView(teacher_demonstrations))
+        prompts, targets, doc_ids = student_examples(teacher_demonstrations.data, sources, known, spec.prompt_style,
                                                      use_metadata)
         base_model = base_model_folder(base_slm)
         folder = storage.staging_dir()

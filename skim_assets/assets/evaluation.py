@@ -22,12 +22,11 @@ from ..lib.retrieval import topk_frame
 from ..lib.spaces import document_tower_frozen
 from ..lib.storage import peak_rss_mib
 from ..partitions import dataset_partitions
-from ..resources import EncoderResource, StorageResource, Tables
+from ..resources import EncoderResource, StorageResource, Tables, TrainingView
 from ..resources.artifacts import report_table
 from .checking import ERROR, WARN, Outcome, build_check, fail, ok, rounded, weights_outside
-from .common import MODEL_STEP, RETRIEVER_FOLDER, plot_metadata, pretrained_space, retrieval_input, settings_of
-from .ova import HEAD_FILE
-from .training import METADATA_INPUT_METHODS, METHODS
+from .common import HEAD_FILE, MODEL_STEP, RETRIEVER_FOLDER, plot_metadata, pretrained_space, retrieval_input, settings_of
+from .training import METADATA_INPUT_METHODS, METHODS, models_asset
 
 EVAL_KS = (1, 5, 10, 25, 100)
 # ndcg_gains: binary or graded (the qrels' relevance grades), so a table says which nDCG it shows
@@ -35,11 +34,13 @@ TABLE_COLUMNS = ["model", "test_set", "P@1", "P@5", "R@10", "R@25", "R@100", "nD
                  "ndcg_gains"]
 REPORT_METRICS = ("P@5", "R@10", "R@25", "R@100")
 TEST_SETS = {"biased": "biased_test_qrels", "unbiased": "unbiased_test_qrels"}
-BASE_MODELS = {"dual_encoder": "_retriever", "ova_head": "_ova_head"}
+BASE_MODELS = {"dual_encoder": "_retriever", "ova_head": "_ova_head"}  # base model -> its name's suffix
+MODEL_ASSETS = {models_asset(method): method for method in METHODS}  # asset -> method
 
 
-MODEL_ASSETS = {f"{method}{suffix}": (method, base_model) for method in METHODS
-                for base_model, suffix in BASE_MODELS.items()}  # asset -> (method, base model)
+def model_names(method: str) -> dict[str, str]:
+    """The names of a method's two models in the metrics (`skim_retriever`, `skim_ova_head`), by base model."""
+    return {base_model: f"{method}{suffix}" for base_model, suffix in BASE_MODELS.items()}
 
 
 def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, queries: pl.DataFrame,
@@ -85,23 +86,24 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
         return rank
 
     yield "zero_shot", "zero_shot", "zero_shot", zero_shot
-    for asset, (method, base_model) in MODEL_ASSETS.items():
+    for asset, method in MODEL_ASSETS.items():
         folder = folders.get(asset)
         metadata_input = method in METADATA_INPUT_METHODS
-        if folder is None:
-            rank = None
-        elif base_model == "dual_encoder":
-            rank = dual_encoder(str(folder / RETRIEVER_FOLDER), metadata_input)
-        else:
-            rank = ova_head(folder / HEAD_FILE, metadata_input)
-        yield asset, method, base_model, rank
+        for base_model, model in model_names(method).items():
+            if folder is None:
+                rank = None
+            elif base_model == "dual_encoder":
+                rank = dual_encoder(str(folder / RETRIEVER_FOLDER), metadata_input)
+            else:
+                rank = ova_head(folder / HEAD_FILE, metadata_input)
+            yield model, method, base_model, rank
 
 
-def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset: str, documents: pl.DataFrame,
-                    queries: pl.DataFrame, test_sets: dict[str, pl.DataFrame], train_pairs: pl.DataFrame,
-                    folders: dict[str, Path | None], log):
+def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset: str, view: TrainingView,
+                    test_sets: dict[str, pl.DataFrame], folders: dict[str, Path | None], log):
     """Rank the test queries with every model and score both test sets: (metrics table, rankings, missing)."""
     spec = storage.dataset_spec(dataset)
+    documents, queries, train_pairs = view.documents, view.queries, view.clicks
     test_query_ids = pl.concat([t.select("query_id") for t in test_sets.values()]).unique()
     queries = queries.join(test_query_ids, on="query_id").sort("query_id")
     propensities = click_propensities(documents, train_pairs, spec.propensity_a, spec.propensity_b)
@@ -131,8 +133,7 @@ def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset:
     **MODEL_STEP,  # encodes the corpus with every model
 )
 def retrieval_metrics(context: dg.AssetExecutionContext, storage: StorageResource, encoder: EncoderResource,
-                      documents: pl.DataFrame, queries: pl.DataFrame, biased_test_qrels: pl.DataFrame,
-                      unbiased_test_qrels: pl.DataFrame, train_pairs: pl.DataFrame,
+                      train_pairs: Tables, biased_test_qrels: pl.DataFrame, unbiased_test_qrels: pl.DataFrame,
                       **models: Path | None) -> dg.MaterializeResult:
     """P@k, R@k, nDCG@k and PSP@k (Jain propensities from the click pairs) of the zero-shot encoder and every
     trained model, on the biased and the unbiased test sets; every model's top 100 is side table `rankings`.
@@ -141,7 +142,7 @@ def retrieval_metrics(context: dg.AssetExecutionContext, storage: StorageResourc
     graded qrels; clicks are 1), binary gains otherwise: column and metadata `ndcg_gains` say which."""
     dataset = context.partition_key
     test_sets = {"biased": biased_test_qrels, "unbiased": unbiased_test_qrels}
-    table, rankings, missing = evaluate_models(storage, encoder, dataset, documents, queries, test_sets, train_pairs,
+    table, rankings, missing = evaluate_models(storage, encoder, dataset, TrainingView(train_pairs), test_sets,
                                                models, context.log.info)
     shown = methods_first(table).select(TABLE_COLUMNS)
     context.log.info(f"retrieval metrics for {dataset}:\n{metrics_table_markdown(shown)}")
@@ -158,11 +159,12 @@ def retrieval_metrics(context: dg.AssetExecutionContext, storage: StorageResourc
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="evaluation",
-          deps=["retrieval_metrics", "comparison_report", "label_repair_report"])
+          deps=["html_report"])
 def duckdb_catalogue(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """`<root>/skim.duckdb`: one DuckDB view per artifact table across datasets (e.g. `retrieval_metrics`), for
-    SQL over every run; views read the Parquet files at query time. Refreshed after each evaluation (it only
-    records where the tables are, so its dependencies are ordering, not inputs)."""
+    SQL over every run; views read the Parquet files at query time. Refreshed after each evaluation, once the
+    HTML report (the last report) is written: it only records where the tables are, so its dependency is
+    ordering, not an input."""
     try:
         views = refresh_catalogue(storage.root_path)
     except Exception as error:  # a user holding the DuckDB file open must not fail the evaluation

@@ -16,7 +16,7 @@ from ..lib.generation import SamplingSettings, ShardReport, generate_samples, ma
 from ..lib.prompts import teacher_messages
 from ..lib.quality import judge_queries, judged_quality, keep_grounded
 from ..partitions import dataset_partitions
-from ..resources import GeneratorResource, StorageResource, Tables
+from ..resources import GeneratorResource, StorageResource, Tables, TrainingView
 from .checking import (
     ERROR,
     WARN,
@@ -75,12 +75,10 @@ class GenerationWork:
 
 
 def generation_work(name: str, dataset: str, use_metadata: bool, config: SyntheticQueriesConfig,
-                    storage: StorageResource, generator: GeneratorResource, documents: pl.DataFrame,
-                    queries: pl.DataFrame, train_pairs: pl.DataFrame, click_log_pairs: Tables, base_slm: Path,
+                    storage: StorageResource, generator: GeneratorResource, view: TrainingView, base_slm: Path,
                     adapter: Path | None) -> GenerationWork:
     spec = storage.dataset_spec(dataset)
-    documents, known = sources_to_generate_for(spec.direction, config, documents, queries, train_pairs,
-                                               click_log_pairs)
+    documents, known = sources_to_generate_for(spec.direction, config, view)
     base = str(base_model_folder(base_slm))
     adapter = adapter / LORA_FOLDER if adapter is not None else None
     if adapter is not None:
@@ -102,12 +100,11 @@ def checkpoint_settings(generator: GeneratorResource, base: str, adapter: Path |
             "backend": generator.backend, "dtype": generator.dtype}
 
 
-def sources_to_generate_for(direction: str, config: SyntheticQueriesConfig, documents: pl.DataFrame,
-                            queries: pl.DataFrame, train_pairs: pl.DataFrame,
-                            click_log_pairs: Tables) -> tuple[pl.DataFrame, dict]:
+def sources_to_generate_for(direction: str, config: SyntheticQueriesConfig,
+                            view: TrainingView) -> tuple[pl.DataFrame, dict]:
     """The sources (`generation_sources_of`) this run writes for, all or `max_documents` of them, and their known
     outputs."""
-    sources, known = generation_sources_of(direction, documents, queries, train_pairs, click_log_pairs)
+    sources, known = generation_sources_of(direction, view)
     return generation_documents(sources, config.max_documents, config.seed), known
 
 
@@ -151,47 +148,46 @@ def build_synthetic_queries_asset(
 
     A graph of steps: `plan` splits the shards into `parallel_shards` groups, one `generate` step per group
     writes its shards' checkpoints (the steps run in parallel up to the `gpu` pool's limit, each resumable), and
-    `write` reads every shard back, parses, judges and filters the queries into the table."""
+    `write` reads every shard back, parses, judges and filters the queries into the table.
+
+    The training view comes with `source`: the teacher's demonstrations for a student (which the student's
+    agreement is measured against), the train pairs for few-shot generation."""
     student = adapter_asset is not None
     model_ins = {"base_slm": dg.In(Path), **({"adapter": dg.In(Path)} if student else {})}
-    table_ins = {"documents": dg.In(pl.DataFrame), "queries": dg.In(pl.DataFrame),
-                 "train_pairs": dg.In(pl.DataFrame), "click_log_pairs": dg.In(Tables)}
+    table_ins = {"source": dg.In(Tables)}
 
     @dg.op(name=f"{name}__plan", out=dg.DynamicOut(int), ins=table_ins)
     def plan(context: dg.OpExecutionContext, config: SyntheticQueriesConfig, storage: StorageResource,
-             documents: pl.DataFrame, queries: pl.DataFrame, train_pairs: pl.DataFrame, click_log_pairs: Tables):
+             source: Tables):
         """One output per shard group (at most one per shard)."""
         direction = storage.dataset_spec(context.partition_key).direction
-        n = sources_to_generate_for(direction, config, documents, queries, train_pairs, click_log_pairs)[0].height
+        n = sources_to_generate_for(direction, config, TrainingView(source))[0].height
         for group in range(shard_groups(config, n)):
             yield dg.DynamicOutput(group, mapping_key=f"shards_{group}")
 
     @dg.op(name=f"{name}__generate", ins={"group": dg.In(int), **table_ins, **model_ins},
            retry_policy=dg.RetryPolicy(max_retries=2, delay=30), **MODEL_OP)
     def generate(context: dg.OpExecutionContext, config: SyntheticQueriesConfig, storage: StorageResource,
-                 generator: GeneratorResource, group: int, documents: pl.DataFrame, queries: pl.DataFrame,
-                 train_pairs: pl.DataFrame, click_log_pairs: Tables, base_slm: Path, adapter: Path | None = None) -> dict:
+                 generator: GeneratorResource, group: int, source: Tables, base_slm: Path,
+                 adapter: Path | None = None) -> dict:
         """The shards of one group (shard s when s mod groups == group), checkpointed: a rerun resumes."""
-        work = generation_work(name, context.partition_key, use_metadata, config, storage, generator, documents,
-                               queries, train_pairs, click_log_pairs, base_slm, adapter)
+        work = generation_work(name, context.partition_key, use_metadata, config, storage, generator,
+                               TrainingView(source), base_slm, adapter)
         groups = shard_groups(config, work.documents.height)
         shards = [s for s in range(work.shards) if s % groups == group]
         context.log.info(f"{name}: shard group {group + 1}/{groups}: {len(shards)} of {work.shards} shards")
         _, report = work.generate(context.log.info, shards)
         return {"report": dataclasses.asdict(report), "backend": work.backend_names[:1]}
 
-    @dg.op(name=f"{name}__write", ins={"reports": dg.In(list[dict]), **table_ins, **model_ins,
-                                       **({"teacher_demonstrations": dg.In(pl.DataFrame)} if student else {})},
+    @dg.op(name=f"{name}__write", ins={"reports": dg.In(list[dict]), **table_ins, **model_ins},
            out=dg.Out(Tables), retry_policy=dg.RetryPolicy(max_retries=2, delay=30), **MODEL_OP)
     def write(context: dg.OpExecutionContext, config: SyntheticQueriesConfig, storage: StorageResource,
-              generator: GeneratorResource, reports: list[dict], documents: pl.DataFrame, queries: pl.DataFrame,
-              train_pairs: pl.DataFrame, click_log_pairs: Tables, base_slm: Path, adapter: Path | None = None,
-              teacher_demonstrations: pl.DataFrame | None = None):
+              generator: GeneratorResource, reports: list[dict], source: Tables, base_slm: Path,
+              adapter: Path | None = None):
         """Every shard read back (a shard no group wrote is generated here), parsed, judged and filtered."""
-        dataset = context.partition_key
+        dataset, view = context.partition_key, TrainingView(source)
         spec = storage.dataset_spec(dataset)
-        work = generation_work(name, dataset, use_metadata, config, storage, generator, documents, queries,
-                               train_pairs, click_log_pairs, base_slm, adapter)
+        work = generation_work(name, dataset, use_metadata, config, storage, generator, view, base_slm, adapter)
         raw, own = work.generate(context.log.info)
         # the groups' reports say what was generated where; this step only generated what they left (its reused
         # shards are the groups')
@@ -203,8 +199,8 @@ def build_synthetic_queries_asset(
         written_quality = judged_quality(judged, documents.height)
         kept_quality = judged_quality(judged.filter(pl.col("grounded")) if config.quality_filter else judged,
                                       documents.height)
-        agreement = (student_teacher_agreement(work.adapter, parsed, teacher_demonstrations,
-                                               documents["doc_id"].to_list()) if student else None)
+        agreement = (student_teacher_agreement(work.adapter, parsed, source.data, documents["doc_id"].to_list())
+                     if student else None)
         samples = max(1, config.samples)
         docs_per_second = report.docs_per_second / samples  # documents with all their samples, per generating step
         context.log.info(
@@ -244,29 +240,21 @@ def build_synthetic_queries_asset(
     ops = (plan, generate, write)
     config = dg.ConfigMapping(config_fn=lambda values: {op.name: {"config": dict(values)} for op in ops},
                               config_schema=SyntheticQueriesConfig.to_config_schema())
-    asset_ins = {"documents": dg.AssetIn("documents"), "queries": dg.AssetIn("queries"),
-                 "train_pairs": dg.AssetIn("train_pairs"), "click_log_pairs": dg.AssetIn("click_log_pairs"),
-                 "base_slm": dg.AssetIn("base_slm")}
     common = dict(name=name, partitions_def=dataset_partitions, group_name="generation", description=description,
                   kinds={"pytorch"}, config=config, tags=MODEL_STEP["tags"])
     if student:
-        @dg.graph_asset(ins=asset_ins | {"adapter": dg.AssetIn(adapter_asset),
-                                         "teacher_demonstrations": dg.AssetIn("teacher_demonstrations")}, **common)
-        def _student(documents, queries, train_pairs, click_log_pairs, base_slm, adapter, teacher_demonstrations):
-            groups = plan(documents, queries, train_pairs, click_log_pairs)
-            reports = groups.map(lambda group: generate(group, documents, queries, train_pairs, click_log_pairs,
-                                                        base_slm, adapter)).collect()
-            return write(reports, documents, queries, train_pairs, click_log_pairs, base_slm, adapter,
-                         teacher_demonstrations)
+        @dg.graph_asset(ins={"source": dg.AssetIn("teacher_demonstrations"), "base_slm": dg.AssetIn("base_slm"),
+                             "adapter": dg.AssetIn(adapter_asset)}, **common)
+        def _student(source, base_slm, adapter):
+            reports = plan(source).map(lambda group: generate(group, source, base_slm, adapter)).collect()
+            return write(reports, source, base_slm, adapter)
 
         return _student
 
-    @dg.graph_asset(ins=asset_ins, **common)
-    def _few_shot(documents, queries, train_pairs, click_log_pairs, base_slm):
-        groups = plan(documents, queries, train_pairs, click_log_pairs)
-        reports = groups.map(lambda group: generate(group, documents, queries, train_pairs, click_log_pairs,
-                                                    base_slm)).collect()
-        return write(reports, documents, queries, train_pairs, click_log_pairs, base_slm)
+    @dg.graph_asset(ins={"source": dg.AssetIn("train_pairs"), "base_slm": dg.AssetIn("base_slm")}, **common)
+    def _few_shot(source, base_slm):
+        reports = plan(source).map(lambda group: generate(group, source, base_slm)).collect()
+        return write(reports, source, base_slm)
 
     return _few_shot
 

@@ -21,12 +21,12 @@ from ..lib.plots import histogram_plot
 from ..lib.quality import pairs_beyond
 from ..lib.spaces import document_tower_frozen
 from ..partitions import dataset_partitions
-from ..resources import EncoderResource, StorageResource, Tables
+from ..resources import EncoderResource, StorageResource, Tables, TrainingView
 from .checking import ERROR, WARN, Evaluate, Outcome, build_check, fail, ok, rounded, weights_outside
-from .common import (EAGER, RETRIEVER_FOLDER, SETTINGS_TABLE, all_queries, pairs_output, pretrained_space, settings_of,
-                     plot_metadata, settings_table, train_impressions)
+from .common import (EAGER, RETRIEVER_FOLDER, SETTINGS_TABLE, pairs_output, pretrained_space, settings_of,
+                     plot_metadata, settings_table)
 
-MAPPING_ENCODER = "base_retriever"  # the dual encoder fine-tuned on the (click) train set
+MAPPING_ENCODER = "base_models"  # its dual encoder, fine-tuned on the (click) train set
 
 
 class MappingConfig(dg.Config, MappingSettings):
@@ -40,11 +40,11 @@ def encoder_fingerprint(path) -> str:
     return hashlib.sha1(f"{weights}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
-def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, dataset: str, base_retriever: Path):
+def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, dataset: str, base_models: Path):
     """(embed(texts, max_length, role) -> (vectors, how many computed now), encoder identity) for the
-    click-trained dual encoder (the `base_retriever` artifact); vectors are cached by text hash per encoder (and
+    click-trained dual encoder (in the `base_models` artifact); vectors are cached by text hash per encoder (and
     prompt, for a model with query/document prompts), so a refresh embeds only new text."""
-    encoder_path = base_retriever / RETRIEVER_FOLDER
+    encoder_path = base_models / RETRIEVER_FOLDER
     fingerprint = encoder_fingerprint(encoder_path) + encoder.cache_tag  # vectors of another precision differ
     cache_dir = storage.step_dir("embedding_cache", dataset, fingerprint)
     model = []
@@ -62,13 +62,13 @@ def click_encoder_embedder(storage: StorageResource, encoder: EncoderResource, d
 
 
 def click_encoder_documents(embed, storage: StorageResource, encoder: EncoderResource, dataset: str,
-                            base_retriever: Path, documents: pl.DataFrame):
+                            base_models: Path, documents: pl.DataFrame):
     """(every document's title vector in the click-trained encoder's space, its search index or None, how many
     titles were embedded now): a
     query-side fine-tuned encoder kept the pretrained document vectors, so they and their shared index are read
     from the pretrained space instead of embedding the catalogue again."""
     titles = documents["title"].to_list()
-    if document_tower_frozen(base_retriever):
+    if document_tower_frozen(base_models):
         index = pretrained_space(storage, encoder, dataset).document_index(titles, encoder.doc_max_length)
         return index.vectors, index, 0
     vectors, embedded_now = embed(titles, encoder.doc_max_length, "document")
@@ -81,14 +81,14 @@ def click_neighbours(document_vectors, documents: pl.DataFrame, train_pairs: pl.
     return ClickNeighbours(train_pairs, documents["doc_id"].to_list(), document_vectors)
 
 
-def mapping_targets(direction: str, encoder: EncoderResource, documents: pl.DataFrame, queries: pl.DataFrame,
-                    click_log_pairs: Tables) -> tuple[str, list[str], list[str], int]:
+def mapping_targets(direction: str, encoder: EncoderResource, view: TrainingView) -> tuple[str, list[str], list[str], int]:
     """What synthetic texts are mapped onto: (id column, ids, texts, token budget). Synthetic texts are queries
     written for documents (mapped onto train queries) or, in the documents_for_queries direction, documents
     written for train queries (mapped onto real documents)."""
     if direction == DOCUMENTS_FOR_QUERIES:
+        documents = view.documents
         return "doc_id", documents["doc_id"].to_list(), documents["title"].to_list(), encoder.doc_max_length
-    targets = all_queries(queries, click_log_pairs).filter(pl.col("split") == "train")
+    targets = view.queries.filter(pl.col("split") == "train")
     return "query_id", targets["query_id"].to_list(), targets["text"].to_list(), encoder.query_max_length
 
 
@@ -109,19 +109,21 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
     sweep) without a new search."""
 
     @dg.asset(name=name, partitions_def=dataset_partitions, group_name="mapping",
-              ins={"synthetic": dg.AssetIn(synthetic_asset), MAPPING_ENCODER: dg.AssetIn(MAPPING_ENCODER)},
+              ins={"synthetic": dg.AssetIn(synthetic_asset), MAPPING_ENCODER: dg.AssetIn(MAPPING_ENCODER),
+                   # the current train queries and clicks: a click drop refreshes the mapping, not the generation
+                   "train_pairs": dg.AssetIn("train_pairs")},
               description=description, automation_condition=EAGER)
     def _mapped(context: dg.AssetExecutionContext, config: MappingConfig, storage: StorageResource,
-                encoder: EncoderResource, synthetic: pl.DataFrame, base_retriever: Path, documents: pl.DataFrame,
-                queries: pl.DataFrame, click_log_pairs: Tables, train_pairs: Tables) -> dg.MaterializeResult:
-        dataset = context.partition_key
-        train_pairs, impressions = train_pairs.data, train_impressions(train_pairs)
+                encoder: EncoderResource, synthetic: pl.DataFrame, base_models: Path,
+                train_pairs: Tables) -> dg.MaterializeResult:
+        dataset, view = context.partition_key, TrainingView(train_pairs)
+        documents = view.documents
+        train_pairs, impressions = view.clicks, view.impressions
         spec = storage.dataset_spec(dataset)
         settings = config.with_(tau=spec.tau if config.tau is None else config.tau,
                                 seed=spec.seed if config.seed is None else config.seed)
-        embed, encoder_id = click_encoder_embedder(storage, encoder, dataset, base_retriever)
-        target, target_ids, target_texts, max_length = mapping_targets(spec.direction, encoder, documents, queries,
-                                                                       click_log_pairs)
+        embed, encoder_id = click_encoder_embedder(storage, encoder, dataset, base_models)
+        target, target_ids, target_texts, max_length = mapping_targets(spec.direction, encoder, view)
         onto_documents = target == "doc_id"
         role = "document" if onto_documents else "query"  # synthetic texts and their targets are of one kind
         synthetic_vectors, new_synthetic = embed(synthetic["query"].to_list(), max_length, role)
@@ -131,7 +133,7 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                                           .iter_rows()).encode()).hexdigest() + ":" + encoder_id
         state_dir = storage.step_dir("mapping_state", dataset, name)
         # every candidate carries its click-neighbour cosine, so the tau sweep can apply the floor later
-        document_vectors, _, _ = click_encoder_documents(embed, storage, encoder, dataset, base_retriever, documents)
+        document_vectors, _, _ = click_encoder_documents(embed, storage, encoder, dataset, base_models, documents)
         neighbours = click_neighbours(document_vectors, documents, train_pairs)
         pairs, candidates, stats = map_incrementally(synthetic["doc_id"].to_list(), synthetic_vectors, target_ids,
                                                      target_vectors, settings, source, state_dir, identity, target,
@@ -147,8 +149,8 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
                                    storage.figure_path(name, dataset, "scores.png"),
                                    marker=settings.tau) if stats["scores"] else None
         return dg.MaterializeResult(
-            value=Tables(pairs, candidates=candidates, synthetic=synthetic.select("doc_id"),
-                         settings=settings_table(settings)),  # tau and seed resolved
+            value=view.carried_by(pairs, candidates=candidates, synthetic=synthetic.select("doc_id"),
+                                  settings=settings_table(settings)),  # tau and seed resolved
             metadata={
                 # pairs_added counts what is new beyond the clicks, as label_repair does; a mapped pair can
                 # restate a click (with the floor, a clicked document is its own nearest click)
@@ -187,8 +189,9 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
 def build_augmented_pairs_asset(name: str, mapped_asset: str, description: str) -> dg.AssetsDefinition:
     @dg.asset(name=name, partitions_def=dataset_partitions, group_name="mapping",
               ins={"mapped": dg.AssetIn(mapped_asset)}, description=description, automation_condition=EAGER)
-    def _augmented(train_pairs: pl.DataFrame, mapped: pl.DataFrame) -> dg.MaterializeResult:
-        return pairs_output(union_pairs(train_pairs, mapped))
+    def _augmented(mapped: Tables) -> dg.MaterializeResult:
+        view = TrainingView(mapped)
+        return pairs_output(view.carried_by(union_pairs(view.clicks, mapped.data)))
 
     return _augmented
 

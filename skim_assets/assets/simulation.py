@@ -28,6 +28,8 @@ SIMULATION_OUTPUTS = {
     "unbiased_test_qrels": "Every test label (complete labels).",
 }
 
+COMPLETE_LABEL_OUTPUTS = ("oracle_train_pairs", "unbiased_test_qrels")
+
 
 @dg.multi_asset(
     outs={name: dg.AssetOut(description=text, dagster_type=Tables if name == "click_train_pairs" else pl.DataFrame)
@@ -36,6 +38,9 @@ SIMULATION_OUTPUTS = {
     group_name="simulation",
     can_subset=False,
     pool=MODEL_STEP["pool"], op_tags=MODEL_STEP["op_tags"],  # ranks every query with the zero-shot encoder
+    # the complete labels need no ranking: the documents feed only what exposure decides (MAR's size is the clicks')
+    internal_asset_deps={name: {dg.AssetKey(a) for a in ("documents", "queries", "relevance_labels")
+                                if a != "documents" or name not in COMPLETE_LABEL_OUTPUTS} for name in SIMULATION_OUTPUTS},
 )
 def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource, encoder: EncoderResource,
                      documents: pl.DataFrame, queries: pl.DataFrame, relevance_labels: pl.DataFrame):

@@ -32,20 +32,20 @@ from ..lib.sweeps import (
     tau_sweep,
 )
 from ..partitions import dataset_partitions
-from ..resources import EncoderResource, GeneratorResource, StorageResource, Tables
+from ..resources import EncoderResource, GeneratorResource, StorageResource, Tables, TrainingView
 from ..resources.artifacts import report_table
-from .common import (LORA_FOLDER, MODEL_STEP, all_queries, base_model_folder, generation_sources_of, plot_metadata,
-                     pretrained_space, settings_of, train_impressions)
+from .common import (LORA_FOLDER, MODEL_STEP, base_model_folder, generation_sources_of, plot_metadata,
+                     pretrained_space, settings_of)
 from .distillation import lora_training_of, student_model_folder, write_lora_training
 from .generation import (SyntheticQueriesConfig, backend_factory_of, checkpoint_settings, sources_to_generate_for,
                          written_queries)
 from .mapping import click_encoder_documents, click_encoder_embedder, click_neighbours, mapping_targets
-from .ova import OvaHeadTrainingConfig
+from .training import OvaHeadTrainingConfig
 
 
 def frozen_features(storage: StorageResource, encoder: EncoderResource, dataset: str, queries: pl.DataFrame,
                     documents: pl.DataFrame) -> FrozenFeatures:
-    """Pretrained-encoder features of every query (pass `all_queries(...)`) and document, and the search over the
+    """Pretrained-encoder features of every query (the training view's) and document, and the search over the
     documents' vectors (the pretrained space's shared index)."""
     space = pretrained_space(storage, encoder, dataset)
     index = space.document_index(documents["title"].to_list(), encoder.doc_max_length)
@@ -63,20 +63,19 @@ class TauSweepConfig(OvaHeadTrainingConfig):
 
 @dg.asset(partitions_def=dataset_partitions, group_name="sweeps", kinds={"pytorch"}, **MODEL_STEP)
 def tau_sweep_report(context: dg.AssetExecutionContext, config: TauSweepConfig, storage: StorageResource,
-                     encoder: EncoderResource, mapped_pairs: Tables, train_pairs: pl.DataFrame,
-                     oracle_train_pairs: pl.DataFrame, unbiased_test_qrels: pl.DataFrame, documents: pl.DataFrame,
-                     queries: pl.DataFrame, click_log_pairs: Tables) -> dg.MaterializeResult:
+                     encoder: EncoderResource, mapped_pairs: Tables, oracle_train_pairs: pl.DataFrame,
+                     unbiased_test_qrels: pl.DataFrame) -> dg.MaterializeResult:
     """Paper Fig. 7: for each tau, how many mapped pairs SKIM adds, their precision and recall against the held-back
     train labels, and the unbiased R@10/R@100 of a one-vs-all head trained on clicks + those pairs. Reuses
     `mapped_pairs`' stored candidates (its side tables): no new search per tau; the mapping's click-neighbour
     floor and shown-not-clicked filter, when set, apply at every tau (columns `pairs_shown_not_clicked` and
     `repair_precision_without_shown_filter` say what the latter removed)."""
-    dataset = context.partition_key
+    dataset, view = context.partition_key, TrainingView(mapped_pairs)
+    train_pairs = view.clicks
     synthetic_doc_ids = mapped_pairs["synthetic"]["doc_id"].to_list()
     mapping = settings_of(mapped_pairs, MappingSettings)  # the tau and floor the mapping ran with
     table = tau_sweep(train_pairs, mapped_pairs["candidates"], synthetic_doc_ids,
-                      sorted(config.taus), frozen_features(storage, encoder, dataset,
-                                                           all_queries(queries, click_log_pairs), documents),
+                      sorted(config.taus), frozen_features(storage, encoder, dataset, view.queries, view.documents),
                       unbiased_test_qrels, OvaHeadConfig.of(config), progress=context.log.info,
                       oracle_pairs=oracle_train_pairs,
                       neighbour_floor=mapping.click_neighbour_floor, unclicked_cutoff=mapping.unclicked_cutoff)
@@ -108,13 +107,13 @@ class ExposureSweepConfig(OvaHeadTrainingConfig):
 
 @dg.asset(partitions_def=dataset_partitions, group_name="sweeps", kinds={"pytorch"}, **MODEL_STEP)
 def exposure_sweep_report(context: dg.AssetExecutionContext, config: ExposureSweepConfig, storage: StorageResource,
-                          encoder: EncoderResource, mapped_pairs: pl.DataFrame, relevance_labels: pl.DataFrame,
-                          unbiased_test_qrels: pl.DataFrame, documents: pl.DataFrame, queries: pl.DataFrame,
-                          click_log_pairs: Tables) -> dg.MaterializeResult:
+                          encoder: EncoderResource, mapped_pairs: Tables, relevance_labels: pl.DataFrame,
+                          unbiased_test_qrels: pl.DataFrame) -> dg.MaterializeResult:
     """Paper Fig. 3, on a dataset with complete labels: Algorithm 1 at each exposure window K, then the unbiased
     R@100 of MNAR clicks, IPS with the true (per-document) propensities, SKIM (clicks + the mapped pairs at
     the dataset's tau) and a missing-at-random sample of the clicks' size. One-vs-all heads score every point."""
-    dataset = context.partition_key
+    dataset, view = context.partition_key, TrainingView(mapped_pairs)
+    documents, queries = view.documents, view.queries
     spec = storage.dataset_spec(dataset)
     if not spec.simulate_bias:
         raise ValueError(f"dataset {dataset!r} has simulate_bias false: its labels are clicks, not complete labels, "
@@ -124,8 +123,8 @@ def exposure_sweep_report(context: dg.AssetExecutionContext, config: ExposureSwe
     ks = sorted(k for k in config.exposure_ks if k <= documents.height) or [documents.height]
     context.log.info(f"ranking {documents.height} documents for {train_queries.height} train queries (top {max(ks)})")
     ranked = encoder.rank(train_queries, documents, max(ks))
-    table = exposure_sweep(ranked, train_labels, mapped_pairs, ks,
-                           frozen_features(storage, encoder, dataset, all_queries(queries, click_log_pairs), documents),
+    table = exposure_sweep(ranked, train_labels, mapped_pairs.data, ks,
+                           frozen_features(storage, encoder, dataset, queries, documents),
                            unbiased_test_qrels, OvaHeadConfig.of(config), seed=spec.seed, progress=context.log.info)
     curves = {method: (table.filter(pl.col("method") == method)["exposure_k"].to_list(),
                        table.filter(pl.col("method") == method)["R@100"].to_list()) for method in SWEEP_METHODS}
@@ -180,11 +179,9 @@ def is_pipeline_student(name_or_path: str, generator: GeneratorResource) -> bool
 
 @dg.asset(partitions_def=dataset_partitions, group_name="sweeps", kinds={"pytorch"}, **MODEL_STEP)
 def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfig, storage: StorageResource,
-                    encoder: EncoderResource, generator: GeneratorResource, teacher_demonstrations: pl.DataFrame,
+                    encoder: EncoderResource, generator: GeneratorResource, teacher_demonstrations: Tables,
                     base_slm: Path, lora_adapter: Path, synthetic_queries: Tables, mapped_pairs: Tables,
-                    base_retriever: Path,
-                    documents: pl.DataFrame, queries: pl.DataFrame, train_pairs: Tables,
-                    click_log_pairs: Tables, oracle_train_pairs: pl.DataFrame,
+                    base_models: Path, oracle_train_pairs: pl.DataFrame,
                     unbiased_test_qrels: pl.DataFrame) -> dg.MaterializeResult:
     """Paper Table 5: SKIM with students of different sizes. Each student is LoRA-distilled on the same teacher
     demonstrations, writes for the same sources with the same decoding, and its queries are mapped with the same
@@ -192,40 +189,41 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
     label repair against the held-back train labels, and the unbiased R@10/R@100 of a one-vs-all head over frozen
     features trained on clicks + its pairs (row `none`: clicks only). Each student's adapter and generation shards
     are kept under `<root>/slm_size_students/<dataset>/`, so a rerun resumes."""
-    dataset = context.partition_key
+    dataset, view = context.partition_key, TrainingView(mapped_pairs)
+    documents, demonstrations = view.documents, teacher_demonstrations.data
     spec = storage.dataset_spec(dataset)
-    train_pairs, impressions = train_pairs.data, train_impressions(train_pairs)
+    train_pairs, impressions = view.clicks, view.impressions
     lora_settings, own_training = lora_training_of(lora_adapter)
     generation = settings_of(synthetic_queries, SyntheticQueriesConfig)
     mapping = settings_of(mapped_pairs, MappingSettings)
-    embed, _ = click_encoder_embedder(storage, encoder, dataset, base_retriever)
-    target, target_ids, target_texts, max_length = mapping_targets(spec.direction, encoder, documents, queries,
-                                                                   click_log_pairs)
+    embed, _ = click_encoder_embedder(storage, encoder, dataset, base_models)
+    target, target_ids, target_texts, max_length = mapping_targets(spec.direction, encoder, view)
     role = "document" if target == "doc_id" else "query"  # synthetic texts and their targets are of one kind
     target_vectors, _ = embed(target_texts, max_length, role)
-    document_vectors, _, _ = click_encoder_documents(embed, storage, encoder, dataset, base_retriever, documents)
+    document_vectors, _, _ = click_encoder_documents(embed, storage, encoder, dataset, base_models, documents)
     neighbours = click_neighbours(document_vectors, documents, train_pairs)
-    sources, known = sources_to_generate_for(spec.direction, generation, documents, queries, train_pairs,
-                                             click_log_pairs)
-    features = frozen_features(storage, encoder, dataset, all_queries(queries, click_log_pairs), documents)
+    sources, known = sources_to_generate_for(spec.direction, generation, view)
+    features = frozen_features(storage, encoder, dataset, view.queries, documents)
     ova = OvaHeadConfig.of(config)
 
     def other_student(name: str) -> StudentRun:
         base = student_model_folder(storage, name, context.log.info)
         work_dir = storage.step_dir(STUDENTS_DIR, dataset, student_slug(name))
         adapter = work_dir / "adapter"
-        fingerprint = {"base": str(base), "settings": lora_settings.as_dict(),
-                       "demonstrations": teacher_demonstrations.hash_rows().sum()}
+        # where checkpoints are taken does not change the adapter
+        fingerprint = {"base": str(base), "settings": {k: v for k, v in lora_settings.as_dict().items()
+                                                  if k != "checkpoint_every_steps"},
+                       "demonstrations": demonstrations.hash_rows().sum()}
         done = adapter / "fingerprint.json"
         if not (done.exists() and json.loads(done.read_text()) == json.loads(json.dumps(fingerprint))):
-            all_sources, all_known = generation_sources_of(spec.direction, documents, queries, train_pairs,
-                                                           click_log_pairs)
-            prompts, targets, doc_ids = student_examples(teacher_demonstrations, all_sources, all_known,
+            all_sources, all_known = generation_sources_of(spec.direction, view)
+            prompts, targets, doc_ids = student_examples(demonstrations, all_sources, all_known,
                                                          spec.prompt_style, True)
             context.log.info(f"{name}: LoRA SFT on {len(prompts)} demonstrations")
             staging = storage.staging_dir()
             report = train_lora_adapter(str(base), prompts, targets, staging / LORA_FOLDER, lora_settings,
-                                        progress=context.log.info, keys=doc_ids, device=generator.device)
+                                        progress=context.log.info, keys=doc_ids, device=generator.device,
+                                        checkpoint_dir=work_dir / "lora_checkpoints")
             write_lora_training(staging, lora_settings, report)
             (staging / "fingerprint.json").write_text(json.dumps(fingerprint))
             shutil.rmtree(adapter, ignore_errors=True)

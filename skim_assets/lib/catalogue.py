@@ -13,6 +13,8 @@ from pathlib import Path
 
 import duckdb
 
+from .formats import TRAINING_VIEW_TABLES
+
 # Top-level folders of the storage root that are not assets: inputs, caches and resumable work state.
 NOT_ARTIFACTS = frozenset({"inputs", "click_log_cache", "embedding_cache", "mapping_state", "teacher_cache",
                            "figures", "document_index", "import_state", "slm_size_students", "student_models"})
@@ -27,6 +29,11 @@ def is_artifact_folder(name: str) -> bool:
     return not (name.startswith(".") or name in NOT_ARTIFACTS or name.endswith(("_shards", "_checkpoints")))
 
 
+# The training view's tables are catalogued where they are made; the artifacts that carry them along (links to the
+# same files) would only repeat them under another name.
+VIEW_SOURCES = ("click_log_pairs", "click_train_pairs", "train_pairs")
+
+
 def _view_name(asset: str, table: str) -> str:
     name = asset if table == "data" else f"{asset}__{table}"
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
@@ -39,7 +46,7 @@ def refresh_catalogue(root: str | Path, database: str | Path | None = None) -> l
     tables: dict[tuple[str, str], str] = defaultdict(str)
     for path in sorted(root.glob("*/*/*.parquet")):
         asset = path.parts[-3]
-        if not is_artifact_folder(asset):
+        if not is_artifact_folder(asset) or (path.stem in TRAINING_VIEW_TABLES and asset not in VIEW_SOURCES):
             continue
         tables[(asset, path.stem)] = str(root / asset / "*" / f"{path.stem}.parquet")
     views = []

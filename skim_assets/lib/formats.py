@@ -30,6 +30,9 @@ CLICKS_SCHEMA = {"query": pl.String, "doc_id": pl.String, "clicks": pl.Int64, "i
 IMPRESSIONS_SCHEMA = {"query_id": pl.String, "doc_id": pl.String, "position": pl.Int64, "impressions": pl.Int64,
                       "clicks": pl.Int64}
 SPLITS = ("train", "test")
+# The side tables every training artifact carries from `train_pairs` down (the training view): the documents, every
+# query (the dataset's and those only the click logs name), the click-log training pairs and their impressions.
+TRAINING_VIEW_TABLES = ("documents", "queries", "click_pairs", "impressions")
 # what SKIM's models write: queries for documents (from document metadata) or documents for queries (from query
 # metadata); a dataset's `generate` setting
 QUERIES_FOR_DOCUMENTS, DOCUMENTS_FOR_QUERIES = "queries_for_documents", "documents_for_queries"

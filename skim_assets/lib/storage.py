@@ -469,8 +469,11 @@ class TableSetPins:
 
 
 def write_table_set(root: str | Path, step: str, dataset: str,
-                    tables: Mapping[str, Mapping[str, pl.DataFrame]]) -> dict[str, dict[str, Path]]:
+                    tables: Mapping[str, Mapping[str, pl.DataFrame | Path]]) -> dict[str, dict[str, Path]]:
     """Write the tables of several artifacts as one set; returns {asset: {table: path}}.
+
+    A table given as the Path of a stored Parquet file (another artifact's table, carried along) is hard-linked
+    (copied across file systems): the same bytes, no rewrite.
 
     `tables` maps each asset to its tables ({"documents": {"data": frame}, ...}); readers keep using
     `<root>/<asset>/<dataset>/<table>.parquet`. Each `<root>/<asset>/<dataset>` is a link to
@@ -507,7 +510,10 @@ def write_table_set(root: str | Path, step: str, dataset: str,
             for asset, frames in tables.items():
                 (tmp / asset).mkdir()
                 for table, frame in frames.items():
-                    frame.write_parquet(tmp / asset / f"{table}.parquet")
+                    if isinstance(frame, (str, Path)):  # a stored table carried along: linked, not rewritten
+                        _link_or_copy(str(frame), str(tmp / asset / f"{table}.parquet"))
+                    else:
+                        frame.write_parquet(tmp / asset / f"{table}.parquet")
                     paths.setdefault(asset, {})[table] = root / asset / dataset / f"{table}.parquet"
             os.replace(tmp, set_dir / version)
         except BaseException:

@@ -1,11 +1,11 @@
 """Dagster resources: where artifacts live (storage and the IO manager), and the models (encoder, teacher,
 generator)."""
 
-from .artifacts import ArtifactIOManager, Tables, storage_resources
+from .artifacts import ArtifactIOManager, Tables, TrainingView, storage_resources
 from .encoder import EncoderResource
 from .generator import GeneratorResource
 from .storage import StorageResource
 from .teacher import TeacherResource
 
 __all__ = ["ArtifactIOManager", "EncoderResource", "GeneratorResource", "StorageResource", "Tables", "TeacherResource",
-           "storage_resources"]
+           "TrainingView", "storage_resources"]

@@ -23,6 +23,7 @@ import dagster as dg
 import polars as pl
 from pydantic import PrivateAttr
 
+from ..lib.formats import TRAINING_VIEW_TABLES
 from ..lib.report_tables import NOT_APPLICABLE, report_column, report_columns, shown_value
 from ..lib.storage import (
     TableSetPins,
@@ -46,23 +47,40 @@ STEP_OUTPUTS = ".step_outputs"  # under the root: JSON values passed between the
 
 class Tables(Mapping[str, pl.DataFrame]):
     """The tables of one artifact: `data` and side tables, from frames (an output) or from a folder (an input,
-    each table read on first use)."""
+    each table read on first use). An output's side table may be the Path of a stored table (another artifact's,
+    carried along, e.g. a training view's documents): the IO manager links it instead of writing it again."""
 
-    def __init__(self, data: pl.DataFrame | None = None, folder: Path | None = None, **side: pl.DataFrame):
-        self._frames: dict[str, pl.DataFrame] = ({DATA: data} if data is not None else {}) | side
+    def __init__(self, data: pl.DataFrame | None = None, folder: Path | None = None,
+                 **side: pl.DataFrame | Path):
+        self._frames: dict[str, pl.DataFrame] = ({DATA: data} if data is not None else {}) | {
+            name: table for name, table in side.items() if isinstance(table, pl.DataFrame)}
+        self._linked: dict[str, Path] = {name: Path(table) for name, table in side.items()
+                                         if not isinstance(table, pl.DataFrame)}
         self.folder = folder
         if folder is None and DATA not in self._frames:
             raise ValueError("an artifact's tables need a `data` table")
 
     def path(self, table: str = DATA) -> Path:
-        """Where a table of a loaded artifact lives (e.g. to digest it)."""
+        """Where a table of a loaded artifact (or a carried table) lives (e.g. to digest or carry it)."""
+        if table in self._linked:
+            return self._linked[table]
         if self.folder is None:
             raise ValueError("tables built in memory have no path until the IO manager writes them")
         return self.folder / f"{table}.parquet"
 
+    def carried(self, table: str = DATA) -> pl.DataFrame | Path:
+        """A table as another artifact's side table: the path of a stored one (linked, not rewritten), else the
+        frame."""
+        return self._linked.get(table) or (self.folder / f"{table}.parquet" if self.folder is not None
+                                           and table not in self._frames else self[table])
+
     def digest(self, table: str = DATA) -> str:
         """sha1 of a stored table's bytes: its identity (our Parquet writes are deterministic)."""
         return file_digest(self.path(table))
+
+    def stored(self) -> dict[str, pl.DataFrame | Path]:
+        """What the IO manager writes: each table as a frame, or as the path of a stored table to link."""
+        return {name: self._linked.get(name) or self[name] for name in self}
 
     @property
     def data(self) -> pl.DataFrame:
@@ -70,7 +88,7 @@ class Tables(Mapping[str, pl.DataFrame]):
 
     def __getitem__(self, table: str) -> pl.DataFrame:
         if table not in self._frames:
-            if self.folder is None or not self.path(table).exists():
+            if table not in self._linked and (self.folder is None or not self.path(table).exists()):
                 raise KeyError(f"no table {table!r} in {self.folder or 'these tables'}")
             self._frames[table] = read_artifact_table(
                 self.path(table), "write it again: materialize the asset that wrote it for this dataset")
@@ -78,13 +96,53 @@ class Tables(Mapping[str, pl.DataFrame]):
 
     def _names(self) -> list[str]:
         stored = sorted(p.stem for p in self.folder.glob("*.parquet")) if self.folder is not None else []
-        return list(dict.fromkeys([*self._frames, *stored]))
+        return list(dict.fromkeys([*self._frames, *self._linked, *stored]))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names())
 
     def __len__(self) -> int:
         return len(self._names())
+
+
+class TrainingView:
+    """What a training step may see, carried by every training artifact from `train_pairs` down (its side tables
+    `TRAINING_VIEW_TABLES`, hard links to the same files): the documents, every query (the dataset's and those
+    only the click logs name), the click-log training pairs and their impressions. Never the held-back labels.
+
+    Each artifact brings the texts it refers to, so an asset reads them from the input it derives from, and the
+    lineage shows that one edge instead of an edge to every dataset table."""
+
+    def __init__(self, tables: Tables):
+        missing = [t for t in TRAINING_VIEW_TABLES if t not in tables]
+        if missing:
+            raise KeyError(f"{tables.folder or 'these tables'} carries no training view ({', '.join(missing)} "
+                           "missing): materialize it again with this version")
+        self.tables = tables
+
+    @property
+    def documents(self) -> pl.DataFrame:
+        return self.tables["documents"]
+
+    @property
+    def queries(self) -> pl.DataFrame:
+        return self.tables["queries"]
+
+    @property
+    def clicks(self) -> pl.DataFrame:
+        """The click-log training pairs (`train_pairs`)."""
+        return self.tables["click_pairs"]
+
+    @property
+    def impressions(self) -> pl.DataFrame | None:
+        """What the engine showed train queries, clicked or not; None when no log records any."""
+        impressions = self.tables["impressions"]
+        return impressions if impressions.height else None
+
+    def carried_by(self, data: pl.DataFrame, **side: pl.DataFrame | Path) -> Tables:
+        """A new artifact's tables: `data` and `side`, carrying this view along (a side table given here, e.g.
+        Gandalf's `queries` with its label-text points, replaces the carried one)."""
+        return Tables(data, **({t: self.tables.carried(t) for t in TRAINING_VIEW_TABLES} | side))
 
 
 def column_schema(frame: pl.DataFrame) -> dg.TableSchema:
@@ -205,10 +263,13 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
             path = self.storage.write_table(asset, dataset, obj)
             context.add_output_metadata(table_metadata(obj, path))
         elif isinstance(obj, Tables):
-            frames = {name: obj[name] for name in obj}
-            paths = self.storage.write_table_set(asset, dataset, {asset: frames})[asset]
+            stored = obj.stored()
+            paths = self.storage.write_table_set(asset, dataset, {asset: stored})[asset]
             context.add_output_metadata(table_metadata(obj.data, paths[DATA]) | {
-                "side_tables": {name: frames[name].height for name in frames if name != DATA}})
+                "side_tables": {name: table.height for name, table in stored.items()
+                                if name != DATA and isinstance(table, pl.DataFrame)}}
+                | ({"carried_tables": sorted(n for n, t in stored.items() if not isinstance(t, pl.DataFrame))}
+                   if any(not isinstance(t, pl.DataFrame) for t in stored.values()) else {}))
         elif isinstance(obj, Path):
             context.add_output_metadata(folder_metadata(self.storage.adopt_folder(obj, asset, dataset)))
         else:
