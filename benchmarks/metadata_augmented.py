@@ -1,6 +1,6 @@
 """Metadata-augmented retrieval (the paper's Table 4) on a dataset already run through `skim_core` (e.g. by
-`make demo`): materializes the four RA models of the full pipeline (`ra_*`, `skim_ra_*`) with the demo profile's
-dual-encoder settings, then re-evaluates every model and prints the report.
+`make demo`): materializes the RA models of the full pipeline (`ra_models`, `skim_ra_models`: a dual encoder and a
+one-vs-all head each) with the demo profile's dual-encoder settings, then re-evaluates every model and prints the report.
 
     python benchmarks/metadata_augmented.py --root data --dataset demo
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-RA_MODELS = ["ra_retriever", "ra_ova_head", "skim_ra_retriever", "skim_ra_ova_head"]
+RA_MODELS = ["ra_models", "skim_ra_models"]
 
 
 def main() -> int:
@@ -27,7 +27,7 @@ def main() -> int:
 
     from skim_assets.definitions import ASSETS, all_checks, build_resources
 
-    selection = [*RA_MODELS, "retrieval_metrics", "comparison_report", "duckdb_catalogue"]
+    selection = [*RA_MODELS, "retrieval_metrics", "comparison_report", "html_report", "duckdb_catalogue"]
     config = {"ops": {k: v for k, v in demo_run_config("skim_pipeline")["ops"].items() if k in RA_MODELS}}
     checks = [c for c in all_checks if any(k.asset_key.path[-1] in RA_MODELS for k in c.check_keys)]
     result = dg.materialize([*ASSETS, *checks], selection=[dg.AssetKey(s) for s in selection],

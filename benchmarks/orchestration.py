@@ -9,8 +9,8 @@ Python process with its own temp storage root (SKIM_DATA_ROOT) and Dagster home:
   datasets     documents, queries, relevance_labels (BEIR import), click_log_pairs (no drops: empty tables)
   simulation   click_train_pairs, mar_train_pairs, oracle_train_pairs, biased/unbiased_test_qrels (Algorithm 1
                with the zero-shot MiniLM ranking every document, exposure curve plot)
-  training     train_pairs; base, oracle and mar dual encoders (the demo profile: 3 epochs at lr 1e-4, the asset
-               defaults otherwise) and their one-vs-all heads (asset defaults: 30 epochs)
+  training     train_pairs; base, oracle and mar models: dual encoders (the demo profile: 3 epochs at lr 1e-4, the
+               asset defaults otherwise) and one-vs-all heads (asset defaults: 30 epochs)
   evaluation   retrieval_metrics (zero-shot + the six models on both test sets, DuckDB catalogue refresh)
 
 Left out on both sides: teacher, LoRA, generation and mapping (SKIM's own branch: minutes of LM work that no
@@ -44,7 +44,7 @@ METHODS = ("base", "oracle", "mar")
 PAIRS_OF = {"base": "train_pairs", "oracle": "oracle_train_pairs", "mar": "mar_train_pairs"}
 SUBSET = ["documents", "queries", "relevance_labels", "click_log_pairs", "click_train_pairs", "mar_train_pairs",
           "oracle_train_pairs", "biased_test_qrels", "unbiased_test_qrels", "train_pairs",
-          *[f"{m}_retriever" for m in METHODS], *[f"{m}_ova_head" for m in METHODS], "retrieval_metrics"]
+          *[f"{m}_models" for m in METHODS], "retrieval_metrics"]
 EVAL_KS = (1, 5, 10, 25, 100)  # as assets/evaluation.py
 DEFAULT_EXPOSURE_KS = (1, 5, 10, 25, 50, 100)
 
@@ -153,26 +153,16 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
         write(name, frame)
     done("simulation")
 
-    # training: train_pairs, the retrievers, the one-vs-all heads
+    # training: train_pairs, each method's models (its dual encoder and one-vs-all head)
     write("train_pairs", union_pairs(read("click_train_pairs"), read("click_log_pairs")))
     done("train_pairs")
     for method in METHODS:
-        name, pairs_asset = f"{method}_retriever", PAIRS_OF[method]
+        name, pairs_asset = f"{method}_models", PAIRS_OF[method]
         pairs = read(pairs_asset)
         model = load()
         report = train_dual_encoder(model, pairs, all_queries(pairs_asset), read("documents"),
                                     DualEncoderConfig(epochs=epochs, learning_rate=learning_rate),
                                     progress=lambda _: None)
-        with atomic_directory(root / name / dataset) as tmp:
-            model.save(tmp / "encoder")
-            (tmp / "training.json").write_text(json.dumps(
-                report.__dict__ | {"pairs_sha1": file_digest(path(pairs_asset))}, indent=2))
-            line_plot({"loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
-                      f"{name} training loss", "log window", "weighted decoupled-softmax loss", tmp / "loss.png")
-        done(name)
-    for method in METHODS:
-        name, pairs_asset = f"{method}_ova_head", PAIRS_OF[method]
-        pairs = read(pairs_asset)
         documents = read("documents")
         queries = all_queries(pairs_asset).join(pairs.select("query_id").unique(), on="query_id")
         query_index = {q: i for i, q in enumerate(queries["query_id"].to_list())}
@@ -186,6 +176,11 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
             OvaHeadConfig(), progress=lambda _: None,
         )
         with atomic_directory(root / name / dataset) as tmp:
+            model.save(tmp / "encoder")
+            (tmp / "training.json").write_text(json.dumps(
+                report.__dict__ | {"pairs_sha1": file_digest(path(pairs_asset))}, indent=2))
+            line_plot({"loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
+                      f"{name} training loss", "log window", "weighted decoupled-softmax loss", tmp / "loss.png")
             np.savez(tmp / "head.npz", weights=weights, biases=biases, doc_ids=np.array(documents["doc_id"].to_list()))
         done(name)
 
@@ -204,9 +199,9 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
 
     models = [("zero_shot", lambda: rank(queries, documents, max(EVAL_KS)))]
     for method in METHODS:
-        encoder_path = str(root / f"{method}_retriever" / dataset / "encoder")
-        models.append((f"{method}_retriever", lambda p=encoder_path: rank(queries, documents, max(EVAL_KS), p)))
-        models.append((f"{method}_ova_head", lambda p=root / f"{method}_ova_head" / dataset / "head.npz": ova_rank(p)))
+        folder = root / f"{method}_models" / dataset
+        models.append((f"{method}_retriever", lambda p=str(folder / "encoder"): rank(queries, documents, max(EVAL_KS), p)))
+        models.append((f"{method}_ova_head", lambda p=folder / "head.npz": ova_rank(p)))
     rows, rankings = [], []
     for model, ranker in models:
         ranked = ranker()
@@ -238,7 +233,7 @@ def dagster_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float
     job = defs.resolve_job_def("skim_core")
     instance = _instance()
     register_dataset(dataset, instance)
-    run_config = {"ops": {f"{m}_retriever": {"config": {"epochs": epochs, "learning_rate": learning_rate}}
+    run_config = {"ops": {f"{m}_models": {"config": {"dual_encoder": {"epochs": epochs, "learning_rate": learning_rate}}}
                           for m in METHODS}}
     result = job.execute_in_process(partition_key=dataset, instance=instance, run_config=run_config,
                                     asset_selection=[dg.AssetKey(k) for k in SUBSET], raise_on_error=False)

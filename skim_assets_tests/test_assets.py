@@ -543,3 +543,29 @@ def test_evaluation_of_a_partial_run_skips_what_was_not_materialized(storage_roo
     assert sorted(repair["method"]) == ["gandalf", "mar", "oracle"]
 
 
+
+
+LINEAGE_EDGE_BOUND = 120  # issue 29: 256 edges in 58 assets before the training view and the per-method models
+
+
+def test_the_lineage_is_a_graph_a_person_can_read():
+    """Each training artifact carries the texts it refers to (the training view), and each method is one models
+    asset: the dataset tables feed a handful of assets instead of 40+ each, and the graph stays under the bound."""
+    graph = defs.resolve_asset_graph()
+    edges = [(parent.to_user_string(), key.to_user_string()) for key in graph.get_all_asset_keys()
+             for parent in graph.get(key).parent_keys]
+    assert len(edges) < LINEAGE_EDGE_BOUND, len(edges)
+    fan_out = {table: sum(parent == table for parent, _ in edges)
+               for table in ("documents", "queries", "click_log_pairs", "train_pairs")}
+    assert max(fan_out.values()) <= 15, fan_out
+    # what trains a model reads its texts through its pairs: no model or method table reads a dataset table directly
+    readers = {child for parent, child in edges if parent in ("documents", "queries", "click_log_pairs")}
+    assert not {r for r in readers if r.endswith("_models") or "train_pairs_" in r or r.startswith("augmented")}
+    # the held-back labels reach only the simulation and what judges against them, never a method's training set
+    label_readers = {child for parent, child in edges if parent == "relevance_labels"}
+    assert label_readers == {"click_train_pairs", "mar_train_pairs", "oracle_train_pairs", "biased_test_qrels",
+                             "unbiased_test_qrels", "exposure_sweep_report"}
+    for sensor in defs.sensors:
+        assert sensor.description, sensor.name
+    for schedule in defs.schedules:
+        assert schedule.description, schedule.name

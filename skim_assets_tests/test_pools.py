@@ -95,7 +95,7 @@ def test_every_step_that_runs_a_model_is_in_the_gpu_pool():
     from skim_assets.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    for name in ["teacher_demonstrations", "lora_adapter", "click_train_pairs", "oracle_retriever", "skim_ova_head",
+    for name in ["teacher_demonstrations", "lora_adapter", "click_train_pairs", "oracle_models", "skim_models",
                  "retrieval_metrics"]:
         assert graph.get(dg.AssetKey(name)).assets_def.op.pool == GPU_POOL, name
 

@@ -312,12 +312,12 @@ def test_changed_input_under_the_same_name_is_refused_without_replace(cli_env, d
     root = str(cli_env)
     assert main(["--root", root, "import", "mini", str(demo_source)]) == 0
     assert main(["--root", root, "import", "mini", str(demo_source)]) == 0  # the same input again: fine
-    (cli_env / "base_retriever" / "mini").mkdir(parents=True)  # an artifact made from the first input
+    (cli_env / "base_models" / "mini").mkdir(parents=True)  # an artifact made from the first input
     capsys.readouterr()
 
     assert main(["--root", root, "import", "mini", str(demo_source), "--exposure-k", "7"]) == 2
     err = _one_line(capsys.readouterr().err)
-    assert "--replace" in err and "base_retriever" in err and "exposure_k 100 -> 7" in err
+    assert "--replace" in err and "base_models" in err and "exposure_k 100 -> 7" in err
     assert json.loads((cli_env / "inputs" / "mini" / "dataset.json").read_text())["exposure_k"] == 100
 
     other = tmp_path / "other"  # different data, same settings
@@ -332,7 +332,7 @@ def test_changed_input_under_the_same_name_is_refused_without_replace(cli_env, d
 
     assert main(["--root", root, "import", "mini", str(other), "--replace"]) == 0
     err = capsys.readouterr().err
-    assert "warning" in err and "stale" in err and "base_retriever, documents" in err
+    assert "warning" in err and "stale" in err and "base_models, documents" in err
     assert json.loads((cli_env / "inputs" / "mini" / "dataset.json").read_text())["source"] == str(other)
 
 

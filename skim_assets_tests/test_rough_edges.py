@@ -178,11 +178,11 @@ def test_a_model_folder_with_a_deleted_file_is_not_present(tmp_path):
     (staged / "model").mkdir()
     (staged / "model" / "model.safetensors").write_bytes(b"weights")
     (staged / "model" / "config.json").write_text("{}")
-    folder = storage.adopt_folder(staged, "base_retriever", "mini")
-    assert storage.has_artifact("base_retriever", "mini")
+    folder = storage.adopt_folder(staged, "base_models", "mini")
+    assert storage.has_artifact("base_models", "mini")
     (folder / "model" / "model.safetensors").unlink()
-    assert not storage.has_artifact("base_retriever", "mini")
-    assert dg.AssetKey("base_retriever") in missing_assets(tmp_path, "mini", "skim_core")
+    assert not storage.has_artifact("base_models", "mini")
+    assert dg.AssetKey("base_models") in missing_assets(tmp_path, "mini", "skim_core")
 
 
 def test_a_source_edited_in_place_after_its_import_is_stale_for_only_missing(storage_root, tiny_demo):

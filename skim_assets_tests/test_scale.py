@@ -44,9 +44,10 @@ def test_scale_profile_runs_every_core_asset_on_a_20k_catalogue(cli_env, tiny_ca
     # the random tiny student writes ungrounded text: keep it unfiltered so the mapping has rows to map
     ops["synthetic_queries"]["config"] |= {"max_documents": 48, "max_new_tokens": 12, "quality_filter": False}
     for name, op in ops.items():
-        if name.endswith("_retriever"):
-            op["config"] = op["config"] | {"max_pairs": 1000}
-        if name.endswith("_ova_head") or name == "tau_sweep_report":
+        if name.endswith("_models"):  # the profile's anchors: one dict shared by every method, changed once
+            op["config"] = {"dual_encoder": op["config"]["dual_encoder"] | {"max_pairs": 1000},
+                            "ova_head": op["config"]["ova_head"] | {"epochs": 5}}
+        if name == "tau_sweep_report":
             op["config"] = op["config"] | {"epochs": 5}
     run_config["resources"] = {"generator": {"config": {"base_model_path": str(tiny_causal_lm), "device": "cpu",
                                                         "backend": "transformers"}}}
@@ -71,9 +72,9 @@ def test_scale_profile_runs_every_core_asset_on_a_20k_catalogue(cli_env, tiny_ca
         event = instance.get_latest_materialization_event(dg.AssetKey(asset))
         return event.asset_materialization.metadata
 
-    assert metadata("oracle_retriever")["training_pairs"].value == 1000
-    assert metadata("oracle_retriever")["pairs_available"].value > 10_000
-    assert "frozen" in metadata("oracle_retriever")["document_tower"].value
+    assert metadata("oracle_models")["training_pairs"].value == 1000
+    assert metadata("oracle_models")["pairs_available"].value > 10_000
+    assert "frozen" in metadata("oracle_models")["document_tower"].value
     assert metadata("click_train_pairs")["exposure_search"].value.startswith("exact")
 
     # quality: complete labels teach what clicks cannot, for both base models, on the unbiased test set

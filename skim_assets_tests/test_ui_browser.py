@@ -400,7 +400,7 @@ def test_dagster_ui_launches_and_completes_a_partition_run(chromium_path, dagste
 
 # The demo job on the tiny world, as `skim demo` runs it (the demo profile), with the tiny LM and quick retrievers
 # so that the whole story (models, reports, checks) is there in about a minute.
-QUICK_RETRIEVER = {"config": {"epochs": 1}}
+QUICK_MODELS = {"config": {"dual_encoder": {"epochs": 1}, "ova_head": {"epochs": 5}}}
 STUDENT_QUALITY_CHECKS = {("synthetic_queries", "query_quality"), ("mapped_pairs", "weights_within_tau"),
                           ("label_repair_report", "skim_repair_precision"),
                           ("retrieval_metrics", "skim_beats_base_unbiased_r100")}
@@ -413,14 +413,14 @@ def demo_story(demo_instance_env, tiny_causal_lm, tmp_path) -> str:
     import dagster as dg
     import yaml
 
-    from skim_assets.assets.training import RETRIEVERS
+    from skim_assets.assets.training import METHODS, models_asset
     from skim_assets.definitions import defs
 
     in_demo = {k.path[-1] for k in defs.resolve_job_def("demo").asset_layer.executable_asset_keys}
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({
         "resources": {"generator": {"config": {"base_model_path": str(tiny_causal_lm)}}},
-        "ops": {name: QUICK_RETRIEVER for name in RETRIEVERS if name in in_demo}}))
+        "ops": {models_asset(m): QUICK_MODELS for m in METHODS if models_asset(m) in in_demo}}))
     skim = Path(sys.executable).with_name("skim")
     done = subprocess.run([str(skim), "--root", str(demo_instance_env["root"]), "materialize", DATASET, "--job", "demo",
                            "--config", str(config)], capture_output=True, text=True, timeout=900,
