@@ -76,7 +76,7 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
     from skim_assets.lib.plots import line_plot
     from skim_assets.lib.retrieval import topk_frame
     from skim_assets.lib.simulation import exposure_curve, labels_as_pairs, missing_at_random_sample, simulate_click_log
-    from skim_assets.lib.storage import atomic_directory, file_digest, write_parquet_atomic
+    from skim_assets.lib.storage import atomic_directory, write_parquet_atomic
 
     def path(asset, table="data"):
         return root / asset / dataset / f"{table}.parquet"
@@ -177,8 +177,7 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
         )
         with atomic_directory(root / name / dataset) as tmp:
             model.save(tmp / "encoder")
-            (tmp / "training.json").write_text(json.dumps(
-                report.__dict__ | {"pairs_sha1": file_digest(path(pairs_asset))}, indent=2))
+            (tmp / "training.json").write_text(json.dumps(report.__dict__, indent=2))
             line_plot({"loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
                       f"{name} training loss", "log window", "weighted decoupled-softmax loss", tmp / "loss.png")
             np.savez(tmp / "head.npz", weights=weights, biases=biases, doc_ids=np.array(documents["doc_id"].to_list()))

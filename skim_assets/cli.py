@@ -542,9 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("names", nargs="+", metavar="dataset")
     mat.add_argument("--config", help="run config file (YAML/JSON), e.g. configs/scifact_cpu.yaml")
     mat.add_argument("--job", default="skim_pipeline",
-                     choices=["skim_pipeline", "skim_core", "dataset_import", "demo", "demo_all_methods"],
+                     choices=["skim_pipeline", "skim_core", "dataset_import", "click_refresh", "model_refresh", "demo",
+                              "demo_all_methods"],
                      help="skim_core leaves out the generation ablations; dataset_import only imports and checks; "
-                          "demo and demo_all_methods run skim_core or the whole graph under the demo profile")
+                          "click_refresh renews the tables new click-log drops change (no model step); model_refresh "
+                          "retrains what the train pairs feed; demo and demo_all_methods run skim_core or the whole "
+                          "graph under the demo profile")
     mat.add_argument("--only-missing", action="store_true",
                      help="run only assets without an artifact yet, and what they feed (resume a long run)")
     mat.set_defaults(func=cmd_materialize)

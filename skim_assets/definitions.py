@@ -35,14 +35,15 @@ from .jobs import (
     skim_pipeline_job,
 )
 from .resources import EncoderResource, GeneratorResource, StorageResource, TeacherResource, storage_resources
-from .sensors import click_log_sensor, dataset_folder_sensor, model_refresh_schedule, table_automation_sensor
+from .sensors import automation_sensor, click_log_sensor, dataset_folder_sensor, with_model_refresh
+from .versions import with_code_versions
 
-ASSETS = [
+ASSETS = with_model_refresh(with_code_versions([
     dataset_tables, click_log_pairs, simulated_clicks, train_pairs, *models_assets,
     retrieval_metrics, comparison_report, label_repair_report, duckdb_catalogue, html_report,
     teacher_demonstrations, base_slm, lora_adapter, lora_adapter_no_metadata, *generation_assets, *mapping_assets,
     *baseline_pair_assets, *sweep_assets,
-]
+]))
 # Every asset check, each defined beside the asset it guards (`assets/<stage>.py`, machinery in `assets/checking.py`).
 all_checks: list = [
     *dataset_checks, *distillation_checks, *generation_checks, *mapping_checks, *training_checks,
@@ -75,8 +76,7 @@ defs = dg.Definitions(
     # a run the UI re-executes from one of them takes the same config. A run that configures no logger gets
     # Dagster's default console logger, as before.
     loggers={"console": dg.colored_console_logger, "skim_progress": step_progress_logger},
-    sensors=[dataset_folder_sensor, click_log_sensor, table_automation_sensor],
-    schedules=[model_refresh_schedule],
+    sensors=[dataset_folder_sensor, click_log_sensor, automation_sensor],
     resources=build_resources(),
     executor=build_executor(),
 )

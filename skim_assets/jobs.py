@@ -1,5 +1,5 @@
 """Jobs over the asset graph: the whole pipeline, the demo under its profile, and the two refresh paths (cheap
-tables on new click logs, models on a schedule)."""
+tables on new click logs, models on the model refresh's cron)."""
 
 from collections.abc import Collection, Sequence
 
@@ -37,7 +37,7 @@ skim_core_job = dg.define_asset_job(
 # What a click-log drop changes without a model step: the drops' pairs, the training tables, and the mapping
 # of the synthetic queries onto the new train queries (embedding caches and mapping candidates make this cost
 # grow with the new rows only). These tables also refresh eagerly (automation conditions) when an upstream
-# model changes. Models, generation and distillation are on the model-refresh schedule instead.
+# model changes. Models, generation and distillation follow the model refresh condition instead (`sensors.py`).
 CLICK_REFRESH_ASSETS = (
     "click_log_pairs", "train_pairs",
     "mapped_pairs", "augmented_train_pairs",

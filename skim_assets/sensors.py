@@ -1,4 +1,5 @@
-"""Sensors and schedules: new dataset folders, new click-log drops, eager table refresh, and model refresh."""
+"""Sensors: new dataset folders, new click-log drops, eager table refresh, and the model refresh (an automation
+condition on a cron)."""
 
 import hashlib
 import json
@@ -7,14 +8,7 @@ import os
 
 import dagster as dg
 
-from .jobs import (
-    CLICK_REFRESH_ASSETS,
-    EAGER_TABLES,
-    MODEL_REFRESH,
-    click_refresh_job,
-    model_refresh_job,
-    skim_pipeline_job,
-)
+from .jobs import CLICK_REFRESH_ASSETS, EAGER_TABLES, MODEL_REFRESH, click_refresh_job, skim_pipeline_job
 from .lib.clicklogs import click_log_files
 from .lib.datasets import CLICKS_FOLDER, SPEC_FILE, check_dataset_name, read_spec
 from .lib.formats import DataError
@@ -122,28 +116,10 @@ def click_log_sensor(context: dg.SensorEvaluationContext, storage: StorageResour
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 
 
-def model_is_stale(storage: StorageResource, dataset: str) -> bool:
-    """True when the click-trained base models were not trained on the current train pairs."""
-    from .lib.storage import file_digest
-
-    pairs = storage.table_path("train_pairs", dataset)
-    report = storage.artifact_dir("base_models", dataset) / "training.json"
-    if not pairs.exists():
-        return False
-    if not report.exists():
-        return True
-    return json.loads(report.read_text()).get("pairs_sha1") != file_digest(pairs)
-
-
-def model_refresh_assets(asset_graph) -> list[str]:
-    """The model steps, resolved in the asset graph of the repository the schedule belongs to."""
-    return sorted(k.to_user_string() for k in MODEL_REFRESH.resolve(asset_graph))
-
-
 def model_refresh_cron() -> tuple[str, str | None]:
-    """(the schedule's cron, why SKIM_MODEL_REFRESH_CRON was refused or None). A bad value must not break the code
-    location (every `skim materialize` loads it): the schedule then keeps the default cron and starts stopped,
-    saying why in its description."""
+    """(the model refresh's cron, why SKIM_MODEL_REFRESH_CRON was refused or None). A bad value must not break the
+    code location (every `skim materialize` loads it): the refresh then keeps the default cron and its sensor starts
+    stopped, saying why in its description."""
     from dagster._utils.schedules import is_valid_cron_string
 
     value = os.environ.get(MODEL_REFRESH_CRON_ENV, "").strip()
@@ -152,7 +128,8 @@ def model_refresh_cron() -> tuple[str, str | None]:
     if is_valid_cron_string(value):
         return value, None
     return DEFAULT_MODEL_REFRESH_CRON, (f"{MODEL_REFRESH_CRON_ENV}={value!r} is not a cron string (e.g. "
-                                        f"'{DEFAULT_MODEL_REFRESH_CRON}'): the schedule is stopped until it is fixed")
+                                        f"'{DEFAULT_MODEL_REFRESH_CRON}'): the model refresh is stopped until it is "
+                                        "fixed")
 
 
 _CRON, _CRON_REFUSED = model_refresh_cron()
@@ -160,34 +137,38 @@ if _CRON_REFUSED:
     logging.getLogger(__name__).warning(_CRON_REFUSED)
 
 
-@dg.schedule(job=model_refresh_job, cron_schedule=_CRON, execution_timezone="UTC",
-             default_status=dg.DefaultScheduleStatus.STOPPED if _CRON_REFUSED else dg.DefaultScheduleStatus.RUNNING,
-             description=_CRON_REFUSED or (f"Retrains the model steps of each dataset whose train pairs changed since "
-                                           f"its base models were trained; cron '{_CRON}' (UTC), set by "
-                                           f"{MODEL_REFRESH_CRON_ENV}."))
-def model_refresh_schedule(context: dg.ScheduleEvaluationContext, storage: StorageResource):
-    """Retrains the model steps (distillation, generation, every model, metrics) of each dataset whose train
-    pairs changed since its base models were trained; the cron comes from SKIM_MODEL_REFRESH_CRON.
-
-    Click drops never cascade into model steps: they refresh tables only (`click_log_sensor`), and this
-    schedule picks the change up at its next tick. One run per stale dataset, keyed by the tick.
-    """
-    tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
-    stale = [dataset for dataset in registered_datasets(context.instance) if model_is_stale(storage, dataset)]
-    # Dagster hands the schedule its repository: no import of the definitions (which import this module)
-    model_assets = model_refresh_assets(context.repository_def.asset_graph) if stale else []
-    requests = [
-        dg.RunRequest(partition_key=dataset, run_key=f"models:{dataset}:{tick}",
-                      asset_selection=materialized_before(storage, dataset, model_assets),
-                      tags={"skim/trigger": "model-refresh schedule"})
-        for dataset in stale
-    ]
-    return requests or dg.SkipReason("every dataset's models were trained on its current train pairs")
+def model_refresh_condition(cron: str) -> dg.AutomationCondition:
+    """A model step is refreshed at the cron tick when the data it was computed from changed since it last ran
+    (a dependency's data version: content digests of tables, so a click refresh that leaves the train pairs as they
+    were changes nothing), or when its code changed, or when a dependency is refreshed in the same tick; only
+    where it was materialized before (a refresh never starts a branch the user has not run, e.g. an ablation)."""
+    AC = dg.AutomationCondition
+    changed = (AC.any_deps_match(AC.data_version_changed()) | AC.code_version_changed()).since_last_handled()
+    cascade = AC.any_deps_match(AC.will_be_requested())
+    return (AC.cron_tick_passed(cron, cron_timezone="UTC") & ~AC.missing() & (changed | cascade)
+            & ~AC.in_progress() & ~AC.any_deps_in_progress()).with_label(f"model refresh (cron '{cron}', UTC)")
 
 
-# Cheap tables follow their upstream eagerly; model steps never do (they wait for the schedule).
-table_automation_sensor = dg.AutomationConditionSensorDefinition(
-    "table_automation_sensor", target=dg.AssetSelection.assets(*EAGER_TABLES),
+def with_model_refresh(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """`assets`, each model step (`MODEL_REFRESH`, the cheap eager tables aside) with `model_refresh_condition`;
+    none when SKIM_MODEL_REFRESH_CRON was refused (the models then wait for a manual `model_refresh` run)."""
+    if _CRON_REFUSED:
+        return assets
+    model_steps = {k for k in MODEL_REFRESH.resolve(assets)} - {dg.AssetKey(t) for t in EAGER_TABLES}
+    condition = model_refresh_condition(_CRON)
+    return [a.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=condition)
+                              if spec.key in model_steps else spec) for a in assets]
+
+
+# One sensor evaluates both conditions, so a model refresh cascades within one tick through the cheap tables
+# between model steps (base_models -> mapped_pairs -> augmented_train_pairs -> skim_models): a condition only sees
+# what will be requested among the targets of its own sensor.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_sensor", target=MODEL_REFRESH | dg.AssetSelection.assets(*EAGER_TABLES),
     default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=60,
-    description="Evaluates the eager automation conditions of the cheap training tables.",
+    description="Evaluates the assets' automation conditions: the cheap training tables follow their upstream "
+                "eagerly (a click drop never starts a model step); the model steps retrain "
+                + (f"at cron '{_CRON}' (UTC, set by {MODEL_REFRESH_CRON_ENV}) when the data they were computed from "
+                   "changed since they ran (Dagster data versions), where they were materialized before."
+                   if not _CRON_REFUSED else f"only when asked: {_CRON_REFUSED}."),
 )

@@ -565,7 +565,3 @@ def test_the_lineage_is_a_graph_a_person_can_read():
     label_readers = {child for parent, child in edges if parent == "relevance_labels"}
     assert label_readers == {"click_train_pairs", "mar_train_pairs", "oracle_train_pairs", "biased_test_qrels",
                              "unbiased_test_qrels", "exposure_sweep_report"}
-    for sensor in defs.sensors:
-        assert sensor.description, sensor.name
-    for schedule in defs.schedules:
-        assert schedule.description, schedule.name

@@ -167,7 +167,8 @@ def test_the_evaluation_scores_graded_qrels_with_graded_gains_and_says_so(storag
     biased one (grades 1) binary gains."""
     from skim_assets.assets.evaluation import evaluate_models
     from skim_assets.lib.datasets import import_tables, read_spec
-    from skim_assets.resources import EncoderResource, StorageResource
+    from skim_assets.lib.formats import IMPRESSIONS_SCHEMA
+    from skim_assets.resources import EncoderResource, StorageResource, Tables, TrainingView
 
     tables = import_tables(tiny_demo, read_spec(tiny_demo))
     test_ids = tables.queries.filter(pl.col("split") == "test").select("query_id")
@@ -175,9 +176,11 @@ def test_the_evaluation_scores_graded_qrels_with_graded_gains_and_says_so(storag
     graded = labels.sort("query_id", "doc_id").with_columns(relevance=(pl.int_range(pl.len()) % 2 + 1).cast(pl.Float64))
     train = tables.qrels.join(test_ids, on="query_id", how="anti")
     clicks = train.select("query_id", "doc_id", weight=pl.lit(1.0), source=pl.lit("click"))
+    view = TrainingView(Tables(clicks, documents=tables.documents, queries=tables.queries, click_pairs=clicks,
+                               impressions=pl.DataFrame(schema=IMPRESSIONS_SCHEMA)))
     table, rankings, missing = evaluate_models(
-        StorageResource(root=str(storage_root)), EncoderResource(device="cpu"), "tiny", tables.documents,
-        tables.queries, {"biased": labels, "unbiased": graded}, clicks, {}, lambda message: None)
+        StorageResource(root=str(storage_root)), EncoderResource(device="cpu"), "tiny", view,
+        {"biased": labels, "unbiased": graded}, {}, lambda message: None)
     assert table["model"].unique().to_list() == ["zero_shot"]
     assert dict(zip(table["test_set"], table["ndcg_gains"])) == {"biased": "binary", "unbiased": "graded"}
     ranked = rankings.drop("model")

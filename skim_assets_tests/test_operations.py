@@ -20,11 +20,10 @@ from skim_assets.assets.training import MethodModelsConfig, OvaHeadTrainingConfi
 from skim_assets.definitions import ASSETS
 from skim_assets.jobs import click_refresh_job
 from skim_assets.lib.demonstrations import QUERIES_SCHEMA as SYNTHETIC_SCHEMA
-from skim_assets.lib.storage import write_parquet_atomic
 from skim_assets.partitions import dataset_partitions
 from skim_assets.resources import (EncoderResource, GeneratorResource, StorageResource, Tables, TeacherResource,
                                    TrainingView, storage_resources)
-from skim_assets.sensors import click_log_sensor, model_refresh_schedule
+from skim_assets.sensors import click_log_sensor
 
 from .conftest import materialize_selected
 
@@ -155,24 +154,87 @@ def test_click_drop_refreshes_only_tables_with_only_new_rows_and_equals_a_full_r
     assert click_queries & set(mapped["query_id"])  # the new click queries were mapped onto
 
 
-def test_model_refresh_schedule_runs_only_datasets_whose_train_pairs_changed(storage_root, trained_world):
-    instance, resources = trained_world
-    from skim_assets.definitions import defs
+def _status(instance, defs, asset: str):
+    """Dagster's own verdict on an asset of partition `tiny` (what the UI's "unsynced" tag shows)."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver
+    from dagster._core.loader import LoadingContextForTest
 
-    when = dg.build_schedule_context(instance=instance, resources={"storage": resources["storage"]},
-                                     scheduled_execution_time=__import__("datetime").datetime(2026, 11, 28, 3, 0),
-                                     repository_def=defs.get_repository_def())
-    skipped = model_refresh_schedule(when)
-    assert isinstance(skipped, dg.SkipReason)  # the base retriever was trained on the current train pairs
+    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
+    return resolver.get_status(dg.AssetKey(asset), "tiny")
+
+
+def _data_version(instance, asset: str) -> str:
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return event.asset_materialization.tags["dagster/data_version"]
+
+
+def test_data_versions_say_what_is_unsynced_and_the_model_refresh_follows_them(storage_root, trained_world):
+    """Tables carry their content digest as data version, assets a code version: after new clicks the models read
+    as unsynced until retrained; a table rewritten with the same content changes nothing; the model refresh
+    (an automation condition on the cron) requests exactly the model steps whose inputs changed."""
+    from dagster._core.definitions.data_version import StaleStatus
+
+    from skim_assets.resources.artifacts import tables_data_version
+    from skim_assets.versions import code_version
+
+    instance, resources = trained_world
+    defs = dg.Definitions(assets=ASSETS, resources=resources)
+    storage = resources["storage"]
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("base_models")).code_version == code_version("skim_assets.assets.training")
+    folder = storage.artifact_dir("train_pairs", "tiny")
+    assert _data_version(instance, "train_pairs") == tables_data_version(
+        {p.stem: p for p in folder.glob("*.parquet")}).value
+    assert _status(instance, defs, "base_models") == StaleStatus.FRESH
+
+    saturday = __import__("datetime").datetime(2026, 11, 28, 2, 0)  # a Saturday, an hour before the default cron
+    hour = __import__("datetime").timedelta(hours=1)
+    week = __import__("datetime").timedelta(days=7)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=saturday)
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor,
+                                             evaluation_time=saturday + hour + __import__("datetime").timedelta(minutes=1))
+    assert tick.total_requested == 0  # the tick came, but nothing the models read had changed
+
+    # the same train pairs written again: the same data version, nothing unsynced
+    before = _data_version(instance, "train_pairs")
+    assert materialize_selected([train_pairs], partition_key="tiny", instance=instance, resources=resources).success
+    assert _data_version(instance, "train_pairs") == before
+    assert _status(instance, defs, "base_models") == StaleStatus.FRESH
 
     _drop_new_clicks(storage_root)
     assert materialize_selected([click_log_pairs, train_pairs], partition_key="tiny", instance=instance,
-                          resources=resources).success
-    [request] = model_refresh_schedule(when)
-    assert request.partition_key == "tiny" and request.run_key == "models:tiny:2026-11-28T03:00"
-    selected = {k.to_user_string() for k in request.asset_selection}
-    assert {"base_models", "mapped_pairs_udapdr", SYNTHETIC, "lever_train_pairs"} <= selected
-    assert not selected & {"click_log_pairs", "train_pairs", "documents", "lora_adapter", "synthetic_queries"}
+                                resources=resources).success
+    assert _data_version(instance, "train_pairs") != before
+    assert _status(instance, defs, "base_models") == StaleStatus.STALE
+    quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor,
+                                              evaluation_time=saturday + 2 * hour)
+    # between ticks the cheap tables follow the new train pairs (eager); the models wait for the cron
+    assert quiet.get_requested_partitions(dg.AssetKey("lever_train_pairs")) == {"tiny"}
+    assert not quiet.get_requested_partitions(dg.AssetKey("base_models"))
+    # the sensor's runs do what it asked, and it looks again a minute later (and every minute until the tick)
+    assert materialize_selected([ASSET_BY_NAME["lever_train_pairs"]], partition_key="tiny", instance=instance,
+                                resources=resources).success
+    settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor,
+                                                evaluation_time=saturday + 3 * hour)
+    assert settled.total_requested == 0
+    refresh = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=settled.cursor,
+                                                evaluation_time=saturday + week + 2 * hour)
+    requested = {k.to_user_string() for k in graph.get_all_asset_keys() if refresh.get_requested_partitions(k)}
+    # the base models (their train pairs changed) and, in the same tick, what reads them; never a step that was
+    # not materialized before (lora_adapter, synthetic_queries), nor the click tables the sensor refreshes
+    assert {"base_models", "lever_train_pairs"} <= requested
+    assert not requested & {"lora_adapter", "synthetic_queries", "teacher_demonstrations", "click_log_pairs",
+                            "train_pairs", "documents", "skim_models"}
+    assert refresh.get_requested_partitions(dg.AssetKey("base_models")) == {"tiny"}
+
+    quick = dg.RunConfig(ops={"base_models": MethodModelsConfig(
+        dual_encoder=RetrieverTrainingConfig(epochs=1, hard_negatives=0), ova_head=OvaHeadTrainingConfig(epochs=1))})
+    assert materialize_selected([ASSET_BY_NAME["base_models"]], partition_key="tiny", instance=instance,
+                                resources=resources, run_config=quick).success
+    assert _status(instance, defs, "base_models") == StaleStatus.FRESH
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=refresh.cursor,
+                                              evaluation_time=saturday + 2 * week + 2 * hour)
+    assert not after.get_requested_partitions(dg.AssetKey("base_models"))
 
 
 def test_cheap_tables_follow_their_upstream_eagerly_and_models_do_not(storage_root, tiny_demo):

@@ -432,7 +432,8 @@ def demo_story(demo_instance_env, tiny_causal_lm, tmp_path) -> str:
 
 def test_the_ui_tells_the_demo_story(chromium_path, demo_story, dagster_ui, tmp_path):
     """After the demo: its run is on the demo job's page, no check of it failed, the comparison is a table on the
-    asset's page (not behind a link) and its chart an image, both without a click."""
+    asset's page (not behind a link) and its chart an image, both without a click; after new clicks the UI shows
+    what is unsynced (Dagster's data versions) and what a refresh made fresh again."""
     import dagster as dg
     from playwright.sync_api import expect
 
@@ -469,3 +470,38 @@ def test_the_ui_tells_the_demo_story(chromium_path, demo_story, dagster_ui, tmp_
             expect(page.get_by_text("[Show Markdown]")).to_have_count(0)
             sketch.first.scroll_into_view_if_needed()
             page.screenshot(path=shots / f"12_{asset}.png")
+
+        # new clicks: once imported, the train pairs read as unsynced (their upstream data changed); the click
+        # refresh makes them fresh again and leaves the models unsynced until the model refresh retrains them
+        _drop_clicks(dagster_ui["root"])
+        _skim(dagster_ui, "--job", "dataset_import")
+        page.goto(f"{base_url}/assets/train_pairs?partition={DATASET}")
+        expect(page.get_by_text("Unsynced").first).to_be_visible()
+        page.screenshot(path=shots / "13_train_pairs_unsynced.png")
+        _skim(dagster_ui, "--job", "click_refresh")
+        page.goto(f"{base_url}/assets/train_pairs?partition={DATASET}")
+        expect(page.get_by_text("Materialized").first).to_be_visible()
+        expect(page.get_by_text("Unsynced")).to_have_count(0)
+        page.goto(f"{base_url}/assets/base_models?partition={DATASET}")
+        expect(page.get_by_text("Unsynced").first).to_be_visible()
+        page.screenshot(path=shots / "14_base_models_unsynced.png")
+
+
+def _drop_clicks(root: Path) -> None:
+    """A click-log drop for partition `demo`: two new queries, clicked on known documents."""
+    import polars as pl
+
+    documents = pl.read_parquet(root / "documents" / DATASET / "data.parquet")["doc_id"].to_list()
+    (root / "inputs" / DATASET / "clicks").mkdir(exist_ok=True)
+    pl.DataFrame({"query": ["herbal sleep tea from the mountains", "vitamin gummies for kids"],
+                  "doc_id": documents[:2], "clicks": [2, 1], "timestamp": ["2026-11-20T10:00:00"] * 2}).write_csv(
+        root / "inputs" / DATASET / "clicks" / "drop-001.csv")
+
+
+def _skim(env: dict, *args: str) -> None:
+    """`skim materialize demo ...` in its own process, on the UI's storage root and instance."""
+    skim = Path(sys.executable).with_name("skim")
+    done = subprocess.run([str(skim), "--root", str(env["root"]), "materialize", DATASET, *args], capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, DAGSTER_HOME=str(env["home"]),
+                                                            HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -12,7 +12,7 @@ from ..lib.formats import DOCUMENTS_SCHEMA, QRELS_SCHEMA, SPLITS, queries_schema
 from ..lib.storage import peak_rss_mib, write_json_atomic
 from ..partitions import dataset_partitions
 from ..resources import StorageResource, Tables
-from ..resources.artifacts import DATA, table_metadata
+from ..resources.artifacts import DATA, table_metadata, tables_data_version
 from .checking import (
     ERROR,
     Outcome,
@@ -68,7 +68,8 @@ def dataset_tables(context: dg.AssetExecutionContext, storage: StorageResource):
             counts = dict(frame.group_by("split").len().iter_rows())
             metadata |= {f"{split}_queries": int(counts.get(split, 0)) for split in ("train", "test")}
         # no value goes through the IO manager here, so the step's peak memory is recorded by hand
-        yield dg.MaterializeResult(asset_key=asset, metadata=metadata | {"peak_rss_mib": peak_rss_mib()})
+        yield dg.MaterializeResult(asset_key=asset, metadata=metadata | {"peak_rss_mib": peak_rss_mib()},
+                                   data_version=tables_data_version(paths[asset]))
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="datasets")

@@ -86,8 +86,7 @@ def train_retriever(context: dg.AssetExecutionContext, config: RetrieverTraining
                                 shown_not_clicked=shown_not_clicked,
                                 checkpoint_dir=storage.step_dir("dual_encoder_checkpoints", dataset, name))
     model.save(folder / RETRIEVER_FOLDER, max(read.query_max_length, read.doc_max_length))
-    # the pairs' digest tells the model-refresh schedule whether this model is stale
-    (folder / RETRIEVER_TRAINING).write_text(json.dumps(report.__dict__ | {"pairs_sha1": pairs.digest()}, indent=2))
+    (folder / RETRIEVER_TRAINING).write_text(json.dumps(report.__dict__, indent=2))
     plot = line_plot({"loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
                      f"{name}: dual-encoder training loss", "log window", "weighted decoupled-softmax loss",
                      folder / "loss.png")

@@ -13,6 +13,7 @@ table of the artifact, read when first used) or `Path` (the folder; never a pick
 of a partial run).
 """
 
+import hashlib
 import re
 import types
 import typing
@@ -201,6 +202,23 @@ def folder_metadata(path: Path) -> dict:
             "size_mb": round(directory_size_bytes(path) / 2**20, 2)}
 
 
+def tables_data_version(paths: Mapping[str, Path]) -> dg.DataVersion:
+    """A stored artifact's data version: the digest of its tables' bytes (our Parquet writes are deterministic), so
+    the same content is the same version however often it is written."""
+    return dg.DataVersion(hashlib.sha1("".join(f"{name}:{file_digest(path)};" for name, path in sorted(paths.items()))
+                                       .encode()).hexdigest()[:24])
+
+
+def _record_data_version(context: dg.OutputContext, paths: Mapping[str, Path]) -> None:
+    """Give the materialization its tables' content digest as data version (what the UI's unsynced view and the
+    model refresh compare). A context built by hand has no step to record it in."""
+    try:
+        step = context.step_context
+    except Exception:  # noqa: BLE001 - build_output_context: no step
+        return
+    step.set_data_version(context.asset_key, tables_data_version(paths))
+
+
 def _without_none(annotation):
     """`Path` for `Path | None` (an optional input's type); other annotations as they are."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -262,9 +280,11 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         if isinstance(obj, pl.DataFrame):
             path = self.storage.write_table(asset, dataset, obj)
             context.add_output_metadata(table_metadata(obj, path))
+            _record_data_version(context, {DATA: path})
         elif isinstance(obj, Tables):
             stored = obj.stored()
             paths = self.storage.write_table_set(asset, dataset, {asset: stored})[asset]
+            _record_data_version(context, paths)
             context.add_output_metadata(table_metadata(obj.data, paths[DATA]) | {
                 "side_tables": {name: table.height for name, table in stored.items()
                                 if name != DATA and isinstance(table, pl.DataFrame)}}
