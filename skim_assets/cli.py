@@ -178,6 +178,9 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
     from dagster._core.execution.api import execute_run
 
     selection = None
+    if job_name in REFRESH_JOBS:
+        selection = existing_assets(Path(os.environ.get("SKIM_DATA_ROOT", "data")).resolve(), name, job_name)
+        print(f"refreshing what {name!r} has: {', '.join(k.to_user_string() for k in selection)}")
     if only_missing_under is not None:
         selection = missing_assets(only_missing_under, name, job_name)
         if not selection:
@@ -232,18 +235,19 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def missing_assets(root: Path, name: str, job_name: str) -> list:
-    """Keys of `job_name` with no artifact for dataset `name` under `root`, and every key downstream of them."""
-    import dagster as dg
+# The refresh jobs renew what a dataset already has: a branch never run (e.g. the generation ablations of a
+# `skim_core` run) stays unrun, as the sensors' refreshes leave it. Job -> assets run even without an artifact.
+REFRESH_JOBS = {"click_refresh": ("click_log_pairs",), "model_refresh": ()}
 
+
+def _artifacts_of(root: Path, name: str, job_name: str):
+    """(the job's asset keys, has_artifact(key) for dataset `name` under `root`), and the asset graph."""
     from .definitions import defs
     from .lib.catalogue import CATALOGUE_FILE
-    from .lib.datasets import TABLE_ASSETS, source_changed_since_import
     from .resources import StorageResource
 
     storage = StorageResource(root=str(root))
     graph = defs.resolve_asset_graph()
-    in_job = defs.resolve_job_def(job_name).asset_layer.executable_asset_keys
 
     def has_artifact(key) -> bool:  # unpartitioned assets (base_slm) live at <root>/<asset>/
         if key.path[-1] == "duckdb_catalogue":  # one database for every dataset
@@ -251,6 +255,22 @@ def missing_assets(root: Path, name: str, job_name: str) -> list:
         partitioned = graph.get(key).partitions_def is not None
         return storage.has_artifact(key.path[-1], name if partitioned else None)
 
+    return defs.resolve_job_def(job_name).asset_layer.executable_asset_keys, has_artifact, graph
+
+
+def existing_assets(root: Path, name: str, job_name: str) -> list:
+    """Keys of the refresh job `job_name` that dataset `name` already has artifacts of (plus `REFRESH_JOBS`')."""
+    in_job, has_artifact, _ = _artifacts_of(root, name, job_name)
+    return sorted(k for k in in_job if k.path[-1] in REFRESH_JOBS[job_name] or has_artifact(k))
+
+
+def missing_assets(root: Path, name: str, job_name: str) -> list:
+    """Keys of `job_name` with no artifact for dataset `name` under `root`, and every key downstream of them."""
+    import dagster as dg
+
+    from .lib.datasets import TABLE_ASSETS, source_changed_since_import
+
+    in_job, has_artifact, graph = _artifacts_of(root, name, job_name)
     missing = [k for k in in_job if not has_artifact(k)]
     if source_changed_since_import(root, name):  # edited in place: the tables and all they feed are stale
         print(f"the source files of {name!r} changed since its tables were imported: importing them again")

@@ -269,3 +269,22 @@ def test_a_given_config_overrides_the_job_profile_setting_by_setting():
         "skim_models": {"config": {"dual_encoder": {"epochs": 1, "learning_rate": 1e-4}, "ova_head": {"epochs": 5}}},
         "synthetic_queries": {"config": {"samples": 2}}, "mapped_pairs": {"config": {"tau": 0.7}}}
     assert profile["skim_models"]["config"]["dual_encoder"]["epochs"] == 3  # the profile itself is left as it was
+
+
+def test_the_refresh_jobs_renew_only_what_a_dataset_has(tmp_path):
+    """`--job click_refresh` / `model_refresh` run the job's assets the dataset already has artifacts of (the click
+    log always): a `skim_core` dataset's refresh does not start the generation ablations."""
+    from skim_assets.cli import existing_assets
+    from skim_assets.definitions import defs
+
+    root = tmp_path / "root"
+    core = {k.path[-1] for k in defs.resolve_job_def("skim_core").asset_layer.executable_asset_keys}
+    for asset in core - {"base_slm", "duckdb_catalogue"}:
+        (root / asset / "ds").mkdir(parents=True)
+    clicks = {k.path[-1] for k in existing_assets(root, "ds", "click_refresh")}
+    assert {"click_log_pairs", "train_pairs", "mapped_pairs", "augmented_train_pairs", "lever_train_pairs"} <= clicks
+    assert not clicks & {"mapped_pairs_udapdr", "augmented_train_pairs_no_metadata"}
+    models = {k.path[-1] for k in existing_assets(root, "ds", "model_refresh")}
+    assert {"base_models", "skim_models", "synthetic_queries", "retrieval_metrics"} <= models
+    assert not models & {"synthetic_queries_udapdr", "skim_ra_models", "train_pairs", "click_log_pairs"}
+    assert {k.path[-1] for k in existing_assets(tmp_path / "empty", "ds", "click_refresh")} == {"click_log_pairs"}
