@@ -120,6 +120,16 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert events["oracle_models"]["ova_head_training_pairs"].value > events["base_models"]["ova_head_training_pairs"].value
     assert (storage_root / "oracle_models" / "tiny" / "encoder" / "model.safetensors").exists()
     assert (storage_root / "oracle_models" / "tiny" / "head.npz").exists()
+    assert events["base_models"]["resumed_from_step"].value == 0  # no checkpoint was left to resume
+    # the training view travels by hard links: SKIM's repaired training set holds the imported documents' file
+    import os
+
+    carried = storage_root / "augmented_train_pairs" / "tiny" / "documents.parquet"
+    assert os.stat(carried).st_ino == os.stat(storage_root / "documents" / "tiny" / "data.parquet").st_ino
+    assert events["augmented_train_pairs"]["carried_tables"].value == ["click_pairs", "documents", "impressions",
+                                                                      "queries"]
+    view = TrainingView(Tables(folder=storage_root / "augmented_train_pairs" / "tiny"))
+    assert view.clicks.equals(pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet"))
 
     # the knowledge-infusion side: keyphrase teacher -> LoRA adapter -> sharded generation for every document
     assert events["teacher_demonstrations"]["teacher_backend"].value == "keyphrase"

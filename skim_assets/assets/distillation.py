@@ -248,6 +248,7 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
                 "holdout_loss_after": round(report.holdout_loss_after, 4),
                 "examples_per_second": round(report.examples_per_second, 2),
                 "steps": report.steps,
+                "resumed_from_step": report.resumed_from_step,  # 0: trained from the start
                 "best_step": report.best_step,
                 "stopped_early": report.stopped_early,
                 "holdout_documents": dg.MetadataValue.json(report.holdout_keys[:50]),

@@ -100,6 +100,7 @@ def train_retriever(context: dg.AssetExecutionContext, config: RetrieverTraining
         "seconds": round(report.seconds, 1),
         "pairs_per_second": round(report.pairs_per_second, 2),
         "final_epoch_loss": round(report.epoch_losses[-1], 4),
+        "resumed_from_step": report.resumed_from_step,  # 0: trained from the start (no checkpoint to resume)
         "device": str(model.device),
         **plot_metadata("loss_curve", plot, storage.artifact_dir(name, dataset) / plot.path.name),
     }
