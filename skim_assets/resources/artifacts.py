@@ -72,8 +72,13 @@ class Tables(Mapping[str, pl.DataFrame]):
     def carried(self, table: str = DATA) -> pl.DataFrame | Path:
         """A table as another artifact's side table: the path of a stored one (linked, not rewritten), else the
         frame."""
-        return self._linked.get(table) or (self.folder / f"{table}.parquet" if self.folder is not None
-                                           and table not in self._frames else self[table])
+        if table in self._linked:
+            return self._linked[table]
+        if self.folder is not None:  # loaded from storage (read or not): the stored file
+            if not self.path(table).exists():
+                raise KeyError(f"no table {table!r} in {self.folder}")
+            return self.path(table)
+        return self[table]
 
     def digest(self, table: str = DATA) -> str:
         """sha1 of a stored table's bytes: its identity (our Parquet writes are deterministic)."""
