@@ -316,3 +316,16 @@ def test_checkpoint_folders_are_not_artifacts():
 
     assert not is_artifact_folder("lora_checkpoints") and not is_artifact_folder("retriever_checkpoints")
     assert is_artifact_folder("lora_adapter")
+
+
+def test_the_weights_digest_reads_tensors_larger_than_float32_can_index():
+    """SmolLM2's embedding has 28,311,552 values: positions computed in float32 overshot its last index."""
+    import torch
+
+    from skim_assets.lib.checkpoints import module_digest
+
+    module = torch.nn.Module()
+    module.register_buffer("embedding", torch.zeros(2**24 + 5))
+    first = module_digest(module)
+    module.embedding[-1] = 1.0  # the last value is one of those read
+    assert module_digest(module) != first

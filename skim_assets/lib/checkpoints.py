@@ -91,8 +91,9 @@ def module_digest(module: torch.nn.Module, samples: int = DIGEST_SAMPLES) -> str
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
         flat = tensor.detach().reshape(-1)
-        if flat.numel() > samples:
-            flat = flat[torch.linspace(0, flat.numel() - 1, samples, device=flat.device).long()]
+        if flat.numel() > samples:  # integer positions: float32 steps overshoot the last index of a large tensor
+            positions = torch.arange(samples, dtype=torch.int64) * (flat.numel() - 1) // (samples - 1)
+            flat = flat[positions.to(flat.device)]
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(flat.float().cpu().numpy().tobytes())
     return digest.hexdigest()
