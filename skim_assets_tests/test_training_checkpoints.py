@@ -24,6 +24,8 @@ from skim_assets.lib.distillation import LoraSftConfig, train_lora_adapter
 from skim_assets.lib.dual_encoder import DualEncoderConfig, train_dual_encoder
 from skim_assets.lib.encoders import TextEncoder, default_encoder_path
 
+from .test_dual_encoder import DOCUMENTS, PAIRS, QUERIES  # the opaque-title world
+
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = [f"Document: Item {i}\nText: a herbal tea for migraine number {i}.\nQueries:\n" for i in range(20)]
 TARGETS = ["herbal tea\nmigraine relief\n<end>"] * 20
@@ -33,17 +35,6 @@ LORA = LoraSftConfig(epochs=12, min_steps=0, patience=0, learning_rate=5e-2, r=8
                      eval_every_steps=4, precision="fp32", checkpoint_every_steps=3,
                      target_modules=("q_proj", "v_proj", "down_proj"))
 
-DOCUMENTS = pl.DataFrame({
-    "doc_id": ["a", "b", "c", "d", "e", "f"],
-    "title": ["Zorvex 1142", "Quillan 4210", "Marlo 9921", "Tessik 3310", "Voren 7781", "Ulbra 5512"],
-})
-QUERIES = pl.DataFrame({
-    "query_id": ["q1", "q2", "q3", "q4", "q5", "q6"],
-    "text": ["remedy for migraine", "made in Lyon", "contains lavender", "products by Nordwind Labs",
-             "treatment for insomnia", "goods from Porto"],
-})
-PAIRS = pl.DataFrame({"query_id": ["q1", "q2", "q3", "q4", "q5", "q6"], "doc_id": ["a", "b", "c", "d", "e", "f"],
-                      "weight": [1.0] * 6})
 SHOWN = pl.DataFrame({"query_id": ["q1", "q1", "q2"], "doc_id": ["b", "c", "d"]})
 # 3 steps an epoch, 12 steps; hard negatives mined at epochs 0 and 2, so a resume crosses a re-mining
 DUAL = DualEncoderConfig(epochs=4, batch_size=2, learning_rate=1e-3, warmup_fraction=0.2, hard_negatives=2,
