@@ -108,3 +108,36 @@ def test_several_tables_of_one_asset_are_read_from_one_version(tmp_path):
     assert raw.row(0) == ("new", "raw") and data.row(0) == ("new", "data")
     with pytest.raises(FileNotFoundError, match="judged.parquet is missing"):
         storage.read_asset_tables("teacher_demonstrations", "mini", "raw", "judged")
+
+
+def test_a_carried_table_is_linked_not_rewritten_and_survives_its_source_being_replaced(tmp_path):
+    """A training view's tables travel as hard links of the stored files: the same bytes, no copy; when the source
+    artifact is written again, the carrying artifact keeps the version it was made from."""
+    import os
+
+    from skim_assets.resources import Tables, TrainingView
+
+    documents = pl.DataFrame({"doc_id": ["d1", "d2"], "title": ["a", "b"]})
+    queries = pl.DataFrame({"query_id": ["q1"], "text": ["x"], "split": ["train"]})
+    clicks = pl.DataFrame({"query_id": ["q1"], "doc_id": ["d1"], "weight": [1.0], "source": ["click"]})
+    impressions = pl.DataFrame({"query_id": ["q1"], "doc_id": ["d2"], "position": [1], "impressions": [1],
+                                "clicks": [0]})
+    write_table_set(tmp_path, "train_pairs", "ds", {"train_pairs": {
+        "data": clicks, "documents": documents, "queries": queries, "click_pairs": clicks, "impressions": impressions}})
+    source = Tables(folder=tmp_path / "train_pairs" / "ds")
+    view = TrainingView(source)
+    assert view.documents.equals(documents)  # read once: still carried as the stored file below
+    mapped = pl.DataFrame({"query_id": ["q1"], "doc_id": ["d2"], "weight": [0.9], "source": ["skim"]})
+    carried = view.carried_by(mapped)
+    assert carried.stored()["documents"] == source.path("documents")
+    write_table_set(tmp_path, "mapped_pairs", "ds", {"mapped_pairs": carried.stored()})
+    linked = tmp_path / "mapped_pairs" / "ds" / "documents.parquet"
+    assert os.stat(linked).st_ino == os.stat(tmp_path / "train_pairs" / "ds" / "documents.parquet").st_ino
+
+    write_table_set(tmp_path, "train_pairs", "ds", {"train_pairs": {  # new documents: the mapping keeps its own
+        "data": clicks, "documents": documents.head(1), "queries": queries, "click_pairs": clicks,
+        "impressions": impressions}})
+    assert TrainingView(Tables(folder=tmp_path / "mapped_pairs" / "ds")).documents.equals(documents)
+    assert TrainingView(Tables(folder=tmp_path / "train_pairs" / "ds")).documents.height == 1
+    with pytest.raises(KeyError, match="carries no training view"):
+        TrainingView(Tables(mapped))
