@@ -140,10 +140,12 @@ if _CRON_REFUSED:
 def model_refresh_condition(cron: str) -> dg.AutomationCondition:
     """A model step is refreshed at the cron tick when the data it was computed from changed since it last ran
     (a dependency's data version: content digests of tables, so a click refresh that leaves the train pairs as they
-    were changes nothing), or when its code changed, or when a dependency is refreshed in the same tick; only
-    where it was materialized before (a refresh never starts a branch the user has not run, e.g. an ablation)."""
+    were changes nothing), or when a dependency is refreshed in the same tick; only where it was materialized
+    before (a refresh never starts a branch the user has not run, e.g. an ablation). A code change shows in the
+    UI as unsynced but retrains nothing by itself: an edit of a shared module would otherwise retrain every model
+    at the next tick, which is the user's call."""
     AC = dg.AutomationCondition
-    changed = (AC.any_deps_match(AC.data_version_changed()) | AC.code_version_changed()).since_last_handled()
+    changed = AC.any_deps_match(AC.data_version_changed()).since_last_handled()
     cascade = AC.any_deps_match(AC.will_be_requested())
     return (AC.cron_tick_passed(cron, cron_timezone="UTC") & ~AC.missing() & (changed | cascade)
             & ~AC.in_progress() & ~AC.any_deps_in_progress()).with_label(f"model refresh (cron '{cron}', UTC)")

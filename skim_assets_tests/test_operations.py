@@ -236,6 +236,15 @@ def test_data_versions_say_what_is_unsynced_and_the_model_refresh_follows_them(s
                                               evaluation_time=saturday + 2 * week + 2 * hour)
     assert not after.get_requested_partitions(dg.AssetKey("base_models"))
 
+    # edited code: the UI says unsynced, and the refresh leaves the retraining to the user
+    edited = dg.Definitions(assets=[a.map_asset_specs(
+        lambda spec: spec.replace_attributes(code_version="edited") if spec.key == dg.AssetKey("base_models") else spec)
+        for a in ASSETS], resources=resources)
+    assert _status(instance, edited, "base_models") == StaleStatus.STALE
+    edited_tick = dg.evaluate_automation_conditions(defs=edited, instance=instance, cursor=after.cursor,
+                                                    evaluation_time=saturday + 3 * week + 2 * hour)
+    assert not edited_tick.get_requested_partitions(dg.AssetKey("base_models"))
+
 
 def test_cheap_tables_follow_their_upstream_eagerly_and_models_do_not(storage_root, tiny_demo):
     instance = dg.DagsterInstance.ephemeral()
