@@ -177,8 +177,10 @@ def materialize_dataset(name: str, instance, run_config: dict | None = None, job
     import dagster as dg
     from dagster._core.execution.api import execute_run
 
+    from .jobs import REFRESH_ALWAYS
+
     selection = None
-    if job_name in REFRESH_JOBS:
+    if job_name in REFRESH_ALWAYS:
         selection = existing_assets(Path(os.environ.get("SKIM_DATA_ROOT", "data")).resolve(), name, job_name)
         print(f"refreshing what {name!r} has: {', '.join(k.to_user_string() for k in selection)}")
     if only_missing_under is not None:
@@ -235,11 +237,6 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-# The refresh jobs renew what a dataset already has: a branch never run (e.g. the generation ablations of a
-# `skim_core` run) stays unrun, as the sensors' refreshes leave it. Job -> assets run even without an artifact.
-REFRESH_JOBS = {"click_refresh": ("click_log_pairs",), "model_refresh": ()}
-
-
 def _artifacts_of(root: Path, name: str, job_name: str):
     """(the job's asset keys, has_artifact(key) for dataset `name` under `root`), and the asset graph."""
     from .definitions import defs
@@ -259,9 +256,12 @@ def _artifacts_of(root: Path, name: str, job_name: str):
 
 
 def existing_assets(root: Path, name: str, job_name: str) -> list:
-    """Keys of the refresh job `job_name` that dataset `name` already has artifacts of (plus `REFRESH_JOBS`')."""
+    """Keys of the refresh job `job_name` that dataset `name` already has artifacts of (plus those it always runs,
+    `jobs.REFRESH_ALWAYS`), as the sensors' refreshes select them."""
+    from .jobs import REFRESH_ALWAYS
+
     in_job, has_artifact, _ = _artifacts_of(root, name, job_name)
-    return sorted(k for k in in_job if k.path[-1] in REFRESH_JOBS[job_name] or has_artifact(k))
+    return sorted(k for k in in_job if k.path[-1] in REFRESH_ALWAYS[job_name] or has_artifact(k))
 
 
 def missing_assets(root: Path, name: str, job_name: str) -> list:

@@ -46,6 +46,9 @@ CLICK_REFRESH_ASSETS = (
     "ips_train_pairs", "ips_position_train_pairs", "lever_train_pairs", "lever_ips_train_pairs",
     "gandalf_train_pairs",
 )
+# A refresh renews what a dataset already has (a branch never run, e.g. an ablation, stays unrun): job -> the
+# assets it runs even without an artifact (the click log's pairs follow the drop folder, which always exists).
+REFRESH_ALWAYS = {"click_refresh": ("click_log_pairs",), "model_refresh": ()}
 EAGER_TABLES = CLICK_REFRESH_ASSETS[1:]  # click_log_pairs itself follows files, which the click-log sensor watches
 click_refresh_job = dg.define_asset_job(
     "click_refresh", selection=dg.AssetSelection.assets(*CLICK_REFRESH_ASSETS),

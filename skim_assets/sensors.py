@@ -8,7 +8,8 @@ import os
 
 import dagster as dg
 
-from .jobs import CLICK_REFRESH_ASSETS, EAGER_TABLES, MODEL_REFRESH, click_refresh_job, skim_pipeline_job
+from .jobs import (CLICK_REFRESH_ASSETS, EAGER_TABLES, MODEL_REFRESH, REFRESH_ALWAYS, click_refresh_job,
+                   skim_pipeline_job)
 from .lib.clicklogs import click_log_files
 from .lib.datasets import CLICKS_FOLDER, SPEC_FILE, check_dataset_name, read_spec
 from .lib.formats import DataError
@@ -110,7 +111,8 @@ def click_log_sensor(context: dg.SensorEvaluationContext, storage: StorageResour
         digest = hashlib.sha1(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
         requests.append(dg.RunRequest(
             partition_key=dataset, run_key=f"clicks:{dataset}:{digest}",
-            asset_selection=materialized_before(storage, dataset, CLICK_REFRESH_ASSETS, always=("click_log_pairs",)),
+            asset_selection=materialized_before(storage, dataset, CLICK_REFRESH_ASSETS,
+                                              always=REFRESH_ALWAYS["click_refresh"]),
             tags={"skim/trigger": "click-log drop"},
         ))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))

@@ -86,7 +86,7 @@ class Tables(Mapping[str, pl.DataFrame]):
 
     def stored(self) -> dict[str, pl.DataFrame | Path]:
         """What the IO manager writes: each table as a frame, or as the path of a stored table to link."""
-        return {name: self._linked.get(name) or self[name] for name in self}
+        return {name: self.carried(name) for name in self}
 
     @property
     def data(self) -> pl.DataFrame:
