@@ -510,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .lib.datasets import DatasetSpec
     from .lib.formats import DIRECTIONS
     from .lib.demo import WORLDS, DemoWorldConfig
+    from .lib.importers import FORMATS, IMPORTERS
     from .lib.simulation import ClickModel
 
     defaults = DatasetSpec()
@@ -532,7 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="validate and register a dataset folder as a partition")
     imp.add_argument("name", help="dataset (partition) name")
     imp.add_argument("source", help="folder with the raw files")
-    imp.add_argument("--format", choices=["beir", "xc-raw", "xc-bow"], default="beir")
+    imp.add_argument("--format", choices=FORMATS, default=defaults.format,  # the importer registry, one source
+                     help="layout of the raw files (each may be .gz): "
+                          + "; ".join(f"{i.name}: {i.description}" for i in IMPORTERS.values()))
     imp.add_argument("--title-words", type=int, default=defaults.title_words)
     imp.add_argument("--dev-split", choices=["ignore", "train", "test"], default=defaults.dev_split)
     imp.add_argument("--no-simulate-bias", action="store_true", help="labels already are clicks")

@@ -288,3 +288,21 @@ def test_the_refresh_jobs_renew_only_what_a_dataset_has(tmp_path):
     assert {"base_models", "skim_models", "synthetic_queries", "retrieval_metrics"} <= models
     assert not models & {"synthetic_queries_udapdr", "skim_ra_models", "train_pairs", "click_log_pairs"}
     assert {k.path[-1] for k in existing_assets(tmp_path / "empty", "ds", "click_refresh")} == {"click_log_pairs"}
+
+
+def test_import_formats_are_the_importer_registry_and_an_unknown_one_is_refused(cli_env, tmp_path, capsys):
+    """`--format` offers exactly the registered importers (with their descriptions); any other is refused before
+    anything is read or registered, naming it and the known ones."""
+    from skim_assets.cli import build_parser
+    from skim_assets.lib.importers import FORMATS, IMPORTERS
+
+    imp = build_parser()._subparsers._group_actions[0].choices["import"]
+    action = next(a for a in imp._actions if a.dest == "format")
+    assert tuple(action.choices) == FORMATS == tuple(IMPORTERS) and action.default == "beir"
+    assert all(importer.description in " ".join(action.help.split()) for importer in IMPORTERS.values())
+    with pytest.raises(SystemExit) as exited:
+        main(["--root", str(cli_env), "import", "mini", str(tmp_path), "--format", "parquet"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'parquet'" in err and all(repr(f) in err for f in FORMATS)
+    assert not (cli_env / "inputs" / "mini").exists()

@@ -563,3 +563,76 @@ def test_beir_query_metadata_field_of_another_type_names_the_row(tmp_path: Path)
     with pytest.raises(DataError, match="'description' must be a string") as error:
         read_beir(make_beir(tmp_path, queries=jsonl(queries)), title_words=3, query_metadata_field="description")
     assert error.value.row == 1 and error.value.field == "description"
+
+
+# -------------------------------------------------------------------------------------------------------- registry
+
+
+def test_the_importer_registry_is_the_one_list_of_formats() -> None:
+    """FORMATS, the dataset spec's `format` and the readers all come from IMPORTERS: a format is added there only."""
+    from typing import get_args
+
+    from skim_assets.lib.datasets import DatasetSpec, Format
+    from skim_assets.lib.importers import FORMATS, IMPORTERS
+
+    assert FORMATS == tuple(IMPORTERS) == ("beir", "xc-raw", "xc-bow")
+    assert get_args(Format) == FORMATS == get_args(DatasetSpec.model_fields["format"].annotation)
+    assert [IMPORTERS[f].read for f in FORMATS] == [read_beir, read_xc_raw, read_xc_bow]
+    for name, importer in IMPORTERS.items():
+        assert importer.name == name and importer.description and importer.expects
+        assert set(importer.options) <= set(DatasetSpec.model_fields)  # options are dataset settings
+
+
+def test_an_unknown_format_is_refused_naming_it_and_the_known_ones(tmp_path: Path) -> None:
+    from skim_assets.lib.datasets import DatasetSpec, import_tables, read_spec
+    from skim_assets.lib.importers import UnknownFormat, importer_for, read_dataset
+
+    make_bow(tmp_path / "raw")
+    known = re.escape("known formats: beir, xc-raw, xc-bow")
+    for call in (lambda: importer_for("parquet"), lambda: read_dataset(tmp_path / "raw", "parquet")):
+        with pytest.raises(UnknownFormat, match=rf"unknown format 'parquet'; {known}"):
+            call()
+    # a spec that skipped validation is refused too, never read as XC-BOW (the old if chain's last branch)
+    settings = DatasetSpec(source=str(tmp_path / "raw")).model_dump() | {"format": "parquet"}
+    spec = DatasetSpec.model_construct(**settings)
+    with pytest.raises(DataError, match=rf"dataset.json, field 'format': unknown format 'parquet'; {known}"):
+        import_tables(tmp_path, spec)
+    (tmp_path / "dataset.json").write_text(json.dumps({"format": "parquet", "source": "raw"}))
+    with pytest.raises(DataError, match=r"format must be one of 'beir', 'xc-raw' or 'xc-bow', got 'parquet'"):
+        read_spec(tmp_path)
+
+
+def test_read_dataset_dispatches_by_the_registry_and_passes_each_format_its_options(tmp_path: Path) -> None:
+    from skim_assets.lib.importers import read_dataset
+
+    options = {"title_words": 3, "dev_split": "ignore", "query_metadata_field": ""}
+    assert_frame_equal(read_dataset(make_beir(tmp_path / "beir"), "beir", **options).documents,
+                       read_beir(tmp_path / "beir", title_words=3).documents)
+    # BEIR's settings mean nothing to the XC readers: they are not passed on
+    assert_frame_equal(read_dataset(make_bow(tmp_path / "bow"), "xc-bow", **options).qrels,
+                       read_xc_bow(tmp_path / "bow").qrels)
+    assert_frame_equal(read_dataset(make_xc_raw(tmp_path / "raw"), "xc-raw", **options).queries,
+                       read_xc_raw(tmp_path / "raw").queries)
+
+
+def test_formats_are_detected_by_the_files_their_importer_expects(tmp_path: Path) -> None:
+    from skim_assets.lib.importers import detect_formats
+
+    assert detect_formats(make_beir(tmp_path / "beir", gz=True)) == ["beir"]
+    assert detect_formats(make_xc_raw(tmp_path / "raw")) == ["xc-raw"]
+    assert detect_formats(make_bow(tmp_path / "bow")) == ["xc-bow"]
+    assert detect_formats(make_bow(tmp_path / "half", tst_X_Y_txt=None)) == []
+    assert detect_formats(tmp_path / "nowhere") == []
+
+
+def test_a_folder_of_another_format_is_named_at_import(tmp_path: Path) -> None:
+    from skim_assets.lib.datasets import DatasetSpec, import_tables
+
+    make_bow(tmp_path / "raw")
+    with pytest.raises(DataError, match=r"not a beir folder \(no corpus.jsonl, queries.jsonl\) but a xc-bow one: "
+                                        r"import it with format xc-bow \(--format xc-bow\)"):
+        import_tables(tmp_path, DatasetSpec(source="raw"))
+    assert import_tables(tmp_path, DatasetSpec(source="raw", format="xc-bow")).documents.height == 3
+    # a folder of no known format keeps the reader's own error: the file it looked for first
+    with pytest.raises(DataError, match="corpus.jsonl: file not found"):
+        import_tables(tmp_path, DatasetSpec(source=str(tmp_path)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -19,16 +19,15 @@ from pydantic_core import PydanticCustomError
 
 from .catalogue import is_artifact_folder
 from .formats import DIRECTIONS, DOCUMENTS_FOR_QUERIES, QUERIES_FOR_DOCUMENTS, DataError, DatasetTables
-from .importers import read_beir, read_xc_bow, read_xc_raw
+from .importers import FORMATS, IMPORTERS, detect_formats, importer_for, read_dataset
 from .mapping import DEFAULT_TAU
 from .simulation import ClickModel, ClickSimulation
 from .storage import TableSetPins, file_digest, read_json, write_json_atomic
 
-Format = Literal["beir", "xc-raw", "xc-bow"]
+Format = Literal[FORMATS]  # the registered importers (lib.importers.IMPORTERS), one source
 DevSplit = Literal["ignore", "train", "test"]
 PromptStyle = Literal["url-queries", "wiki-categories"]
 Generate = Literal[("", *DIRECTIONS)]  # '' = by prompt style; the directions come from lib.formats, one source
-FORMATS = get_args(Format)
 SPEC_FILE = "dataset.json"
 CLICKS_FOLDER = "clicks"
 TABLE_ASSETS = {"documents": "documents", "queries": "queries", "relevance_labels": "qrels"}  # asset -> attribute
@@ -70,7 +69,8 @@ class DatasetSpec(BaseModel):
     @field_validator("query_metadata_field")
     @classmethod
     def _beir_only(cls, value: str, info: ValidationInfo) -> str:
-        if value and info.data.get("format", "beir") != "beir":
+        fmt = info.data.get("format", "beir")  # the importer registry says which formats read it (only BEIR)
+        if value and fmt in IMPORTERS and "query_metadata_field" not in IMPORTERS[fmt].options:
             raise PydanticCustomError("beir_only", "is for BEIR folders (XC raw files carry `content`)")
         return value
 
@@ -186,13 +186,16 @@ def import_tables(folder: str | Path, spec: DatasetSpec | None = None) -> Datase
     if not source.is_dir():
         problem = "is not a folder" if source.exists() else "does not exist"
         raise DataError(Path(folder) / SPEC_FILE, f"source folder {source} {problem}", field="source")
-    if spec.format == "beir":
-        tables = read_beir(source, title_words=spec.title_words, dev_split=spec.dev_split,
-                           query_metadata_field=spec.query_metadata_field)
-    elif spec.format == "xc-raw":
-        tables = read_xc_raw(source)
-    else:
-        tables = read_xc_bow(source)
+    try:
+        importer = importer_for(spec.format)  # a spec built without validation may name any format
+    except ValueError as error:
+        raise DataError(Path(folder) / SPEC_FILE, str(error), field="format") from None
+    missing = importer.missing(source)
+    others = [f for f in detect_formats(source) if f != spec.format] if missing else []
+    if len(others) == 1:  # the wrong format: say which one the folder holds rather than only which file is missing
+        raise DataError(source, f"not a {spec.format} folder (no {', '.join(missing)}) but a {others[0]} one: "
+                                f"import it with format {others[0]} (--format {others[0]})", field="format")
+    tables = read_dataset(source, spec.format, **spec.model_dump(include=set(importer.options)))
     if tables.documents.height == 0:  # e.g. empty files, or the wrong folder: nothing to retrieve or learn
         raise DataError(source, f"no documents ({spec.format}): is this the dataset's folder?")
     return tables

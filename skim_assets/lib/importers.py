@@ -4,7 +4,9 @@ Every function here only reads: it returns validated frames or raises `DataError
 line (or data row) and the field, so the caller writes nothing unless the whole input is sound.
 
 Formats: BEIR (`read_beir`), Extreme Classification "LF raw" JSON lines (`read_xc_raw`), XC text plus sparse
-label matrix (`read_xc_bow`), and click-log drops as CSV or Parquet (`read_click_log`).
+label matrix (`read_xc_bow`), and click-log drops as CSV or Parquet (`read_click_log`). The dataset formats are
+registered in `IMPORTERS` (name -> `Importer`): the one list that `FORMATS`, the dataset spec, the CLI and
+`detect_formats` read; `read_dataset(folder, format, **options)` reads by name and refuses an unknown one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import math
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -204,37 +207,60 @@ def read_beir(folder: str | Path, *, title_words: int = 12, dev_split: str = "ig
                    for name in ("train", "test", "dev")}
     notes = dict.fromkeys(["derived_titles", "dropped_unlabeled_queries", "dropped_nonpositive_qrels",
                            "ignored_dev_qrels"], 0)
+    documents = _read_beir_corpus(corpus_path, title_words, notes)
+    query_text, query_metadata = _read_beir_queries(queries_path, query_metadata_field)
+    qrels, split_of = _read_beir_qrels(qrels_paths, dev_split, query_text, {d for d, _, _ in documents}, notes)
+    labelled = {q for q, _, _ in qrels}
+    queries = [(q, text, split_of[q], *([query_metadata[q]] if query_metadata_field else []))
+               for q, text in query_text.items() if q in labelled]
+    notes["dropped_unlabeled_queries"] = len(query_text) - len(queries)
+    return _tables(documents, queries, qrels, notes, folder)
 
+
+def _read_beir_corpus(path: Path, title_words: int, notes: dict) -> list[tuple[str, str, str]]:
+    """(doc_id, title, text) per corpus record; a record without a title takes its text's first `title_words`
+    words (counted in `notes["derived_titles"]`)."""
     documents, doc_ids = [], set()
-    for line, record in read_jsonl(corpus_path):
-        doc_id = _id(record, "_id", corpus_path, line)
+    for line, record in read_jsonl(path):
+        doc_id = _id(record, "_id", path, line)
         if doc_id in doc_ids:
-            raise DataError(corpus_path, f"duplicate _id {doc_id!r}", row=line, field="_id")
+            raise DataError(path, f"duplicate _id {doc_id!r}", row=line, field="_id")
         doc_ids.add(doc_id)
-        title, text = _text(record, "title", corpus_path, line), _text(record, "text", corpus_path, line)
+        title, text = _text(record, "title", path, line), _text(record, "text", path, line)
         if not title.strip():  # e.g. NFCorpus: the retriever needs a short title, so take the text's first words
             title = " ".join(text.split()[:title_words])
             if not title:
-                raise DataError(corpus_path, "title and text are both empty", row=line, field="title")
+                raise DataError(path, "title and text are both empty", row=line, field="title")
             notes["derived_titles"] += 1
         documents.append((doc_id, title, text))
+    return documents
 
-    # BEIR's own `metadata` of a query is not query-side text by default: SciFact's holds the evidence sentences
-    # of its labels, which would leak test labels into training. Only the field the spec names is imported.
+
+def _read_beir_queries(path: Path, metadata_field: str) -> tuple[dict[str, str], dict[str, str]]:
+    """({query id: text}, {query id: metadata}) in file order; the metadata only where `metadata_field` is set.
+
+    BEIR's own `metadata` of a query is not query-side text by default: SciFact's holds the evidence sentences of
+    its labels, which would leak test labels into training. Only the field the spec names is imported."""
     query_text: dict[str, str] = {}
     query_metadata: dict[str, str] = {}
-    for line, record in read_jsonl(queries_path):
-        query_id = _id(record, "_id", queries_path, line)
+    for line, record in read_jsonl(path):
+        query_id = _id(record, "_id", path, line)
         if query_id in query_text:
-            raise DataError(queries_path, f"duplicate _id {query_id!r}", row=line, field="_id")
-        query_text[query_id] = _text(record, "text", queries_path, line, required=True, nonempty=True)
-        if query_metadata_field:
-            query_metadata[query_id] = _nested_text(record, query_metadata_field, queries_path, line)
+            raise DataError(path, f"duplicate _id {query_id!r}", row=line, field="_id")
+        query_text[query_id] = _text(record, "text", path, line, required=True, nonempty=True)
+        if metadata_field:
+            query_metadata[query_id] = _nested_text(record, metadata_field, path, line)
+    return query_text, query_metadata
 
+
+def _read_beir_qrels(paths: dict[str, Path | None], dev_split: str, query_text: dict[str, str], doc_ids: set[str],
+                     notes: dict) -> tuple[list[tuple[str, str, float]], dict[str, str]]:
+    """(positive labels, {query id: its split}): a query's split is the qrels file naming it (dev as `dev_split`);
+    every row is checked, ignored dev rows and labels with score <= 0 are counted in `notes`."""
     split_of: dict[str, tuple[str, str, int]] = {}  # query -> (split, file name, line) where first labelled
     pairs: set[tuple[str, str]] = set()
     qrels = []
-    for name, path in qrels_paths.items():
+    for name, path in paths.items():
         if path is None:
             continue
         split = dev_split if name == "dev" else name
@@ -258,12 +284,7 @@ def read_beir(folder: str | Path, *, title_words: int = 12, dev_split: str = "ig
                 notes["dropped_nonpositive_qrels"] += 1
                 continue
             qrels.append((query_id, doc_id, score))
-
-    labelled = {q for q, _, _ in qrels}
-    queries = [(q, text, split_of[q][0], *([query_metadata[q]] if query_metadata_field else []))
-               for q, text in query_text.items() if q in labelled]
-    notes["dropped_unlabeled_queries"] = len(query_text) - len(queries)
-    return _tables(documents, queries, qrels, notes, folder)
+    return qrels, {query: split for query, (split, _, _) in split_of.items()}
 
 
 def _nested_text(record: dict, field: str, path: Path, line: int) -> str:
@@ -418,6 +439,75 @@ def read_xc_bow(folder: str | Path) -> DatasetTables:
         if n_lines != n_rows:
             raise DataError(xy_path, f"header says {n_rows} rows but {n_lines} lines follow", row=1, field="rows")
     return _tables(documents, queries, qrels, _count_unlabelled(queries, qrels, notes), folder)
+
+
+# -------------------------------------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Importer:
+    """One dataset format: how it is read and how a folder of it is told.
+
+    `read(folder, **options)` returns the validated tables; `options` names the dataset settings (fields of
+    `lib.datasets.DatasetSpec`) it takes as keyword arguments. `expects` are the files (each may be .gz, paths
+    relative to the folder) that a folder of this format holds: what `detect_formats` looks for.
+    """
+
+    name: str
+    read: Callable[..., DatasetTables]
+    description: str
+    expects: tuple[str, ...]
+    options: tuple[str, ...] = ()
+
+    def missing(self, folder: str | Path) -> list[str]:
+        """The files this format expects that `folder` lacks (neither plain nor .gz)."""
+        folder = Path(folder)
+        return [name for name in self.expects
+                if not (folder / name).is_file() and not (folder / f"{name}.gz").is_file()]
+
+    def matches(self, folder: str | Path) -> bool:
+        """Whether `folder` holds every file this format expects."""
+        return not self.missing(folder)
+
+
+# The one list of formats: `FORMATS`, `DatasetSpec.format`, the CLI's `--format` and `detect_formats` derive from it.
+IMPORTERS: dict[str, Importer] = {importer.name: importer for importer in (
+    Importer("beir", read_beir, "a BEIR folder: corpus.jsonl, queries.jsonl, qrels/{train,test[,dev]}.tsv",
+             expects=("corpus.jsonl", "queries.jsonl"), options=("title_words", "dev_split", "query_metadata_field")),
+    Importer("xc-raw", read_xc_raw, "XC repository 'LF raw' JSON lines: lbl.json, trn.json, tst.json",
+             expects=("lbl.json", "trn.json", "tst.json")),
+    Importer("xc-bow", read_xc_bow, "XC text + sparse labels: Y.txt [+ Y_metadata.txt], {trn,tst}_X.txt, "
+             "{trn,tst}_X_Y.txt", expects=("Y.txt", "trn_X.txt", "trn_X_Y.txt", "tst_X.txt", "tst_X_Y.txt")),
+)}
+FORMATS = tuple(IMPORTERS)
+
+
+class UnknownFormat(ValueError):
+    """A format name no importer is registered for."""
+
+    def __init__(self, name: object):
+        self.format = name
+        super().__init__(f"unknown format {name!r}; known formats: {', '.join(FORMATS)}")
+
+
+def importer_for(name: str) -> Importer:
+    """The registered importer of format `name`; UnknownFormat (naming it and the known ones) otherwise."""
+    try:
+        return IMPORTERS[name]
+    except (KeyError, TypeError):  # TypeError: an unhashable value is no format either
+        raise UnknownFormat(name) from None
+
+
+def read_dataset(folder: str | Path, format: str, **options) -> DatasetTables:
+    """Read `folder` as `format`, passing on the `options` that format takes (the others are not its business:
+    `title_words` means nothing to XC files). An unknown format is refused, never read as another one."""
+    importer = importer_for(format)
+    return importer.read(folder, **{k: v for k, v in options.items() if k in importer.options})
+
+
+def detect_formats(folder: str | Path) -> list[str]:
+    """The formats whose expected files `folder` holds, in registry order (usually none or one)."""
+    return [name for name, importer in IMPORTERS.items() if importer.matches(folder)]
 
 
 # ------------------------------------------------------------------------------------------------------ click logs
