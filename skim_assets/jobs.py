@@ -2,8 +2,12 @@
 tables on new click logs, models on the model refresh's cron)."""
 
 from collections.abc import Collection, Sequence
+from pathlib import Path
 
 import dagster as dg
+import yaml
+
+from .lib.methods import METHODS
 
 
 # The whole graph for one dataset partition: every method of the comparison.
@@ -26,7 +30,8 @@ GENERATION_ABLATIONS = dg.AssetSelection.assets("lora_adapter_no_metadata", "syn
                              "html_report")
 # Metadata-augmented retrieval (Table 4) trains on texts four times as long, and the exposure sweep (Fig. 3) trains
 # a head per window and method: both are left to the whole pipeline too.
-FULL_PIPELINE_ONLY = dg.AssetSelection.assets("ra_models", "skim_ra_models", "exposure_sweep_report", "slm_size_report")
+FULL_PIPELINE_ONLY = dg.AssetSelection.assets(*(m.models for m in METHODS.values() if not m.core),
+                                              "exposure_sweep_report", "slm_size_report")
 CORE = dg.AssetSelection.all() - GENERATION_ABLATIONS - FULL_PIPELINE_ONLY
 skim_core_job = dg.define_asset_job(
     "skim_core", selection=CORE,
@@ -63,27 +68,12 @@ model_refresh_job = dg.define_asset_job(
 )
 
 
-def demo_run_config(ops: Collection[str]) -> dict:
-    """The demo's profile for the ops among `ops`: sized for minutes on 2 CPU cores. The asset defaults follow the
-    paper and SciFact; the demo world is small, so its models take fewer, larger steps: 3 epochs at lr 1e-4 for the
-    dual encoders, re-mining negatives every epoch (the mapping space is the base one: with 2 epochs SKIM's pairs
-    are 2 points less precise); teacher demonstrations for every document (the offline teacher takes seconds);
-    LoRA at effective batch 8 and lr 2e-3 for 40 steps (held-out loss flattens near there: BENCHMARKS.md; 30 steps
-    cost 4 points of grounding and one distinct query per document), its held-out loss every 20 steps; 80 new
-    tokens per document (a list of short queries), two outputs per document (greedy, and one sampled from the
-    prompt's words). The whole run fits 10 minutes on 2 cores with the install (RESULTS.md)."""
-    from .assets.generation import generation_assets
-    from .assets.training import METHODS, models_asset
+DEMO_PROFILE = Path(__file__).parent / "configs" / "demo.yaml"  # also `configs/demo.yaml` in a checkout
 
-    lora = {"effective_batch_size": 8, "learning_rate": 2e-3, "min_steps": 40, "eval_every_steps": 20, "patience": 2}
-    profile = {
-        # re-mining every epoch: on 160 documents mining costs nothing (remine_every=2 is for large corpora)
-        **{models_asset(method): {"config": {"dual_encoder": {"epochs": 3, "learning_rate": 1e-4, "remine_every": 1}}}
-           for method in METHODS},
-        **{name: {"config": lora} for name in ("lora_adapter", "lora_adapter_no_metadata")},
-        # a second output per document, sampled from the prompt's words: ~6 distinct queries per document
-        **{asset.key.path[-1]: {"config": {"max_new_tokens": 80, "samples": 2}} for asset in generation_assets},
-    }
+
+def demo_run_config(ops: Collection[str]) -> dict:
+    """The demo's profile (`configs/demo.yaml`, which says why each setting) for the ops among `ops`."""
+    profile = yaml.safe_load(DEMO_PROFILE.read_text())["ops"]
     return {"ops": {name: config for name, config in profile.items() if name in ops}}
 
 

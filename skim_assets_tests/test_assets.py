@@ -20,9 +20,8 @@ from skim_assets.assets.distillation import (
 )
 from skim_assets.assets.generation import SyntheticQueriesConfig, generation_assets
 from skim_assets.assets.mapping import MappingConfig
-from skim_assets.assets.evaluation import model_names
-from skim_assets.assets.training import (METHODS, MethodModelsConfig, RetrieverTrainingConfig, models_asset,
-                                         train_pairs)
+from skim_assets.assets.training import MethodModelsConfig, RetrieverTrainingConfig, train_pairs
+from skim_assets.lib.methods import METHODS, models_asset
 from skim_assets.definitions import ASSETS, all_checks, defs
 from skim_assets.partitions import dataset_partitions
 from skim_assets.resources import (
@@ -43,7 +42,7 @@ from .conftest import TINY_WORLD, materialize_selected
 
 QUICK_TRAINING = MethodModelsConfig(dual_encoder=RetrieverTrainingConfig(epochs=2, learning_rate=1e-4, hard_negatives=1))
 MODELS = [models_asset(method) for method in METHODS]
-MODEL_NAMES = [name for method in METHODS for name in model_names(method).values()]  # as the metrics name them
+MODEL_NAMES = [name for method in METHODS.values() for name in method.model_names.values()]  # as the metrics name them
 
 
 def _resources(root, base_model_path=""):

@@ -1,8 +1,8 @@
-"""Asset checks on small hand-written artifacts: a passing and a failing case per check, called directly with
-`dg.build_asset_check_context` (no partition key: the check evaluates every dataset folder under the root), and
-one partitioned in-process run showing the partition key and blocking at work."""
+"""Asset checks on small hand-written artifacts: a passing and a failing case per check, each called directly
+with what the IO manager hands it (the artifact's `Tables`, or a model folder's path), and one partitioned
+in-process run showing the IO manager loading the run's partition and blocking at work."""
 
-import json
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -16,10 +16,11 @@ from skim_assets.assets.datasets import documents_check, queries_check, relevanc
 from skim_assets.assets.distillation import lora_weight_checks, teacher_demonstrations_check
 from skim_assets.assets.evaluation import metric_range_check, skim_beats_base_check
 from skim_assets.assets.generation import synthetic_queries_checks
-from skim_assets.assets.mapping import DEFAULT_TAU, mapped_pairs_checks
-from skim_assets.assets.training import METHODS, models_asset, training_checks
+from skim_assets.assets.mapping import mapped_pairs_checks
+from skim_assets.assets.training import training_checks
+from skim_assets.lib.methods import METHODS
 from skim_assets.partitions import dataset_partitions
-from skim_assets.resources import StorageResource
+from skim_assets.resources import StorageResource, Tables, storage_resources
 
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
 DATASET = "toy"
@@ -31,7 +32,13 @@ def storage(tmp_path) -> StorageResource:
 
 
 def run(check, storage: StorageResource) -> dg.AssetCheckResult:
-    result = check(dg.build_asset_check_context(resources={"storage": storage}))
+    """The check called with its inputs as the IO manager loads them for DATASET: a table asset's `Tables`, a
+    folder asset's path."""
+    inputs = {}
+    for name, key in check.keys_by_input_name.items():
+        folder = storage.artifact_dir(key.path[-1], DATASET)
+        inputs[name] = folder if check.op.ins[name].dagster_type.typing_type is Path else Tables(folder=folder)
+    result = check(dg.build_asset_check_context(), **inputs)
     assert isinstance(result, dg.AssetCheckResult)
     return result
 
@@ -84,7 +91,6 @@ def test_dataset_table_checks_pass_on_canonical_tables(dataset_tables):
     for check in (documents_check, queries_check, relevance_labels_check):
         result = run(check, dataset_tables)
         assert result.passed, result.description
-        assert meta(result, "dataset") == DATASET
         assert meta(result, "missing_columns") == [] and meta(result, "extra_columns") == []
     assert meta(run(queries_check, dataset_tables), "test_queries") == 1
 
@@ -138,7 +144,7 @@ def test_dataset_table_check_reports_a_missing_table_as_error(storage):
     write(storage, "relevance_labels", qrels())  # no documents / queries tables
     result = run(relevance_labels_check, storage)
     assert not result.passed and result.severity == ERROR
-    assert "missing" in result.description
+    assert "no table 'data'" in result.description and "queries" in result.description
 
 
 # ----------------------------------------------------------------------------------------------- teacher, generation
@@ -262,12 +268,18 @@ def mapped_check(asset="mapped_pairs"):
     return find(mapped_pairs_checks, asset)
 
 
-def test_mapped_pairs_pass_within_the_datasets_tau(storage):
-    spec = storage.inputs(DATASET) / "dataset.json"
-    spec.parent.mkdir(parents=True)
-    spec.write_text(json.dumps({"format": "beir", "tau": 0.7}))
-    write(storage, "documents", documents(n=4))
-    write(storage, "mapped_pairs", pairs([0.75, 0.9, 1.0], doc_ids=["d0", "d1", "d1"]))
+def write_mapped(storage, asset, weights, tau=0.8, doc_ids=None):
+    """A mapping's artifact: its pairs, the settings it ran with and the documents its training view carries."""
+    from skim_assets.assets.common import settings_table
+    from skim_assets.lib.mapping import MappingSettings
+
+    write(storage, asset, pairs(weights, doc_ids))
+    write(storage, asset, settings_table(MappingSettings(tau=tau)), table="settings")
+    write(storage, asset, documents(n=4), table="documents")
+
+
+def test_mapped_pairs_pass_within_the_tau_their_run_used(storage):
+    write_mapped(storage, "mapped_pairs", [0.75, 0.9, 1.0], tau=0.7, doc_ids=["d0", "d1", "d1"])
     result = run(mapped_check(), storage)
     assert result.passed, result.description
     assert meta(result, "tau") == 0.7
@@ -275,32 +287,26 @@ def test_mapped_pairs_pass_within_the_datasets_tau(storage):
     assert meta(result, "min_weight") == 0.75 and meta(result, "weights_outside_range") == 0
 
 
-def test_mapped_pairs_fail_below_the_default_tau_and_above_one(storage):
-    write(storage, "documents", documents(n=4))  # no dataset.json: tau defaults to 0.8
-    write(storage, "mapped_pairs", pairs([0.79, 0.9, 1.01, float("nan")]))
+def test_mapped_pairs_fail_below_their_tau_and_above_one(storage):
+    write_mapped(storage, "mapped_pairs", [0.79, 0.9, 1.01, float("nan")], tau=0.8)
     result = run(mapped_check(), storage)
     assert not result.passed and result.severity == ERROR
-    assert meta(result, "tau") == DEFAULT_TAU
+    assert meta(result, "tau") == 0.8
     assert meta(result, "weights_outside_range") == 3
+    write_mapped(storage, "mapped_pairs", [0.72, 0.9], tau=0.7)  # the same weights pass a run at 0.7
+    assert run(mapped_check(), storage).passed
 
 
-def test_mapped_pairs_are_checked_against_the_tau_their_run_used(storage):
-    from skim_assets.assets.common import settings_table
-    from skim_assets.lib.mapping import MappingSettings
-
-    write(storage, "documents", documents(n=4))  # no dataset.json: the dataset's tau would be 0.8
-    write(storage, "mapped_pairs", pairs([0.72, 0.9]))
-    write(storage, "mapped_pairs", settings_table(MappingSettings(tau=0.7)), table="settings")
+def test_mapped_pairs_without_stored_settings_are_an_error(storage):
+    write(storage, "mapped_pairs", pairs([0.9]))
+    write(storage, "mapped_pairs", documents(n=4), table="documents")
     result = run(mapped_check(), storage)
-    assert result.passed, result.description
-    assert meta(result, "tau") == 0.7
-    write(storage, "mapped_pairs", pairs([0.65, 0.9]))  # below the run's own tau
-    assert not run(mapped_check(), storage).passed
+    assert not result.passed and result.severity == ERROR
+    assert "settings" in result.description and "materialize it again" in result.description
 
 
 def test_mapped_pairs_warn_when_no_pair_was_mapped(storage):
-    write(storage, "documents", documents(n=4))
-    write(storage, "mapped_pairs_no_metadata", pairs([]))
+    write_mapped(storage, "mapped_pairs_no_metadata", [])
     result = run(mapped_check("mapped_pairs_no_metadata"), storage)
     assert not result.passed and result.severity == WARN
     assert meta(result, "pairs") == 0 and meta(result, "document_coverage") == 0.0
@@ -445,18 +451,13 @@ def test_skim_not_beating_base_warns(storage):
 # ----------------------------------------------------------------------------------------------- partitions, wiring
 
 
-def test_without_partition_key_every_dataset_folder_is_checked(storage):
-    write(storage, "retrieval_metrics", metrics(), dataset="good")
-    write(storage, "retrieval_metrics", metrics(**{"R@10": 1.5}), dataset="bad")
-    result = run(metric_range_check, storage)
-    assert not result.passed and result.severity == ERROR
-    assert meta(result, "datasets") == ["bad", "good"] and meta(result, "failed_datasets") == ["bad"]
-    assert meta(result, "good/values_outside_0_1") == 0 and meta(result, "bad/values_outside_0_1") == 4
-
-
-def test_no_materialized_dataset_is_an_error(storage):
+def test_an_unreadable_artifact_is_an_error_verdict(storage):
+    path = storage.table_path("documents", DATASET)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not parquet")
     result = run(documents_check, storage)
     assert not result.passed and result.severity == ERROR
+    assert "unreadable" in result.description
 
 
 def test_partitioned_run_checks_its_partition_and_a_failing_blocking_check_skips_downstream(storage):
@@ -477,8 +478,10 @@ def test_partitioned_run_checks_its_partition_and_a_failing_blocking_check_skips
     instance.add_dynamic_partitions(dataset_partitions.name, ["good", "bad"])
     outcomes = {}
     for dataset in ("good", "bad"):
+        # the check's input is the artifact, loaded by the IO manager for the run's partition
         result = dg.materialize([stub, downstream, teacher_demonstrations_check], partition_key=dataset,
-                                instance=instance, resources={"storage": storage}, raise_on_error=False)
+                                instance=instance, resources=storage_resources(storage.root),
+                                raise_on_error=False)
         (evaluation,) = result.get_asset_check_evaluations()
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         outcomes[dataset] = (evaluation.passed, evaluation.metadata["dataset"].value, "downstream" in materialized)
@@ -491,7 +494,7 @@ def test_every_model_asset_has_a_blocking_weights_check_and_all_checks_load():
     specs = [spec_of(c) for c in all_checks]
     weight_checked = {s.asset_key.to_user_string() for s in specs if s.name == "weights_finite" and s.blocking}
     head_checked = {s.asset_key.to_user_string() for s in specs if s.name == "head_weights_finite" and s.blocking}
-    models = {models_asset(method) for method in METHODS}
+    models = {method.models for method in METHODS.values()}
     assert models | {"lora_adapter", "lora_adapter_no_metadata"} <= weight_checked and models <= head_checked
     assert all(s.partitions_def == dataset_partitions for s in specs)
     blocking = {s.key.to_user_string() for s in specs if s.blocking}

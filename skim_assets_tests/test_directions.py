@@ -117,8 +117,7 @@ def test_label_repair_counts_reverse_pairs_against_the_held_back_labels():
 
 
 def test_metadata_augmented_input_extends_the_side_that_holds_the_metadata():
-    from skim_assets.assets.common import retrieval_input
-    from skim_assets.lib.retrieval import with_metadata
+    from skim_assets.lib.retrieval import retrieval_input, with_metadata
     from skim_assets.resources import EncoderResource
 
     products = DOCUMENTS.with_columns(metadata=pl.Series(["A remedy   for\nmigraine.", "", "Tea from Lyon."]))

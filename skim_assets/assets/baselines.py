@@ -15,8 +15,7 @@ from ..lib.propensities import (PROPENSITY_SCHEMA, PropensitySettings, position_
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables, TrainingView
 from ..resources.artifacts import report_table
-from .common import EAGER, MODEL_STEP, pairs_output, plot_metadata, pretrained_space
-from .mapping import click_encoder_documents, click_encoder_embedder
+from .common import EAGER, MODEL_STEP, click_space, pairs_output, plot_metadata, pretrained_space
 
 LEVER_THRESHOLD = 0.8
 GANDALF_THRESHOLD = 0.1
@@ -49,9 +48,9 @@ def lever_train_pairs(context: dg.AssetExecutionContext, storage: StorageResourc
     documents = view.documents
     train_queries = view.queries.filter(pl.col("split") == "train")
     # cached: a click refresh embeds only new queries
-    embed, _ = click_encoder_embedder(storage, encoder, dataset, base_models)
-    query_vectors, new_queries = embed(train_queries["text"].to_list(), encoder.query_max_length, "query")
-    doc_vectors, index, new_docs = click_encoder_documents(embed, storage, encoder, dataset, base_models, documents)
+    space = click_space(storage, encoder, dataset, base_models, documents)
+    query_vectors, new_queries = space.embed(train_queries["text"].to_list(), encoder.query_max_length, "query")
+    doc_vectors, index, new_docs = space.document_vectors()
     pairs = lever_pairs(view.clicks, train_queries["query_id"].to_list(), query_vectors, documents["doc_id"].to_list(),
                         doc_vectors, threshold=LEVER_THRESHOLD, seed=storage.dataset_spec(dataset).seed,
                         search=index.search if index is not None else None)

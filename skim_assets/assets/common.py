@@ -1,14 +1,24 @@
-"""Metadata helpers and settings shared by the asset modules."""
+"""The Dagster glue every asset module shares, and the only module an asset module imports from this package:
+step tags and pools, the stores' paths a step's services need (pretrained and click spaces), metadata builders,
+stored settings, and the wiring of `lib.checks` verdicts into asset checks.
 
+Everything Dagster-free (a stage's artifact format, its science, the plumbing stages share) lives in `lib/`; an
+asset module is wiring: what it reads (parameters the IO manager loads), which `lib` service it calls, what it
+reports. `test_architecture.py` holds the package to that.
+"""
 
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from ..deployment import GPU_TAGS, gpu_op_tags
+from ..lib.checks import (FINITE_WEIGHTS_DESCRIPTION, GROUNDED_SHARE_WARN, JUNK_SHARE_WARN, Evaluate, Outcome,
+                          evaluate_finite_weights, evaluate_query_quality, evaluate_safely)
 from ..lib.plots import Plot
+from ..partitions import dataset_partitions
 from ..resources import Tables, TrainingView
 from ..resources.artifacts import table_preview
 
@@ -21,11 +31,6 @@ MODEL_OP = {"pool": GPU_POOL, "tags": MODEL_STEP["op_tags"]}  # the same for an 
 # Cheap training tables follow their upstream (a new click drop, a retrained encoder, new synthetic queries).
 EAGER = dg.AutomationCondition.eager()
 
-# Folders inside model artifacts that more than one stage opens.
-BASE_MODEL = "model"  # in `base_slm`'s folder: the HF model, or a link to the configured one
-LORA_FOLDER = "adapter"  # in a LoRA adapter's folder: the peft adapter
-RETRIEVER_FOLDER = "encoder"  # in a method's models folder: the dual encoder (a sentence-transformers model)
-HEAD_FILE = "head.npz"  # in a method's models folder: the one-vs-all head
 
 
 def pretrained_space(storage, encoder, dataset: str):
@@ -38,9 +43,28 @@ def pretrained_space(storage, encoder, dataset: str):
                            encoder.prompt)
 
 
-def base_model_folder(base_slm: Path) -> Path:
-    """The small LM's Hugging Face folder inside the `base_slm` artifact."""
-    return base_slm / BASE_MODEL
+def click_space(storage, encoder, dataset: str, base_models: Path, documents: pl.DataFrame):
+    """The click-trained encoder's space over `documents` (`lib.click_space.ClickSpace`), its embeddings cached in
+    the dataset's embedding cache."""
+    from ..lib.click_space import ClickSpace
+
+    return ClickSpace(encoder, base_models, storage.step_dir("embedding_cache", dataset),
+                      pretrained_space(storage, encoder, dataset), documents)
+
+
+STUDENT_MODELS = "student_models"  # under the root: bundled small LMs exported once, shared by every dataset
+
+
+def student_model_folder(storage, name_or_path: str, log=None) -> Path:
+    """A student's base model: a bundled small LM by name (exported once under the root), or a local HF causal-LM
+    folder (checked)."""
+    from ..lib.slm import BUNDLED_SLMS
+    from ..lib.student import export_bundled_student, local_student_folder
+
+    if name_or_path in BUNDLED_SLMS:
+        return export_bundled_student(name_or_path, storage.inside_root(STUDENT_MODELS, name_or_path),
+                                      storage.staging_dir, log)
+    return local_student_folder(name_or_path)
 
 
 def pairs_output(pairs: pl.DataFrame | Tables, extra: dict | None = None) -> dg.MaterializeResult:
@@ -66,33 +90,6 @@ def settings_of(tables: Tables, settings_class):
     if SETTINGS_TABLE not in tables:
         raise ValueError(f"{tables.folder} has no `{SETTINGS_TABLE}` table: materialize it again with this version")
     return settings_class.model_validate_json(tables[SETTINGS_TABLE]["config_json"][0])
-
-
-@dataclass(frozen=True)
-class RetrievalInput:
-    """What a retriever reads: the queries' and documents' texts and their token caps."""
-
-    queries: pl.DataFrame
-    documents: pl.DataFrame
-    query_max_length: int
-    doc_max_length: int
-
-
-def retrieval_input(direction: str, metadata_input: bool, queries: pl.DataFrame, documents: pl.DataFrame,
-                    encoder) -> RetrievalInput:
-    """The short texts (query text, document title), or for metadata-augmented retrieval (`metadata_input`) the
-    side that holds the dataset's metadata with it: documents for queries_for_documents, queries for
-    documents_for_queries (`lib.retrieval.with_metadata`), under the encoder's longer token cap."""
-    if not metadata_input:
-        return RetrievalInput(queries, documents, encoder.query_max_length, encoder.doc_max_length)
-    from ..lib.formats import DOCUMENTS_FOR_QUERIES
-    from ..lib.retrieval import with_metadata
-
-    side = "queries" if direction == DOCUMENTS_FOR_QUERIES else "documents"
-    queries, documents = with_metadata(queries, documents, side)
-    long = encoder.metadata_max_length
-    return RetrievalInput(queries, documents, long if side == "queries" else encoder.query_max_length,
-                          long if side == "documents" else encoder.doc_max_length)
 
 
 def generation_sources_of(direction: str, view: TrainingView) -> tuple[pl.DataFrame, dict]:
@@ -130,3 +127,69 @@ def plot_metadata(name: str, plot: Plot, stored_at: Path | None = None) -> dict:
     path = str(stored_at or plot.path)
     return {name: dg.MetadataValue.md(plot.sketch) if plot.sketch else dg.MetadataValue.path(path),
             f"{name}_png": dg.MetadataValue.path(path)}
+
+
+# ----------------------------------------------------------------------------------------------- asset checks
+#
+# A check is a `lib.checks` verdict over the artifact it guards, loaded by the IO manager as the check's input
+# (`Tables` for a table asset, the folder's `Path` for a model), declared with the asset's dataset partitions:
+# it runs inside the partitioned run that materializes its asset, on that partition's artifact, after it.
+# Checks marked blocking stop the run's downstream assets when they fail with severity ERROR (a WARN failure never
+# blocks): a broken table, an empty generation or a non-finite model would otherwise poison everything after it.
+# Dagster 1.13 marks partitioned asset checks a preview (its PreviewWarning is silenced below); verified: a
+# blocking check that fails with ERROR in a partitioned run skips that partition's downstream assets.
+# In the 1.13 UI, a check page's "Latest execution / Timestamp" is when the run planned the check (Dagster logs
+# every check's ASSET_CHECK_EVALUATION_PLANNED when it creates the run), so on a long run it reads earlier than
+# the target materialization; the check's execution history and the run's event log show its own time.
+
+
+def check_result(outcome: Outcome, dataset: str | None = None) -> dg.AssetCheckResult:
+    """A `lib.checks` verdict as Dagster's check result (the dataset it judged named in front)."""
+    described = f"{dataset}: {outcome.description}" if dataset else outcome.description
+    return dg.AssetCheckResult(passed=outcome.passed, severity=dg.AssetCheckSeverity[outcome.severity],
+                               description=described,
+                               metadata=({"dataset": dataset} if dataset else {}) | outcome.metadata)
+
+
+def partition_of(context) -> str | None:
+    return context.partition_key if context.has_partition_key else None
+
+
+def asset_check(asset: str, name: str, *, blocking: bool, description: str,
+                additional_ins: dict[str, dg.AssetIn] | None = None) -> Callable:
+    """`@dg.asset_check` of `asset` over the dataset partitions (for a check with inputs besides its asset)."""
+    def decorate(fn):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned asset checks are preview in 1.13
+            return dg.asset_check(asset=asset, name=name, blocking=blocking, description=description,
+                                  partitions_def=dataset_partitions, additional_ins=additional_ins)(fn)
+
+    return decorate
+
+
+def build_check(asset: str, name: str, evaluate: Evaluate, *, blocking: bool, description: str,
+                artifact: type = Tables) -> dg.AssetChecksDefinition:
+    """A dataset-partitioned check of `asset` whose verdict is `evaluate(<the asset's artifact>)`: its tables
+    (`artifact=Tables`) or its folder (`artifact=Path`)."""
+    def _check(context: dg.AssetCheckExecutionContext, artifact) -> dg.AssetCheckResult:
+        return check_result(evaluate_safely(evaluate, artifact), partition_of(context))
+
+    _check.__annotations__["artifact"] = artifact  # what the IO manager loads for the input
+    return asset_check(asset, name, blocking=blocking, description=description)(_check)
+
+
+def build_query_quality_check(asset: str) -> dg.AssetChecksDefinition:
+    """The non-blocking `query_quality` check of a query writer (the teacher, or a synthetic-queries asset)."""
+    return build_check(
+        asset, "query_quality", evaluate_query_quality, blocking=False,
+        description=f"WARN when under {GROUNDED_SHARE_WARN:.0%} of the written queries are grounded in their document "
+                    f"or over {JUNK_SHARE_WARN:.0%} are junk (measured before the generation's quality filter).",
+    )
+
+
+def build_finite_weights_check(asset: str, folder: str, pattern: str, reader: Callable[[Path], dict],
+                               required=(), name: str = "weights_finite") -> dg.AssetChecksDefinition:
+    """The blocking `weights_finite` check of a model asset (`lib.checks.evaluate_finite_weights`); `name` tells
+    apart the checks of an asset holding two models."""
+    return build_check(asset, name, evaluate_finite_weights(folder, pattern, reader, required), blocking=True,
+                       description=FINITE_WEIGHTS_DESCRIPTION, artifact=Path)

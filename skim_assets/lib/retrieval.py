@@ -6,12 +6,14 @@ import hashlib
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from pydantic import Field
 
+from .formats import DOCUMENTS_FOR_QUERIES
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -233,3 +235,28 @@ def vectors_fingerprint(vectors: np.ndarray) -> str:
     """Identity of a vector set (shape and a strided sample of its bytes): names the folder of its saved index."""
     sample = np.ascontiguousarray(vectors[:: max(1, vectors.shape[0] // 4096)])
     return hashlib.sha1(f"{vectors.shape}".encode() + sample.tobytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RetrievalInput:
+    """What a retriever reads: the queries' and documents' texts and their token caps."""
+
+    queries: pl.DataFrame
+    documents: pl.DataFrame
+    query_max_length: int
+    doc_max_length: int
+
+
+def retrieval_input(direction: str, metadata_input: bool, queries: pl.DataFrame, documents: pl.DataFrame,
+                    encoder) -> RetrievalInput:
+    """The short texts (query text, document title) under the encoder's token caps (`encoder`: its settings, e.g.
+    the encoder resource), or for metadata-augmented retrieval (`metadata_input`) the side that holds the
+    dataset's metadata with it: documents for queries_for_documents, queries for documents_for_queries
+    (`with_metadata`), under the encoder's longer token cap."""
+    if not metadata_input:
+        return RetrievalInput(queries, documents, encoder.query_max_length, encoder.doc_max_length)
+    side = "queries" if direction == DOCUMENTS_FOR_QUERIES else "documents"
+    queries, documents = with_metadata(queries, documents, side)
+    long = encoder.metadata_max_length
+    return RetrievalInput(queries, documents, long if side == "queries" else encoder.query_max_length,
+                          long if side == "documents" else encoder.doc_max_length)

@@ -19,7 +19,10 @@ from .encoders import Role, prompt_cache_suffix
 from .mapping import embed_with_cache
 from .retrieval import DocumentIndex, SearchSettings, vectors_fingerprint
 
-RETRIEVER_TRAINING = "training.json"  # in a retriever's folder: its training report, with the settings it ran with
+# A method's models folder (`<method>_models`): its dual encoder, the encoder's training report, its one-vs-all head.
+RETRIEVER_FOLDER = "encoder"  # a sentence-transformers model
+RETRIEVER_TRAINING = "training.json"  # the dual encoder's training report, with the settings it ran with
+HEAD_FILE = "head.npz"  # the one-vs-all head's weights, biases and label ids
 
 
 def document_tower_frozen(retriever_folder: Path) -> bool:

@@ -1,4 +1,5 @@
-"""The paper's sweeps: the mapping threshold tau (Fig. 7) and the exposure window K (Fig. 3).
+"""The paper's sweeps: the mapping threshold tau (Fig. 7), the exposure window K (Fig. 3) and the student's size
+(Table 5).
 
 Every point of a sweep trains a model, so points are scored with the one-vs-all head over frozen pretrained
 features (`ova_head`): seconds per point, where a dual encoder would take minutes. Each point is scored by the
@@ -17,7 +18,7 @@ from .formats import PAIRS_SCHEMA, union_pairs
 from .mapping import UNCLICKED_POSITION, candidates_to_pairs
 from .metrics import evaluate_rankings
 from .ova_head import OvaHeadConfig, ova_topk, train_ova_head
-from .quality import label_repair
+from .quality import judged_quality, label_repair
 from .retrieval import topk_frame
 from .simulation import missing_at_random_sample, simulate_clicks
 
@@ -154,3 +155,49 @@ def exposure_sweep(ranked: pl.DataFrame, train_labels: pl.DataFrame, mapped: pl.
         progress(f"K={k}: {clicks.height} clicks; unbiased R@100 " + ", ".join(
             f"{r['method']} {r['R@100']:.4f}" for r in rows if r["exposure_k"] == k))
     return pl.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------- student size
+
+SLM_SIZE_SCHEMA = {
+    "student": pl.String, "pipeline_student": pl.Boolean, "parameters_M": pl.Int64, "lora_steps": pl.Int64,
+    "holdout_loss_before": pl.Float64, "holdout_loss_after": pl.Float64, "queries_written": pl.Int64,
+    "grounded_share": pl.Float64, "junk_share": pl.Float64, "distinct_per_document": pl.Float64,
+    "queries_kept": pl.Int64, "pairs_added": pl.Int64, "repair_precision": pl.Float64, "repair_recall": pl.Float64,
+    "documents_repaired": pl.Int64, "R@10": pl.Float64, "R@100": pl.Float64,
+}
+
+
+@dataclass
+class StudentScorer:
+    """Paper Table 5's row of a student (`lib.student.StudentRun`): what it wrote for the `sources` sources asked
+    about, its label repair against the held-back train labels (`oracle`), and the unbiased R@10/R@100 of a
+    one-vs-all head over frozen features trained on the clicks plus its pairs."""
+
+    clicks: pl.DataFrame
+    oracle: pl.DataFrame
+    features: FrozenFeatures
+    test_qrels: pl.DataFrame
+    config: OvaHeadConfig
+    sources: int
+
+    def clicks_only(self) -> dict:
+        """Row `none`: the head trained on the clicks alone."""
+        scores = score_training_pairs(self.clicks, self.features, self.test_qrels, self.config)
+        return {"student": "none (clicks only)", "R@10": scores["R@10"], "R@100": scores["R@100"]}
+
+    def row(self, name: str, pipeline_student: bool, run, parameters: int) -> dict:
+        quality = judged_quality(run.judged, self.sources)
+        repair = label_repair(run.pairs, self.clicks, self.oracle)
+        scores = score_training_pairs(union_pairs(self.clicks, run.pairs), self.features, self.test_qrels,
+                                      self.config)
+        return {
+            "student": name, "pipeline_student": pipeline_student, "parameters_M": round(parameters / 1e6),
+            "lora_steps": run.training.steps, "holdout_loss_before": round(run.training.holdout_loss_before, 4),
+            "holdout_loss_after": round(run.training.holdout_loss_after, 4),
+            "queries_written": quality["queries"], "grounded_share": quality["grounded_share"],
+            "junk_share": quality["junk_share"], "distinct_per_document": quality["distinct_queries_per_document"],
+            "queries_kept": run.kept.height, "pairs_added": repair["pairs_added"],
+            "repair_precision": repair["precision"], "repair_recall": repair["recall"],
+            "documents_repaired": repair["documents_repaired"], "R@10": scores["R@10"], "R@100": scores["R@100"],
+        }
