@@ -5,6 +5,9 @@ batch's documents (in-batch positives of other pairs plus mined hard negatives) 
 removed from the denominator ("decoupled softmax", Gupta et al., DEXML, ICLR 2024), and its loss is weighted by w
 (1 for clicks, the mapping score for SKIM pairs). Hard negatives are the current encoder's top-ranked
 non-positive documents, re-mined every `remine_every` epochs.
+
+The loss is `dual_encoder_loss`, the negatives (mined, shown, and a batch's documents) `dual_encoder_negatives`;
+this module holds the settings and the training loop.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from .checkpoints import (
     tensors_to_ragged,
 )
 from .devices import resolve_dtype
+from .dual_encoder_loss import decoupled_softmax_loss
+from .dual_encoder_negatives import BatchDocuments, batch_documents, mine_hard_negatives, shown_negative_pools
 from .encoders import TextEncoder
 from .retrieval import exact_topk, hnsw_topk, topk_frame, vectors_fingerprint
 from .settings import Settings
@@ -113,24 +118,6 @@ class TrainingReport:
     resumed_from_step: int = 0  # the checkpoint's step a resumed run continued from (0: trained from the start)
 
 
-def _mine_negatives(
-    encoder: TextEncoder,
-    query_texts: list[str],
-    doc_texts: list[str],
-    positives: list[set[int]],
-    depth: int,
-    max_lengths: tuple[int, int],
-    bf16: bool = False,
-) -> tuple[list[np.ndarray], np.ndarray]:
-    # mining only ranks: bf16 where the hardware has it (the loss and the evaluation stay fp32)
-    with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
-        q = encoder.encode(query_texts, batch_size=128, max_length=max_lengths[0], role="query")
-        d = encoder.encode(doc_texts, batch_size=128, max_length=max_lengths[1], role="document")
-    max_pos = max((len(p) for p in positives), default=0)
-    top, _ = exact_topk(q, d, depth + max_pos)
-    return [np.array([j for j in row if j not in pos][:depth], dtype=np.int64) for row, pos in zip(top, positives)], d
-
-
 def _documents_by_query(pairs: pl.DataFrame) -> dict[str, set[str]]:
     return {qid: set(docs) for qid, docs in pairs.group_by("query_id").agg("doc_id").iter_rows()}
 
@@ -156,6 +143,65 @@ def in_batch_false_negative_share(pairs: pl.DataFrame, relevant: pl.DataFrame, b
                 negatives += 1
                 false += did in truth.get(query_ids[i], ())
     return false / negatives if negatives else 0.0
+
+
+@dataclass
+class TrainingPairs:
+    """Training pairs as the loop sees them: indices into the training queries' and the documents' texts."""
+
+    query_texts: list[str]  # the queries with training pairs, in order of first appearance
+    doc_texts: list[str]  # every document's title (rows of `documents`)
+    pair_q: np.ndarray  # per pair: its query's index
+    pair_d: np.ndarray  # per pair: its document's index
+    pair_w: np.ndarray  # per pair: its weight (float32)
+    positives: list[set[int]]  # per query: its pairs' documents and its known positives, never its negatives
+    shown_pools: list[np.ndarray]  # per query: documents shown and never clicked (empty unless shown_negatives)
+    lengths: np.ndarray  # per pair: characters of query and document text (length buckets)
+
+
+def index_training_pairs(pairs: pl.DataFrame, queries: pl.DataFrame, documents: pl.DataFrame,
+                         known_positives: pl.DataFrame | None = None, shown_not_clicked: pl.DataFrame | None = None,
+                         shown_negatives: bool = False) -> TrainingPairs:
+    """`pairs` (query_id, doc_id, weight) as indices; see `train_dual_encoder` for the other frames."""
+    train_query_ids = pairs["query_id"].unique(maintain_order=True)
+    query_index = {qid: i for i, qid in enumerate(train_query_ids.to_list())}
+    text_of = dict(zip(queries["query_id"].to_list(), queries["text"].to_list()))
+    query_texts = [text_of[qid] for qid in train_query_ids.to_list()]
+    doc_index = {d: i for i, d in enumerate(documents["doc_id"].to_list())}
+    doc_texts = documents["title"].to_list()
+
+    pair_q = np.array([query_index[q] for q in pairs["query_id"].to_list()], dtype=np.int64)
+    pair_d = np.array([doc_index[d] for d in pairs["doc_id"].to_list()], dtype=np.int64)
+    pair_w = pairs["weight"].to_numpy().astype(np.float32)
+    positives: list[set[int]] = [set() for _ in query_texts]
+    for qi, di in zip(pair_q, pair_d):
+        positives[qi].add(int(di))
+    if known_positives is not None:
+        for qid, did in known_positives.select("query_id", "doc_id").iter_rows():
+            if qid in query_index and did in doc_index:
+                positives[query_index[qid]].add(doc_index[did])
+
+    shown_pools: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in query_texts]
+    if shown_negatives and shown_not_clicked is not None:
+        shown_pools = shown_negative_pools(shown_not_clicked, query_index, doc_index, positives)
+    lengths = np.array([len(query_texts[q]) + len(doc_texts[d]) for q, d in zip(pair_q, pair_d)])
+    return TrainingPairs(query_texts, doc_texts, pair_q, pair_d, pair_w, positives, shown_pools, lengths)
+
+
+def _checked_pairs(pairs: pl.DataFrame, config: DualEncoderConfig, document_vectors: np.ndarray | None,
+                   say: Callable[[str], None]) -> pl.DataFrame:
+    """The pairs to train on (a seeded sample of at most `max_pairs`), once the settings are known to fit."""
+    if pairs.height == 0:
+        raise ValueError("no training pairs")
+    frozen = not config.train_document_tower
+    if frozen and document_vectors is None:
+        raise ValueError("train_document_tower=False needs the documents' pretrained vectors (document_vectors)")
+    if frozen and config.hard_negatives:
+        raise ValueError("train_document_tower=False trains with in-batch negatives only: set hard_negatives to 0")
+    if config.max_pairs and pairs.height > config.max_pairs:
+        pairs = pairs.sample(config.max_pairs, seed=config.seed)
+        say(f"dual encoder: training on a seeded sample of {config.max_pairs} pairs (max_pairs)")
+    return pairs
 
 
 def train_dual_encoder(
@@ -191,170 +237,168 @@ def train_dual_encoder(
     """
     config = config or DualEncoderConfig()
     say = progress or log.info
-    if pairs.height == 0:
-        raise ValueError("no training pairs")
-    frozen = not config.train_document_tower
-    if frozen and document_vectors is None:
-        raise ValueError("train_document_tower=False needs the documents' pretrained vectors (document_vectors)")
-    if frozen and config.hard_negatives:
-        raise ValueError("train_document_tower=False trains with in-batch negatives only: set hard_negatives to 0")
-    if config.max_pairs and pairs.height > config.max_pairs:
-        pairs = pairs.sample(config.max_pairs, seed=config.seed)
-        say(f"dual encoder: training on a seeded sample of {config.max_pairs} pairs (max_pairs)")
+    pairs = _checked_pairs(pairs, config, document_vectors, say)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
+    data = index_training_pairs(pairs, queries, documents, known_positives, shown_not_clicked,
+                                bool(config.shown_negatives))
+    run = _DualEncoderRun(encoder, data, config, rng, say, (query_max_length, doc_max_length), document_vectors,
+                          checkpoint_dir)
+    return run.train()
 
-    train_query_ids = pairs["query_id"].unique(maintain_order=True)
-    query_index = {qid: i for i, qid in enumerate(train_query_ids.to_list())}
-    text_of = dict(zip(queries["query_id"].to_list(), queries["text"].to_list()))
-    query_texts = [text_of[qid] for qid in train_query_ids.to_list()]
-    doc_ids = documents["doc_id"].to_list()
-    doc_index = {d: i for i, d in enumerate(doc_ids)}
-    doc_texts = documents["title"].to_list()
 
-    pair_q = np.array([query_index[q] for q in pairs["query_id"].to_list()], dtype=np.int64)
-    pair_d = np.array([doc_index[d] for d in pairs["doc_id"].to_list()], dtype=np.int64)
-    pair_w = pairs["weight"].to_numpy().astype(np.float32)
-    positives: list[set[int]] = [set() for _ in query_texts]
-    for qi, di in zip(pair_q, pair_d):
-        positives[qi].add(int(di))
-    if known_positives is not None:
-        for qid, did in known_positives.select("query_id", "doc_id").iter_rows():
-            if qid in query_index and did in doc_index:
-                positives[query_index[qid]].add(doc_index[did])
+class _DualEncoderRun:
+    """One training run: the optimizer, the loop's position and history, and its checkpoint."""
 
-    shown_pools: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in query_texts]
-    if config.shown_negatives and shown_not_clicked is not None:
-        for qid, dids in shown_not_clicked.group_by("query_id").agg("doc_id").iter_rows():
-            if qid in query_index:
-                qi = query_index[qid]
-                shown_pools[qi] = np.array(sorted({doc_index[d] for d in dids if d in doc_index} - positives[qi]),
-                                           dtype=np.int64)
+    def __init__(self, encoder: TextEncoder, data: TrainingPairs, config: DualEncoderConfig, rng: np.random.Generator,
+                 say: Callable[[str], None], max_lengths: tuple[int, int], document_vectors: np.ndarray | None,
+                 checkpoint_dir: str | Path | None):
+        self.encoder, self.data, self.config, self.rng, self.say = encoder, data, config, rng, say
+        self.max_lengths, self.document_vectors = max_lengths, document_vectors
+        self.frozen = not config.train_document_tower
+        self.bf16 = resolve_dtype(config.precision, encoder.device) == torch.bfloat16
+        self.total_steps = math.ceil(len(data.pair_q) / config.batch_size) * config.epochs
+        self.checkpoint = TrainingCheckpoint(checkpoint_dir, "", config.checkpoint_every_steps, say, "dual encoder")
+        if self.checkpoint.enabled:
+            self.checkpoint.fingerprint = self._fingerprint()
+        self.optimizer = torch.optim.AdamW(encoder.model.parameters(), lr=config.learning_rate,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(config.warmup_fraction * self.total_steps),
+                                                         self.total_steps)
+        self.use_negatives = config.hard_negatives > 0 and len(data.doc_texts) > 1
+        self.report = TrainingReport(pairs=len(data.pair_q), queries=len(data.query_texts), steps=self.total_steps,
+                                     seconds=0.0, pairs_per_second=0.0, config=config.as_dict())
+        self.window: list[float] = []  # losses since the last progress line
+        self.negatives: list[np.ndarray] = []  # mined hard negatives per query
+        self.negative_cache: torch.Tensor | None = None  # the mining pass's document embeddings (cached_negatives)
+        self.step = 0
+        self.started = self.last_log = 0.0
 
-    lengths = np.array([len(query_texts[q]) + len(doc_texts[d]) for q, d in zip(pair_q, pair_d)])
-
-    bf16 = resolve_dtype(config.precision, encoder.device) == torch.bfloat16
-    steps_per_epoch = math.ceil(len(pair_q) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    checkpoint = TrainingCheckpoint(checkpoint_dir, "", config.checkpoint_every_steps, say, "dual encoder")
-    if checkpoint.enabled:  # what this run computes: settings, texts and pairs as trained, the starting encoder
-        checkpoint.fingerprint = (
-            Digest("dual_encoder").json(fingerprint_settings(config))
-            .json([bf16, query_max_length, doc_max_length, encoder.prompt("query"), encoder.prompt("document")])
-            .texts(query_texts).texts(doc_texts).array(pair_q).array(pair_d).array(pair_w)
-            .arrays(sorted(p) for p in positives).arrays(shown_pools)
-            .json(None if document_vectors is None else vectors_fingerprint(document_vectors))
+    def _fingerprint(self) -> str:
+        """What this run computes: settings, texts and pairs as trained, the starting encoder."""
+        data, encoder = self.data, self.encoder
+        return (
+            Digest("dual_encoder").json(fingerprint_settings(self.config))
+            .json([self.bf16, *self.max_lengths, encoder.prompt("query"), encoder.prompt("document")])
+            .texts(data.query_texts).texts(data.doc_texts).array(data.pair_q).array(data.pair_d).array(data.pair_w)
+            .arrays(sorted(p) for p in data.positives).arrays(data.shown_pools)
+            .json(None if self.document_vectors is None else vectors_fingerprint(self.document_vectors))
             .json(module_digest(encoder.model)).hexdigest())
-    optimizer = torch.optim.AdamW(encoder.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
-    use_negatives = config.hard_negatives > 0 and len(doc_ids) > 1
 
-    report = TrainingReport(pairs=len(pair_q), queries=len(query_texts), steps=total_steps, seconds=0.0,
-                            pairs_per_second=0.0, config=config.as_dict())
-    window: list[float] = []
-    negatives: list[np.ndarray] = []
-    negative_cache: torch.Tensor | None = None
-    step, start_epoch, seconds_before = 0, 0, 0.0
-    saved = checkpoint.load() if checkpoint.enabled else None
-    if saved:
-        encoder.model.load_state_dict(saved["weights"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        negatives = tensors_to_ragged(saved["negatives"])
-        negative_cache = saved["negative_cache"].to(encoder.device) if saved["negative_cache"] is not None else None
-        report.loss_curve, report.epoch_losses = saved["loss_curve"], saved["epoch_losses"]
-        step, start_epoch, window, seconds_before = saved["step"], saved["epoch"], saved["window"], saved["seconds"]
-        report.resumed_from_step = step
-        say(f"dual encoder: resumed from step {step}/{total_steps} (epoch {start_epoch + 1}/{config.epochs}, "
-            f"checkpoint {checkpoint.path})")
-    started = last_log = time.monotonic() - seconds_before  # seconds of training, across resumed runs
-    for epoch in range(start_epoch, config.epochs):
-        resuming = saved is not None and epoch == start_epoch  # the epoch's negatives come from the checkpoint
+    def train(self) -> TrainingReport:
+        saved = self.checkpoint.load() if self.checkpoint.enabled else None
+        start_epoch, seconds_before = self._resume(saved) if saved else (0, 0.0)
+        self.started = self.last_log = time.monotonic() - seconds_before  # seconds of training, across resumed runs
+        for epoch in range(start_epoch, self.config.epochs):
+            # a resumed run's first epoch: its negatives, batch order and position come from the checkpoint
+            self._train_epoch(epoch, saved if saved is not None and epoch == start_epoch else None)
+        self.encoder.model.eval()
+        report = self.report
+        report.seconds = time.monotonic() - self.started
+        report.pairs_per_second = len(self.data.pair_q) * self.config.epochs / max(report.seconds, 1e-9)
+        self.checkpoint.remove()  # the caller saves the trained encoder: the artifact
+        return report
+
+    def _resume(self, saved: dict) -> tuple[int, float]:
+        """Take up a checkpoint's state: (the epoch it was in, its seconds of training)."""
+        self.encoder.model.load_state_dict(saved["weights"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.negatives = tensors_to_ragged(saved["negatives"])
+        cache = saved["negative_cache"]
+        self.negative_cache = cache.to(self.encoder.device) if cache is not None else None
+        self.report.loss_curve, self.report.epoch_losses = saved["loss_curve"], saved["epoch_losses"]
+        self.step, self.window = saved["step"], saved["window"]
+        self.report.resumed_from_step = self.step
+        self.say(f"dual encoder: resumed from step {self.step}/{self.total_steps} (epoch {saved['epoch'] + 1}/"
+                 f"{self.config.epochs}, checkpoint {self.checkpoint.path})")
+        return saved["epoch"], saved["seconds"]
+
+    def _train_epoch(self, epoch: int, saved: dict | None) -> None:
+        config, rng = self.config, self.rng
         remine = epoch == 0 or (config.remine_every and epoch % config.remine_every == 0)
-        if use_negatives and remine and not resuming:
-            negatives, mined_embeddings = _mine_negatives(encoder, query_texts, doc_texts, positives,
-                                                          config.hard_negative_depth,
-                                                          (query_max_length, doc_max_length), bf16)
-            negative_cache = torch.from_numpy(mined_embeddings).to(encoder.device) if config.cached_negatives else None
-        encoder.model.train()
-        if resuming:
+        if self.use_negatives and remine and saved is None:
+            self._mine()
+        self.encoder.model.train()
+        if saved is not None:
             rng.bit_generator.state = saved["epoch_rng"]
         epoch_rng = rng.bit_generator.state  # the epoch's batch order is drawn again from here on resuming
-        batches = batch_order(rng, lengths, config.batch_size, config.length_buckets)
+        batches = batch_order(rng, self.data.lengths, config.batch_size, config.length_buckets)
         epoch_loss, first = 0.0, 0
-        if resuming:
+        if saved is not None:
             rng.bit_generator.state = saved["rng_loop"]
             restore_rng_states(saved["rng"])  # dropout draws from torch's generator
             epoch_loss, first = saved["epoch_loss"], saved["next_batch"]
         for index in range(first, len(batches)):
-            batch = batches[index]
-            bq, bd, bw = pair_q[batch], pair_d[batch], pair_w[batch]
-            batch_docs = list(dict.fromkeys(bd.tolist()))
-            n_live = len(batch_docs)  # the batch's positives are always encoded with gradients
-            for pools, per_pair in ((negatives if use_negatives else None, config.hard_negatives),
-                                    (shown_pools, config.shown_negatives)):
-                if pools is None or not per_pair:
-                    continue
-                for qi in bq:
-                    pool = pools[qi]
-                    if len(pool):
-                        batch_docs.extend(rng.choice(pool, size=min(per_pair, len(pool)), replace=False).tolist())
-            batch_docs = list(dict.fromkeys(batch_docs))
-            column = {d: j for j, d in enumerate(batch_docs)}
-            # a query with several positives can appear more than once in a batch: encode it once
-            unique_queries, query_rows = np.unique(bq, return_inverse=True)
-            with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
-                q_emb = encoder.embed([query_texts[i] for i in unique_queries], query_max_length,
-                                      role="query")[query_rows]
-                live = batch_docs if negative_cache is None else batch_docs[:n_live]
-                d_emb = (torch.from_numpy(document_vectors[live]).to(encoder.device) if frozen
-                         else encoder.embed([doc_texts[j] for j in live], doc_max_length, role="document"))
-            if negative_cache is not None and len(batch_docs) > n_live:
-                d_emb = torch.cat([d_emb.float(), negative_cache[batch_docs[n_live:]]])
-            logits = q_emb.float() @ d_emb.float().T / config.temperature  # scores in fp32 (x20 magnifies rounding)
-            # decoupled softmax: a query's other positives are not negatives
-            mask = torch.zeros_like(logits, dtype=torch.bool)
-            for row, (qi, di) in enumerate(zip(bq, bd)):
-                for pos in positives[qi]:
-                    if pos != di and pos in column:
-                        mask[row, column[pos]] = True
-            logits = logits.masked_fill(mask, float("-inf"))
-            targets = torch.tensor([column[int(d)] for d in bd], device=logits.device)
-            weights = torch.tensor(bw, device=logits.device)
-            per_pair = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-            loss = (per_pair * weights).sum() / weights.sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(encoder.model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            window.append(loss.item())
-            epoch_loss += loss.item() * len(batch)
-            now = time.monotonic()
-            if now - last_log > config.log_every_s or step == total_steps:
-                report.loss_curve.append(float(np.mean(window)))
-                window = []
-                last_log = now
-                say(f"dual encoder: epoch {epoch + 1}/{config.epochs} step {step}/{total_steps} "
-                    f"loss {report.loss_curve[-1]:.4f} ({step * config.batch_size / (now - started):.1f} pairs/s)")
-            if step < total_steps and checkpoint.due(step):
-                checkpoint.save({
-                    "step": step, "epoch": epoch, "next_batch": index + 1, "epoch_rng": epoch_rng,
-                    "rng_loop": rng.bit_generator.state, "epoch_loss": epoch_loss, "window": window,
-                    "loss_curve": report.loss_curve, "epoch_losses": report.epoch_losses,
-                    "seconds": time.monotonic() - started,
-                    "weights": {k: v.detach().cpu() for k, v in encoder.model.state_dict().items()},
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "negatives": ragged_to_tensors(negatives),
-                    "negative_cache": negative_cache.cpu() if negative_cache is not None else None,
-                })
-        report.epoch_losses.append(epoch_loss / len(pair_q))
-    encoder.model.eval()
-    report.seconds = time.monotonic() - started
-    report.pairs_per_second = len(pair_q) * config.epochs / max(report.seconds, 1e-9)
-    checkpoint.remove()  # the caller saves the trained encoder: the artifact
-    return report
+            loss = self._train_step(batches[index])
+            self.step += 1
+            self.window.append(loss)
+            epoch_loss += loss * len(batches[index])
+            self._log_progress(epoch)
+            if self.step < self.total_steps and self.checkpoint.due(self.step):
+                self._save_checkpoint(epoch, index + 1, epoch_rng, epoch_loss)
+        self.report.epoch_losses.append(epoch_loss / len(self.data.pair_q))
+
+    def _mine(self) -> None:
+        mined = mine_hard_negatives(self.encoder, self.data.query_texts, self.data.doc_texts, self.data.positives,
+                                    self.config.hard_negative_depth, self.max_lengths, self.bf16)
+        self.negatives = mined.negatives
+        self.negative_cache = (torch.from_numpy(mined.document_embeddings).to(self.encoder.device)
+                               if self.config.cached_negatives else None)
+
+    def _train_step(self, batch: np.ndarray) -> float:
+        """One optimizer step on the pairs `batch`: its loss."""
+        data, config = self.data, self.config
+        bq, bd, bw = data.pair_q[batch], data.pair_d[batch], data.pair_w[batch]
+        documents = batch_documents(bq, bd, ((self.negatives if self.use_negatives else None, config.hard_negatives),
+                                             (data.shown_pools, config.shown_negatives)), self.rng)
+        q_emb, d_emb = self._embed(bq, documents)
+        loss = decoupled_softmax_loss(q_emb, d_emb, documents.documents, bq, bd, bw, data.positives,
+                                      config.temperature)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.encoder.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.item()
+
+    def _embed(self, pair_queries: np.ndarray, documents: BatchDocuments) -> tuple[torch.Tensor, torch.Tensor]:
+        """(one query embedding per pair, one document embedding per batch document)."""
+        encoder, data, (query_max_length, doc_max_length) = self.encoder, self.data, self.max_lengths
+        batch_docs, n_live = documents
+        # a query with several positives can appear more than once in a batch: encode it once
+        unique_queries, query_rows = np.unique(pair_queries, return_inverse=True)
+        with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            q_emb = encoder.embed([data.query_texts[i] for i in unique_queries], query_max_length,
+                                  role="query")[query_rows]
+            live = batch_docs if self.negative_cache is None else batch_docs[:n_live]
+            d_emb = (torch.from_numpy(self.document_vectors[live]).to(encoder.device) if self.frozen
+                     else encoder.embed([data.doc_texts[j] for j in live], doc_max_length, role="document"))
+        if self.negative_cache is not None and len(batch_docs) > n_live:
+            d_emb = torch.cat([d_emb.float(), self.negative_cache[batch_docs[n_live:]]])
+        return q_emb, d_emb
+
+    def _log_progress(self, epoch: int) -> None:
+        now = time.monotonic()
+        if now - self.last_log > self.config.log_every_s or self.step == self.total_steps:
+            self.report.loss_curve.append(float(np.mean(self.window)))
+            self.window = []
+            self.last_log = now
+            self.say(f"dual encoder: epoch {epoch + 1}/{self.config.epochs} step {self.step}/{self.total_steps} "
+                     f"loss {self.report.loss_curve[-1]:.4f} "
+                     f"({self.step * self.config.batch_size / (now - self.started):.1f} pairs/s)")
+
+    def _save_checkpoint(self, epoch: int, next_batch: int, epoch_rng: dict, epoch_loss: float) -> None:
+        self.checkpoint.save({
+            "step": self.step, "epoch": epoch, "next_batch": next_batch, "epoch_rng": epoch_rng,
+            "rng_loop": self.rng.bit_generator.state, "epoch_loss": epoch_loss, "window": self.window,
+            "loss_curve": self.report.loss_curve, "epoch_losses": self.report.epoch_losses,
+            "seconds": time.monotonic() - self.started,
+            "weights": {k: v.detach().cpu() for k, v in self.encoder.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "negatives": ragged_to_tensors(self.negatives),
+            "negative_cache": self.negative_cache.cpu() if self.negative_cache is not None else None,
+        })
 
 
 def rank_documents(
