@@ -206,3 +206,22 @@ def test_a_huge_answer_is_refused_not_stored_but_paid_for(httpserver, tmp_path):
                               "max_answer_chars=20000; not stored")
     assert not list((tmp_path / "cache").rglob("*.json"))
     assert teacher.stats["cost_usd"] == pytest.approx(2.5)  # the server billed it: the budget must see it
+
+
+def test_an_unknown_teacher_kind_from_the_environment_or_run_config_is_refused(monkeypatch, tmp_path):
+    from skim_assets.lib.teachers import UnknownTeacherKind
+
+    monkeypatch.setenv("SKIM_TEACHER", "gpt5-magic")
+    with pytest.raises(UnknownTeacherKind, match=r"unknown teacher kind 'gpt5-magic' \(from \$SKIM_TEACHER\); "
+                                                 "expected one of openai, keyphrase, hf-local"):
+        TeacherResource().build(tmp_path)
+
+    @dg.asset
+    def probe(teacher: TeacherResource) -> None:
+        raise AssertionError("the step must not start with an unknown teacher kind")
+
+    result = dg.materialize([probe], resources={"teacher": TeacherResource()}, raise_on_error=False,
+                            run_config={"resources": {"teacher": {"config": {"kind": "hf-locale"}}}})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_failure)
+    assert "unknown teacher kind 'hf-locale'" in str(failure.event_specific_data.error.to_string())

@@ -602,6 +602,40 @@ def test_build_teacher_kinds(tmp_path):
         build_teacher("gpt5-magic")
 
 
+def test_the_teacher_registry_is_the_one_list_of_kinds_and_an_unknown_kind_is_refused():
+    """TEACHER_KINDS, build_teacher and the `teacher` resource (its kinds, the settings it gives each) all read
+    TEACHERS; an unknown kind is refused by the factory, the resource's config and its environment variable."""
+    from skim_assets.lib.teachers import TEACHER_KINDS, TEACHERS, UnknownTeacherKind, teacher_kind
+    from skim_assets.resources import TeacherResource
+    from skim_assets.resources.teacher import SETTINGS_OF_KIND
+
+    assert TEACHER_KINDS == tuple(TEACHERS) == ("openai", "keyphrase", "hf-local")
+    assert tuple(SETTINGS_OF_KIND) == TEACHER_KINDS  # every kind can be chosen from the resource
+    assert all(f"'{kind}'" in TeacherResource.model_fields["kind"].description for kind in TEACHER_KINDS)
+    assert all(TEACHERS[k].name == k and TEACHERS[k].description for k in TEACHER_KINDS)
+    assert teacher_kind(" KeyPhrase ") is TEACHERS["keyphrase"]
+    known = re.escape("; expected one of openai, keyphrase, hf-local")
+    with pytest.raises(UnknownTeacherKind, match=rf"unknown teacher kind 'gpt5-magic'{known}"):
+        build_teacher("gpt5-magic")
+    with pytest.raises(ValueError, match=rf"unknown teacher kind 'gpt5-magic'{known}"):
+        TeacherResource(kind="gpt5-magic")  # the resource's config, refused when it is given
+
+
+def test_every_teacher_offers_the_protocol_hooks_with_defaults(tmp_path):
+    """adapt_to_dataset, stats and batches are part of the protocol: callers use them without probing; a teacher
+    with nothing to adapt or count inherits the defaults."""
+    openai = build_teacher("openai", base_url="http://127.0.0.1:9/v1", model="gpt-x", api_key=API_KEY)
+    keyphrase = build_teacher("keyphrase")
+    local = build_teacher("hf-local", model_path=tmp_path / "absent-model")
+    for teacher in (openai, keyphrase, local):
+        assert isinstance(teacher, Teacher)
+        assert teacher.adapt_to_dataset(["some metadata text"], ["a query"]) is None
+        assert isinstance(teacher.stats, dict) and not teacher.batches
+    assert keyphrase.stats == {} == local.stats and keyphrase.corpus_size == 1  # keyphrase adapts; stats: default
+    assert openai.stats["requests_sent"] == 0 and openai.batches == []  # its own counters and batch list
+    assert local.describe()["model_path"].endswith("absent-model")  # the default adapt loaded nothing
+
+
 def test_build_keyphrase_teacher_from_encoder_path():
     from skim_assets.lib.encoders import default_encoder_path
 

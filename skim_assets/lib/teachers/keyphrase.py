@@ -15,7 +15,7 @@ import numpy as np
 
 from skim_assets.lib.prompts import QUERIES_HEADER, output_header  # the output headers shared with the prompts
 
-from .protocol import ProgressFn, TeacherRequest, TeacherResponse, _Progress, estimate_tokens
+from .protocol import ProgressFn, Teacher, TeacherRequest, TeacherResponse, _Progress, estimate_tokens
 
 
 STOPWORDS = frozenset(
@@ -83,22 +83,53 @@ def _analyse(metadata: str, title: str, ngram_range: tuple[int, int]) -> _Analys
         return _Analysis()
     tokens = [m.group(0) for m in matches]
     lower = [t.lower() for t in tokens]
-    segment = [0] * len(tokens)
-    sentence = [0] * len(tokens)
-    sentence_start = [True] * len(tokens)
+    layout = _layout(metadata, matches)
+    term_score = _term_scores(tokens, lower, layout)
+    if not term_score:
+        return _Analysis(chunks=_chunks(tokens, layout.sentence))
+    candidates = _candidate_ngrams(lower, layout.segment, _title_tokens(title), ngram_range)
+    for cand in candidates:
+        scores = [term_score[t] for t in cand.tokens if t in term_score]
+        product = float(np.prod(scores)) if scores else 1.0
+        cand.score = product / (cand.count * (1.0 + sum(scores)))
+    candidates.sort(key=lambda c: (c.score, c.first, c.phrase))
+    return _Analysis(candidates=candidates, chunks=_chunks(tokens, layout.sentence))
+
+
+@dataclass
+class _Layout:
+    """Where each token sits: its punctuation-free segment, its sentence, and whether it starts a sentence."""
+
+    segment: list[int]
+    sentence: list[int]
+    sentence_start: list[bool]
+
+    @property
+    def n_sentences(self) -> int:
+        return self.sentence[-1] + 1
+
+
+def _layout(metadata: str, matches: list[re.Match]) -> _Layout:
+    """A new segment after any punctuation between two tokens, a new sentence after a sentence end."""
+    n = len(matches)
+    layout = _Layout(segment=[0] * n, sentence=[0] * n, sentence_start=[True] * n)
     seg = sen = 0
-    for i in range(1, len(tokens)):
+    for i in range(1, n):
         gap = metadata[matches[i - 1].end() : matches[i].start()]
         if gap.strip():
             seg += 1
         if _SENTENCE_END.search(gap):
             sen += 1
         else:
-            sentence_start[i] = False
-        segment[i], sentence[i] = seg, sen
-    n_sentences = sen + 1
+            layout.sentence_start[i] = False
+        layout.segment[i], layout.sentence[i] = seg, sen
+    return layout
 
-    # Term statistics (YAKE, Campos et al. 2020): casing, position, frequency, relatedness, spread.
+
+def _term_scores(tokens: list[str], lower: list[str], layout: _Layout) -> dict[str, float]:
+    """Term statistics (YAKE, Campos et al. 2020): casing, position, frequency, relatedness, spread; lower is
+    better. Stop words and numbers are no terms (empty when the text has none)."""
+    segment, sentence = layout.segment, layout.sentence
     tf: Counter = Counter()
     upper: Counter = Counter()
     positions: dict[str, list[int]] = defaultdict(list)
@@ -108,7 +139,7 @@ def _analyse(metadata: str, title: str, ngram_range: tuple[int, int]) -> _Analys
         if low in STOPWORDS or _is_number(low):
             continue
         tf[low] += 1
-        if (token[:1].isupper() and not sentence_start[i]) or (len(token) > 1 and token.isupper()):
+        if (token[:1].isupper() and not layout.sentence_start[i]) or (len(token) > 1 and token.isupper()):
             upper[low] += 1
         positions[low].append(sentence[i])
         if i > 0 and segment[i - 1] == segment[i]:
@@ -116,7 +147,7 @@ def _analyse(metadata: str, title: str, ngram_range: tuple[int, int]) -> _Analys
         if i + 1 < len(tokens) and segment[i + 1] == segment[i]:
             right[low].append(lower[i + 1])
     if not tf:
-        return _Analysis(chunks=_chunks(tokens, sentence))
+        return {}
     counts = np.array(list(tf.values()), dtype=np.float64)
     mean_tf, std_tf, max_tf = counts.mean(), counts.std(), counts.max()
     term_score: dict[str, float] = {}
@@ -127,17 +158,21 @@ def _analyse(metadata: str, title: str, ngram_range: tuple[int, int]) -> _Analys
         wl = len(set(left[term])) / len(left[term]) if left[term] else 0.0
         wr = len(set(right[term])) / len(right[term]) if right[term] else 0.0
         related = 1.0 + (wl + wr) * count / max_tf
-        spread = len(set(positions[term])) / n_sentences
+        spread = len(set(positions[term])) / layout.n_sentences
         term_score[term] = (related * position) / (casing + frequency / related + spread / related)
+    return term_score
 
-    # Candidate n-grams: within one segment, no stopword at either end, no numbers, no title token.
-    banned = _title_tokens(title)
+
+def _candidate_ngrams(lower: list[str], segment: list[int], banned: set[str],
+                      ngram_range: tuple[int, int]) -> list[_Candidate]:
+    """Candidate n-grams in order of first occurrence, counted: within one segment, no stop word at either end
+    (but a leading preposition), no numbers, no `banned` (title) token."""
     lo, hi = ngram_range
     found: dict[tuple[str, ...], _Candidate] = {}
-    for start in range(len(tokens)):
+    for start in range(len(lower)):
         for n in range(lo, hi + 1):
             end = start + n
-            if end > len(tokens) or segment[end - 1] != segment[start]:
+            if end > len(lower) or segment[end - 1] != segment[start]:
                 break
             gram = tuple(lower[start:end])
             # no stop word at the end; at the start only a preposition that makes a query of a lone fact
@@ -153,13 +188,7 @@ def _analyse(metadata: str, title: str, ngram_range: tuple[int, int]) -> _Analys
                 content = frozenset(_norm(t) for t in gram if t not in STOPWORDS)
                 cand = found[gram] = _Candidate(" ".join(gram), gram, content, first=start)
             cand.count += 1
-    candidates = list(found.values())
-    for cand in candidates:
-        scores = [term_score[t] for t in cand.tokens if t in term_score]
-        product = float(np.prod(scores)) if scores else 1.0
-        cand.score = product / (cand.count * (1.0 + sum(scores)))
-    candidates.sort(key=lambda c: (c.score, c.first, c.phrase))
-    return _Analysis(candidates=candidates, chunks=_chunks(tokens, sentence))
+    return list(found.values())
 
 
 def _chunks(tokens: list[str], sentence: list[int], max_words: int = 24) -> list[str]:
@@ -235,7 +264,7 @@ def format_queries(queries: Sequence[str], header: str = QUERIES_HEADER) -> str:
     return "\n".join([header, *queries])
 
 
-class KeyphraseTeacher:
+class KeyphraseTeacher(Teacher):
     """Offline teacher: up to `max_queries` diverse, query-like phrases from each request's `metadata`.
 
     Candidates are n-grams of the metadata (`ngram_range` words, no stop word at either end, no number, no title

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .protocol import ProgressFn, TeacherRequest, TeacherResponse, _Progress
+from .protocol import ProgressFn, Teacher, TeacherRequest, TeacherResponse, _Progress
 
 log = logging.getLogger(__name__)
 
 
-class LocalHFTeacher:
+class LocalHFTeacher(Teacher):
     """Any local HF causal-LM folder with a chat template, sampled in left-padded batches (seeded)."""
 
     backend = "hf-local"

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .batch import BatchMode, TeacherBatchSettings
 from .cache import CACHE_FORMAT_VERSION, ResponseCache, cache_key
-from .protocol import ProgressFn, TeacherRequest, TeacherResponse, _messages_text, _Progress, estimate_tokens
+from .protocol import ProgressFn, Teacher, TeacherRequest, TeacherResponse, _messages_text, _Progress, estimate_tokens
 from .transport import deadline_http_client
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _plural(n: int) -> str:
     return f"{n} attempt" if n == 1 else f"{n} attempts"
 
 
-class OpenAIChatTeacher(BatchMode):
+class OpenAIChatTeacher(BatchMode, Teacher):
     """A client for an OpenAI-compatible chat endpoint, safe to rerun: answers are cached by prompt hash.
 
     `base_url` is the API root (`http://127.0.0.1:8000/v1`, `https://api.openai.com/v1`). An Azure OpenAI

@@ -45,12 +45,31 @@ class TeacherResponse:
 
 @runtime_checkable
 class Teacher(Protocol):
+    """What every teacher offers its callers, so none probes for a hook (`hasattr`, `getattr`).
+
+    A backend subclasses this class and gets the defaults of the optional hooks: `adapt_to_dataset` does nothing
+    (a teacher with nothing to learn of the dataset), `stats` is empty (no usage counted) and `batches` is empty
+    (no Batch API jobs). It must implement `complete` and set `backend` and `model`.
+    """
+
     backend: str
     model: str
+    # What each Batch API job of this instance did (asset metadata); a batching backend sets its own list.
+    batches: Sequence[dict] = ()
 
     def complete(self, requests: list[TeacherRequest], progress: ProgressFn | None = None) -> list[TeacherResponse]:
         """Answers in the order of `requests`."""
         ...
+
+    def adapt_to_dataset(self, corpus: Sequence[str], reference_queries: Sequence[str] = ()) -> None:
+        """Learn what the teacher needs of the dataset before `complete`: the texts it writes from (`corpus`) and
+        the dataset's own queries (`reference_queries`). Default: nothing to learn."""
+        return None
+
+    @property
+    def stats(self) -> dict:
+        """Usage totals over this instance's life (e.g. `cost_usd`, `requests_sent`). Default: none counted."""
+        return {}
 
 
 def estimate_tokens(text: str) -> int:
