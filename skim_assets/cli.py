@@ -240,7 +240,6 @@ def _terminate_as_interrupt():
 def _artifacts_of(root: Path, name: str, job_name: str):
     """(the job's asset keys, has_artifact(key) for dataset `name` under `root`), and the asset graph."""
     from .definitions import defs
-    from .lib.catalogue import CATALOGUE_FILE
     from .resources import StorageResource
 
     storage = StorageResource(root=str(root))
@@ -248,7 +247,7 @@ def _artifacts_of(root: Path, name: str, job_name: str):
 
     def has_artifact(key) -> bool:  # unpartitioned assets (base_slm) live at <root>/<asset>/
         if key.path[-1] == "duckdb_catalogue":  # one database for every dataset
-            return (storage.root_path / CATALOGUE_FILE).exists()
+            return storage.layout.catalogue.exists()
         partitioned = graph.get(key).partitions_def is not None
         return storage.has_artifact(key.path[-1], name if partitioned else None)
 
@@ -285,30 +284,32 @@ def print_report(root: Path, name: str) -> int:
 
     from .assets.evaluation import TABLE_COLUMNS
     from .lib.catalogue import refresh_catalogue
+    from .lib.layout import Layout
     from .lib.report_tables import metrics_table_markdown
 
-    path = root / "retrieval_metrics" / name / "data.parquet"
+    layout = Layout(root)
+    path = layout.table("retrieval_metrics", name)
     if not path.exists():
         print(f"no metrics for dataset {name!r} yet ({path} is missing)", file=sys.stderr)
         return 1
     table = pl.read_parquet(path)
-    counts = {asset: pl.scan_parquet(root / asset / name / "data.parquet").select(pl.len()).collect().item()
+    counts = {asset: pl.scan_parquet(layout.table(asset, name)).select(pl.len()).collect().item()
               for asset in ("teacher_demonstrations", "synthetic_queries", "mapped_pairs")
-              if (root / asset / name / "data.parquet").exists()}
+              if layout.table(asset, name).exists()}
     if counts:
         print(f"\nKnowledge infusion for '{name}': {counts.get('teacher_demonstrations', 0)} teacher demonstrations, "
               f"{counts.get('synthetic_queries', 0)} synthetic queries, {counts.get('mapped_pairs', 0)} new mapped pairs")
     print_knowledge_infusion(root, name)
     print(f"\nRetrieval metrics for dataset '{name}' (percent; queries without labels excluded):\n")
     print(metrics_table_markdown(table.to_dicts(), TABLE_COLUMNS))
-    comparison = root / "comparison_report" / name / "data.parquet"
+    comparison = layout.table("comparison_report", name)
     if comparison.exists():
         report = pl.read_parquet(comparison)
         columns = ["method", *[c for c in report.columns if "unbiased" in c]]
         print(f"\nComparison on the unbiased test set (all methods; full table: {comparison}):\n")
         print(metrics_table_markdown(report.select(columns).to_dicts(), columns))
     views = refresh_catalogue(root)
-    print(f"\nDuckDB catalogue: {root / 'skim.duckdb'} ({len(views)} views, e.g. "
+    print(f"\nDuckDB catalogue: {layout.catalogue} ({len(views)} views, e.g. "
           f"`SELECT * FROM retrieval_metrics WHERE dataset = '{name}'`)")
     return 0
 
@@ -345,7 +346,7 @@ def print_knowledge_infusion(root: Path, name: str) -> None:
         print(f"\nWhat the teacher and the student wrote for '{name}':\n")
         shares = {"grounded %": ("share", ""), "junk %": ("share", "")}  # fractions, printed as percentages
         print(metrics_table_markdown(rows, list(rows[0]), shares))
-    repair = root / "label_repair_report" / name / "data.parquet"
+    repair = storage.table_path("label_repair_report", name)
     if repair.exists():
         table = pl.read_parquet(repair).rename({"precision": "precision %", "recall": "recall %"})
         columns = ["method", "pairs_added", "pairs_correct", "precision %", "held_back_labels", "recall %",
@@ -385,9 +386,10 @@ def cmd_demo(args) -> int:
 
 def cmd_import(args) -> int:
     root = _use_root(args.root)
-    from .lib.datasets import (DatasetSpec, check_dataset_name, existing_artifacts, import_tables, input_changes,
+    from .lib.datasets import (DatasetSpec, check_dataset_name, import_tables, input_changes,
                                write_spec)
     from .lib.formats import DataError
+    from .lib.layout import Layout
 
     name = check_dataset_name(args.name)
     try:
@@ -412,7 +414,7 @@ def cmd_import(args) -> int:
         print(f"import failed: {error}", file=sys.stderr)
         return 2
     changes = input_changes(root, name, spec, tables)
-    stale = existing_artifacts(root, name) if changes else []
+    stale = Layout(root).artifacts_of(name) if changes else []
     if stale and not args.replace:
         print(f"import refused: dataset {name!r} exists and this input differs ({'; '.join(changes)}), while its "
               f"artifacts hold the old data ({', '.join(stale)}); pass --replace to re-point it (then re-materialize "

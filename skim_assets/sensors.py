@@ -11,27 +11,13 @@ import dagster as dg
 from .jobs import (CLICK_REFRESH_ASSETS, EAGER_TABLES, MODEL_REFRESH, REFRESH_ALWAYS, click_refresh_job,
                    skim_pipeline_job)
 from .lib.clicklogs import click_log_files
-from .lib.datasets import CLICKS_FOLDER, SPEC_FILE, check_dataset_name, read_spec
+from .lib.datasets import CLICKS_FOLDER, check_dataset_name, read_spec
 from .lib.formats import DataError
 from .partitions import dataset_partitions
 from .resources import StorageResource
 
 MODEL_REFRESH_CRON_ENV = "SKIM_MODEL_REFRESH_CRON"
 DEFAULT_MODEL_REFRESH_CRON = "0 3 * * 6"  # Saturdays 03:00 UTC
-
-
-def discover_datasets(storage: StorageResource) -> list[str]:
-    """Dataset folders with a dataset.json and a valid partition name, sorted."""
-    inputs = storage.root_path / "inputs"
-    if not inputs.is_dir():
-        return []
-    names = []
-    for spec in sorted(inputs.glob(f"*/{SPEC_FILE}")):
-        try:
-            names.append(check_dataset_name(spec.parent.name))
-        except ValueError:
-            continue
-    return names
 
 
 def registered_datasets(instance) -> list[str]:
@@ -60,7 +46,7 @@ def dataset_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageR
     seen = set(filter(None, (context.cursor or "").split(",")))
     existing = set(context.instance.get_dynamic_partitions(dataset_partitions.name))
     found, refused = [], []
-    for name in discover_datasets(storage):
+    for name in storage.layout.datasets():
         if name not in seen and name not in existing:
             try:
                 read_spec(storage.inputs(name))
@@ -81,7 +67,7 @@ def dataset_folder_sensor(context: dg.SensorEvaluationContext, storage: StorageR
 def materialized_before(storage: StorageResource, dataset: str, assets, always=()) -> list[dg.AssetKey]:
     """The assets of `assets` this dataset already has artifacts of (plus `always`): a refresh renews what
     exists and never starts a branch the user has not run (e.g. the generation ablations)."""
-    return [dg.AssetKey(a) for a in assets if a in always or storage.artifact_dir(a, dataset).exists()]
+    return [dg.AssetKey(a) for a in assets if a in always or storage.has_artifact(a, dataset)]
 
 
 def click_drop_state(storage: StorageResource, dataset: str) -> dict:

@@ -2,6 +2,8 @@
 
 import json
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -72,7 +74,27 @@ def test_definitions_load_with_every_asset_and_the_pipeline_job():
     assert defs.resolve_job_def("skim_pipeline") is not None
 
 
-def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_causal_lm, tiny_causal_lm_wider):
+@dataclass
+class TinyRun:
+    """The whole graph materialized once on the tiny world: its storage root, the world's folder, the run, every
+    materialization's metadata by asset, and the run config."""
+
+    root: Path
+    world: Path
+    result: dg.ExecuteInProcessResult
+    events: dict
+    run_config: dg.RunConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_causal_lm, tiny_causal_lm_wider) -> TinyRun:
+    """Every asset and check on the 24-document world with tiny models (the pipeline's student and, in the
+    student-size sweep, a wider one); the tests below each read one part of what it wrote."""
+    from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
+
+    storage_root = tmp_path_factory.mktemp("tiny_run") / "root"
+    world = storage_root / "inputs" / "tiny"
+    write_demo_dataset(world, DemoWorldConfig(**TINY_WORLD))
     run_config = dg.RunConfig(ops={
         # Table 5: the pipeline's own student and a second, wider one distilled and run by the sweep
         "slm_size_report": SlmSizeSweepConfig(student_models=[str(tiny_causal_lm), str(tiny_causal_lm_wider)]),
@@ -91,6 +113,12 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     result = _materialize([*ASSETS, *all_checks], storage_root, "tiny", base_model_path=tiny_causal_lm,
                           run_config=run_config)
     assert result.success
+    events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    return TinyRun(storage_root, world, result, events, run_config)
+
+
+def test_every_asset_materializes_and_no_blocking_check_fails(tiny_run):
+    result = tiny_run.result
     checks = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
     assert len(checks) == len(all_checks)
     blocking_failures = [k for k, e in checks.items() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
@@ -98,6 +126,21 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == {a.to_user_string() for asset in ASSETS for a in asset.keys}
 
+
+def test_the_layout_owns_every_folder_under_the_root(tiny_run):
+    storage_root = tiny_run.root
+    # the layout owns every folder under the root: each holds an asset's artifacts or a kind of state it names,
+    # so `skim import --replace` calls only artifacts stale
+    from skim_assets.lib.layout import Layout, is_artifact_folder
+
+    assets = {a.path[-1] for asset in ASSETS for a in asset.keys}
+    assert {p.name for p in storage_root.iterdir() if p.is_dir() and is_artifact_folder(p.name)} <= assets
+    # every asset but the shared ones (the base model, the one DuckDB file of every dataset) has a folder per dataset
+    assert set(Layout(storage_root).artifacts_of("tiny")) == assets - {"base_slm", "duckdb_catalogue"}
+
+
+def test_every_model_is_trained_and_evaluated_on_both_test_sets(tiny_run):
+    storage_root, events = tiny_run.root, tiny_run.events
     metrics = pl.read_parquet(storage_root / "retrieval_metrics" / "tiny" / "data.parquet")
     assert set(metrics["model"]) == {"zero_shot", *MODEL_NAMES}
     assert {"base_retriever", "oracle_retriever", "skim_retriever", "skim_ova_head"} <= set(metrics["model"])
@@ -108,7 +151,6 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     # every model sees the whole (tiny) corpus in its top 100, so unbiased R@100 is exactly 1
     assert metrics.filter(pl.col("test_set") == "unbiased")["R@100"].to_list() == pytest.approx([1.0] * n_models)
 
-    events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     shown = [r.data for r in events["retrieval_metrics"]["metrics"].records]
     assert len(shown) == 2 * n_models and any(r["model"] == "zero_shot" and r["test_set"] == "biased" for r in shown)
     # shares shown as percentages (R@100 is 1 on the unbiased set), rows of SKIM first
@@ -130,7 +172,9 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     view = TrainingView(Tables(folder=storage_root / "augmented_train_pairs" / "tiny"))
     assert view.clicks.equals(pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet"))
 
-    # the knowledge-infusion side: keyphrase teacher -> LoRA adapter -> sharded generation for every document
+
+def test_the_teacher_and_the_student_write_for_every_document_and_are_judged(tiny_run):
+    storage_root, events = tiny_run.root, tiny_run.events
     assert events["teacher_demonstrations"]["teacher_backend"].value == "keyphrase"
     assert events["teacher_demonstrations"]["parse_rate"].value > 0.9
     demonstrations = pl.read_parquet(storage_root / "teacher_demonstrations" / "tiny" / "data.parquet")
@@ -154,6 +198,10 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert 0 <= events["synthetic_queries"]["written_grounded_share"].value <= 1
     assert 0 <= events["synthetic_queries"]["agreement_f1"].value <= 1
     assert events["teacher_demonstrations"]["teacher_grounded_share"].value == 1.0  # keyphrases: text of the doc
+
+
+def test_the_mapping_applies_tau_the_click_neighbour_floor_and_the_shown_filter(tiny_run):
+    storage_root, events = tiny_run.root, tiny_run.events
     repair = pl.read_parquet(storage_root / "label_repair_report" / "tiny" / "data.parquet")
     assert "skim" in repair["method"].to_list() and "base" not in repair["method"].to_list()
     assert repair["precision"].is_between(0, 1).all() and repair["recall"].is_between(0, 1).all()
@@ -177,25 +225,9 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert passed_over == at_tau.filter(pl.col("click_neighbour_cosine") >= 0.3).select(
         "query_id", "doc_id").n_unique() - mapped.height
     assert events["mapped_pairs"]["shown_not_clicked_filter"].value == "on, positions 1-3"
-    # the simulated engine's impressions: its top exposure_k per train query, clicked exactly where relevant
-    shown = pl.read_parquet(storage_root / "click_train_pairs" / "tiny" / "impressions.parquet")
-    exposure_k = json.loads((tiny_demo / "dataset.json").read_text())["exposure_k"]
-    assert shown.group_by("query_id").len()["len"].max() == exposure_k and shown["position"].min() == 1
-    oracle = pl.read_parquet(storage_root / "oracle_train_pairs" / "tiny" / "data.parquet")
-    clicked = shown.filter(pl.col("clicks") > 0)
-    assert clicked.join(oracle, on=["query_id", "doc_id"], how="anti").height == 0  # deterministic: relevant only
-    assert shown.filter(pl.col("clicks") == 0).join(oracle, on=["query_id", "doc_id"], how="semi").height == 0
-    assert pl.read_parquet(storage_root / "train_pairs" / "tiny" / "impressions.parquet").height == shown.height
     # label repair states what the filter removed and the precision without it
     assert events["label_repair_report"]["skim_pairs_shown_not_clicked"].value == passed_over
     assert 0 <= events["label_repair_report"]["skim_precision_without_shown_filter"].value <= 1
-    # position propensities from those impressions, against the truth (deterministic: every shown one examined)
-    propensities = pl.read_parquet(storage_root / "ips_position_train_pairs" / "tiny" / "propensities.parquet")
-    assert propensities["position"].to_list() == list(range(1, exposure_k + 1))
-    assert propensities["true_propensity"].to_list() == [1.0] * exposure_k and propensities["propensity"][0] == 1.0
-    assert events["ips_position_train_pairs"]["propensity_mean_abs_error"].value >= 0
-    ips_position = pl.read_parquet(storage_root / "ips_position_train_pairs" / "tiny" / "data.parquet")
-    assert ips_position["weight"].mean() == pytest.approx(1.0) and ips_position.height == clicks_height(storage_root)
     # pairs_added counts the mapped pairs that are not clicks already, as the label-repair report does
     clicks = pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet")
     assert events["mapped_pairs"]["pairs_mapped"].value == mapped.height
@@ -204,7 +236,30 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     augmented = pl.read_parquet(storage_root / "augmented_train_pairs" / "tiny" / "data.parquet")
     assert augmented.height >= pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet").height
 
-    # the sweeps (paper Fig. 7 and Fig. 3): fewer pairs as tau rises; four training sets per exposure window
+
+def test_the_simulated_engine_logs_impressions_that_feed_position_propensities(tiny_run):
+    storage_root, events = tiny_run.root, tiny_run.events
+    # the simulated engine's impressions: its top exposure_k per train query, clicked exactly where relevant
+    shown = pl.read_parquet(storage_root / "click_train_pairs" / "tiny" / "impressions.parquet")
+    exposure_k = json.loads((tiny_run.world / "dataset.json").read_text())["exposure_k"]
+    assert shown.group_by("query_id").len()["len"].max() == exposure_k and shown["position"].min() == 1
+    oracle = pl.read_parquet(storage_root / "oracle_train_pairs" / "tiny" / "data.parquet")
+    clicked = shown.filter(pl.col("clicks") > 0)
+    assert clicked.join(oracle, on=["query_id", "doc_id"], how="anti").height == 0  # deterministic: relevant only
+    assert shown.filter(pl.col("clicks") == 0).join(oracle, on=["query_id", "doc_id"], how="semi").height == 0
+    assert pl.read_parquet(storage_root / "train_pairs" / "tiny" / "impressions.parquet").height == shown.height
+    # position propensities from those impressions, against the truth (deterministic: every shown one examined)
+    propensities = pl.read_parquet(storage_root / "ips_position_train_pairs" / "tiny" / "propensities.parquet")
+    assert propensities["position"].to_list() == list(range(1, exposure_k + 1))
+    assert propensities["true_propensity"].to_list() == [1.0] * exposure_k and propensities["propensity"][0] == 1.0
+    assert events["ips_position_train_pairs"]["propensity_mean_abs_error"].value >= 0
+    ips_position = pl.read_parquet(storage_root / "ips_position_train_pairs" / "tiny" / "data.parquet")
+    assert ips_position["weight"].mean() == pytest.approx(1.0) and ips_position.height == clicks_height(storage_root)
+
+
+def test_the_sweeps_score_every_tau_floor_and_exposure_window(tiny_run):
+    storage_root = tiny_run.root
+    mapped = pl.read_parquet(storage_root / "mapped_pairs" / "tiny" / "data.parquet")
     tau_sweep = pl.read_parquet(storage_root / "tau_sweep_report" / "tiny" / "data.parquet")
     assert tau_sweep["tau"].to_list() == sorted(tau_sweep["tau"].to_list()) and tau_sweep.height == 6
     assert tau_sweep["pairs_added"].to_list() == sorted(tau_sweep["pairs_added"].to_list(), reverse=True)
@@ -225,9 +280,12 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     assert exposure["R@100"].is_between(0, 1).all()
     assert (storage_root / "figures" / "tiny" / "exposure_sweep_report-exposure_sweep.png").exists()
 
+
+def test_the_reports_show_their_tables_inline_and_the_html_page_holds_every_one(tiny_run):
+    storage_root, events = tiny_run.root, tiny_run.events
     with duckdb.connect(str(storage_root / "skim.duckdb")) as con:
         rows = con.execute("SELECT count(*) FROM retrieval_metrics WHERE dataset = 'tiny'").fetchall()[0][0]
-    assert rows == 2 * n_models
+    assert rows == 2 * (1 + len(MODEL_NAMES))  # the zero-shot encoder and every trained model, on both test sets
 
     report = pl.read_parquet(storage_root / "comparison_report" / "tiny" / "data.parquet")
     assert report["method"].to_list() == list(METHODS)
@@ -259,7 +317,12 @@ def test_whole_graph_end_to_end_on_a_tiny_world(storage_root, tiny_demo, tiny_ca
     unstamped = [re.sub(r"Written [^.]*UTC", "", text) for text in (page, (storage_root / "cli.html").read_text())]
     assert unstamped[0] == unstamped[1]
 
-    # SKIM by student model: clicks only, the pipeline's student (its own artifacts), the wider one (distilled here)
+
+def test_skim_by_student_model_runs_a_second_student_and_a_rerun_resumes(tiny_run, tiny_causal_lm,
+                                                                         tiny_causal_lm_wider):
+    storage_root, events = tiny_run.root, tiny_run.events
+    run_config = tiny_run.run_config
+    mapped = pl.read_parquet(storage_root / "mapped_pairs" / "tiny" / "data.parquet")
     sizes = pl.read_parquet(storage_root / "slm_size_report" / "tiny" / "data.parquet")
     assert sizes["student"].to_list() == ["none (clicks only)", str(tiny_causal_lm), str(tiny_causal_lm_wider)]
     own, wider = sizes.row(1, named=True), sizes.row(2, named=True)

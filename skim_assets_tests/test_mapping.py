@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from skim_assets.lib.formats import union_pairs
-from skim_assets.lib.mapping import MappingSettings, embed_with_cache, map_to_train_queries
+from skim_assets.lib.mapping import MappingSettings, embed_with_cache, map_once
 
 
 def _unit(rows):
@@ -22,7 +22,7 @@ def test_neighbours_scores_and_tau_on_a_hand_built_case():
     # s1 (doc A) points east: cos 1 -> score 1.0; s2 (doc B) at 60 degrees: cos(60)=0.5 to east -> 0.75,
     # cos(30)=0.866 to north -> 0.933
     synthetic = _unit([[1, 0], [0.5, np.sqrt(3) / 2]])
-    pairs, stats = map_to_train_queries(["A", "B"], synthetic, TRAIN_IDS, TRAIN, MappingSettings(k=2, tau=0.8))
+    pairs, stats = map_once(["A", "B"], synthetic, TRAIN_IDS, TRAIN, MappingSettings(k=2, tau=0.8))
     assert pairs.rows() == [("east", "A", pytest.approx(1.0), "skim"),
                             ("north", "B", pytest.approx((1 + np.sqrt(3) / 2) / 2, rel=1e-5), "skim")]
     assert stats["candidates"] == 4 and stats["pairs"] == 2 and stats["hnsw_recall"] == 1.0
@@ -31,21 +31,21 @@ def test_neighbours_scores_and_tau_on_a_hand_built_case():
 def test_tau_boundary_is_inclusive():
     # cos(60 deg) = 0.5 -> score exactly 0.75
     synthetic = _unit([[0.5, np.sqrt(3) / 2]])
-    kept, _ = map_to_train_queries(["A"], synthetic, ["east"], TRAIN[:1], MappingSettings(k=1, tau=0.75 - 1e-6))
-    dropped, _ = map_to_train_queries(["A"], synthetic, ["east"], TRAIN[:1], MappingSettings(k=1, tau=0.75 + 1e-6))
+    kept, _ = map_once(["A"], synthetic, ["east"], TRAIN[:1], MappingSettings(k=1, tau=0.75 - 1e-6))
+    dropped, _ = map_once(["A"], synthetic, ["east"], TRAIN[:1], MappingSettings(k=1, tau=0.75 + 1e-6))
     assert kept.height == 1 and dropped.height == 0
 
 
 def test_a_pair_reached_twice_keeps_its_highest_score():
     # two synthetic queries of doc A both reach 'east': scores 1.0 and (1 + cos 30)/2
     synthetic = _unit([[1, 0], [np.sqrt(3) / 2, 0.5]])
-    pairs, _ = map_to_train_queries(["A", "A"], synthetic, TRAIN_IDS, TRAIN, MappingSettings(k=1, tau=0.5))
+    pairs, _ = map_once(["A", "A"], synthetic, TRAIN_IDS, TRAIN, MappingSettings(k=1, tau=0.5))
     assert pairs.select("query_id", "doc_id").rows() == [("east", "A")]
     assert pairs["weight"][0] == pytest.approx(1.0)
 
 
 def test_nothing_to_map():
-    pairs, stats = map_to_train_queries([], np.zeros((0, 2), np.float32), TRAIN_IDS, TRAIN)
+    pairs, stats = map_once([], np.zeros((0, 2), np.float32), TRAIN_IDS, TRAIN)
     assert pairs.height == 0 and stats["pairs"] == 0
 
 
@@ -85,10 +85,10 @@ def test_incremental_mapping_searches_only_new_train_queries_and_equals_a_full_s
 
     first, _, stats = map_incrementally(doc_ids, synthetic, ids[:45], train[:45], settings, "skim", state, "v1")
     assert stats["incremental"] is False and stats["targets_searched"] == 45
-    assert first.equals(map_to_train_queries(doc_ids, synthetic, ids[:45], train[:45], settings)[0])
+    assert first.equals(map_once(doc_ids, synthetic, ids[:45], train[:45], settings)[0])
 
     refreshed, _, stats = map_incrementally(doc_ids, synthetic, ids, train, settings, "skim", state, "v1")
-    full, _ = map_to_train_queries(doc_ids, synthetic, ids, train, settings)
+    full, _ = map_once(doc_ids, synthetic, ids, train, settings)
     assert stats["incremental"] is True and stats["targets_searched"] == 15
     assert refreshed.equals(full) and full.height > first.height / 2
 
@@ -99,7 +99,7 @@ def test_incremental_mapping_searches_only_new_train_queries_and_equals_a_full_s
     assert stats["incremental"] is False and stats["targets_searched"] == 60
     shrunk, _, stats = map_incrementally(doc_ids, synthetic, ids[5:], train[5:], settings, "skim", state, "v2")
     assert stats["incremental"] is False
-    assert shrunk.equals(map_to_train_queries(doc_ids, synthetic, ids[5:], train[5:], settings)[0])
+    assert shrunk.equals(map_once(doc_ids, synthetic, ids[5:], train[5:], settings)[0])
 
 
 def _topic_world(seed: int = 0):
@@ -159,7 +159,7 @@ def test_click_neighbour_floor_drops_queries_without_clicks_and_needs_the_annota
         ClickNeighbours(clicks, doc_ids[:-1], doc_vectors[:-1]).annotate(candidates, doc_ids)
 
 
-def test_map_to_train_queries_applies_the_floor_and_reports_what_it_removed():
+def test_map_once_applies_the_floor_and_reports_what_it_removed():
     from skim_assets.lib.mapping import ClickNeighbours
 
     # doc A's synthetic query lands on 'east' (clicked: doc C, near A) and doc B's on 'north' (clicked: doc C, far)
@@ -167,12 +167,12 @@ def test_map_to_train_queries_applies_the_floor_and_reports_what_it_removed():
     clicks = pl.DataFrame({"query_id": ["east", "north"], "doc_id": ["C", "C"]})
     synthetic = _unit([[1, 0], [0, 1]])
     settings = MappingSettings(k=1, tau=0.8, click_neighbour_floor=0.5)
-    pairs, stats = map_to_train_queries(["A", "B"], synthetic, TRAIN_IDS, TRAIN, settings,
+    pairs, stats = map_once(["A", "B"], synthetic, TRAIN_IDS, TRAIN, settings,
                                         neighbours=ClickNeighbours(clicks, doc_ids, doc_vectors))
     assert pairs.select("query_id", "doc_id").rows() == [("east", "A")]
     assert stats["pairs_below_neighbour_floor"] == 1
     with pytest.raises(ValueError, match="annotated"):
-        map_to_train_queries(["A", "B"], synthetic, TRAIN_IDS, TRAIN, settings)
+        map_once(["A", "B"], synthetic, TRAIN_IDS, TRAIN, settings)
 
 
 def test_repair_by_neighbour_rank_judges_each_rank_against_the_held_back_labels():

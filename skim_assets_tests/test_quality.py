@@ -5,9 +5,10 @@ import pytest
 
 from skim_assets.lib.quality import (
     held_back_labels,
+    judge_queries,
+    keep_grounded,
     junk_reason,
     label_repair,
-    quality_filter,
     query_quality,
     set_agreement,
 )
@@ -52,7 +53,7 @@ def test_query_quality_counts_grounded_junk_and_distinct():
     assert figures["distinct_queries_per_document"] == pytest.approx(6 / 2)
     assert figures["document_coverage"] == 1.0
 
-    kept, dropped = quality_filter(queries, DOCUMENTS)
+    kept, dropped = keep_grounded(judge_queries(queries, DOCUMENTS), queries.columns)
     assert kept["query"].to_list() == ["against migraine", "herbal tea containing lavender", "made in lyon",
                                        "zinc face cream"]
     assert kept.columns == queries.columns

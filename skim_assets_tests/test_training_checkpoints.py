@@ -303,9 +303,9 @@ def test_a_checkpoint_write_goes_through_a_temporary_name_and_a_failed_write_kee
 
 
 def test_checkpoint_folders_are_not_artifacts():
-    from skim_assets.lib.catalogue import is_artifact_folder
+    from skim_assets.lib.layout import DUAL_ENCODER_CHECKPOINTS, LORA_CHECKPOINTS, is_artifact_folder
 
-    assert not is_artifact_folder("lora_checkpoints") and not is_artifact_folder("retriever_checkpoints")
+    assert not is_artifact_folder(LORA_CHECKPOINTS) and not is_artifact_folder(DUAL_ENCODER_CHECKPOINTS)
     assert is_artifact_folder("lora_adapter")
 
 

@@ -17,9 +17,10 @@ import polars as pl
 from ..deployment import GPU_TAGS, gpu_op_tags
 from ..lib.checks import (FINITE_WEIGHTS_DESCRIPTION, GROUNDED_SHARE_WARN, JUNK_SHARE_WARN, Evaluate, Outcome,
                           evaluate_finite_weights, evaluate_query_quality, evaluate_safely)
+from ..lib.layout import DOCUMENT_INDEX, EMBEDDING_CACHE
 from ..lib.plots import Plot
 from ..partitions import dataset_partitions
-from ..resources import Tables, TrainingView
+from ..resources import Tables
 from ..resources.artifacts import table_preview
 
 # Model steps (training, distillation, generation, ranking) share the `gpu` pool and carry the GPU op tags: the
@@ -38,8 +39,8 @@ def pretrained_space(storage, encoder, dataset: str):
     from ..lib.retrieval import SearchSettings
     from ..lib.spaces import PretrainedSpace
 
-    return PretrainedSpace(encoder.load, storage.step_dir("embedding_cache", dataset, f"pretrained{encoder.cache_tag}"),
-                           storage.step_dir("document_index", dataset), SearchSettings.of(encoder.search),
+    return PretrainedSpace(encoder.load, storage.step_dir(EMBEDDING_CACHE, dataset, f"pretrained{encoder.cache_tag}"),
+                           storage.step_dir(DOCUMENT_INDEX, dataset), SearchSettings.of(encoder.search),
                            encoder.prompt)
 
 
@@ -48,21 +49,19 @@ def click_space(storage, encoder, dataset: str, base_models: Path, documents: pl
     the dataset's embedding cache."""
     from ..lib.click_space import ClickSpace
 
-    return ClickSpace(encoder, base_models, storage.step_dir("embedding_cache", dataset),
+    return ClickSpace(encoder, base_models, storage.step_dir(EMBEDDING_CACHE, dataset),
                       pretrained_space(storage, encoder, dataset), documents)
-
-
-STUDENT_MODELS = "student_models"  # under the root: bundled small LMs exported once, shared by every dataset
 
 
 def student_model_folder(storage, name_or_path: str, log=None) -> Path:
     """A student's base model: a bundled small LM by name (exported once under the root), or a local HF causal-LM
     folder (checked)."""
+    from ..lib.layout import STUDENT_MODELS
     from ..lib.slm import BUNDLED_SLMS
     from ..lib.student import export_bundled_student, local_student_folder
 
     if name_or_path in BUNDLED_SLMS:
-        return export_bundled_student(name_or_path, storage.inside_root(STUDENT_MODELS, name_or_path),
+        return export_bundled_student(name_or_path, storage.store(STUDENT_MODELS, name_or_path),
                                       storage.staging_dir, log)
     return local_student_folder(name_or_path)
 
@@ -90,14 +89,6 @@ def settings_of(tables: Tables, settings_class):
     if SETTINGS_TABLE not in tables:
         raise ValueError(f"{tables.folder} has no `{SETTINGS_TABLE}` table: materialize it again with this version")
     return settings_class.model_validate_json(tables[SETTINGS_TABLE]["config_json"][0])
-
-
-def generation_sources_of(direction: str, view: TrainingView) -> tuple[pl.DataFrame, dict]:
-    """What the teacher and student write for in the dataset's direction, and each source's known outputs
-    (`lib.demonstrations.generation_sources` over every query, click-log ones included)."""
-    from ..lib.demonstrations import generation_sources
-
-    return generation_sources(direction, view.documents, view.queries, view.clicks)
 
 
 def quality_metadata(figures: dict, prefix: str) -> dict:

@@ -7,8 +7,9 @@ import dagster as dg
 import polars as pl
 
 from ..lib.clicklogs import aggregate_click_logs, check_click_log_folder, click_log_files
-from ..lib.datasets import CLICKS_FOLDER, IMPORT_STATE, TABLE_ASSETS, import_tables, source_digest
+from ..lib.datasets import CLICKS_FOLDER, IMPORT_SOURCE, TABLE_ASSETS, import_tables, source_digest
 from ..lib.formats import DOCUMENTS_SCHEMA, QRELS_SCHEMA, SPLITS, queries_schema
+from ..lib.layout import CLICK_LOG_CACHE, IMPORT_STATE
 from ..lib.storage import peak_rss_mib, write_json_atomic
 from ..partitions import dataset_partitions
 from ..resources import StorageResource, Tables
@@ -50,7 +51,7 @@ def dataset_tables(context: dg.AssetExecutionContext, storage: StorageResource):
     notes = {k: int(v) for k, v in (tables.notes or {}).items() if isinstance(v, int)}
     frames = {asset: getattr(tables, attribute) for asset, attribute in DATASET_TABLES.items()}
     paths = storage.write_table_set("dataset_tables", dataset, {asset: {DATA: f} for asset, f in frames.items()})
-    write_json_atomic({"digest": digest}, storage.step_dir(IMPORT_STATE, dataset, "source.json"))
+    write_json_atomic({"digest": digest}, storage.step_dir(IMPORT_STATE, dataset, IMPORT_SOURCE))
     for asset, frame in frames.items():
         metadata = table_metadata(frame, paths[asset][DATA])
         if asset == "documents":
@@ -80,7 +81,7 @@ def click_log_pairs(context: dg.AssetExecutionContext, storage: StorageResource,
         context.log.warning(f"{len(not_drops)} file(s) in {folder} are not click-log drops (.parquet or .csv) and "
                             f"were left out: {', '.join(not_drops[:10])}")
     files = click_log_files(folder)
-    ingest = aggregate_click_logs(files, documents, queries, cache_dir=storage.step_dir("click_log_cache", dataset))
+    ingest = aggregate_click_logs(files, documents, queries, cache_dir=storage.step_dir(CLICK_LOG_CACHE, dataset))
     report = ingest.report
     context.log.info(f"{len(files)} click-log file(s) ({report.files_read} read now, {report.files_reused} from the "
                      f"cache) -> {ingest.pairs.height} pairs, {ingest.new_queries.height} new queries")

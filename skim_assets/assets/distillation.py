@@ -11,6 +11,7 @@ from pydantic import Field
 from ..lib.checks import ERROR, WARN, Outcome, fail, nonfinite_in_safetensors, ok, rounded
 from ..lib.demonstrations import parse_outputs, sample_documents, seeded_subset, teacher_reference_texts, teacher_requests
 from ..lib.distillation import LoraSftConfig, LoraSftReport
+from ..lib.layout import LORA_CHECKPOINTS, TEACHER_CACHE
 from ..lib.plots import line_plot
 from ..lib.quality import judge_queries, judged_quality
 from ..lib.slm import BUNDLED_SLMS, SMOLLM2, parameter_count
@@ -19,7 +20,7 @@ from ..lib.teachers import TeacherRequest
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource, Tables, TeacherResource, TrainingView
 from .common import (MODEL_STEP, build_check, student_model_folder, build_finite_weights_check, build_query_quality_check,
-                     generation_sources_of, plot_metadata, quality_metadata, sample_table)
+                     plot_metadata, quality_metadata, sample_table)
 
 
 class TeacherDemonstrationsConfig(dg.Config):
@@ -52,10 +53,10 @@ def teacher_demonstrations(
     """
     dataset, view = context.partition_key, TrainingView(train_pairs)
     spec = storage.dataset_spec(dataset)
-    sources, known = generation_sources_of(spec.direction, view)
+    sources, known = view.generation_sources(spec.direction)
     sample = sample_documents(sources, config.max_documents, config.seed)
-    model = teacher.build(storage.inside_root(TEACHER_CACHE), fallback_model_path=str(base_model_folder(base_slm)),
-                          batch_dir=storage.inside_root(TEACHER_CACHE, "batches", dataset))  # batch mode's state
+    model = teacher.build(storage.store(TEACHER_CACHE), fallback_model_path=str(base_model_folder(base_slm)),
+                          batch_dir=storage.store(TEACHER_CACHE, "batches", dataset))  # batch mode's state
     model.adapt_to_dataset(  # the offline teacher learns the corpus's boilerplate and output style; others: nothing
         seeded_subset(sources["metadata"].to_list(), config.adapt_max_texts, config.seed),
         seeded_subset(teacher_reference_texts(spec.direction, view.documents, view.queries), config.adapt_max_texts,
@@ -102,7 +103,6 @@ def teacher_demonstrations(
     )
 
 
-TEACHER_CACHE = "teacher_cache"  # under the root: answers by prompt hash, shared by every dataset
 
 
 @dg.asset(group_name="distillation", kinds={"pytorch"})
@@ -127,7 +127,6 @@ class LoraAdapterConfig(dg.Config, LoraSftConfig):
     """LoRA SFT of the student: the fields of `lib.distillation.LoraSftConfig`."""
 
 
-LORA_CHECKPOINTS = "lora_checkpoints"  # under the root: `<dataset>/<asset>/checkpoint.pt` of a step still training
 
 
 def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) -> dg.AssetsDefinition:
@@ -147,7 +146,7 @@ def build_lora_adapter_asset(name: str, use_metadata: bool, description: str) ->
         generator: GeneratorResource, teacher_demonstrations: Tables, base_slm: Path,
     ) -> dg.MaterializeResult:
         spec = storage.dataset_spec(context.partition_key)
-        sources, known = generation_sources_of(spec.direction, TrainingView(teacher_demonstrations))
+        sources, known = TrainingView(teacher_demonstrations).generation_sources(spec.direction)
         task = DistillationTask(teacher_demonstrations.data, sources, known, spec.prompt_style, use_metadata)
         base_model = base_model_folder(base_slm)
         folder = storage.staging_dir()

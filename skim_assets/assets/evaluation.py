@@ -159,7 +159,7 @@ def duckdb_catalogue(context: dg.AssetExecutionContext, storage: StorageResource
     HTML report (the last report) is written: it only records where the tables are, so its dependency is
     ordering, not an input."""
     try:
-        views = refresh_catalogue(storage.root_path)
+        views = refresh_catalogue(storage.layout)
     except Exception as error:  # a user holding the DuckDB file open must not fail the evaluation
         context.log.warning(f"DuckDB catalogue not refreshed: {error}")
         views = []

@@ -9,12 +9,13 @@ import polars as pl
 from ..lib.checks import ERROR, WARN, Outcome, empty_text_count, fail, ok, rounded
 from ..lib.demonstrations import duplicate_rate, top_query_document_share
 from ..lib.generation import ShardReport
+from ..lib.layout import shards_state
 from ..lib.quality import judged_quality
 from ..lib.student import (GenerationSettings, GenerationWork, WrittenQueries, base_model_folder, generation_work,
-                           sources_to_write_for, student_teacher_agreement, written_queries)
+                           sampled_sources, student_teacher_agreement, written_queries)
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource, Tables, TrainingView
-from .common import (MODEL_OP, MODEL_STEP, build_check, build_query_quality_check, generation_sources_of,
+from .common import (MODEL_OP, MODEL_STEP, build_check, build_query_quality_check,
                      quality_metadata, sample_table, settings_table)
 
 
@@ -27,9 +28,9 @@ def work_of(name: str, dataset: str, use_metadata: bool, config: SyntheticQuerie
     """What every step of one generation asset computes alike (`lib.student.generation_work`), its shards
     checkpointed under `<root>/<name>_shards/<dataset>/`."""
     spec = storage.dataset_spec(dataset)
-    sources, known = generation_sources_of(spec.direction, view)
+    sources, known = view.generation_sources(spec.direction)
     return generation_work(sources, known, spec.prompt_style, use_metadata, config, generator,
-                           base_model_folder(base_slm), adapter, storage.step_dir(f"{name}_shards", dataset))
+                           base_model_folder(base_slm), adapter, storage.step_dir(shards_state(name), dataset))
 
 
 def build_synthetic_queries_asset(
@@ -52,8 +53,8 @@ def build_synthetic_queries_asset(
     def plan(context: dg.OpExecutionContext, config: SyntheticQueriesConfig, storage: StorageResource,
              source: Tables):
         """One output per shard group (at most one per shard)."""
-        sources, _ = generation_sources_of(storage.dataset_spec(context.partition_key).direction, TrainingView(source))
-        for group in range(config.shard_groups(sources_to_write_for(sources, config.max_documents, config.seed).height)):
+        sources, _ = TrainingView(source).generation_sources(storage.dataset_spec(context.partition_key).direction)
+        for group in range(config.shard_groups(sampled_sources(sources, config.max_documents, config.seed).height)):
             yield dg.DynamicOutput(group, mapping_key=f"shards_{group}")
 
     @dg.op(name=f"{name}__generate", ins={"group": dg.In(int), **table_ins, **model_ins},
@@ -95,12 +96,17 @@ def build_synthetic_queries_asset(
             metadata=metadata | {"backend": backend or "checkpoints only", "use_metadata": use_metadata,
                                  "parallel_steps": len(reports), "sample": sample_table(written.judged, work.sources)})
 
+    return generation_graph_asset(name, adapter_asset, description, plan, generate, write)
+
+
+def generation_graph_asset(name: str, adapter_asset: str | None, description: str, plan, generate, write):
+    """The graph asset of a generation's three ops, one run config for all three (`SyntheticQueriesConfig`)."""
     ops = (plan, generate, write)
     config = dg.ConfigMapping(config_fn=lambda values: {op.name: {"config": dict(values)} for op in ops},
                               config_schema=SyntheticQueriesConfig.to_config_schema())
     common = dict(name=name, partitions_def=dataset_partitions, group_name="generation", description=description,
                   kinds={"pytorch"}, config=config, tags=MODEL_STEP["tags"])
-    if student:
+    if adapter_asset is not None:
         @dg.graph_asset(ins={"source": dg.AssetIn("teacher_demonstrations"), "base_slm": dg.AssetIn("base_slm"),
                              "adapter": dg.AssetIn(adapter_asset)}, **common)
         def _student(source, base_slm, adapter):

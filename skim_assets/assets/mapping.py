@@ -9,6 +9,7 @@ import polars as pl
 from ..lib.checks import ERROR, WARN, Outcome, fail, ok, rounded, weights_outside
 from ..lib.click_space import mapping_targets
 from ..lib.formats import union_pairs
+from ..lib.layout import MAPPING_STATE
 from ..lib.mapping import MappingSettings, map_incrementally, text_hash
 from ..lib.plots import histogram_plot
 from ..lib.quality import pairs_beyond
@@ -62,7 +63,7 @@ def build_mapped_pairs_asset(name: str, synthetic_asset: str, source: str, descr
         # every candidate carries its click-neighbour cosine, so the tau sweep can apply the floor later
         pairs, candidates, stats = map_incrementally(
             synthetic["doc_id"].to_list(), synthetic_vectors, targets.ids, target_vectors, settings, source,
-            storage.step_dir("mapping_state", dataset, name), identity, targets.column, space.neighbours(view.clicks),
+            storage.step_dir(MAPPING_STATE, dataset, name), identity, targets.column, space.neighbours(view.clicks),
             view.impressions)
         stats["texts_embedded_now"] = new_synthetic + new_targets
         metadata = mapping_metadata(pairs, synthetic, targets, settings, stats, view)

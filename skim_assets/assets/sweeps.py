@@ -8,13 +8,14 @@ import polars as pl
 from pydantic import Field
 
 from ..lib.click_space import mapping_targets
+from ..lib.layout import SLM_SIZE_STUDENTS
 from ..lib.mapping import NEIGHBOUR_COSINE, MappingSettings
 from ..lib.ova_head import OvaHeadConfig
 from ..lib.plots import bar_plot, line_plot
 from ..lib.report_tables import metrics_table_markdown
 from ..lib.slm import BUNDLED_SLMS, SMOLLM2, bundled_installed, parameter_count
 from ..lib.student import (DistillationTask, GenerationSettings, StudentRun, StudentSweepTask, base_model_folder,
-                           is_pipeline_student, lora_training_of, run_student, sources_to_write_for, student_slug)
+                           is_pipeline_student, lora_training_of, run_student, sampled_sources, student_slug)
 from ..lib.sweeps import (
     SLM_SIZE_SCHEMA,
     SWEEP_METHODS,
@@ -27,7 +28,7 @@ from ..lib.sweeps import (
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, GeneratorResource, StorageResource, Tables, TrainingView
 from ..resources.artifacts import report_table
-from .common import (MODEL_STEP, click_space, generation_sources_of, plot_metadata, pretrained_space, settings_of,
+from .common import (MODEL_STEP, click_space, plot_metadata, pretrained_space, settings_of,
                      student_model_folder)
 
 
@@ -141,7 +142,6 @@ class SlmSizeSweepConfig(dg.Config, OvaHeadConfig):
                     "settings stored with `lora_adapter`, `synthetic_queries` and `mapped_pairs`).")
 
 
-STUDENTS_DIR = "slm_size_students"  # step state beside (never inside) the report's artifact folder
 
 
 def student_sweep_task(storage: StorageResource, encoder: EncoderResource, dataset: str, view: TrainingView,
@@ -150,7 +150,7 @@ def student_sweep_task(storage: StorageResource, encoder: EncoderResource, datas
     """What every student shares: the pipeline's demonstrations and sources, and the settings its adapter,
     generation and mapping stored."""
     spec = storage.dataset_spec(dataset)
-    sources, known = generation_sources_of(spec.direction, view)
+    sources, known = view.generation_sources(spec.direction)
     return StudentSweepTask(
         DistillationTask(demonstrations.data, sources, known, spec.prompt_style), lora_training_of(lora_adapter)[0],
         sources, known, settings_of(synthetic_queries, GenerationSettings), settings_of(mapped_pairs, MappingSettings),
@@ -178,7 +178,7 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
     dataset, view = context.partition_key, TrainingView(mapped_pairs)
     task = student_sweep_task(storage, encoder, dataset, view, teacher_demonstrations, lora_adapter,
                               synthetic_queries, mapped_pairs, base_models)
-    asked = sources_to_write_for(task.sources, task.generation.max_documents, task.generation.seed).height
+    asked = sampled_sources(task.sources, task.generation.max_documents, task.generation.seed).height
     scorer = StudentScorer(view.clicks, oracle_train_pairs, frozen_features(storage, encoder, dataset, view.queries,
                            view.documents), unbiased_test_qrels, OvaHeadConfig.of(config), asked)
     rows, written, skipped = [scorer.clicks_only()], [], {}
@@ -191,7 +191,7 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
         base = base_model_folder(base_slm) if own else student_model_folder(storage, name, context.log.info)
         run = (StudentRun(synthetic_queries["judged"], synthetic_queries.data, mapped_pairs.data,
                           lora_training_of(lora_adapter)[1]) if own else
-               run_student(base, storage.step_dir(STUDENTS_DIR, dataset, student_slug(name)), storage.staging_dir,
+               run_student(base, storage.step_dir(SLM_SIZE_STUDENTS, dataset, student_slug(name)), storage.staging_dir,
                            task, generator, context.log.info))
         rows.append(scorer.row(name, own, run, parameter_count(base)))
         written.append(run.judged.select("doc_id", "query", "grounded", "junk").with_columns(student=pl.lit(name)))

@@ -13,6 +13,7 @@ from pydantic import Field
 from ..lib.checks import nonfinite_in_npz, nonfinite_in_safetensors
 from ..lib.dual_encoder import DualEncoderConfig, train_dual_encoder
 from ..lib.formats import union_impressions, union_pairs
+from ..lib.layout import DUAL_ENCODER_CHECKPOINTS
 from ..lib.mapping import unclicked_impressions
 from ..lib.methods import METHODS, SIMULATED_PAIRS, Method
 from ..lib.ova_head import OvaHeadConfig, save_head, train_ova_head
@@ -85,7 +86,7 @@ def train_retriever(context: dg.AssetExecutionContext, config: RetrieverTraining
                                 progress=context.log.info, query_max_length=read.query_max_length,
                                 doc_max_length=read.doc_max_length, document_vectors=document_vectors,
                                 shown_not_clicked=shown_not_clicked,
-                                checkpoint_dir=storage.step_dir("dual_encoder_checkpoints", dataset, name))
+                                checkpoint_dir=storage.step_dir(DUAL_ENCODER_CHECKPOINTS, dataset, name))
     model.save(folder / RETRIEVER_FOLDER, max(read.query_max_length, read.doc_max_length))
     (folder / RETRIEVER_TRAINING).write_text(json.dumps(report.__dict__, indent=2))
     plot = line_plot({"loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},

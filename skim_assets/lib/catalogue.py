@@ -2,32 +2,18 @@
 
 Artifacts live at `<root>/<asset>/<dataset>/<table>.parquet`; each (asset, table) becomes one view across all
 datasets, with a `dataset` column: `<asset>` for table 'data', else `<asset>__<table>`. Folders that hold inputs,
-caches or work state rather than artifacts (`NOT_ARTIFACTS`, `*_shards`, `*_checkpoints`, hidden ones) get no view.
+caches or work state rather than artifacts (`lib.layout.is_artifact_folder`) get no view.
 """
 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from pathlib import Path
 
 import duckdb
 
 from .formats import TRAINING_VIEW_TABLES
-
-# Top-level folders of the storage root that are not assets: inputs, caches and resumable work state.
-NOT_ARTIFACTS = frozenset({"inputs", "click_log_cache", "embedding_cache", "mapping_state", "teacher_cache",
-                           "figures", "document_index", "import_state", "slm_size_students", "student_models"})
-
-
-CATALOGUE_FILE = "skim.duckdb"  # under the storage root
-
-
-def is_artifact_folder(name: str) -> bool:
-    """Whether a top-level folder of the storage root holds an asset's artifacts (one folder per dataset)."""
-    # `<asset>_shards`: generation's resumable shards; `*_checkpoints`: mid-training checkpoints (lib.checkpoints)
-    return not (name.startswith(".") or name in NOT_ARTIFACTS or name.endswith(("_shards", "_checkpoints")))
-
+from .layout import Layout
 
 # The training view's tables are catalogued where they are made; the artifacts that carry them along (links to the
 # same files) would only repeat them under another name.
@@ -39,16 +25,12 @@ def _view_name(asset: str, table: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
-def refresh_catalogue(root: str | Path, database: str | Path | None = None) -> list[str]:
+def refresh_catalogue(root: str | Path | Layout, database: str | Path | None = None) -> list[str]:
     """(Re)create one view per artifact table; returns the view names. Views read the files at query time."""
-    root = Path(root).resolve()
-    database = Path(database) if database else root / CATALOGUE_FILE
-    tables: dict[tuple[str, str], str] = defaultdict(str)
-    for path in sorted(root.glob("*/*/*.parquet")):
-        asset = path.parts[-3]
-        if not is_artifact_folder(asset) or (path.stem in TRAINING_VIEW_TABLES and asset not in VIEW_SOURCES):
-            continue
-        tables[(asset, path.stem)] = str(root / asset / "*" / f"{path.stem}.parquet")
+    layout = root if isinstance(root, Layout) else Layout(root)
+    database = Path(database) if database else layout.catalogue
+    tables = {(asset, table): layout.table_pattern(asset, table) for asset, table in layout.artifact_tables()
+              if table not in TRAINING_VIEW_TABLES or asset in VIEW_SOURCES}
     views = []
     with duckdb.connect(str(database)) as con:
         for (asset, table), pattern in sorted(tables.items()):

@@ -17,7 +17,9 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from .catalogue import is_artifact_folder
+from .layout import IMPORT_STATE, Layout
+
+IMPORT_SOURCE = "source.json"  # in the dataset's import state: the digest of the raw files its tables came from
 from .formats import DIRECTIONS, DOCUMENTS_FOR_QUERIES, QUERIES_FOR_DOCUMENTS, DataError, DatasetTables
 from .importers import FORMATS, IMPORTERS, detect_formats, importer_for, read_dataset
 from .mapping import DEFAULT_TAU
@@ -201,7 +203,6 @@ def import_tables(folder: str | Path, spec: DatasetSpec | None = None) -> Datase
     return tables
 
 
-IMPORT_STATE = "import_state"  # <root>/import_state/<dataset>/source.json: the source the tables were imported from
 
 
 def source_digest(folder: str | Path, spec: DatasetSpec) -> str:
@@ -220,9 +221,8 @@ def source_digest(folder: str | Path, spec: DatasetSpec) -> str:
 def source_changed_since_import(root: str | Path, name: str) -> bool:
     """Whether a registered dataset's raw files differ from those its current tables were imported from (False
     when it was never imported, or before this was recorded)."""
-    root = Path(root)
-    state = root / IMPORT_STATE / check_dataset_name(name) / "source.json"
-    folder = root / "inputs" / name
+    layout = Layout(root)
+    state, folder = layout.state(IMPORT_STATE, name, IMPORT_SOURCE), layout.inputs(name)
     if not state.exists() or not (folder / SPEC_FILE).exists():
         return False
     try:
@@ -232,26 +232,20 @@ def source_changed_since_import(root: str | Path, name: str) -> bool:
         return True  # unreadable: import again rather than trust it
 
 
-def existing_artifacts(root: str | Path, name: str) -> list[str]:
-    """The assets that have an artifact for dataset `name` under the storage root `root`, sorted."""
-    return sorted(path.parent.name for path in Path(root).glob(f"*/{check_dataset_name(name)}")
-                  if is_artifact_folder(path.parent.name) and path.exists())
-
-
 def input_changes(root: str | Path, name: str, spec: DatasetSpec, tables: DatasetTables) -> list[str]:
     """How importing `spec` (read into `tables`) under `name` differs from what is there now: the settings of its
     `dataset.json` and the rows of its imported tables. Empty for a new dataset or an identical re-import."""
-    root, changes = Path(root), []
-    if (root / "inputs" / name / SPEC_FILE).exists():
+    layout, changes = Layout(root), []
+    if (layout.inputs(name) / SPEC_FILE).exists():
         try:
-            old = read_spec(root / "inputs" / name).to_json()
+            old = read_spec(layout.inputs(name)).to_json()
         except DataError:
             old = {}
         changes += [f"{key} {old.get(key)!r} -> {value!r}" for key, value in spec.to_json().items()
                     if old.get(key) != value]
     with TableSetPins() as pins:  # the tables of one import, even while it is written again
         for asset, attribute in TABLE_ASSETS.items():
-            path = pins.folder(root / asset / name) / "data.parquet"
+            path = pins.folder(layout.artifact(asset, name)) / "data.parquet"
             if path.exists() and not pl.read_parquet(path).equals(getattr(tables, attribute)):
                 changes.append(f"{asset} differ from the source's")
     return changes

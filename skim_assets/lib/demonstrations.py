@@ -12,6 +12,7 @@ import polars as pl
 
 from .formats import DOCUMENTS_FOR_QUERIES
 from .parsing import parse_generated_queries, parse_rate
+from .text import normalise, normalised
 from .prompts import MAX_KNOWN_QUERIES, student_prompt, student_target, teacher_messages
 
 QUERIES_SCHEMA = {"doc_id": pl.String, "query": pl.String, "rank": pl.Int32}
@@ -120,7 +121,6 @@ def parse_outputs(
 def merge_samples(queries: pl.DataFrame, max_queries: int) -> pl.DataFrame:
     """One query list per document from several sampled outputs: rows in (sample, rank) order, a query already
     written for the document (after normalisation) dropped, at most `max_queries` kept, ranks renumbered."""
-    from .quality import normalise
 
     if queries.height == 0:
         return queries.select(QUERIES_SCHEMA.keys())
@@ -152,7 +152,7 @@ def student_prompts(documents: pl.DataFrame, known: dict, style: str, use_metada
 
 
 def _normalised_queries(queries: pl.DataFrame) -> pl.DataFrame:
-    return queries.select("doc_id", pl.col("query").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars())
+    return queries.select("doc_id", normalised(pl.col("query")))
 
 
 def duplicate_rate(queries: pl.DataFrame) -> float:

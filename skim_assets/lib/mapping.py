@@ -48,8 +48,7 @@ class MappingSettings(Settings):
         default=None, description="Keep a mapped (train query, document) pair only when the document's title "
         "sits within this cosine of a document clicked for that query, in the mapping encoder's space (a query "
         "without clicks then gains no pair); None = off, the paper's mapping. A label the clicks missed is usually "
-        "a neighbour of one they kept: on nfcorpus-dev at tau 0.7, a floor of 0.6 lifts the new pairs' precision "
-        "from 7% to 24% (RESULTS.md).")
+        "a neighbour of one they kept (RESULTS.md measures the floor on nfcorpus-dev).")
     drop_shown_not_clicked: bool = Field(
         default=True, description="Where the click log records impressions, drop a mapped (train query, document) "
         "pair whose document was shown for that query within `examined_positions` and never clicked: the user saw "
@@ -287,24 +286,26 @@ def mapping_stats(candidates: pl.DataFrame, pairs: pl.DataFrame, recall: float |
     }
 
 
-def map_to_train_queries(
-    synthetic_doc_ids: list[str],
+def map_once(
+    synthetic_source_ids: list[str],
     synthetic_vectors: np.ndarray,
-    train_query_ids: list[str],
-    train_vectors: np.ndarray,
+    target_ids: list[str],
+    target_vectors: np.ndarray,
     settings: MappingSettings = MappingSettings(),
     source: str = "skim",
     neighbours: ClickNeighbours | None = None,
     impressions: pl.DataFrame | None = None,
+    target: str = "query_id",
 ) -> tuple[pl.DataFrame, dict]:
-    """New weighted pairs (query_id, doc_id, weight, source) and statistics (scores, hnsw recall). `neighbours`
-    is needed when `settings.click_neighbour_floor` is set; `impressions` (the click log's) feed the
-    shown-not-clicked filter."""
-    candidates, recall = mapping_candidates(synthetic_vectors, train_query_ids, train_vectors, settings)
-    candidates = annotate_evidence(candidates, synthetic_doc_ids, neighbours, impressions)
-    pairs = candidates_to_pairs(candidates, synthetic_doc_ids, settings.threshold, source,
+    """One search of every target, no state kept (what the student-size sweep maps each student with): new
+    weighted pairs (query_id, doc_id, weight, source) and statistics (scores, hnsw recall). `neighbours` is needed
+    when `settings.click_neighbour_floor` is set; `impressions` (the click log's) feed the shown-not-clicked
+    filter."""
+    candidates, recall = mapping_candidates(synthetic_vectors, target_ids, target_vectors, settings, target)
+    candidates = annotate_evidence(candidates, synthetic_source_ids, neighbours, impressions)
+    pairs = candidates_to_pairs(candidates, synthetic_source_ids, settings.threshold, source,
                                 settings.click_neighbour_floor, settings.unclicked_cutoff)
-    return pairs, mapping_stats(candidates, pairs, recall, settings, synthetic_doc_ids)
+    return pairs, mapping_stats(candidates, pairs, recall, settings, synthetic_source_ids)
 
 
 def map_incrementally(
@@ -320,7 +321,7 @@ def map_incrementally(
     neighbours: ClickNeighbours | None = None,
     impressions: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    """`map_to_train_queries` that searches only targets not searched before: (pairs, every synthetic text's k
+    """`map_once` that searches only targets not searched before: (pairs, every synthetic text's k
     best candidates so far, stats).
 
     The targets are train queries (`target="query_id"`; `synthetic_source_ids` are the documents the synthetic

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from skim_assets.lib.prompts import CATEGORIES_HEADER, END_MARKER, QUERIES_HEADER, check_style
+from skim_assets.lib.text import normalise
 
 MAX_INPUT_CHARS = 20_000
 KNOWN_QUERY_OVERLAP = 0.8
@@ -70,7 +71,6 @@ _NUMBER_RE = re.compile(
 )
 _TRAILING_PUNCT = " \t;,.:"
 _QUOTE_PAIRS = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "„": "“", "”": "”"}
-_NON_WORD_RE = re.compile(r"[\W_]+")
 
 
 @dataclass
@@ -83,11 +83,6 @@ class ParseResult:
     @property
     def n_rejected(self) -> int:
         return sum(self.rejected.values())
-
-
-def normalize_key(text: str) -> str:
-    """Comparison key: lower case, punctuation as spaces, whitespace collapsed."""
-    return " ".join(_NON_WORD_RE.sub(" ", text.lower()).split())
 
 
 def _header_pattern(header: str) -> re.Pattern[str]:
@@ -195,9 +190,9 @@ def parse_generated_queries(
     if style == "wiki-categories":
         lines = _wiki_order(lines)
 
-    title_key = normalize_key(title or "")
+    title_key = normalise(title or "")
     title_padded = f" {title_key} " if len(title_key.split()) >= 2 else None
-    known_keys = [normalize_key(q) for q in known_queries or ()]
+    known_keys = [normalise(q) for q in known_queries or ()]
     known_keys = [k for k in known_keys if k]
     known_tokens = [set(k.split()) for k in known_keys]
     seen: set[str] = set()
@@ -206,7 +201,7 @@ def parse_generated_queries(
         if not line.strip():
             continue
         query = clean_line(line)
-        key = normalize_key(query)
+        key = normalise(query)
         reason = None
         if not key:
             reason = "empty"

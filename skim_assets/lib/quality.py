@@ -22,15 +22,8 @@ from collections import Counter
 
 import polars as pl
 
-# Function words of queries and of the prompt scaffolding: a query made only of these says nothing.
-STOP_WORDS = frozenset(
-    """a an the of to in on for and or is are was were be been being it its this that these those with by from as
-    at what which who whom how why when where does do did done can could should would will shall may might must
-    about into over under than then there their they them you your i me my we our he she his her him if so such
-    any some more most other very also just only use used using get gets make made not no yes all each per via
-    has have had""".split()
-)
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+from .text import STOP_WORDS, normalise, words
+
 # "A:", "b)", "Text:", "1.1.2:", "Q3." at the start: dialogue roles, numbering, echoed prompt fields.
 _PREFIX = re.compile(
     r"^\s*(?:[A-Za-z]\s*[:.)]\s|[A-Za-z]\s*:|\d+(?:\.\d+)*\s*[:.)]|"
@@ -39,10 +32,6 @@ _PREFIX = re.compile(
 )
 JUNK_REASONS = ("prefix", "code_like", "one_word", "no_content")
 GROUNDING_PREFIX = 5  # words longer than this match on their first letters (light stemming: "migraines")
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall((text or "").lower())
 
 
 def content_words(text: str) -> list[str]:
@@ -81,10 +70,6 @@ def is_grounded(query: str, vocabulary: tuple[set[str], set[str]]) -> bool:
     )
 
 
-def normalise(query: str) -> str:
-    return " ".join(words(query))
-
-
 def judge_queries(queries: pl.DataFrame, documents: pl.DataFrame) -> pl.DataFrame:
     """`queries` (doc_id, query, ...) with `grounded` (bool) and `junk` (reason or null) per row."""
     vocab = {d: _vocabulary(f"{t or ''} {m or ''}")
@@ -121,13 +106,9 @@ def judged_quality(judged: pl.DataFrame, documents_asked: int) -> dict:
     }
 
 
-def quality_filter(queries: pl.DataFrame, documents: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
-    """Only the grounded, well-formed queries (original columns), and how many were dropped for what."""
-    return keep_grounded(judge_queries(queries, documents), queries.columns)
-
-
 def keep_grounded(judged: pl.DataFrame, columns: list[str]) -> tuple[pl.DataFrame, dict]:
-    """`quality_filter` of rows already judged by `judge_queries`: the kept rows' `columns`, drops per reason."""
+    """The grounded, well-formed rows of a table judged by `judge_queries` (the generation's quality filter): the
+    kept rows' `columns`, and how many were dropped for what."""
     dropped = Counter(r for r in judged["junk"].to_list() if r)
     dropped["ungrounded"] = int((judged["junk"].is_null() & ~judged["grounded"]).sum())
     kept = judged.filter(pl.col("grounded")).select(columns)

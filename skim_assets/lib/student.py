@@ -26,7 +26,7 @@ from pydantic import Field
 from .demonstrations import merge_samples, parse_outputs, student_examples, student_prompts
 from .distillation import LoraSftConfig, LoraSftReport, train_lora_adapter
 from .generation import SamplingSettings, ShardReport, generate_samples, make_backend, shard_count
-from .mapping import MappingSettings, annotate_evidence, candidates_to_pairs, mapping_candidates
+from .mapping import MappingSettings, map_once
 from .prompts import teacher_messages
 from .quality import judge_queries, keep_grounded, set_agreement
 from .slm import BUNDLED_SLMS, bundled_gguf, export_gguf_as_hf
@@ -170,7 +170,7 @@ def distil_once(base_model: Path, task: DistillationTask, adapter: Path, new_sta
 # ----------------------------------------------------------------------------------------------- generation
 
 
-def sources_to_write_for(sources: pl.DataFrame, max_documents: int, seed: int) -> pl.DataFrame:
+def sampled_sources(sources: pl.DataFrame, max_documents: int, seed: int) -> pl.DataFrame:
     """Every source in id order, or a seeded random sample of `max_documents` of them (0 = all)."""
     sources = sources.sort("doc_id")
     if max_documents <= 0 or sources.height <= max_documents:
@@ -248,7 +248,7 @@ def generation_work(sources: pl.DataFrame, known: dict, style: str, use_metadata
                     checkpoint_dir: Path) -> GenerationWork:
     """The pass over `sources` (all, or `settings.max_documents` of them) by the base model plus the adapter in
     `adapter_folder` (the compact student prompt), or by the base model alone (the teacher's few-shot prompt)."""
-    sources = sources_to_write_for(sources, settings.max_documents, settings.seed)
+    sources = sampled_sources(sources, settings.max_documents, settings.seed)
     base = str(base)
     adapter = Path(adapter_folder) / LORA_FOLDER if adapter_folder is not None else None
     prompts = (student_prompts(sources, known, style, use_metadata) if adapter is not None
@@ -349,8 +349,6 @@ def map_written(kept: pl.DataFrame, space, targets, settings: MappingSettings, c
     click-neighbour floor and the shown-not-clicked filter the settings name."""
     vectors, _ = space.embed(kept["query"].to_list(), targets.max_length, targets.role)
     target_vectors, _ = space.embed(targets.texts, targets.max_length, targets.role)
-    candidates, _ = mapping_candidates(vectors, targets.ids, target_vectors, settings, targets.column)
-    source_ids = kept["doc_id"].to_list()
-    candidates = annotate_evidence(candidates, source_ids, space.neighbours(clicks), impressions)
-    return candidates_to_pairs(candidates, source_ids, settings.threshold, "skim", settings.click_neighbour_floor,
-                               settings.unclicked_cutoff)
+    pairs, _ = map_once(kept["doc_id"].to_list(), vectors, targets.ids, target_vectors, settings, "skim",
+                        space.neighbours(clicks), impressions, targets.column)
+    return pairs

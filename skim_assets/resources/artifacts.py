@@ -43,7 +43,6 @@ DATA = "data"  # the table an asset *is*; other tables of the artifact are its s
 PREVIEW_ROWS = 5
 SMALL_TABLE_ROWS = 25  # a table this small (a report: one row per method) is previewed whole
 PREVIEW_CELL_CHARS = 60  # wider cells stretch the UI's metadata panel past the screen
-STEP_OUTPUTS = ".step_outputs"  # under the root: JSON values passed between the ops of a graph asset, per run
 
 
 class Tables(Mapping[str, pl.DataFrame]):
@@ -144,6 +143,13 @@ class TrainingView:
         """What the engine showed train queries, clicked or not; None when no log records any."""
         impressions = self.tables["impressions"]
         return impressions if impressions.height else None
+
+    def generation_sources(self, direction: str) -> tuple[pl.DataFrame, dict]:
+        """What the teacher and the student write for in the dataset's direction, and each source's known outputs
+        (`lib.demonstrations.generation_sources`, over every query, click-log ones included)."""
+        from ..lib.demonstrations import generation_sources
+
+        return generation_sources(direction, self.documents, self.queries, self.clicks)
 
     def carried_by(self, data: pl.DataFrame, **side: pl.DataFrame | Path) -> Tables:
         """A new artifact's tables: `data` and `side`, carrying this view along (a side table given here, e.g.
@@ -266,7 +272,7 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         """Where an op output inside a graph asset lives (a small JSON value: a shard group's number or report)."""
         step = re.sub(r"[^A-Za-z0-9_.-]", "_", context.step_key)
         name = context.name + (f"-{context.mapping_key}" if context.mapping_key else "")
-        return self.storage.inside_root(STEP_OUTPUTS, context.run_id, step, f"{name}.json")
+        return self.storage.layout.step_output(context.run_id, step, f"{name}.json")
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         self._store(context, obj)

@@ -20,8 +20,8 @@ class EncoderResource(dg.ConfigurableResource):
     metadata_max_length: int = Field(default=128, description="Token cap of a text that carries its metadata too "
                                      "(metadata-augmented retrieval, the `ra` methods).")
     precision: str = Field(default="float32", description="Inference precision of embedding: 'float32', "
-                           "'bfloat16', or 'auto' (bf16 where the hardware has it: 2.6x the titles per second on "
-                           "these AVX512-BF16 CPUs, cosine 0.99999 to fp32; BENCHMARKS.md). Caches are kept per "
+                           "'bfloat16', or 'auto' (bf16 where the hardware has it; BENCHMARKS.md measures speed and "
+                           "agreement with fp32). Caches are kept per "
                            "precision.")
     search: SearchConfig = Field(default_factory=SearchConfig, description="How every document is searched for "
                                  "many queries: exact up to exact_max_documents, else a saved hnswlib index.")

@@ -8,8 +8,8 @@ class GeneratorResource(dg.ConfigurableResource):
     base_model_path: str = Field(default="", description="Local HF causal-LM folder; empty = bundled SmolLM2-135M-Instruct.")
     backend: str = Field(default="auto", description="'auto' (vLLM when installed), 'vllm' or 'transformers'.")
     device: str = Field(default="auto", description="Device for transformers generation and LoRA training.")
-    batch_size: int = Field(default=128, description="Prompts decoded together by the transformers backend (128: "
-                            "5.0 docs/s on 2 CPU cores against 4.4 at 64, BENCHMARKS.md).")
+    batch_size: int = Field(default=128, description="Prompts decoded together by the transformers backend "
+                            "(BENCHMARKS.md measures the choice).")
     dtype: str = Field(default="auto", description="Generation precision: 'auto' = bf16 where the hardware has it "
                        "(CUDA, or CPUs with AVX512-BF16/AMX), else fp32; or 'bfloat16' / 'float32'.")
     tensor_parallel_size: int = Field(default=1, description="vLLM tensor parallelism (GPUs per engine).")

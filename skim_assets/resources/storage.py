@@ -6,7 +6,8 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from ..lib.datasets import DatasetSpec, check_dataset_name, read_spec
+from ..lib.datasets import DatasetSpec, read_spec
+from ..lib.layout import Layout
 from ..lib.storage import (
     TableSetPins,
     missing_files,
@@ -22,33 +23,25 @@ from ..lib.storage import (
 DEFAULT_ROOT = os.environ.get("SKIM_DATA_ROOT", "data")
 
 
-STAGING_FOLDER = ".staging"  # under the root: folders steps write before the IO manager moves them into place
-FIGURES_FOLDER = "figures"  # under the root: the plots a step draws for its metadata, per dataset
-
-
 class StorageResource(dg.ConfigurableResource):
-    """The storage root: the one owner of every path. Inputs live in `<root>/inputs/<dataset>/`; every artifact
-    in `<root>/<asset>/<dataset>/` (tables as `<table>.parquet`, models as folders), written atomically by the
-    artifact IO manager (`resources/artifacts.py`); a step's own working state (caches, checkpoints) in
-    `<root>/<kind>/<dataset>/` (`step_dir`); `<root>/skim.duckdb` catalogues the tables."""
+    """The storage root and its layout (`lib.layout.Layout`, the one owner of every path under it: ask it, never
+    join paths): inputs in `<root>/inputs/<dataset>/`, every artifact in `<root>/<asset>/<dataset>/` (tables as
+    `<table>.parquet`, models as folders) written atomically by the artifact IO manager (`resources/artifacts.py`),
+    a step's own working state in `<root>/<kind>/<dataset>/` (`step_dir`), shared stores (`store`), and
+    `<root>/skim.duckdb`, the catalogue of the tables."""
 
     root: str = Field(default=DEFAULT_ROOT, description="Storage root (default: $SKIM_DATA_ROOT or ./data).")
 
     @property
-    def root_path(self) -> Path:
-        return Path(self.root).expanduser().resolve()
+    def layout(self) -> Layout:
+        return Layout(self.root)
 
-    def inside_root(self, *parts: str) -> Path:
-        """`<root>/<parts...>`, refused (ValueError) unless it stays inside the root: the last line of defence
-        against a partition key or name that would write elsewhere (`../x`, `/abs`)."""
-        root = self.root_path
-        path = Path(os.path.normpath(root.joinpath(*parts)))
-        if path == root or root not in path.parents or any(part in ("", ".", "..") for part in parts):
-            raise ValueError(f"{'/'.join(parts)!r} resolves outside the storage root {root}")
-        return path
+    @property
+    def root_path(self) -> Path:
+        return self.layout.root
 
     def inputs(self, dataset: str) -> Path:
-        return self.inside_root("inputs", check_dataset_name(dataset))
+        return self.layout.inputs(dataset)
 
     def dataset_spec(self, dataset: str) -> DatasetSpec:
         """The registered dataset's settings (`<root>/inputs/<dataset>/dataset.json`)."""
@@ -56,34 +49,37 @@ class StorageResource(dg.ConfigurableResource):
 
     def artifact_dir(self, asset: str, dataset: str | None) -> Path:
         """`<root>/<asset>/<dataset>`, or `<root>/<asset>` for an asset shared by every dataset (dataset None)."""
-        return self.inside_root(asset, check_dataset_name(dataset)) if dataset is not None else self.inside_root(asset)
+        return self.layout.artifact(asset, dataset)
 
     def step_dir(self, kind: str, dataset: str, *parts: str) -> Path:
-        """A step's own working state that is not an artifact (`kind` e.g. 'embedding_cache', 'mapping_state',
-        '<asset>_shards'): `<root>/<kind>/<dataset>/<parts...>`."""
-        return self.inside_root(kind, check_dataset_name(dataset), *parts)
+        """A step's own working state that is not an artifact, of a kind `lib.layout` names (`EMBEDDING_CACHE`,
+        `MAPPING_STATE`, a generation's shards, ...): `<root>/<kind>/<dataset>/<parts...>`."""
+        return self.layout.state(kind, dataset, *parts)
+
+    def store(self, kind: str, *parts: str) -> Path:
+        """State shared by every dataset (`lib.layout.TEACHER_CACHE`, `STUDENT_MODELS`)."""
+        return self.layout.store(kind, *parts)
 
     def figure_path(self, asset: str, dataset: str, name: str) -> Path:
         """Where a table asset's plot is saved (`<root>/figures/<dataset>/<asset>-<name>`); folder artifacts keep
         their plots inside the folder."""
-        path = self.inside_root(FIGURES_FOLDER, check_dataset_name(dataset), f"{asset}-{name}")
+        path = self.layout.figure(asset, dataset, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def figures(self, dataset: str) -> list[Path]:
-        """Every plot drawn for a dataset: table assets' (`<root>/figures/<dataset>/`) and the ones folder artifacts
-        keep (`<root>/<asset>/<dataset>/*.png`, e.g. loss curves), by path."""
-        return sorted(set(self.root_path.glob(f"*/{check_dataset_name(dataset)}/*.png")))
+        """Every plot drawn for a dataset (`lib.layout.Layout.figures`)."""
+        return self.layout.figures(dataset)
 
     def staging_dir(self) -> Path:
         """A fresh folder to write a folder artifact into; return it from the asset and the IO manager moves it
         into place whole. Folders of killed steps (their process gone) are removed when the next one is asked for."""
-        return new_staging_directory(self.root_path / STAGING_FOLDER)
+        return new_staging_directory(self.layout.staging)
 
     def adopt_folder(self, staged: Path, asset: str, dataset: str | None) -> Path:
         """Move a finished staged folder to `<root>/<asset>/<dataset>`, replacing the previous artifact whole."""
         staged = Path(staged).resolve()
-        if self.root_path / STAGING_FOLDER not in staged.parents:
+        if self.layout.staging not in staged.parents:
             raise ValueError(f"{staged} is not a staging folder of {self.root_path}: write folder artifacts into "
                              "`storage.staging_dir()`")
         write_folder_manifest(staged)
@@ -95,7 +91,7 @@ class StorageResource(dg.ConfigurableResource):
         return folder.exists() and not missing_files(folder)
 
     def table_path(self, asset: str, dataset: str | None, table: str = "data") -> Path:
-        return self.artifact_dir(asset, dataset) / f"{table}.parquet"
+        return self.layout.table(asset, dataset, table)
 
     def write_table(self, asset: str, dataset: str | None, frame: pl.DataFrame, table: str = "data") -> Path:
         return write_parquet_atomic(frame, self.table_path(asset, dataset, table))
@@ -104,7 +100,7 @@ class StorageResource(dg.ConfigurableResource):
         """Several assets' tables written as one set (all old or all new for readers): see `lib.storage`."""
         for asset, frames in tables.items():
             for table in frames:
-                self.inside_root(asset, check_dataset_name(dataset), f"{table}.parquet")
+                self.table_path(asset, dataset, table)  # refused unless inside the root
         return write_table_set(self.root_path, step, dataset, tables)
 
     def read_table(self, asset: str, dataset: str, table: str = "data") -> pl.DataFrame:
