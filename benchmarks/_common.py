@@ -199,17 +199,15 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
 def unbiased_head_scorer(root: str | Path, dataset: str):
     """(storage, score(pairs, seed)): a one-vs-all head over the pretrained features of a dataset already run
     through the pipeline, trained on `pairs` and scored on its unbiased test set, as the sweeps score a point."""
-    from skim_assets.assets.common import all_queries
     from skim_assets.assets.sweeps import frozen_features
     from skim_assets.lib.ova_head import OvaHeadConfig
     from skim_assets.lib.sweeps import score_training_pairs
-    from skim_assets.resources import EncoderResource, StorageResource, Tables
+    from skim_assets.resources import EncoderResource, StorageResource, Tables, TrainingView
 
     storage = StorageResource(root=str(Path(root)))
     read = lambda asset: storage.read_table(asset, dataset)  # noqa: E731
-    features = frozen_features(storage, EncoderResource(device="cpu"), dataset,
-                               all_queries(read("queries"), Tables(folder=storage.root_path / "click_log_pairs"
-                                                                          / dataset)), read("documents"))
+    view = TrainingView(Tables(folder=storage.artifact_dir("train_pairs", dataset)))  # every query, click-log ones too
+    features = frozen_features(storage, EncoderResource(device="cpu"), dataset, view.queries, read("documents"))
     test = read("unbiased_test_qrels")
 
     def score(pairs, seed):

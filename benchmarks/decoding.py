@@ -3,10 +3,10 @@ sampling restricted to the prompt's words, with one adapter on one dataset.
 
     python benchmarks/decoding.py --root data --dataset demo     # after `make demo`: the demo's adapter
 
-Reads the dataset's documents, queries, train pairs and click-log tables and the `lora_adapter` of a storage root,
-writes for every source with each setting below, and prints per setting: seconds, grounded and junk shares and
-distinct queries per document of what was written (parsed and judged as `synthetic_queries` does), and distinct
-per document after the quality filter.
+Reads the training view that `train_pairs` carries (documents, every query, click-log ones included, and the click
+pairs), the `base_slm` and the `lora_adapter` of a storage root, writes for every source with each setting below,
+and prints per setting: seconds, grounded and junk shares and distinct queries per document of what was written
+(parsed and judged as `synthetic_queries` does), and distinct per document after the quality filter.
 """
 
 import argparse
@@ -20,12 +20,11 @@ if __package__ in (None, ""):
 import polars as pl
 
 from benchmarks._common import machine_line, markdown_table
-from skim_assets.assets.common import LORA_FOLDER, base_model_folder, generation_sources_of
-from skim_assets.lib.datasets import read_spec
 from skim_assets.lib.demonstrations import merge_samples, parse_outputs, student_prompts
 from skim_assets.lib.generation import SamplingSettings, TransformersBackend, sample_settings
-from skim_assets.lib.quality import judge_queries, judged_quality
-from skim_assets.resources import Tables
+from skim_assets.lib.quality import judge_queries, judged_quality, keep_grounded
+from skim_assets.lib.student import LORA_FOLDER, base_model_folder
+from skim_assets.resources import StorageResource, Tables, TrainingView
 
 GREEDY = SamplingSettings(max_new_tokens=80)
 SETTINGS = {
@@ -44,14 +43,15 @@ def main() -> int:
     parser.add_argument("--root", default="data", help="storage root with a materialized lora_adapter")
     parser.add_argument("--dataset", default="demo")
     args = parser.parse_args()
-    root, name = Path(args.root), args.dataset
-    table = lambda asset: pl.read_parquet(root / asset / name / "data.parquet")  # noqa: E731
-    spec = read_spec(root / "inputs" / name)
-    documents, known = generation_sources_of(spec.direction, table("documents"), table("queries"),
-                                             table("train_pairs"), Tables(folder=root / "click_log_pairs" / name))
+    storage, name = StorageResource(root=args.root), args.dataset
+    spec = storage.dataset_spec(name)
+    # the training view's documents, every query (click-log ones included) and click pairs
+    view = TrainingView(Tables(folder=storage.artifact_dir("train_pairs", name)))
+    documents, known = view.generation_sources(spec.direction)
     documents = documents.sort("doc_id")
     prompts = student_prompts(documents, known, spec.prompt_style)
-    backend = TransformersBackend(base_model_folder(root / "base_slm"), root / "lora_adapter" / name / LORA_FOLDER)
+    backend = TransformersBackend(base_model_folder(storage.artifact_dir("base_slm", None)),
+                                  storage.artifact_dir("lora_adapter", name) / LORA_FOLDER)
     ids = documents["doc_id"].to_list()
     print(machine_line())
     rows = []
@@ -63,7 +63,7 @@ def main() -> int:
             frames.append(parsed)
         judged = judge_queries(merge_samples(pl.concat(frames), 10), documents)
         written = judged_quality(judged, documents.height)
-        kept = judged_quality(judged.filter(pl.col("grounded")), documents.height)
+        kept = judged_quality(keep_grounded(judged, judged.columns)[0], documents.height)  # the quality filter
         rows.append({"setting": label, "seconds": round(time.monotonic() - started),
                      "grounded %": round(100 * written["grounded_share"], 1),
                      "junk %": round(100 * written["junk_share"], 1),

@@ -28,10 +28,11 @@ from benchmarks._common import REPO_ROOT, machine_line, markdown_table
 from benchmarks.training import smollm2_path
 from skim_assets.lib.demo import DemoWorldConfig, generate_demo_world
 from skim_assets.lib.generation import Generation, SamplingSettings, TransformersBackend, make_backend, vllm_available
-from skim_assets.lib.prompts import END_MARKER
-from skim_assets.lib.prompts import student_prompt
+from skim_assets.lib.layout import Layout
+from skim_assets.lib.prompts import END_MARKER, student_prompt
+from skim_assets.lib.student import LORA_FOLDER
 
-DEMO_ADAPTER = REPO_ROOT / "data" / "lora_adapter" / "demo" / "adapter"
+DEMO_ADAPTER = Layout(REPO_ROOT / "data").artifact("lora_adapter", "demo") / LORA_FOLDER  # `make demo`'s adapter
 
 
 class GenerateBaseline:

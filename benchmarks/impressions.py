@@ -62,7 +62,7 @@ def main() -> int:
 
     storage, score = unbiased_head_scorer(args.root, args.dataset)
     spec = storage.dataset_spec(args.dataset)
-    tables = lambda asset: Tables(folder=storage.root_path / asset / args.dataset)  # noqa: E731
+    tables = lambda asset: Tables(folder=storage.artifact_dir(asset, args.dataset))  # noqa: E731
     read = lambda asset: storage.read_table(asset, args.dataset)  # noqa: E731
     mapped = tables("mapped_pairs")
     mapping = settings_of(mapped, MappingSettings)

@@ -6,8 +6,8 @@
 
 N query vectors are searched against M indexed vectors (384-dim, unit norm) with the project's own functions:
 `skim_assets.lib.retrieval.exact_topk` (blocked `queries @ items.T` + top-k, what Algorithm 1, negative mining
-and the recall check use) and `build_hnsw_index` / `hnsw_search` (what `map_to_train_queries` uses; hnsw_topk is
-the two together). Synthetic vectors come from a Gaussian mixture with low intrinsic dimension
+and the recall check use) and `build_hnsw_index` / `hnsw_search` (what the mapping's `mapping_candidates` uses, as
+`hnsw_topk`: the two together). Synthetic vectors come from a Gaussian mixture with low intrinsic dimension
 (`benchmarks._common.ClusteredSpace`), so recall is meaningful; a second part embeds SciFact's titles and queries
 with the bundled MiniLM (`../shared/data/scifact`; skipped with the reason printed when absent).
 

@@ -58,7 +58,7 @@ def main() -> int:
 
     storage, score = unbiased_head_scorer(args.root, args.dataset)
     read = lambda asset: storage.read_table(asset, args.dataset)  # noqa: E731
-    mapped = Tables(folder=storage.root_path / "mapped_pairs" / args.dataset)
+    mapped = Tables(folder=storage.artifact_dir("mapped_pairs", args.dataset))
     taus = args.taus or [settings_of(mapped, MappingSettings).threshold]
 
     floors = [None if f == "none" else float(f) for f in args.floors]

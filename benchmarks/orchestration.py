@@ -69,17 +69,20 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
     from skim_assets.lib.dual_encoder import DualEncoderConfig, rank_documents, train_dual_encoder
     from skim_assets.lib.encoders import TextEncoder
     from skim_assets.lib.formats import union_pairs
+    from skim_assets.lib.layout import CLICK_LOG_CACHE, EMBEDDING_CACHE, Layout
     from skim_assets.lib.mapping import embed_with_cache
     from skim_assets.lib.metrics import evaluate_rankings
-    from skim_assets.lib.report_tables import metrics_table_markdown
     from skim_assets.lib.ova_head import OvaHeadConfig, ova_topk, train_ova_head
     from skim_assets.lib.plots import line_plot
+    from skim_assets.lib.report_tables import metrics_table_markdown
     from skim_assets.lib.retrieval import topk_frame
     from skim_assets.lib.simulation import exposure_curve, labels_as_pairs, missing_at_random_sample, simulate_click_log
     from skim_assets.lib.storage import atomic_directory, write_parquet_atomic
 
+    layout = Layout(root)  # the paths the storage resource gives the assets
+
     def path(asset, table="data"):
-        return root / asset / dataset / f"{table}.parquet"
+        return layout.table(asset, dataset, table)
 
     def write(asset, frame, table="data"):
         return write_parquet_atomic(frame, path(asset, table))
@@ -103,7 +106,7 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
 
     def pretrained_embeddings(texts, max_length):
         model = load()
-        cache = root / "embedding_cache" / dataset / "pretrained" / f"texts-{max_length}.parquet"
+        cache = layout.state(EMBEDDING_CACHE, dataset, "pretrained", f"texts-{max_length}.parquet")
         return embed_with_cache(texts, lambda batch: model.encode(batch, max_length=max_length), cache)[0]
 
     stages, clock = {}, [time.perf_counter()]
@@ -114,14 +117,14 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
         clock[0] = now
         log(f"plain: {stage} {stages[stage]:.1f}s")
 
-    inputs = root / "inputs" / dataset
+    inputs = layout.inputs(dataset)
     # datasets: dataset_tables, click_log_pairs
     spec = read_spec(inputs)
     tables = import_tables(inputs, spec)
     for asset, attribute in {"documents": "documents", "queries": "queries", "relevance_labels": "qrels"}.items():
         write(asset, getattr(tables, attribute))
     ingest = aggregate_click_logs(click_log_files(inputs / CLICKS_FOLDER), read("documents"), read("queries"),
-                                  cache_dir=root / "click_log_cache" / dataset)
+                                  cache_dir=layout.state(CLICK_LOG_CACHE, dataset))
     write("click_log_pairs", ingest.new_queries, "queries")
     write("click_log_pairs", ingest.aggregate, "aggregate")
     write("click_log_pairs", ingest.pairs)
@@ -141,7 +144,7 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
     curve = exposure_curve(ranked, train_labels, [k for k in DEFAULT_EXPOSURE_KS if k <= depth])
     line_plot({"train labels kept": (curve["exposure_k"].to_list(), curve["fraction_kept"].to_list())},
               "Labels surviving exposure", "exposure window K", "fraction kept",
-              root / "click_train_pairs" / dataset / "exposure_curve.png")
+              layout.figure("click_train_pairs", dataset, "exposure_curve.png"))
     metrics_table_markdown(curve.to_dicts(), curve.columns)
     for name, frame in {
         "click_train_pairs": clicks,
@@ -175,7 +178,7 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
             pretrained_embeddings(documents["title"].to_list(), 32),
             OvaHeadConfig(), progress=lambda _: None,
         )
-        with atomic_directory(root / name / dataset) as tmp:
+        with atomic_directory(layout.artifact(name, dataset)) as tmp:
             model.save(tmp / "encoder")
             (tmp / "training.json").write_text(json.dumps(report.__dict__, indent=2))
             line_plot({"loss": (list(range(1, len(report.loss_curve) + 1)), report.loss_curve)},
@@ -198,7 +201,7 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
 
     models = [("zero_shot", lambda: rank(queries, documents, max(EVAL_KS)))]
     for method in METHODS:
-        folder = root / f"{method}_models" / dataset
+        folder = layout.artifact(f"{method}_models", dataset)
         models.append((f"{method}_retriever", lambda p=str(folder / "encoder"): rank(queries, documents, max(EVAL_KS), p)))
         models.append((f"{method}_ova_head", lambda p=folder / "head.npz": ova_rank(p)))
     rows, rankings = [], []
@@ -224,9 +227,8 @@ def dagster_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float
     """`skim demo`'s path restricted to SUBSET: returns seconds split into asset steps, check steps and the rest."""
     import dagster as dg
 
-    from skim_assets.definitions import all_checks
     from skim_assets.cli import _instance, register_dataset
-    from skim_assets.definitions import defs
+    from skim_assets.definitions import all_checks, defs
 
     started = time.perf_counter()
     job = defs.resolve_job_def("skim_core")

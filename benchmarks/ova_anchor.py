@@ -18,17 +18,15 @@ PAIRS = {"base": "train_pairs", "mar": "mar_train_pairs", "oracle": "oracle_trai
 
 
 def anchor_table(root: Path, dataset: str, anchors: list[float], seeds: list[int], methods: list[str]) -> list[dict]:
-    from skim_assets.assets.common import all_queries
     from skim_assets.assets.sweeps import frozen_features
     from skim_assets.lib.ova_head import OvaHeadConfig
     from skim_assets.lib.sweeps import score_training_pairs
-    from skim_assets.resources import EncoderResource, StorageResource, Tables
+    from skim_assets.resources import EncoderResource, StorageResource, Tables, TrainingView
 
     storage = StorageResource(root=str(root))
     read = lambda asset: storage.read_table(asset, dataset)  # noqa: E731
-    clicks_log = Tables(folder=storage.root_path / "click_log_pairs" / dataset)
-    features = frozen_features(storage, EncoderResource(device="cpu"), dataset,
-                               all_queries(read("queries"), clicks_log), read("documents"))
+    view = TrainingView(Tables(folder=storage.artifact_dir("train_pairs", dataset)))  # every query, click-log ones too
+    features = frozen_features(storage, EncoderResource(device="cpu"), dataset, view.queries, read("documents"))
     test = read("unbiased_test_qrels")
     pairs = {m: read(PAIRS[m]) for m in methods}
     rows = []

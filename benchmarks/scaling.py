@@ -16,7 +16,7 @@ What runs, per size N (documents), with the project's own functions on a synthet
                      (`lib.retrieval.exact_topk` + `topk_frame`), what `simulated_clicks` does after encoding
   simulation         `simulate_clicks` (exposure 10) on train and test labels, `missing_at_random_sample`,
                      `labels_as_pairs`, `exposure_curve`
-  mapping            `lib.mapping.map_to_train_queries` (hnswlib with the asset defaults M=32, ef 200; its
+  mapping            `lib.mapping.map_once` (hnswlib with the asset defaults M=32, ef 200; its
                      recall check against exact search on 1,000 synthetic queries; the pair table)
   metrics            `lib.metrics.evaluate_rankings` (P/R/nDCG/PSP at 1..100) of the test queries' rankings with
                      `click_propensities` from the clicks
@@ -99,7 +99,7 @@ def run_size(n_documents: int, workdir: Path, synthetic_per_document: int = 2, s
 
     from skim_assets.lib.baselines import click_propensities
     from skim_assets.lib.datasets import import_tables, read_spec
-    from skim_assets.lib.mapping import MappingSettings, map_to_train_queries
+    from skim_assets.lib.mapping import MappingSettings, map_once
     from skim_assets.lib.metrics import evaluate_rankings
     from skim_assets.lib.retrieval import exact_topk, topk_frame
     from skim_assets.lib.simulation import exposure_curve, labels_as_pairs, missing_at_random_sample, simulate_clicks
@@ -137,8 +137,8 @@ def run_size(n_documents: int, workdir: Path, synthetic_per_document: int = 2, s
     train_ids = queries.filter(pl.col("split") == "train")["query_id"].to_list()
     synthetic_doc_ids = np.repeat(np.asarray(documents["doc_id"].to_list(), dtype=object), synthetic_per_document).tolist()
     with measure() as m:
-        pairs, stats = map_to_train_queries(synthetic_doc_ids, synthetic_vectors, train_ids, query_vectors[train_mask],
-                                            MappingSettings())
+        pairs, stats = map_once(synthetic_doc_ids, synthetic_vectors, train_ids, query_vectors[train_mask],
+                                MappingSettings())
     figures["mapping"] = m
 
     test_ids = queries.filter(pl.col("split") == "test").select("query_id")

@@ -25,18 +25,17 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
-    from skim_assets.assets.common import all_queries
     from skim_assets.lib.dual_encoder import DualEncoderConfig, rank_documents, train_dual_encoder
     from skim_assets.lib.encoders import TextEncoder
     from skim_assets.lib.mapping import unclicked_impressions
     from skim_assets.lib.metrics import evaluate_rankings
     from skim_assets.lib.report_tables import metrics_table_markdown
-    from skim_assets.resources import StorageResource, Tables
+    from skim_assets.resources import StorageResource, Tables, TrainingView
 
     storage = StorageResource(root=str(Path(args.root)))
     read = lambda asset: storage.read_table(asset, args.dataset)  # noqa: E731
-    train = Tables(folder=storage.root_path / "train_pairs" / args.dataset)
-    queries = all_queries(read("queries"), Tables(folder=storage.root_path / "click_log_pairs" / args.dataset))
+    train = Tables(folder=storage.artifact_dir("train_pairs", args.dataset))
+    queries = TrainingView(train).queries  # every query, click-log ones too
     documents, test = read("documents"), read("unbiased_test_qrels")
     test_queries = queries.join(test.select("query_id").unique(), on="query_id")
     rows = []
