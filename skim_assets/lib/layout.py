@@ -93,9 +93,10 @@ class Layout:
         """`<root>/<asset>/<dataset>`, or `<root>/<asset>` for an asset shared by every dataset (dataset None)."""
         from .datasets import check_dataset_name
 
+        path = self.inside(asset, check_dataset_name(dataset)) if dataset is not None else self.inside(asset)
         if not is_artifact_folder(asset):
             raise ValueError(f"{asset!r} names step state, not an asset")
-        return self.inside(asset, check_dataset_name(dataset)) if dataset is not None else self.inside(asset)
+        return path
 
     def table(self, asset: str, dataset: str | None, table: str = "data") -> Path:
         return self.artifact(asset, dataset) / f"{table}.parquet"

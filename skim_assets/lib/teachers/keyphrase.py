@@ -14,22 +14,21 @@ from typing import Any
 import numpy as np
 
 from skim_assets.lib.prompts import QUERIES_HEADER, output_header  # the output headers shared with the prompts
+from skim_assets.lib.text import STOP_WORDS
 
 from .protocol import ProgressFn, Teacher, TeacherRequest, TeacherResponse, _Progress, estimate_tokens
 
 
-STOPWORDS = frozenset(
+# Words a key phrase never ends on (or starts with, but for a leading preposition): the function words of
+# `lib.text` and the pronouns, adverbs and quantifiers a document's prose adds.
+STOPWORDS = STOP_WORDS | frozenset(
     """
-    a about above across after again against all almost along also although always am among an and another any
-    anyone anything are around as at be became because been before being below between both but by can cannot
-    could did do does doing done down during each either else enough etc even ever every few for from further
-    get gets got had has have having he her here hers herself him himself his how however i if in into is it its
-    itself just least less like made make makes many may me might more most much must my myself neither no nor
-    not now of off often on once one only or other others our ours ourselves out over own per perhaps please
-    quite rather really same several she should since so some something such than that the their theirs them
-    themselves then there these they this those though through thus to too under until up upon us use used uses
-    using very via was we well were what when where whether which while who whom whose why will with within
-    without would yet you your yours yourself yourselves
+    above across after again against almost along although always am among another anyone anything around became
+    because before below between both but cannot doing down during either else enough etc even ever every few
+    further got having here hers herself himself however itself least less like makes many much myself neither
+    nor now off often once one others ours ourselves out own perhaps please quite rather really same several
+    since something theirs themselves though through thus too until up upon us uses well whether while whose
+    within without yet yours yourself yourselves
     """.split()
 )
 
