@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import polars as pl
@@ -150,32 +151,14 @@ def _raise_overflow(index: int, clicks: pl.DataFrame, files: list[Path], report:
     raise AssertionError("row index beyond the drops")
 
 
-@dataclass
-class ClickLogIngest:
-    pairs: pl.DataFrame  # PAIRS_SCHEMA, source "click_log"
-    new_queries: pl.DataFrame  # QUERIES_SCHEMA: texts seen only in click logs, as train queries
-    aggregate: pl.DataFrame  # per (query text, doc_id): clicks, first_seen, last_seen (pairs' rows only)
-    report: DropReport
-    # IMPRESSIONS_SCHEMA: the drops' impressions per (query, doc, position)
-    impressions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=IMPRESSIONS_SCHEMA))
-    test_text_pairs: int = 0  # (query text, document) pairs set aside: the text is a test query's
-    test_text_clicks: int = 0  # their clicks
+class ClickTotals(NamedTuple):
+    aggregate: pl.DataFrame  # per (query text, doc_id) clicked: clicks, first_seen, last_seen
+    shown: pl.DataFrame  # per (query text, doc_id, position) with impressions: impressions, clicks
 
 
-def aggregate_click_logs(
-    files: list[Path], documents: pl.DataFrame, queries: pl.DataFrame, cache_dir: str | Path | None = None
-) -> ClickLogIngest:
-    """Click-log drops aggregated per (query text, document) into train pairs.
-
-    Every file is validated before anything is aggregated, so one bad file fails the whole ingest.
-    """
-    clicks, report = read_click_drops(files, documents["doc_id"], cache_dir)
-    clicks = clicks.with_columns(normalised_text("query"))
-    known = (  # train queries only, one id per text
-        queries.filter(pl.col("split") == "train").select("query_id", normalised_text("text").alias("query"))
-        .sort("query_id").unique("query", keep="first", maintain_order=True)
-    )
-    test_texts = queries.filter(pl.col("split") == "test").select(normalised_text("text").alias("query")).unique()
+def _click_totals(clicks: pl.DataFrame, files: list[Path], report: DropReport) -> ClickTotals:
+    """The drops' rows (`clicks`, query texts normalised) summed with DuckDB; a total past BIGINT is a DataError
+    naming the file and row where it overflows."""
     with duckdb.connect() as con:
         con.register("clicks", clicks.with_row_index("row_index").to_arrow())
         try:
@@ -207,6 +190,36 @@ def aggregate_click_logs(
             if not overflow:
                 raise
             _raise_overflow(int(overflow[0][0]), clicks, files, report)
+    return ClickTotals(aggregate, shown)
+
+
+@dataclass
+class ClickLogIngest:
+    pairs: pl.DataFrame  # PAIRS_SCHEMA, source "click_log"
+    new_queries: pl.DataFrame  # QUERIES_SCHEMA: texts seen only in click logs, as train queries
+    aggregate: pl.DataFrame  # per (query text, doc_id): clicks, first_seen, last_seen (pairs' rows only)
+    report: DropReport
+    # IMPRESSIONS_SCHEMA: the drops' impressions per (query, doc, position)
+    impressions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=IMPRESSIONS_SCHEMA))
+    test_text_pairs: int = 0  # (query text, document) pairs set aside: the text is a test query's
+    test_text_clicks: int = 0  # their clicks
+
+
+def aggregate_click_logs(
+    files: list[Path], documents: pl.DataFrame, queries: pl.DataFrame, cache_dir: str | Path | None = None
+) -> ClickLogIngest:
+    """Click-log drops aggregated per (query text, document) into train pairs.
+
+    Every file is validated before anything is aggregated, so one bad file fails the whole ingest.
+    """
+    clicks, report = read_click_drops(files, documents["doc_id"], cache_dir)
+    clicks = clicks.with_columns(normalised_text("query"))
+    known = (  # train queries only, one id per text
+        queries.filter(pl.col("split") == "train").select("query_id", normalised_text("text").alias("query"))
+        .sort("query_id").unique("query", keep="first", maintain_order=True)
+    )
+    test_texts = queries.filter(pl.col("split") == "test").select(normalised_text("text").alias("query")).unique()
+    aggregate, shown = _click_totals(clicks, files, report)
     set_aside = aggregate.join(test_texts, on="query", how="semi")
     aggregate = aggregate.join(test_texts, on="query", how="anti")
     shown = shown.join(test_texts, on="query", how="anti")
