@@ -24,8 +24,12 @@ def label_table(pairs: dict, queries, documents, test_qrels, all_train_labels, l
                 mask_held_back: bool, encoder_factory, training: dict, batches: int = 200) -> list[dict]:
     """Rows of (training set, learning rate, masked, false-negative share, R@10, R@100, seconds). `pairs` maps a
     name to (query_id, doc_id, weight) pairs; `training` holds `DualEncoderConfig` fields shared by every model."""
-    from skim_assets.lib.dual_encoder import (DualEncoderConfig, in_batch_false_negative_share, rank_documents,
-                                              train_dual_encoder)
+    from skim_assets.lib.dual_encoder import (
+        DualEncoderConfig,
+        in_batch_false_negative_share,
+        rank_documents,
+        train_dual_encoder,
+    )
     from skim_assets.lib.metrics import evaluate_rankings
 
     test_queries = queries.join(test_qrels.select("query_id").unique(), on="query_id")

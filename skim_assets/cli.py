@@ -319,8 +319,8 @@ def print_knowledge_infusion(root: Path, name: str) -> None:
     every method that adds pairs (precision against the held-back train labels, recall of them)."""
     import polars as pl
 
-    from .lib.report_tables import metrics_table_markdown
     from .lib.quality import judged_quality
+    from .lib.report_tables import metrics_table_markdown
     from .resources import StorageResource
 
     storage = StorageResource(root=str(root))
@@ -386,8 +386,7 @@ def cmd_demo(args) -> int:
 
 def cmd_import(args) -> int:
     root = _use_root(args.root)
-    from .lib.datasets import (DatasetSpec, check_dataset_name, import_tables, input_changes,
-                               write_spec)
+    from .lib.datasets import DatasetSpec, check_dataset_name, import_tables, input_changes, write_spec
     from .lib.formats import DataError
     from .lib.layout import Layout
 
@@ -510,8 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     from typing import get_args
 
     from .lib.datasets import DatasetSpec
-    from .lib.formats import DIRECTIONS
     from .lib.demo import WORLDS, DemoWorldConfig
+    from .lib.formats import DIRECTIONS
     from .lib.importers import FORMATS, IMPORTERS
     from .lib.simulation import ClickModel
 

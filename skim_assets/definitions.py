@@ -21,11 +21,11 @@ from .assets.evaluation import (
 )
 from .assets.generation import generation_assets, generation_checks
 from .assets.mapping import mapping_assets, mapping_checks
-from .console import step_progress_logger
-from .deployment import build_executor
 from .assets.simulation import simulated_clicks
 from .assets.sweeps import sweep_assets
 from .assets.training import models_assets, train_pairs, training_checks
+from .console import step_progress_logger
+from .deployment import build_executor
 from .jobs import (
     build_demo_jobs,
     click_refresh_job,

@@ -9,7 +9,6 @@ import yaml
 
 from .lib.methods import METHODS
 
-
 # The whole graph for one dataset partition: every method of the comparison.
 skim_pipeline_job = dg.define_asset_job(
     "skim_pipeline", selection=dg.AssetSelection.all(),

@@ -8,8 +8,14 @@ import os
 
 import dagster as dg
 
-from .jobs import (CLICK_REFRESH_ASSETS, EAGER_TABLES, MODEL_REFRESH, REFRESH_ALWAYS, click_refresh_job,
-                   skim_pipeline_job)
+from .jobs import (
+    CLICK_REFRESH_ASSETS,
+    EAGER_TABLES,
+    MODEL_REFRESH,
+    REFRESH_ALWAYS,
+    click_refresh_job,
+    skim_pipeline_job,
+)
 from .lib.clicklogs import click_log_files
 from .lib.datasets import CLICKS_FOLDER, check_dataset_name, read_spec
 from .lib.formats import DataError

@@ -11,9 +11,6 @@ import polars as pl
 import pytest
 
 from skim_assets.assets.datasets import click_log_pairs, dataset_tables
-from skim_assets.assets.simulation import simulated_clicks
-from skim_assets.assets.sweeps import SlmSizeSweepConfig, slm_size_report
-from skim_assets.lib.slm import BUNDLED_SLMS, BundledGguf
 from skim_assets.assets.distillation import (
     LoraAdapterConfig,
     TeacherDemonstrationsConfig,
@@ -22,9 +19,14 @@ from skim_assets.assets.distillation import (
 )
 from skim_assets.assets.generation import SyntheticQueriesConfig, generation_assets
 from skim_assets.assets.mapping import MappingConfig
+from skim_assets.assets.simulation import simulated_clicks
+from skim_assets.assets.sweeps import SlmSizeSweepConfig, slm_size_report
 from skim_assets.assets.training import MethodModelsConfig, RetrieverTrainingConfig, train_pairs
-from skim_assets.lib.methods import METHODS, models_asset
 from skim_assets.definitions import ASSETS, all_checks, defs
+from skim_assets.lib.formats import IMPRESSIONS_SCHEMA
+from skim_assets.lib.methods import METHODS, models_asset
+from skim_assets.lib.quality import label_repair
+from skim_assets.lib.slm import BUNDLED_SLMS, BundledGguf
 from skim_assets.partitions import dataset_partitions
 from skim_assets.resources import (
     EncoderResource,
@@ -36,9 +38,6 @@ from skim_assets.resources import (
     storage_resources,
 )
 from skim_assets.sensors import dataset_folder_sensor
-
-from skim_assets.lib.formats import IMPRESSIONS_SCHEMA
-from skim_assets.lib.quality import label_repair
 
 from .conftest import TINY_WORLD, materialize_selected
 

@@ -17,8 +17,13 @@ from skim_assets.lib.catalogue_world import (
     write_catalogue_dataset,
 )
 from skim_assets.lib.datasets import import_tables, read_spec
-from skim_assets.lib.demo import (CATALOGUE_FIELDS, QUERY_TEMPLATES, DemoWorldConfig, generate_demo_world,
-                                  write_demo_dataset)
+from skim_assets.lib.demo import (
+    CATALOGUE_FIELDS,
+    QUERY_TEMPLATES,
+    DemoWorldConfig,
+    generate_demo_world,
+    write_demo_dataset,
+)
 
 
 def catalogue(n: int, **kwargs) -> DemoWorldConfig:

@@ -6,15 +6,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from skim_assets.lib.devices import native_bf16, resolve_dtype
 from skim_assets.lib.distillation import train_lora_adapter
-from skim_assets.lib.prompts import END_MARKER
 from skim_assets.lib.generation import (
     GROUPED_ATTENTION,
     SamplingSettings,
     TransformersBackend,
     _register_grouped_attention,
 )
+from skim_assets.lib.prompts import END_MARKER
+from skim_assets_tests.test_distillation_generation import FAST, TARGETS  # noqa: E402
+from skim_assets_tests.test_distillation_generation import PROMPTS as TRAINED
 
-from skim_assets_tests.test_distillation_generation import FAST, PROMPTS as TRAINED, TARGETS  # noqa: E402
 # prompts the adapter never saw, of varied lengths: some rows stop at the marker, others run to the cap
 OTHERS = ["Document: x\nQueries:\n", "Text: zinc face cream by Nordwind Labs, Oslo, against insomnia.\nQueries:\n",
           "Queries:\n", "Document: Lavender 12 from Lyon for sleep and stress and migraine\nText: tea\nQueries:\n"]

@@ -6,10 +6,15 @@ import polars as pl
 import pytest
 
 from skim_assets.lib.formats import IMPRESSIONS_SCHEMA, union_impressions
-from skim_assets.lib.mapping import (UNCLICKED_POSITION, MappingSettings, annotate_unclicked, candidates_to_pairs,
-                                     map_to_train_queries, unclicked_impressions)
-from skim_assets.lib.propensities import (PropensitySettings, position_ips_pairs, propensity_errors,
-                                          regression_em)
+from skim_assets.lib.mapping import (
+    UNCLICKED_POSITION,
+    MappingSettings,
+    annotate_unclicked,
+    candidates_to_pairs,
+    map_once,
+    unclicked_impressions,
+)
+from skim_assets.lib.propensities import PropensitySettings, position_ips_pairs, propensity_errors, regression_em
 from skim_assets.lib.simulation import ClickSimulation, simulate_click_log
 
 
@@ -51,9 +56,9 @@ def test_the_filter_drops_shown_not_clicked_pairs_within_the_examined_positions(
 def test_mapping_with_impressions_reports_what_the_filter_removed():
     vectors = np.array([[1, 0], [0, 1]], dtype=np.float32)
     settings = MappingSettings(k=1, tau=0.8, examined_positions=10)
-    pairs, stats = map_to_train_queries(["A", "B"], vectors, ["east", "north"], vectors, settings, impressions=LOG)
+    pairs, stats = map_once(["A", "B"], vectors, ["east", "north"], vectors, settings, impressions=LOG)
     assert pairs.select("query_id", "doc_id").rows() == [("north", "B")] or pairs.height == 0
-    plain, plain_stats = map_to_train_queries(["A", "B"], vectors, ["east", "north"], vectors, settings)
+    plain, plain_stats = map_once(["A", "B"], vectors, ["east", "north"], vectors, settings)
     assert plain.height - pairs.height == stats["pairs_shown_not_clicked"] >= 1
     assert "pairs_shown_not_clicked" not in plain_stats  # no impressions: nothing read, nothing said
 

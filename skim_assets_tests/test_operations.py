@@ -21,8 +21,15 @@ from skim_assets.definitions import ASSETS
 from skim_assets.jobs import click_refresh_job
 from skim_assets.lib.demonstrations import QUERIES_SCHEMA as SYNTHETIC_SCHEMA
 from skim_assets.partitions import dataset_partitions
-from skim_assets.resources import (EncoderResource, GeneratorResource, StorageResource, Tables, TeacherResource,
-                                   TrainingView, storage_resources)
+from skim_assets.resources import (
+    EncoderResource,
+    GeneratorResource,
+    StorageResource,
+    Tables,
+    TeacherResource,
+    TrainingView,
+    storage_resources,
+)
 from skim_assets.sensors import click_log_sensor
 
 from .conftest import materialize_selected

@@ -6,8 +6,8 @@ import pytest
 from skim_assets.lib.quality import (
     held_back_labels,
     judge_queries,
-    keep_grounded,
     junk_reason,
+    keep_grounded,
     label_repair,
     query_quality,
     set_agreement,

@@ -1,9 +1,8 @@
 """Algorithm 1 (exposure-window clicks), the MAR sample and the exposure curve on hand-built rankings."""
 
+import numpy as np
 import polars as pl
 import pytest
-
-import numpy as np
 
 from skim_assets.lib.simulation import (
     ClickSimulation,

@@ -413,8 +413,8 @@ def demo_story(demo_instance_env, tiny_causal_lm, tmp_path) -> str:
     import dagster as dg
     import yaml
 
-    from skim_assets.lib.methods import METHODS, models_asset
     from skim_assets.definitions import defs
+    from skim_assets.lib.methods import METHODS, models_asset
 
     in_demo = {k.path[-1] for k in defs.resolve_job_def("demo").asset_layer.executable_asset_keys}
     config = tmp_path / "tiny.yaml"

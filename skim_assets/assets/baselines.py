@@ -8,10 +8,15 @@ import numpy as np
 import polars as pl
 
 from ..lib.baselines import click_propensities, gandalf_pairs, ips_pairs, lever_pairs
-from ..lib.report_tables import metrics_table_markdown
 from ..lib.plots import line_plot
-from ..lib.propensities import (PROPENSITY_SCHEMA, PropensitySettings, position_ips_pairs, propensity_errors,
-                                regression_em)
+from ..lib.propensities import (
+    PROPENSITY_SCHEMA,
+    PropensitySettings,
+    position_ips_pairs,
+    propensity_errors,
+    regression_em,
+)
+from ..lib.report_tables import metrics_table_markdown
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables, TrainingView
 from ..resources.artifacts import report_table

@@ -15,8 +15,16 @@ import dagster as dg
 import polars as pl
 
 from ..deployment import GPU_TAGS, gpu_op_tags
-from ..lib.checks import (FINITE_WEIGHTS_DESCRIPTION, GROUNDED_SHARE_WARN, JUNK_SHARE_WARN, Evaluate, Outcome,
-                          evaluate_finite_weights, evaluate_query_quality, evaluate_safely)
+from ..lib.checks import (
+    FINITE_WEIGHTS_DESCRIPTION,
+    GROUNDED_SHARE_WARN,
+    JUNK_SHARE_WARN,
+    Evaluate,
+    Outcome,
+    evaluate_finite_weights,
+    evaluate_query_quality,
+    evaluate_safely,
+)
 from ..lib.layout import DOCUMENT_INDEX, EMBEDDING_CACHE
 from ..lib.plots import Plot
 from ..partitions import dataset_partitions

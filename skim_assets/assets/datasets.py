@@ -6,6 +6,18 @@ import time
 import dagster as dg
 import polars as pl
 
+from ..lib.checks import (
+    ERROR,
+    Outcome,
+    duplicate_count,
+    empty_text_count,
+    evaluate_safely,
+    examples,
+    fail,
+    ok,
+    schema_problems,
+    unknown_values,
+)
 from ..lib.clicklogs import aggregate_click_logs, check_click_log_folder, click_log_files
 from ..lib.datasets import CLICKS_FOLDER, IMPORT_SOURCE, TABLE_ASSETS, import_tables, source_digest
 from ..lib.formats import DOCUMENTS_SCHEMA, QRELS_SCHEMA, SPLITS, queries_schema
@@ -14,8 +26,6 @@ from ..lib.storage import peak_rss_mib, write_json_atomic
 from ..partitions import dataset_partitions
 from ..resources import StorageResource, Tables
 from ..resources.artifacts import DATA, table_metadata, tables_data_version
-from ..lib.checks import (ERROR, Outcome, duplicate_count, empty_text_count, evaluate_safely, examples, fail, ok,
-                          schema_problems, unknown_values)
 from .common import asset_check, build_check, check_result, partition_of
 
 DATASET_TABLES = TABLE_ASSETS

@@ -9,7 +9,13 @@ import polars as pl
 from pydantic import Field
 
 from ..lib.checks import ERROR, WARN, Outcome, fail, nonfinite_in_safetensors, ok, rounded
-from ..lib.demonstrations import parse_outputs, sample_documents, seeded_subset, teacher_reference_texts, teacher_requests
+from ..lib.demonstrations import (
+    parse_outputs,
+    sample_documents,
+    seeded_subset,
+    teacher_reference_texts,
+    teacher_requests,
+)
 from ..lib.distillation import LoraSftConfig, LoraSftReport
 from ..lib.layout import LORA_CHECKPOINTS, TEACHER_CACHE
 from ..lib.plots import line_plot
@@ -19,8 +25,16 @@ from ..lib.student import BASE_MODEL, LORA_FOLDER, DistillationTask, base_model_
 from ..lib.teachers import TeacherRequest
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource, Tables, TeacherResource, TrainingView
-from .common import (MODEL_STEP, build_check, student_model_folder, build_finite_weights_check, build_query_quality_check,
-                     plot_metadata, quality_metadata, sample_table)
+from .common import (
+    MODEL_STEP,
+    build_check,
+    build_finite_weights_check,
+    build_query_quality_check,
+    plot_metadata,
+    quality_metadata,
+    sample_table,
+    student_model_folder,
+)
 
 
 class TeacherDemonstrationsConfig(dg.Config):

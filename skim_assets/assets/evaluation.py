@@ -12,13 +12,13 @@ from ..lib.baselines import click_propensities
 from ..lib.catalogue import refresh_catalogue
 from ..lib.checks import ERROR, WARN, Outcome, fail, ok, rounded, weights_outside
 from ..lib.html_report import REPORT_SECTIONS, ReportContent, comparison_by_base_model, render_report
-from ..lib.metrics import evaluate_rankings, ndcg_gains
+from ..lib.mapping import UNCLICKED_POSITION, MappingSettings, candidates_to_pairs
 from ..lib.methods import BASE_MODELS, METHODS
+from ..lib.metrics import evaluate_rankings, ndcg_gains
 from ..lib.ova_head import load_head, ova_topk
 from ..lib.plots import bar_plot
-from ..lib.report_tables import methods_first, metrics_table_markdown
-from ..lib.mapping import UNCLICKED_POSITION, MappingSettings, candidates_to_pairs
 from ..lib.quality import label_repair
+from ..lib.report_tables import methods_first, metrics_table_markdown
 from ..lib.retrieval import retrieval_input, topk_frame
 from ..lib.spaces import HEAD_FILE, RETRIEVER_FOLDER, document_tower_frozen
 from ..lib.storage import peak_rss_mib

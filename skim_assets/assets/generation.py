@@ -11,12 +11,27 @@ from ..lib.demonstrations import duplicate_rate, top_query_document_share
 from ..lib.generation import ShardReport
 from ..lib.layout import shards_state
 from ..lib.quality import judged_quality
-from ..lib.student import (GenerationSettings, GenerationWork, WrittenQueries, base_model_folder, generation_work,
-                           sampled_sources, student_teacher_agreement, written_queries)
+from ..lib.student import (
+    GenerationSettings,
+    GenerationWork,
+    WrittenQueries,
+    base_model_folder,
+    generation_work,
+    sampled_sources,
+    student_teacher_agreement,
+    written_queries,
+)
 from ..partitions import dataset_partitions
 from ..resources import GeneratorResource, StorageResource, Tables, TrainingView
-from .common import (MODEL_OP, MODEL_STEP, build_check, build_query_quality_check,
-                     quality_metadata, sample_table, settings_table)
+from .common import (
+    MODEL_OP,
+    MODEL_STEP,
+    build_check,
+    build_query_quality_check,
+    quality_metadata,
+    sample_table,
+    settings_table,
+)
 
 
 class SyntheticQueriesConfig(dg.Config, GenerationSettings):

@@ -15,8 +15,7 @@ from ..lib.plots import histogram_plot
 from ..lib.quality import pairs_beyond
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, StorageResource, Tables, TrainingView
-from .common import (EAGER, build_check, click_space, pairs_output, plot_metadata, settings_of,
-                     settings_table)
+from .common import EAGER, build_check, click_space, pairs_output, plot_metadata, settings_of, settings_table
 
 MAPPING_ENCODER = "base_models"  # its dual encoder, fine-tuned on the (click) train set
 

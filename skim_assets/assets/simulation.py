@@ -4,9 +4,9 @@
 import dagster as dg
 import polars as pl
 
+from ..lib.formats import IMPRESSIONS_SCHEMA
 from ..lib.plots import line_plot
 from ..lib.retrieval import topk_frame
-from ..lib.formats import IMPRESSIONS_SCHEMA
 from ..lib.simulation import (
     DEFAULT_EXPOSURE_KS,
     exposure_curve,

@@ -14,8 +14,18 @@ from ..lib.ova_head import OvaHeadConfig
 from ..lib.plots import bar_plot, line_plot
 from ..lib.report_tables import metrics_table_markdown
 from ..lib.slm import BUNDLED_SLMS, SMOLLM2, bundled_installed, parameter_count
-from ..lib.student import (DistillationTask, GenerationSettings, StudentRun, StudentSweepTask, base_model_folder,
-                           is_pipeline_student, lora_training_of, run_student, sampled_sources, student_slug)
+from ..lib.student import (
+    DistillationTask,
+    GenerationSettings,
+    StudentRun,
+    StudentSweepTask,
+    base_model_folder,
+    is_pipeline_student,
+    lora_training_of,
+    run_student,
+    sampled_sources,
+    student_slug,
+)
 from ..lib.sweeps import (
     SLM_SIZE_SCHEMA,
     SWEEP_METHODS,
@@ -28,8 +38,7 @@ from ..lib.sweeps import (
 from ..partitions import dataset_partitions
 from ..resources import EncoderResource, GeneratorResource, StorageResource, Tables, TrainingView
 from ..resources.artifacts import report_table
-from .common import (MODEL_STEP, click_space, plot_metadata, pretrained_space, settings_of,
-                     student_model_folder)
+from .common import MODEL_STEP, click_space, plot_metadata, pretrained_space, settings_of, student_model_folder
 
 
 def frozen_features(storage: StorageResource, encoder: EncoderResource, dataset: str, queries: pl.DataFrame,

@@ -50,6 +50,15 @@ def mapping_targets(direction: str, encoder, documents: pl.DataFrame, queries: p
                           "query")
 
 
+class DocumentVectors(NamedTuple):
+    """Every document's title vector in a space, its search index (None: searched by the caller) and how many
+    titles were embedded now rather than read from a cache."""
+
+    vectors: np.ndarray
+    index: object | None
+    embedded_now: int
+
+
 class ClickSpace:
     """Texts embedded by the click-trained encoder saved in `models_folder` (`encoder` supplies loading, prompts
     and token caps: the encoder resource), cached under `cache_root/<encoder fingerprint>/`."""
@@ -65,7 +74,7 @@ class ClickSpace:
         self.pretrained = pretrained
         self.documents = documents
         self._model = None
-        self._document_vectors: tuple | None = None
+        self._document_vectors: DocumentVectors | None = None
 
     def embed(self, texts: list[str], max_length: int, role: str | None = None) -> tuple[np.ndarray, int]:
         """(vectors of `texts` in order, how many were computed now rather than read from the cache)."""
@@ -77,18 +86,19 @@ class ClickSpace:
         suffix = prompt_cache_suffix(self.encoder.prompt(role, str(self.encoder_path)))
         return embed_with_cache(texts, compute, self.cache_dir / f"texts-{max_length}{suffix}.parquet")
 
-    def document_vectors(self) -> tuple[np.ndarray, object | None, int]:
-        """(every document's title vector, its search index or None, how many titles were embedded now)."""
+    def document_vectors(self) -> DocumentVectors:
+        """Every document's title vector in this space (with the pretrained index where they are the pretrained
+        vectors)."""
         if self._document_vectors is None:
             titles = self.documents["title"].to_list()
             if document_tower_frozen(self.models_folder):
                 index = self.pretrained.document_index(titles, self.encoder.doc_max_length)
-                self._document_vectors = (index.vectors, index, 0)
+                self._document_vectors = DocumentVectors(index.vectors, index, 0)
             else:
                 vectors, embedded_now = self.embed(titles, self.encoder.doc_max_length, "document")
-                self._document_vectors = (vectors, None, embedded_now)
+                self._document_vectors = DocumentVectors(vectors, None, embedded_now)
         return self._document_vectors
 
     def neighbours(self, clicks: pl.DataFrame) -> ClickNeighbours:
         """The clicks beside every document's vector in this space: what the click-neighbour floor reads."""
-        return ClickNeighbours(clicks, self.documents["doc_id"].to_list(), self.document_vectors()[0])
+        return ClickNeighbours(clicks, self.documents["doc_id"].to_list(), self.document_vectors().vectors)

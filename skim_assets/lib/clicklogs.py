@@ -23,8 +23,7 @@ from typing import NamedTuple
 import duckdb
 import polars as pl
 
-from .formats import CLICKS_SCHEMA, IMPRESSIONS_SCHEMA, PAIRS_SCHEMA, QUERIES_SCHEMA
-from .formats import DataError
+from .formats import CLICKS_SCHEMA, IMPRESSIONS_SCHEMA, PAIRS_SCHEMA, QUERIES_SCHEMA, DataError
 from .importers import click_log_source, read_click_log
 from .storage import file_digest, write_json_atomic, write_parquet_atomic
 

@@ -12,8 +12,8 @@ import polars as pl
 
 from .formats import DOCUMENTS_FOR_QUERIES
 from .parsing import parse_generated_queries, parse_rate
-from .text import normalise, normalised
 from .prompts import MAX_KNOWN_QUERIES, student_prompt, student_target, teacher_messages
+from .text import normalise, normalised
 
 QUERIES_SCHEMA = {"doc_id": pl.String, "query": pl.String, "rank": pl.Int32}
 

@@ -24,7 +24,6 @@ from .retrieval import exact_topk, hnsw_topk, neighbour_frame, similarity_weight
 from .settings import Settings
 from .storage import write_json_atomic, write_parquet_atomic
 
-
 DEFAULT_TAU = 0.8  # the paper's threshold on (1 + cos) / 2; a dataset's spec may set its own
 # A pass at position p is evidence against the pair only as far as p was examined: nfcorpus-dev under the
 # position-based click model (eta 1) loses half its correct pairs to a cut-off of 10 for no precision, under the

@@ -11,11 +11,11 @@ from ..lib.layout import Layout
 from ..lib.storage import (
     TableSetPins,
     missing_files,
-    write_folder_manifest,
+    new_staging_directory,
     read_artifact_table,
     rematerialize_hint,
-    new_staging_directory,
     replace_directory,
+    write_folder_manifest,
     write_parquet_atomic,
     write_table_set,
 )

@@ -27,15 +27,15 @@ class SamplingSettings(Settings):
                          "decoded as above (greedy by default), the others sampled at diversity_temperature. More "
                          "samples, more distinct queries, proportionally more time.")
     diversity_temperature: float = Field(default=0.7, description="Temperature of the extra samples (top_k as "
-                                         "above). Unconstrained, 0.5 already drops grounding to 88% on the demo.")
+                                         "above). Unconstrained sampling from a small student loses grounding fast (RESULTS.md).")
     prompt_words_only: bool = Field(default=False, description="Decode only tokens that spell words of the prompt "
                                     "(the document's title, text and known queries), line breaks and the end "
                                     "marker: a small student cannot write a fact its document lacks. Applies to the "
                                     "first output; off for a large student, and where users type words the "
                                     "documents never use.")
     samples_prompt_words_only: bool = Field(default=True, description="`prompt_words_only` for the extra samples: "
-                                            "sampling from a 135M model is what invents facts (demo: 88% grounded "
-                                            "at 0.5 unconstrained, 93% at 0.7 constrained).")
+                                            "sampling from a 135M model is what invents facts (RESULTS.md measures "
+                                            "it on the demo).")
 
 
 def sample_settings(sampling: SamplingSettings, sample: int) -> SamplingSettings:

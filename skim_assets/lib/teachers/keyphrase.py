@@ -18,7 +18,6 @@ from skim_assets.lib.text import STOP_WORDS
 
 from .protocol import ProgressFn, Teacher, TeacherRequest, TeacherResponse, _Progress, estimate_tokens
 
-
 # Words a key phrase never ends on (or starts with, but for a leading preposition): the function words of
 # `lib.text` and the pronouns, adverbs and quantifiers a document's prose adds.
 STOPWORDS = STOP_WORDS | frozenset(
