@@ -31,8 +31,7 @@ from skim_assets.resources import (
     storage_resources,
 )
 from skim_assets.sensors import click_log_sensor
-
-from .conftest import materialize_selected
+from skim_assets_tests.conftest import materialize_selected
 
 ASSET_BY_NAME = {key.path[-1]: asset for asset in ASSETS for key in asset.keys}
 REFRESH_CONFIG = {"ops": {"mapped_pairs_udapdr": {"config": {"tau": 0.55}}}}

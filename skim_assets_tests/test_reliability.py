@@ -18,8 +18,7 @@ from skim_assets.lib.demo import DemoWorldConfig, write_demo_dataset
 from skim_assets.lib.formats import QUERIES_SCHEMA, DataError
 from skim_assets.partitions import dataset_partitions
 from skim_assets.resources import StorageResource, storage_resources
-
-from .conftest import materialize_selected
+from skim_assets_tests.conftest import materialize_selected
 
 SECRET = "sk-PROBE-SECRET-1234567"
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import TINY_WORLD
+from skim_assets_tests.conftest import TINY_WORLD
 
 pytestmark = pytest.mark.browser
 

@@ -7,7 +7,7 @@ Which interpreter runs the server:
       python3.11 -m venv /tmp/llama_venv
       CMAKE_BUILD_PARALLEL_LEVEL=1 nice -n 19 /tmp/llama_venv/bin/pip install 'llama-cpp-python[server]'
       SKIM_LLAMA_PYTHON=/tmp/llama_venv/bin/python .venv/bin/python -m pytest -m llm_server -s \\
-          skim_assets_tests/test_openai_server.py
+          skim_assets_tests/lib/teachers/test_openai_server.py
 - unset: this interpreter; the test skips when `llama_cpp` (or its server extra) is not importable here.
 Marked `llm_server`. `-s` shows the figures: documents, answers, tokens, seconds and the raw answers.
 """

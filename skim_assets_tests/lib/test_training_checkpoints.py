@@ -23,10 +23,9 @@ from skim_assets.lib.checkpoints import CHECKPOINT_FILE, TrainingCheckpoint
 from skim_assets.lib.distillation import LoraSftConfig, train_lora_adapter
 from skim_assets.lib.dual_encoder import DualEncoderConfig, train_dual_encoder
 from skim_assets.lib.encoders import TextEncoder, default_encoder_path
+from skim_assets_tests.lib.test_dual_encoder import DOCUMENTS, PAIRS, QUERIES  # the opaque-title world
 
-from .test_dual_encoder import DOCUMENTS, PAIRS, QUERIES  # the opaque-title world
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROMPTS = [f"Document: Item {i}\nText: a herbal tea for migraine number {i}.\nQueries:\n" for i in range(20)]
 TARGETS = ["herbal tea\nmigraine relief\n<end>"] * 20
 # 16 train examples in micro-batches of 4, two per step: 2 steps an epoch, 24 steps; dropout on (torch's generator)
@@ -119,7 +118,7 @@ def dual_reference(tiny_bert):
 
 KILLABLE = """
 import sys, time
-from skim_assets_tests.test_training_checkpoints import train_dual, train_lora
+from skim_assets_tests.lib.test_training_checkpoints import train_dual, train_lora
 kind, model, checkpoint_dir, out = sys.argv[1:5]
 
 def progress(message):  # slowed down: the test must find a checkpoint on disk before training ends

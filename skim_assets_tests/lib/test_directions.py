@@ -13,8 +13,7 @@ from skim_assets.lib.demonstrations import generation_sources, teacher_reference
 from skim_assets.lib.formats import DOCUMENTS_FOR_QUERIES, QUERIES_FOR_DOCUMENTS, DataError
 from skim_assets.lib.mapping import MappingSettings, map_incrementally
 from skim_assets.lib.quality import label_repair
-
-from .test_mapping import TRAIN, TRAIN_IDS, _unit
+from skim_assets_tests.lib.test_mapping import TRAIN, TRAIN_IDS, _unit
 
 
 def test_direction_follows_the_prompt_style_unless_set():

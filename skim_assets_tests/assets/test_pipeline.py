@@ -38,8 +38,7 @@ from skim_assets.resources import (
     storage_resources,
 )
 from skim_assets.sensors import dataset_folder_sensor
-
-from .conftest import TINY_WORLD, materialize_selected
+from skim_assets_tests.conftest import TINY_WORLD, materialize_selected
 
 QUICK_TRAINING = MethodModelsConfig(dual_encoder=RetrieverTrainingConfig(epochs=2, learning_rate=1e-4, hard_negatives=1))
 MODELS = [models_asset(method) for method in METHODS]

@@ -11,7 +11,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `benchmarks`
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `benchmarks`
 
 from benchmarks.table_set_race import (  # noqa: E402
     ASSETS,

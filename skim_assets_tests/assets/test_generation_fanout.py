@@ -10,8 +10,7 @@ import polars as pl
 from skim_assets.definitions import ASSETS, build_resources
 from skim_assets.partitions import dataset_partitions
 from skim_assets.resources import GeneratorResource, storage_resources
-
-from .conftest import materialize_selected
+from skim_assets_tests.conftest import materialize_selected
 
 ASSET = "synthetic_queries_udapdr"  # the generation branch without a LoRA adapter: nothing to train first
 ROOT_ENV, LM_ENV = "SKIM_FANOUT_ROOT", "SKIM_FANOUT_LM"

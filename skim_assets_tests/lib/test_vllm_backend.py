@@ -45,7 +45,7 @@ def test_vllm_generates_with_a_lora_request(smollm_with_adapter, tmp_path):
     script = tmp_path / "run_vllm.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run([sys.executable, str(script), str(base), str(adapter)], capture_output=True, text=True,
                           env=env, timeout=900)
     result_lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]

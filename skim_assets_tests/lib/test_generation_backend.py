@@ -13,8 +13,8 @@ from skim_assets.lib.generation import (
     _register_grouped_attention,
 )
 from skim_assets.lib.prompts import END_MARKER
-from skim_assets_tests.test_distillation_generation import FAST, TARGETS  # noqa: E402
-from skim_assets_tests.test_distillation_generation import PROMPTS as TRAINED
+from skim_assets_tests.lib.test_distillation_generation import FAST, TARGETS  # noqa: E402
+from skim_assets_tests.lib.test_distillation_generation import PROMPTS as TRAINED
 
 # prompts the adapter never saw, of varied lengths: some rows stop at the marker, others run to the cap
 OTHERS = ["Document: x\nQueries:\n", "Text: zinc face cream by Nordwind Labs, Oslo, against insomnia.\nQueries:\n",

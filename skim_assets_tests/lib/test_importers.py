@@ -15,7 +15,7 @@ from polars.testing import assert_frame_equal
 from skim_assets.lib.formats import CLICKS_SCHEMA, DOCUMENTS_SCHEMA, QRELS_SCHEMA, QUERIES_SCHEMA, DataError
 from skim_assets.lib.importers import read_beir, read_click_log, read_jsonl, read_xc_bow, read_xc_raw
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def write(path: Path, content: str | bytes, gz: bool = False) -> Path:
