@@ -36,7 +36,8 @@ def machine_line() -> str:
     except ImportError:  # pragma: no cover - psutil comes with dagster
         memory = "? GiB"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{platform.machine()} {os.cpu_count()} CPUs, {memory} RAM, Python {platform.python_version()}, load avg {load}"
+    return (f"{platform.machine()} {os.cpu_count()} CPUs, {memory} RAM, Python {platform.python_version()}, "
+            f"load avg {load}")
 
 
 # ------------------------------------------------------------------------------------------------ peak memory

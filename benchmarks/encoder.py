@@ -11,8 +11,8 @@ Three ways to embed the same texts with the same model and token cap:
   batched, unsorted batches of 64 in file order under torch.inference_mode (isolates what length sorting adds)
   TextEncoder.encode the project's path: batches of 64 of length-sorted texts, inference_mode
 and, when sentence-transformers is installed (the `dev` extra), `SentenceTransformer.encode` on the folder
-`TextEncoder.save` writes (what a trained retriever is saved as). Prints sentences/s and the ratio against the naive loop measured in the same run, and checks that all three
-give the same vectors.
+`TextEncoder.save` writes (what a trained retriever is saved as). Prints sentences/s and the ratio against the naive
+loop measured in the same run, and checks that all three give the same vectors.
 """
 
 import argparse

@@ -61,14 +61,16 @@ class GenerateBaseline:
         order = np.argsort([-len(p) for p in prompts], kind="stable")
         for start in range(0, len(prompts), self.batch_size):
             idx = order[start : start + self.batch_size]
-            batch = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                                   add_special_tokens=False)
             with torch.inference_mode():
                 out = self.model.generate(**batch, do_sample=False, max_new_tokens=sampling.max_new_tokens,
                                           min_new_tokens=sampling.min_new_tokens or None,
                                           stop_strings=None if sampling.min_new_tokens else [END_MARKER],
                                           tokenizer=self.tokenizer, pad_token_id=self.tokenizer.eos_token_id)
             for row, i in enumerate(idx):
-                tokens = [t for t in out[row, batch["input_ids"].shape[1]:].tolist() if t != self.tokenizer.eos_token_id]
+                tokens = [t for t in out[row, batch["input_ids"].shape[1]:].tolist()
+                          if t != self.tokenizer.eos_token_id]
                 outputs[i] = Generation(self.tokenizer.decode(tokens, skip_special_tokens=True), len(tokens))
         return outputs
 
@@ -93,7 +95,8 @@ def quality(outputs: list[Generation], documents: pl.DataFrame) -> dict:
     from skim_assets.lib.demonstrations import parse_outputs
     from skim_assets.lib.quality import judge_queries, judged_quality
 
-    parsed, _ = parse_outputs(documents["doc_id"].to_list(), [o.text for o in outputs], documents, {}, "url-queries", 10)
+    parsed, _ = parse_outputs(documents["doc_id"].to_list(), [o.text for o in outputs], documents, {},
+                              "url-queries", 10)
     return judged_quality(judge_queries(parsed, documents), documents.height)
 
 

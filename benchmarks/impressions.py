@@ -68,8 +68,9 @@ def main() -> int:
     mapping = settings_of(mapped, MappingSettings)
 
     clicks = read("train_pairs")
-    rows = filter_rows(clicks, read("oracle_train_pairs"), mapped["candidates"], mapped["synthetic"]["doc_id"].to_list(),
-                       mapping.threshold, mapping.click_neighbour_floor, args.seeds, score)
+    rows = filter_rows(clicks, read("oracle_train_pairs"), mapped["candidates"],
+                       mapped["synthetic"]["doc_id"].to_list(), mapping.threshold, mapping.click_neighbour_floor,
+                       args.seeds, score)
     ips_position = tables("ips_position_train_pairs")
     for seed in args.seeds:
         scores = score(ips_position.data, seed)

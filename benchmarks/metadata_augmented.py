@@ -1,6 +1,7 @@
 """Metadata-augmented retrieval (the paper's Table 4) on a dataset already run through `skim_core` (e.g. by
 `make demo`): materializes the RA models of the full pipeline (`ra_models`, `skim_ra_models`: a dual encoder and a
-one-vs-all head each) with the demo profile's dual-encoder settings, then re-evaluates every model and prints the report.
+one-vs-all head each) with the demo profile's dual-encoder settings, then re-evaluates every model and prints the
+report.
 
     python benchmarks/metadata_augmented.py --root data --dataset demo
 """

@@ -1,9 +1,10 @@
-"""SKIM's mapped pairs by click-neighbour floor, on a dataset already run through the pipeline: for each tau (default: the
-mapping's) and floor (`none` = the paper's mapping), the pairs it keeps, their label repair against the held-back
+"""SKIM's mapped pairs by click-neighbour floor, on a dataset already run through the pipeline: for each tau (default:
+the mapping's) and floor (`none` = the paper's mapping), the pairs it keeps, their label repair against the held-back
 train labels, and the unbiased R@10 / R@100 of a one-vs-all head over frozen features trained on clicks + those
 pairs (`lib.sweeps.score_training_pairs`, as the sweeps score their points; row `clicks only` is base).
 
-    python benchmarks/neighbour_floor.py --root /tmp/nf --dataset nfcorpus-dev --taus 0.7 0.8 --floors none 0.5 --seeds 0 1
+    python benchmarks/neighbour_floor.py --root /tmp/nf --dataset nfcorpus-dev --taus 0.7 0.8 --floors none 0.5 \\
+        --seeds 0 1
 """
 
 import argparse

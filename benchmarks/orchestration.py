@@ -202,7 +202,8 @@ def plain_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float, 
     models = [("zero_shot", lambda: rank(queries, documents, max(EVAL_KS)))]
     for method in METHODS:
         folder = layout.artifact(f"{method}_models", dataset)
-        models.append((f"{method}_retriever", lambda p=str(folder / "encoder"): rank(queries, documents, max(EVAL_KS), p)))
+        models.append((f"{method}_retriever",
+                       lambda p=str(folder / "encoder"): rank(queries, documents, max(EVAL_KS), p)))
         models.append((f"{method}_ova_head", lambda p=folder / "head.npz": ova_rank(p)))
     rows, rankings = [], []
     for model, ranker in models:
@@ -234,7 +235,8 @@ def dagster_pipeline(root: Path, dataset: str, epochs: int, learning_rate: float
     job = defs.resolve_job_def("skim_core")
     instance = _instance()
     register_dataset(dataset, instance)
-    run_config = {"ops": {f"{m}_models": {"config": {"dual_encoder": {"epochs": epochs, "learning_rate": learning_rate}}}
+    run_config = {"ops": {f"{m}_models": {"config": {"dual_encoder": {"epochs": epochs,
+                                                                      "learning_rate": learning_rate}}}
                           for m in METHODS}}
     result = job.execute_in_process(partition_key=dataset, instance=instance, run_config=run_config,
                                     asset_selection=[dg.AssetKey(k) for k in SUBSET], raise_on_error=False)
@@ -318,7 +320,7 @@ def run_side(side: str, quick: bool, keep: Path | None = None) -> dict:
         if done.returncode != 0:
             sys.stderr.write(done.stderr[-5000:])
             raise RuntimeError(f"the {side} side failed (exit {done.returncode})")
-        line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
+        line = next(text for text in done.stdout.splitlines() if text.startswith("RESULT "))
         figures = json.loads(line.removeprefix("RESULT "))
         figures["wall"] = wall
         return figures

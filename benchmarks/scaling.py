@@ -61,7 +61,8 @@ def write_synthetic_dataset(folder: Path, n_documents: int, seed: int = 0) -> di
     split = np.where(rng.random(n_queries) < 0.8, "train", "test")
     with open(folder / "queries.jsonl", "w", encoding="utf-8") as out:
         for i in range(n_queries):
-            out.write(json.dumps({"_id": f"Q{i}", "text": " ".join(words[rng.integers(len(words), size=5)]) + f" {i}"}) + "\n")
+            out.write(json.dumps({"_id": f"Q{i}",
+                                  "text": " ".join(words[rng.integers(len(words), size=5)]) + f" {i}"}) + "\n")
     files = {s: open(folder / "qrels" / f"{s}.tsv", "w", encoding="utf-8") for s in ("train", "test")}
     for f in files.values():
         f.write("query-id\tcorpus-id\tscore\n")
@@ -135,7 +136,8 @@ def run_size(n_documents: int, workdir: Path, synthetic_per_document: int = 2, s
 
     train_mask = (queries["split"] == "train").to_numpy()
     train_ids = queries.filter(pl.col("split") == "train")["query_id"].to_list()
-    synthetic_doc_ids = np.repeat(np.asarray(documents["doc_id"].to_list(), dtype=object), synthetic_per_document).tolist()
+    synthetic_doc_ids = np.repeat(np.asarray(documents["doc_id"].to_list(), dtype=object),
+                                  synthetic_per_document).tolist()
     with measure() as m:
         pairs, stats = map_once(synthetic_doc_ids, synthetic_vectors, train_ids, query_vectors[train_mask],
                                 MappingSettings())

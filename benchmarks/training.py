@@ -45,8 +45,10 @@ def world_tables(n_documents: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataF
     documents = pl.DataFrame({"doc_id": [d["_id"] for d in world["documents"]],
                               "title": [d["title"] for d in world["documents"]],
                               "metadata": [d["text"] for d in world["documents"]]})
-    queries = pl.DataFrame({"query_id": [q["_id"] for q in world["queries"]], "text": [q["text"] for q in world["queries"]]})
-    pairs = pl.DataFrame({"query_id": [q for q, _ in world["qrels"]["train"]], "doc_id": [d for _, d in world["qrels"]["train"]],
+    queries = pl.DataFrame({"query_id": [q["_id"] for q in world["queries"]],
+                            "text": [q["text"] for q in world["queries"]]})
+    pairs = pl.DataFrame({"query_id": [q for q, _ in world["qrels"]["train"]],
+                          "doc_id": [d for _, d in world["qrels"]["train"]],
                           "weight": [1.0] * len(world["qrels"]["train"])})
     return pairs, queries, documents, world
 
@@ -106,13 +108,15 @@ def dual_encoder_runs(n_documents: int, epochs: int = 1, variants: dict | None =
         config = DualEncoderConfig(**{"epochs": epochs, "learning_rate": 1e-4, "log_every_s": 1e9, **overrides})
         report = train_dual_encoder(encoder, pairs, queries, documents, config, progress=lambda _: None)
         results[name] = {"pairs": report.pairs, "epochs": config.epochs, "steps": report.steps,
-                         "seconds": report.seconds, "per_s": report.pairs_per_second, "final_loss": report.epoch_losses[-1]}
+                         "seconds": report.seconds, "per_s": report.pairs_per_second,
+                         "final_loss": report.epoch_losses[-1]}
         if evaluate and isinstance(test_qrels, pl.DataFrame):
             test = queries.join(test_qrels.select("query_id").unique(), on="query_id")
             metrics = evaluate_rankings(rank_documents(encoder, test, documents, k=100), test_qrels, ks=(10, 100))
             results[name] |= {"R@10": 100 * metrics["R@10"], "R@100": 100 * metrics["R@100"]}
         print(f"  {name}: {report.pairs_per_second:.1f} pairs/s" + (
-            f", R@10 {results[name]['R@10']:.2f}, R@100 {results[name]['R@100']:.2f}" if "R@10" in results[name] else ""),
+            f", R@10 {results[name]['R@10']:.2f}, R@100 {results[name]['R@100']:.2f}"
+            if "R@10" in results[name] else ""),
             flush=True)
     return results
 
@@ -162,7 +166,8 @@ def lora_runs(base: Path, n_examples: int, variants: dict | None = None, max_pro
             report = train_lora_adapter(base, prompts, targets, out, config, progress=lambda _: None, device="cpu")
         name = name.replace("auto precision", f"auto = {report.precision}")
         results[name] = {"examples": report.train_examples, "steps": report.steps, "seconds": report.seconds,
-                         "per_s": report.examples_per_second, "loss": (report.holdout_loss_before, report.holdout_loss_after)}
+                         "per_s": report.examples_per_second,
+                         "loss": (report.holdout_loss_before, report.holdout_loss_after)}
     return results
 
 

@@ -215,8 +215,8 @@ def merged_config(base: dict, given: dict) -> dict:
     """`given` over `base`, nested dicts merged key by key (a value that is not a dict replaces the base's)."""
     merged = dict(base)
     for key, value in given.items():
-        merged[key] = (merged_config(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict)
-                       else value)
+        merged[key] = (merged_config(merged[key], value)
+                       if isinstance(value, dict) and isinstance(merged.get(key), dict) else value)
     return merged
 
 
@@ -298,7 +298,8 @@ def print_report(root: Path, name: str) -> int:
               if layout.table(asset, name).exists()}
     if counts:
         print(f"\nKnowledge infusion for '{name}': {counts.get('teacher_demonstrations', 0)} teacher demonstrations, "
-              f"{counts.get('synthetic_queries', 0)} synthetic queries, {counts.get('mapped_pairs', 0)} new mapped pairs")
+              f"{counts.get('synthetic_queries', 0)} synthetic queries, "
+              f"{counts.get('mapped_pairs', 0)} new mapped pairs")
     print_knowledge_infusion(root, name)
     print(f"\nRetrieval metrics for dataset '{name}' (percent; queries without labels excluded):\n")
     print(metrics_table_markdown(table.to_dicts(), TABLE_COLUMNS))
@@ -516,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     defaults = DatasetSpec()
     parser = argparse.ArgumentParser(prog="skim", description=__doc__)
-    parser.add_argument("--root", default=os.environ.get("SKIM_DATA_ROOT", "data"), help="storage root (default ./data)")
+    parser.add_argument("--root", default=os.environ.get("SKIM_DATA_ROOT", "data"),
+                        help="storage root (default ./data)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="generate the demo world, materialize every asset, print the metrics")

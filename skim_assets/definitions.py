@@ -44,7 +44,8 @@ ASSETS = with_model_refresh(with_code_versions([
     teacher_demonstrations, base_slm, lora_adapter, lora_adapter_no_metadata, *generation_assets, *mapping_assets,
     *baseline_pair_assets, *sweep_assets,
 ]))
-# Every asset check, each defined beside the asset it guards (`assets/<stage>.py`; verdicts in `lib/checks.py`, wiring in `assets/common.py`).
+# Every asset check, each defined beside the asset it guards (`assets/<stage>.py`; verdicts in `lib/checks.py`, wiring
+# in `assets/common.py`).
 all_checks: list = [
     *dataset_checks, *distillation_checks, *generation_checks, *mapping_checks, *training_checks,
     *evaluation_checks,

@@ -63,7 +63,8 @@ click_refresh_job = dg.define_asset_job(
 MODEL_REFRESH = dg.AssetSelection.assets("train_pairs").downstream() - dg.AssetSelection.assets("train_pairs")
 model_refresh_job = dg.define_asset_job(
     "model_refresh", selection=MODEL_REFRESH,
-    description="Retrain from the current train pairs: demonstrations, LoRA, generation, mapping, every model, metrics.",
+    description="Retrain from the current train pairs: demonstrations, LoRA, generation, mapping, every model, "
+                "metrics.",
 )
 
 

@@ -38,8 +38,8 @@ def test_an_asset_module_imports_no_sibling_but_the_shared_glue(path):
 def test_the_rule_sees_every_form_of_import(tmp_path):
     """The import reader resolves relative, absolute and package imports (else the rule above could not fail)."""
     module = PACKAGE / "assets" / "_probe.py"
-    module.write_text("from .mapping import x\nfrom skim_assets.assets import training\nimport skim_assets.assets.sweeps\n"
-                      "from . import baselines\n")
+    module.write_text("from .mapping import x\nfrom skim_assets.assets import training\n"
+                      "import skim_assets.assets.sweeps\nfrom . import baselines\n")
     try:
         imported = {name.split(".")[2] for name in imported_modules(module) if name.startswith("skim_assets.assets.")}
         assert {"mapping", "training", "sweeps", "baselines"} <= imported

@@ -130,13 +130,15 @@ def test_only_missing_selects_assets_without_artifacts_and_everything_they_feed(
     assert missing == {"skim_models", "retrieval_metrics", "comparison_report", "duckdb_catalogue", "html_report"}
     (root / "skim_models" / "ds").mkdir(parents=True)
     assert missing_assets(root, "ds", "skim_pipeline") == []
-    assert len(missing_assets(root, "other", "skim_core")) == len(defs.resolve_job_def("skim_core").asset_layer.executable_asset_keys) - 1
+    assert (len(missing_assets(root, "other", "skim_core"))
+            == len(defs.resolve_job_def("skim_core").asset_layer.executable_asset_keys) - 1)
 
 
 def test_materialize_takes_several_datasets_and_a_run_config_file(tmp_path):
     from skim_assets.cli import build_parser, load_run_config
 
-    args = build_parser().parse_args(["materialize", "a", "b", "--config", "configs/scifact_cpu.yaml", "--only-missing"])
+    args = build_parser().parse_args(["materialize", "a", "b", "--config", "configs/scifact_cpu.yaml",
+                                      "--only-missing"])
     assert args.names == ["a", "b"] and args.only_missing and args.job == "skim_pipeline"
     config = load_run_config(args.config)
     assert config["ops"]["skim_models"]["config"]["dual_encoder"]["epochs"] == 2
@@ -183,8 +185,10 @@ def test_the_console_prints_one_line_per_step_and_long_steps_progress_at_most_ev
     logger = logging.Logger("t")
     logger.addHandler(handler)
     for i in range(5):
-        logger.info(f"epoch {i}\nsecond line", extra={"dagster_meta": {"step_key": "train", "orig_message": f"epoch {i}"}})
-    logger.warning("disk almost full", extra={"dagster_meta": {"step_key": "train", "orig_message": "disk almost full"}})
+        logger.info(f"epoch {i}\nsecond line",
+                    extra={"dagster_meta": {"step_key": "train", "orig_message": f"epoch {i}"}})
+    logger.warning("disk almost full",
+                   extra={"dagster_meta": {"step_key": "train", "orig_message": "disk almost full"}})
     assert handler.stream.getvalue().splitlines() == ["  train: epoch 0", "  train: warning: disk almost full"]
 
 

@@ -81,7 +81,8 @@ def _trained_world(storage_root, instance):
     quick = dg.RunConfig(ops={"base_models": MethodModelsConfig(
         dual_encoder=RetrieverTrainingConfig(epochs=1, hard_negatives=0), ova_head=OvaHeadTrainingConfig(epochs=1))})
     base = [dataset_tables, click_log_pairs, simulated_clicks, train_pairs, ASSET_BY_NAME["base_models"]]
-    assert materialize_selected(base, partition_key="tiny", instance=instance, resources=resources, run_config=quick).success
+    assert materialize_selected(base, partition_key="tiny", instance=instance, resources=resources,
+                                run_config=quick).success
     _write_synthetic_queries(storage_root)
     tables = ["mapped_pairs_udapdr", "augmented_train_pairs_udapdr", "ips_train_pairs", "lever_train_pairs",
               "lever_ips_train_pairs", "gandalf_train_pairs"]
@@ -95,8 +96,8 @@ def _drop_new_clicks(root, name="drop-001.csv"):
     clicks = root / "inputs" / "tiny" / "clicks"
     clicks.mkdir(exist_ok=True)
     pl.DataFrame({
-        "query": ["herbal sleep tea from the mountains", "vitamin gummies for kids", "herbal sleep tea from the mountains",
-                  "organic face cream for dry skin"],
+        "query": ["herbal sleep tea from the mountains", "vitamin gummies for kids",
+                  "herbal sleep tea from the mountains", "organic face cream for dry skin"],
         "doc_id": [documents[0], documents[1], documents[0], documents[2]],
         "clicks": [2, 1, 3, 1],
         "timestamp": ["2026-11-20T10:00:00"] * 4,
@@ -108,21 +109,24 @@ def _materialization_metadata(result):
     return {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
 
 
-def test_click_drop_refreshes_only_tables_with_only_new_rows_and_equals_a_full_recompute(storage_root, trained_world, tmp_path):
+def test_click_drop_refreshes_only_tables_with_only_new_rows_and_equals_a_full_recompute(storage_root, trained_world,
+                                                                                         tmp_path):
     instance, resources = trained_world
     sensor_resources = {"storage": resources["storage"]}
     quiet = click_log_sensor(dg.build_sensor_context(instance=instance, cursor=None, resources=sensor_resources))
     assert quiet.run_requests == []  # no drops yet
 
     new_texts = _drop_new_clicks(storage_root)
-    result = click_log_sensor(dg.build_sensor_context(instance=instance, cursor=quiet.cursor, resources=sensor_resources))
+    result = click_log_sensor(dg.build_sensor_context(instance=instance, cursor=quiet.cursor,
+                                                      resources=sensor_resources))
     [request] = result.run_requests
     assert request.partition_key == "tiny" and request.run_key.startswith("clicks:tiny:")
     selected = {k.to_user_string() for k in request.asset_selection}
     # what this dataset has: no model step, and not the generation branches it never ran
     assert selected == {"click_log_pairs", "train_pairs", "mapped_pairs_udapdr", "augmented_train_pairs_udapdr",
                         "ips_train_pairs", "lever_train_pairs", "lever_ips_train_pairs", "gandalf_train_pairs"}
-    again = click_log_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, resources=sensor_resources))
+    again = click_log_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor,
+                                                     resources=sensor_resources))
     assert again.run_requests == []  # the cursor remembers the drop
 
     job = dg.Definitions(assets=ASSETS, jobs=[click_refresh_job], resources=resources).resolve_job_def("click_refresh")
@@ -197,8 +201,9 @@ def test_data_versions_say_what_is_unsynced_and_the_model_refresh_follows_them(s
     hour = __import__("datetime").timedelta(hours=1)
     week = __import__("datetime").timedelta(days=7)
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=saturday)
-    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor,
-                                             evaluation_time=saturday + hour + __import__("datetime").timedelta(minutes=1))
+    tick = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, cursor=first.cursor,
+        evaluation_time=saturday + hour + __import__("datetime").timedelta(minutes=1))
     assert tick.total_requested == 0  # the tick came, but nothing the models read had changed
 
     # the same train pairs written again: the same data version, nothing unsynced
@@ -355,7 +360,8 @@ def _finish(process) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_a_generation_step_killed_with_sigkill_keeps_the_previous_artifact_and_resumes(storage_root, tiny_demo, tiny_causal_lm, tmp_path):
+def test_a_generation_step_killed_with_sigkill_keeps_the_previous_artifact_and_resumes(storage_root, tiny_demo,
+                                                                                       tiny_causal_lm, tmp_path):
     resources = _resources(storage_root)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])

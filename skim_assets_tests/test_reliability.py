@@ -367,7 +367,8 @@ def test_a_click_total_that_overflows_names_file_row_and_field(tmp_path):
     queries = pl.DataFrame(schema=QUERIES_SCHEMA)
     (tmp_path / "a.csv").write_text(f"query,doc_id,clicks,timestamp\nq,d1,{2**63 - 1},2026-01-01\n")
     (tmp_path / "b.csv").write_text('query,doc_id,clicks,timestamp\nother,d1,1,2026-01-01\n'
-                                    '"two\nlines",d1,1,2026-01-01\n q ,d1,1,2026-01-02\n')  # the query is trimmed: it adds to 'q'
+                                    '"two\nlines",d1,1,2026-01-01\n'
+                                    ' q ,d1,1,2026-01-02\n')  # the query is trimmed: it adds to 'q'
     with pytest.raises(DataError, match=re.escape("b.csv, row 5, field 'clicks'") + ".*add up past"):
         aggregate_click_logs([tmp_path / "a.csv", tmp_path / "b.csv"], documents, queries)
 

@@ -82,7 +82,8 @@ def test_click_model_settings_are_checked_and_an_older_sigmoid_flag_still_reads(
         "click_model": "must be one of 'deterministic', 'sigmoid' or 'position', got 'cascade'",
         "eta": "must be a number, got '1'"}
     spec, _ = DatasetSpec.parse({"click_model": "position", "eta": 0.5, "exposure_k": 20, "seed": 3})
-    assert (spec.click_simulation.click_model, spec.click_simulation.eta, spec.click_simulation.seed) == ("position", 0.5, 3)
+    assert ((spec.click_simulation.click_model, spec.click_simulation.eta, spec.click_simulation.seed)
+            == ("position", 0.5, 3))
     folder = tmp_path / "ds"
     write_spec(folder, DatasetSpec())
     raw = json.loads((folder / "dataset.json").read_text())
@@ -174,7 +175,8 @@ def test_a_bad_refresh_cron_stops_only_the_model_refresh(monkeypatch):
         assert done.returncode == 0, done.stderr[-2000:]
         flags, description = done.stdout.strip().splitlines()[-2:]
         assert flags == f"{not models_follow} True"
-        assert ("is not a cron string" in description) != models_follow and ("15 4 * * 1" in description) == models_follow
+        assert (("is not a cron string" in description) != models_follow
+                and ("15 4 * * 1" in description) == models_follow)
 
 
 def test_a_damaged_table_artifact_names_the_file_and_how_to_write_it_again(tmp_path):

@@ -63,7 +63,8 @@ def test_scale_profile_runs_every_core_asset_on_a_20k_catalogue(cli_env, tiny_ca
 
     # the checks ran and none of the blocking ones failed
     run = instance.get_runs(limit=1)[0]
-    evaluations = [e.event_specific_data for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    evaluations = [e.event_specific_data
+                   for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
                    if e.dagster_event is not None for e in [e.dagster_event]]
     assert evaluations and not [e for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
 
@@ -78,7 +79,8 @@ def test_scale_profile_runs_every_core_asset_on_a_20k_catalogue(cli_env, tiny_ca
     assert metadata("click_train_pairs")["exposure_search"].value.startswith("exact")
 
     # quality: complete labels teach what clicks cannot, for both base models, on the unbiased test set
-    metrics = pl.read_parquet(root / "retrieval_metrics" / NAME / "data.parquet").filter(pl.col("test_set") == "unbiased")
+    metrics = (pl.read_parquet(root / "retrieval_metrics" / NAME / "data.parquet")
+               .filter(pl.col("test_set") == "unbiased"))
     recall = dict(zip(metrics["model"], metrics["R@100"]))
     assert recall["oracle_ova_head"] > recall["base_ova_head"] + 0.05
     assert metrics["queries"].max() > 1000  # every test query scored against all documents

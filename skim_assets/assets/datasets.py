@@ -55,7 +55,8 @@ def dataset_tables(context: dg.AssetExecutionContext, storage: StorageResource):
     digest = source_digest(storage.inputs(dataset), spec)  # before reading: an edit during the import shows later
     tables = import_tables(storage.inputs(dataset), spec)
     context.log.info(f"imported {dataset} ({spec.format}) in {time.monotonic() - started:.1f}s: "
-                     f"{tables.documents.height} documents, {tables.queries.height} queries, {tables.qrels.height} labels")
+                     f"{tables.documents.height} documents, {tables.queries.height} queries, "
+                     f"{tables.qrels.height} labels")
     for warning in tables.warnings():
         context.log.warning(f"{dataset}: {warning}")
     notes = {k: int(v) for k, v in (tables.notes or {}).items() if isinstance(v, int)}
@@ -130,7 +131,8 @@ def _table_outcome(what: str, frame: pl.DataFrame, schema: dict, counts: dict, e
     metadata |= counts | (extra or {})
     bad = {name: n for name, n in counts.items() if n}
     if bad:
-        return fail(ERROR, f"{what}: " + ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in bad.items()), **metadata)
+        return fail(ERROR, f"{what}: " + ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in bad.items()),
+                    **metadata)
     return ok(f"{what}: {frame.height} rows, canonical schema, unique ids, no empty text", **metadata)
 
 

@@ -78,7 +78,8 @@ def teacher_demonstrations(
     context.log.info(f"teacher {model.backend}:{model.model} on {sample.height} {spec.direction} sources "
                      f"({spec.prompt_style} prompt)")
     started = time.monotonic()
-    responses = model.complete(teacher_requests(sample, known, spec.prompt_style, TeacherRequest), progress=context.log.info)
+    responses = model.complete(teacher_requests(sample, known, spec.prompt_style, TeacherRequest),
+                               progress=context.log.info)
     seconds = time.monotonic() - started
     errors = [r for r in responses if r.error]
     if len(errors) == len(responses):
@@ -204,7 +205,8 @@ def lora_metadata(report: LoraSftReport) -> dict:
 
 
 lora_adapter = build_lora_adapter_asset(
-    "lora_adapter", True, "The small LM LoRA-distilled (peft) on the teacher's demonstrations with the compact student prompt.")
+    "lora_adapter", True,
+    "The small LM LoRA-distilled (peft) on the teacher's demonstrations with the compact student prompt.")
 lora_adapter_no_metadata = build_lora_adapter_asset(
     "lora_adapter_no_metadata", False, "Ablation: the student distilled without the metadata in its prompt.")
 

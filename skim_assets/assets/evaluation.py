@@ -200,7 +200,8 @@ def comparison_report(context: dg.AssetExecutionContext, storage: StorageResourc
         by_base_model[base_model] = report_table(sub)
         sections.append(f"**{base_model}**\n\n" + metrics_table_markdown(sub))
     chart = bar_plot(table["method"].to_list(),
-                     {b: table[f"{b} unbiased R@100"].to_list() for b in BASE_MODELS if f"{b} unbiased R@100" in table.columns},
+                     {b: table[f"{b} unbiased R@100"].to_list() for b in BASE_MODELS
+                      if f"{b} unbiased R@100" in table.columns},
                      f"{dataset}: unbiased R@100 by method", "R@100",
                      storage.figure_path("comparison_report", dataset, "chart.png"))
     by_student = {}
@@ -298,7 +299,8 @@ def label_repair_report(context: dg.AssetExecutionContext, storage: StorageResou
             context.log.info(
                 f"the shown-not-clicked filter removed {shown_filter['skim_pairs_shown_not_clicked']} of SKIM's new "
                 f"pairs ({shown_filter['skim_shown_not_clicked_correct']} of them held-back labels): precision "
-                f"{shown_filter['skim_precision_without_shown_filter']:.3f} without it, {skim['precision'][0]:.3f} with")
+                f"{shown_filter['skim_precision_without_shown_filter']:.3f} without it, "
+                f"{skim['precision'][0]:.3f} with")
     return dg.MaterializeResult(value=table, metadata=on_generated | shown_filter | {
         "table": report_table(table.select(LABEL_REPAIR_SHOWN)),
         **plot_metadata("chart", chart),
@@ -404,7 +406,8 @@ def evaluate_metric_ranges(retrieval_metrics: Tables) -> Outcome:
     if not columns:
         return fail(ERROR, "no metric columns (<name>@<k>) in the table", **metadata)
     if bad:
-        return fail(ERROR, f"{sum(bad.values())} metric values outside [0, 1] (or null/NaN) in {sorted(bad)}", **metadata)
+        return fail(ERROR, f"{sum(bad.values())} metric values outside [0, 1] (or null/NaN) in {sorted(bad)}",
+                    **metadata)
     return ok(f"{metrics.height * len(columns)} metric values in [0, 1]", **metadata)
 
 
@@ -415,7 +418,8 @@ def evaluate_skim_beats_base(retrieval_metrics: Tables) -> Outcome:
 
     def value(model: str) -> float | None:
         rows = unbiased.filter(pl.col("model") == model)
-        return float(rows[metric][0]) if rows.height and metric in rows.columns and rows[metric][0] is not None else None
+        return (float(rows[metric][0]) if rows.height and metric in rows.columns and rows[metric][0] is not None
+                else None)
 
     skim, base = value(skim_model), value(base_model)
     metadata = {"test_set": METRICS_TEST_SET, "metric": metric, f"{skim_model}": skim, f"{base_model}": base}

@@ -250,8 +250,8 @@ def evaluate_synthetic_queries(synthetic: Tables) -> Outcome:
 synthetic_queries_checks = [
     build_check(
         asset, "generation_quality", evaluate_synthetic_queries, blocking=True,
-        description=f"ERROR when no query was parsed; WARN when the quality filter kept none, when a document's queries "
-                    f"repeat each other (> {DUPLICATE_RATE_WARN}), when one text was written for more than "
+        description=f"ERROR when no query was parsed; WARN when the quality filter kept none, when a document's "
+                    f"queries repeat each other (> {DUPLICATE_RATE_WARN}), when one text was written for more than "
                     f"{TOP_QUERY_SHARE_WARN:.0%} of the documents and at least {TOP_QUERY_MIN_DOCUMENTS} (a collapsed "
                     f"generator) or the empty-output rate > {EMPTY_OUTPUT_RATE_WARN}.",
     )

@@ -134,7 +134,8 @@ def build_augmented_pairs_asset(name: str, mapped_asset: str, description: str) 
 
 mapped_pairs = build_mapped_pairs_asset(
     "mapped_pairs", "synthetic_queries", "skim",
-    "Synthetic queries mapped onto real train queries with hnswlib: (train query, document) pairs weighted by (1+cos)/2.",
+    "Synthetic queries mapped onto real train queries with hnswlib: (train query, document) pairs weighted by "
+    "(1+cos)/2.",
 )
 augmented_train_pairs = build_augmented_pairs_asset(
     "augmented_train_pairs", "mapped_pairs", "Click pairs plus SKIM's mapped pairs (column `source`).",

@@ -40,7 +40,8 @@ COMPLETE_LABEL_OUTPUTS = ("oracle_train_pairs", "unbiased_test_qrels")
     pool=MODEL_STEP["pool"], op_tags=MODEL_STEP["op_tags"],  # ranks every query with the zero-shot encoder
     # the complete labels need no ranking: the documents feed only what exposure decides (MAR's size is the clicks')
     internal_asset_deps={name: {dg.AssetKey(a) for a in ("documents", "queries", "relevance_labels")
-                                if a != "documents" or name not in COMPLETE_LABEL_OUTPUTS} for name in SIMULATION_OUTPUTS},
+                                if a != "documents" or name not in COMPLETE_LABEL_OUTPUTS}
+                         for name in SIMULATION_OUTPUTS},
 )
 def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource, encoder: EncoderResource,
                      documents: pl.DataFrame, queries: pl.DataFrame, relevance_labels: pl.DataFrame):
@@ -63,7 +64,8 @@ def simulated_clicks(context: dg.AssetExecutionContext, storage: StorageResource
         index = space.document_index(documents["title"].to_list(), encoder.doc_max_length)
         context.log.info(f"ranking {documents.height} documents for {queries.height} queries (top {depth}, zero-shot; "
                          f"{index.method})")
-        indices, scores = index.search(space.embed(queries["text"].to_list(), encoder.query_max_length, role="query"), depth)
+        indices, scores = index.search(space.embed(queries["text"].to_list(), encoder.query_max_length, role="query"),
+                                       depth)
         ranked = topk_frame(queries["query_id"], documents["doc_id"], indices, scores)
         log = simulate_click_log(ranked, train_labels, spec.click_simulation)
         clicks, impressions = log.pairs, log.impressions

@@ -61,7 +61,8 @@ def lever_pairs(
     return union_pairs(clicks, imputed)
 
 
-def gandalf_pairs(clicks: pl.DataFrame, documents: pl.DataFrame, threshold: float = 0.1) -> tuple[pl.DataFrame, pl.DataFrame]:
+def gandalf_pairs(clicks: pl.DataFrame, documents: pl.DataFrame,
+                  threshold: float = 0.1) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(clicks + label-text training points with co-occurrence soft targets, the new points' query rows)."""
     positive = clicks.select("query_id", "doc_id").unique()
     label_counts = positive.group_by("doc_id").len("n_label")
@@ -91,5 +92,6 @@ def click_propensities(documents: pl.DataFrame, clicks: pl.DataFrame, a: float, 
     """Jain et al. propensities of every document from its click frequency (doc_id, propensity)."""
     from .metrics import jain_propensities
 
-    counts = documents.select("doc_id").join(clicks.group_by("doc_id").len("count"), on="doc_id", how="left").fill_null(0)
+    counts = (documents.select("doc_id").join(clicks.group_by("doc_id").len("count"), on="doc_id", how="left")
+              .fill_null(0))
     return jain_propensities(counts, n_train_points=max(clicks["query_id"].n_unique(), 2), a=a, b=b)

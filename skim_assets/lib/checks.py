@@ -71,7 +71,8 @@ def schema_problems(frame: pl.DataFrame, schema: dict) -> dict:
     return {
         "missing_columns": [c for c in schema if c not in frame.columns],
         "extra_columns": [c for c in frame.columns if c not in schema],
-        "wrong_dtypes": {c: str(frame.schema[c]) for c in schema if c in frame.columns and frame.schema[c] != schema[c]},
+        "wrong_dtypes": {c: str(frame.schema[c]) for c in schema
+                         if c in frame.columns and frame.schema[c] != schema[c]},
     }
 
 
@@ -199,4 +200,5 @@ def evaluate_safely(evaluate: Evaluate, *inputs) -> Outcome:
     except FileNotFoundError as error:
         return fail(ERROR, f"artifact missing: {error}", error=str(error))
     except Exception as error:  # noqa: BLE001 - an unreadable artifact is exactly what the check reports
-        return fail(ERROR, f"artifact unreadable: {type(error).__name__}: {error}", error=f"{type(error).__name__}: {error}")
+        return fail(ERROR, f"artifact unreadable: {type(error).__name__}: {error}",
+                    error=f"{type(error).__name__}: {error}")

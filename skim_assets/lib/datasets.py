@@ -17,15 +17,14 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from .layout import IMPORT_STATE, Layout
-
-IMPORT_SOURCE = "source.json"  # in the dataset's import state: the digest of the raw files its tables came from
 from .formats import DIRECTIONS, DOCUMENTS_FOR_QUERIES, QUERIES_FOR_DOCUMENTS, DataError, DatasetTables
 from .importers import FORMATS, IMPORTERS, detect_formats, importer_for, read_dataset
+from .layout import IMPORT_STATE, Layout
 from .mapping import DEFAULT_TAU
 from .simulation import ClickModel, ClickSimulation
 from .storage import TableSetPins, file_digest, read_json, write_json_atomic
 
+IMPORT_SOURCE = "source.json"  # in the dataset's import state: the digest of the raw files its tables came from
 Format = Literal[FORMATS]  # the registered importers (lib.importers.IMPORTERS), one source
 DevSplit = Literal["ignore", "train", "test"]
 PromptStyle = Literal["url-queries", "wiki-categories"]

@@ -89,7 +89,8 @@ def sample_documents(documents: pl.DataFrame, max_documents: int, seed: int) -> 
 
 def teacher_requests(documents: pl.DataFrame, known: dict, style: str, request_type: type) -> list:
     return [
-        request_type(key=row["doc_id"], messages=teacher_messages(row["title"], row["metadata"], known.get(row["doc_id"], []), style),
+        request_type(key=row["doc_id"],
+                     messages=teacher_messages(row["title"], row["metadata"], known.get(row["doc_id"], []), style),
                      title=row["title"], metadata=row["metadata"], style=style)
         for row in documents.iter_rows(named=True)
     ]
@@ -102,8 +103,8 @@ def parse_outputs(
     title_of = dict(zip(documents["doc_id"].to_list(), documents["title"].to_list()))
     rows, results, rejected = [], [], Counter()
     for doc_id, text in zip(doc_ids, texts):
-        result = parse_generated_queries(text or "", title=title_of.get(doc_id, ""), known_queries=known.get(doc_id, []),
-                                         max_queries=max_queries, style=style)
+        result = parse_generated_queries(text or "", title=title_of.get(doc_id, ""),
+                                         known_queries=known.get(doc_id, []), max_queries=max_queries, style=style)
         results.append(result)
         rejected.update(result.rejected)
         rows.extend((doc_id, q, rank) for rank, q in enumerate(result.queries, start=1))

@@ -135,7 +135,8 @@ def target_loss(model, batch: dict, bf16: bool = False) -> torch.Tensor:
     is_target = labels != -100
     device_type = batch["input_ids"].device.type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-        hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = model.get_decoder()(input_ids=batch["input_ids"],
+                                     attention_mask=batch["attention_mask"]).last_hidden_state
         logits = model.get_output_embeddings()(hidden[:, :-1][is_target])
     return torch.nn.functional.cross_entropy(logits.float(), labels[is_target])
 

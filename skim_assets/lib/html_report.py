@@ -112,7 +112,8 @@ def render_report(content: ReportContent) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<p class=note>Written {stamp}. Hover a column's name for what it means.</p>{''.join(parts)}</body></html>")
+            f"<p class=note>Written {stamp}. Hover a column's name for what it means.</p>"
+            f"{''.join(parts)}</body></html>")
 
 
 STYLE = """

@@ -595,7 +595,8 @@ def _reject_first(bad: pl.Series, original: pl.Series, source: Source, message: 
                         row=source.row(i), field=original.name)
 
 
-CLICK_LOG_REQUIRED = ("query", "doc_id", "timestamp")  # plus `clicks` (aggregated rows) or `clicked` (one per impression)
+# required in every click log, plus `clicks` (aggregated rows) or `clicked` (one per impression)
+CLICK_LOG_REQUIRED = ("query", "doc_id", "timestamp")
 
 
 def _parse_counts(frame: pl.DataFrame, column: str, source: Source, minimum: int, what: str) -> pl.Series:

@@ -206,11 +206,13 @@ class ClickNeighbours:
         if unknown:
             raise ValueError(f"mapped pairs name documents without a vector: {sorted(unknown)[:5]}")
         clicked: dict[str, list[int]] = {}
-        for query_id, doc_id in self.clicks.select("query_id", "doc_id").unique().sort("query_id", "doc_id").iter_rows():
+        for query_id, doc_id in (self.clicks.select("query_id", "doc_id").unique().sort("query_id", "doc_id")
+                                 .iter_rows()):
             if doc_id in row_of:
                 clicked.setdefault(query_id, []).append(row_of[doc_id])
         cosine = np.full(pairs.height, np.nan, dtype=np.float32)
-        for query_id, pair_rows, pair_docs in pairs.with_row_index("row").group_by("query_id").agg("row", "doc_id").iter_rows():
+        for query_id, pair_rows, pair_docs in (pairs.with_row_index("row").group_by("query_id").agg("row", "doc_id")
+                                               .iter_rows()):
             if query_id in clicked:
                 block = self.doc_vectors[[row_of[d] for d in pair_docs]] @ self.doc_vectors[clicked[query_id]].T
                 cosine[pair_rows] = block.max(axis=1)
@@ -352,8 +354,8 @@ def map_incrementally(
         old_candidates, searched = previous
         new_rows = [i for i, t in enumerate(target_ids) if t not in searched]
     new_candidates, recall = mapping_candidates(
-        synthetic_vectors, [target_ids[i] for i in new_rows], target_vectors[new_rows] if new_rows else target_vectors[:0],
-        settings, target)
+        synthetic_vectors, [target_ids[i] for i in new_rows],
+        target_vectors[new_rows] if new_rows else target_vectors[:0], settings, target)
     candidates = best_candidates(pl.concat([old_candidates, new_candidates]), settings.k)
     # the state is written last: a crash before it leaves the previous state, which is still consistent
     write_parquet_atomic(candidates, candidates_path)

@@ -29,7 +29,8 @@ PROPENSITY_SCHEMA = {"position": pl.Int64, "impressions": pl.Int64, "clicks": pl
 class PropensitySettings(Settings):
     """Regression-EM's iterations and the weights' clip."""
 
-    iterations: int = Field(default=200, ge=1, description="EM iterations (it converges slowly where few shown documents go unclicked).")
+    iterations: int = Field(default=200, ge=1, description="EM iterations (it converges slowly where few shown "
+                            "documents go unclicked).")
     tolerance: float = Field(default=1e-5, gt=0, description="Stop when no position's propensity moves more.")
     max_weight: float = Field(default=50.0, gt=0, description="Clip of an inverse propensity before the weights are "
                               "rescaled to mean 1 (IPS' variance control).")

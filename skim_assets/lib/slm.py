@@ -49,7 +49,8 @@ def bundled_gguf(name: str = SMOLLM2, workdir: str | Path | None = None) -> Path
     """Path of the GGUF file of bundled model `name`; a chunked one is assembled into `workdir` (once: the
     package checks the assembled file's sha256)."""
     if name not in BUNDLED_SLMS:
-        raise ValueError(f"unknown bundled small LM {name!r}; known: {sorted(BUNDLED_SLMS)} (or give a local HF folder)")
+        raise ValueError(f"unknown bundled small LM {name!r}; known: {sorted(BUNDLED_SLMS)} "
+                         "(or give a local HF folder)")
     model = BUNDLED_SLMS[name]
     folder = _package_folder(model)
     if model.gguf_file:

@@ -209,7 +209,8 @@ def few_shot_prompts(base_model_path: str, sources: pl.DataFrame, known: dict, s
     tokenizer = AutoTokenizer.from_pretrained(base_model_path)
     return [
         tokenizer.apply_chat_template(
-            teacher_messages(row["title"], row["metadata"] if use_metadata else "", known.get(row["doc_id"], []), style),
+            teacher_messages(row["title"], row["metadata"] if use_metadata else "",
+                             known.get(row["doc_id"], []), style),
             add_generation_prompt=True, tokenize=False,
         )
         for row in sources.iter_rows(named=True)
@@ -255,8 +256,8 @@ def generation_work(sources: pl.DataFrame, known: dict, style: str, use_metadata
                else few_shot_prompts(base, sources, known, style, use_metadata))
     names: list[str] = []
     return GenerationWork(sources, known, prompts, adapter, SamplingSettings.of(settings), checkpoint_dir,
-                          checkpoint_settings(generator, base, adapter), backend_factory(generator, base, adapter, names),
-                          names, shard_size=settings.shard_size)
+                          checkpoint_settings(generator, base, adapter),
+                          backend_factory(generator, base, adapter, names), names, shard_size=settings.shard_size)
 
 
 class WrittenQueries(NamedTuple):

@@ -85,7 +85,8 @@ def tau_sweep(train_pairs: pl.DataFrame, candidates: pl.DataFrame, synthetic_doc
         rows.append({"tau": float(tau), "pairs_added": augmented.height - train_pairs.height, **shown, **repair,
                      **metrics})
         progress(f"tau {tau}: {rows[-1]['pairs_added']} pairs added"
-                 + (f" (precision {repair['repair_precision']:.3f}, recall {repair['repair_recall']:.3f})" if repair else "")
+                 + (f" (precision {repair['repair_precision']:.3f}, recall {repair['repair_recall']:.3f})"
+                    if repair else "")
                  + f", unbiased R@100 {metrics['R@100']:.4f}")
     return pl.DataFrame(rows)
 

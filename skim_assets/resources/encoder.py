@@ -13,7 +13,8 @@ class SearchConfig(dg.Config, SearchSettings):
 class EncoderResource(dg.ConfigurableResource):
     """The pretrained text encoder: zero-shot retriever, Algorithm 1's ranker, and the start of every fine-tune."""
 
-    model_path: str = Field(default="", description="Sentence-transformers / HF folder; empty = bundled all-MiniLM-L6-v2.")
+    model_path: str = Field(default="", description="Sentence-transformers / HF folder; empty = bundled "
+                            "all-MiniLM-L6-v2.")
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:n]'.")
     query_max_length: int = Field(default=32, description="Token cap for queries.")
     doc_max_length: int = Field(default=32, description="Token cap for document titles (the short text).")

@@ -5,7 +5,8 @@ from pydantic import Field
 class GeneratorResource(dg.ConfigurableResource):
     """The small LM that is distilled and then writes queries for every document."""
 
-    base_model_path: str = Field(default="", description="Local HF causal-LM folder; empty = bundled SmolLM2-135M-Instruct.")
+    base_model_path: str = Field(default="", description="Local HF causal-LM folder; empty = bundled "
+                                 "SmolLM2-135M-Instruct.")
     backend: str = Field(default="auto", description="'auto' (vLLM when installed), 'vllm' or 'transformers'.")
     device: str = Field(default="auto", description="Device for transformers generation and LoRA training.")
     batch_size: int = Field(default=128, description="Prompts decoded together by the transformers backend "

@@ -158,7 +158,8 @@ def demonstrations(doc_ids):
 
 def raw_outputs(doc_ids, texts=None):
     return pl.DataFrame({"doc_id": doc_ids, "text": texts or ["1. a query"] * len(doc_ids),
-                         "error": [None] * len(doc_ids)}, schema={"doc_id": pl.String, "text": pl.String, "error": pl.String})
+                         "error": [None] * len(doc_ids)},
+                        schema={"doc_id": pl.String, "text": pl.String, "error": pl.String})
 
 
 def test_query_quality_judges_what_the_writer_judged_per_source_it_was_asked_about(storage):
@@ -218,7 +219,8 @@ def test_synthetic_queries_warn_on_a_collapsed_generator_and_empty_outputs(stora
     docs = [f"d{i}" for i in range(8)]
     texts = ["Red Shoes", "red  shoes", "red shoes ", "RED SHOES", "red shoes", "red shoes", "blue hat", "tall boots"]
     write(storage, "synthetic_queries", synthetic(texts, docs))
-    write(storage, "synthetic_queries", raw_outputs(docs, ["1. x", "", "  ", "", "1. y", "1. z", "1. u", "1. v"]), "raw")
+    write(storage, "synthetic_queries", raw_outputs(docs, ["1. x", "", "  ", "", "1. y", "1. z", "1. u", "1. v"]),
+          "raw")
     result = run(synthetic_check(), storage)
     assert not result.passed and result.severity == WARN
     assert meta(result, "duplicate_rate") == 0.0  # no document repeats itself
@@ -419,8 +421,9 @@ def test_metrics_in_unit_interval_pass(storage):
 
 
 def test_metrics_outside_unit_interval_fail(storage):
-    frame = metrics().with_columns(pl.when(pl.col("test_set") == "biased").then(1.2).otherwise(pl.col("P@1")).alias("P@1"),
-                                   pl.lit(float("nan")).alias("nDCG@10"))
+    frame = metrics().with_columns(
+        pl.when(pl.col("test_set") == "biased").then(1.2).otherwise(pl.col("P@1")).alias("P@1"),
+        pl.lit(float("nan")).alias("nDCG@10"))
     write(storage, "retrieval_metrics", frame)
     result = run(metric_range_check, storage)
     assert not result.passed and result.severity == ERROR

@@ -17,7 +17,8 @@ try:
 except ImportError:  # the dev extra is not installed: only the trec_eval comparisons are skipped
     pytrec_eval = None
 
-needs_trec_eval = pytest.mark.skipif(pytrec_eval is None, reason="pytrec-eval-terrier is absent (pip install -e .[dev])")
+needs_trec_eval = pytest.mark.skipif(pytrec_eval is None,
+                                     reason="pytrec-eval-terrier is absent (pip install -e .[dev])")
 
 KS = (1, 5, 10, 25, 100)
 TREC_MEASURES = {"P": "P", "R": "recall", "nDCG": "ndcg_cut"}  # ours -> trec_eval's
@@ -61,7 +62,8 @@ def trec_eval_means(ranked: pl.DataFrame, qrels: pl.DataFrame) -> dict[str, floa
     for query, doc, score in ranked.iter_rows():
         run.setdefault(query, {})[doc] = score
     cut = ",".join(map(str, KS))
-    per_query = pytrec_eval.RelevanceEvaluator(qrel_dict, {f"P.{cut}", f"recall.{cut}", f"ndcg_cut.{cut}"}).evaluate(run)
+    per_query = pytrec_eval.RelevanceEvaluator(qrel_dict,
+                                               {f"P.{cut}", f"recall.{cut}", f"ndcg_cut.{cut}"}).evaluate(run)
     assert len(per_query) == ranked["query_id"].n_unique()  # every query is labelled and has predictions
     return {f"{ours}@{k}": float(np.mean([values[f"{theirs}_{k}"] for values in per_query.values()]))
             for ours, theirs in TREC_MEASURES.items() for k in KS}

@@ -40,7 +40,8 @@ from skim_assets.resources import (
 from skim_assets.sensors import dataset_folder_sensor
 from skim_assets_tests.conftest import TINY_WORLD, materialize_selected
 
-QUICK_TRAINING = MethodModelsConfig(dual_encoder=RetrieverTrainingConfig(epochs=2, learning_rate=1e-4, hard_negatives=1))
+QUICK_TRAINING = MethodModelsConfig(
+    dual_encoder=RetrieverTrainingConfig(epochs=2, learning_rate=1e-4, hard_negatives=1))
 MODELS = [models_asset(method) for method in METHODS]
 MODEL_NAMES = [name for method in METHODS.values() for name in method.model_names.values()]  # as the metrics name them
 
@@ -111,7 +112,8 @@ def tiny_run(tmp_path_factory, tiny_causal_lm, tiny_causal_lm_wider) -> TinyRun:
     result = _materialize([*ASSETS, *all_checks], storage_root, "tiny", base_model_path=tiny_causal_lm,
                           run_config=run_config)
     assert result.success
-    events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    events = {e.asset_key.to_user_string(): e.materialization.metadata
+              for e in result.get_asset_materialization_events()}
     return TinyRun(storage_root, world, result, events, run_config)
 
 
@@ -156,7 +158,8 @@ def test_every_model_is_trained_and_evaluated_on_both_test_sets(tiny_run):
     assert shown[0]["model"].startswith("skim")
     assert events["click_train_pairs"]["fraction_of_labels_kept"].value < 1.0  # the bias removed labels
     assert events["oracle_models"]["training_pairs"].value > events["base_models"]["training_pairs"].value
-    assert events["oracle_models"]["ova_head_training_pairs"].value > events["base_models"]["ova_head_training_pairs"].value
+    assert (events["oracle_models"]["ova_head_training_pairs"].value
+            > events["base_models"]["ova_head_training_pairs"].value)
     assert (storage_root / "oracle_models" / "tiny" / "encoder" / "model.safetensors").exists()
     assert (storage_root / "oracle_models" / "tiny" / "head.npz").exists()
     assert events["base_models"]["resumed_from_step"].value == 0  # no checkpoint was left to resume
@@ -229,7 +232,8 @@ def test_the_mapping_applies_tau_the_click_neighbour_floor_and_the_shown_filter(
     # pairs_added counts the mapped pairs that are not clicks already, as the label-repair report does
     clicks = pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet")
     assert events["mapped_pairs"]["pairs_mapped"].value == mapped.height
-    assert events["mapped_pairs"]["pairs_added"].value == mapped.join(clicks, on=["query_id", "doc_id"], how="anti").height
+    assert (events["mapped_pairs"]["pairs_added"].value
+            == mapped.join(clicks, on=["query_id", "doc_id"], how="anti").height)
     assert events["mapped_pairs"]["pairs_added"].value == repair.filter(pl.col("method") == "skim")["pairs_added"][0]
     augmented = pl.read_parquet(storage_root / "augmented_train_pairs" / "tiny" / "data.parquet")
     assert augmented.height >= pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet").height
@@ -271,8 +275,9 @@ def test_the_sweeps_score_every_tau_floor_and_exposure_window(tiny_run):
         kept = rows.sort("click_neighbour_floor", nulls_last=False)["pairs_added"].to_list()
         assert kept == sorted(kept, reverse=True)
     at_08 = by_floor.filter((pl.col("tau") == 0.8) & (pl.col("click_neighbour_floor") == 0.3))["pairs_added"][0]
-    assert at_08 == label_repair(mapped, pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet"),
-                                 pl.read_parquet(storage_root / "oracle_train_pairs" / "tiny" / "data.parquet"))["pairs_added"]
+    assert at_08 == label_repair(
+        mapped, pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet"),
+        pl.read_parquet(storage_root / "oracle_train_pairs" / "tiny" / "data.parquet"))["pairs_added"]
     exposure = pl.read_parquet(storage_root / "exposure_sweep_report" / "tiny" / "data.parquet")
     assert set(exposure["method"]) == {"clicks (MNAR)", "IPS, true propensities", "SKIM", "MAR sample"}
     assert exposure["R@100"].is_between(0, 1).all()
@@ -325,9 +330,11 @@ def test_skim_by_student_model_runs_a_second_student_and_a_rerun_resumes(tiny_ru
     assert sizes["student"].to_list() == ["none (clicks only)", str(tiny_causal_lm), str(tiny_causal_lm_wider)]
     own, wider = sizes.row(1, named=True), sizes.row(2, named=True)
     assert own["pipeline_student"] and not wider["pipeline_student"]
-    assert own["queries_written"] == pl.read_parquet(storage_root / "synthetic_queries" / "tiny" / "judged.parquet").height
-    assert own["pairs_added"] == label_repair(mapped, pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet"),
-                                              pl.read_parquet(storage_root / "oracle_train_pairs" / "tiny" / "data.parquet"))["pairs_added"]
+    assert (own["queries_written"]
+            == pl.read_parquet(storage_root / "synthetic_queries" / "tiny" / "judged.parquet").height)
+    assert own["pairs_added"] == label_repair(
+        mapped, pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet"),
+        pl.read_parquet(storage_root / "oracle_train_pairs" / "tiny" / "data.parquet"))["pairs_added"]
     assert wider["parameters_M"] >= own["parameters_M"] and wider["lora_steps"] > 0
     assert wider["holdout_loss_after"] < wider["holdout_loss_before"]
     assert wider["queries_written"] > 0 and wider["grounded_share"] <= 1
@@ -374,7 +381,8 @@ def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_the
     result = _materialize([*ASSETS, *all_checks], storage_root, "tinycat", base_model_path=tiny_causal_lm,
                           run_config=run_config)
     assert result.success
-    events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    events = {e.asset_key.to_user_string(): e.materialization.metadata
+              for e in result.get_asset_materialization_events()}
     read = lambda asset, table="data": pl.read_parquet(storage_root / asset / "tinycat" / f"{table}.parquet")  # noqa: E731
     queries, documents = read("queries"), read("documents")
     train_ids = set(queries.filter(pl.col("split") == "train")["query_id"])
@@ -402,7 +410,8 @@ def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_the
     sizes = read("slm_size_report")  # the sweep in this direction: its pairs are the mapping's (query, document)s
     assert sizes["student"].to_list() == ["none (clicks only)", str(tiny_causal_lm)]
     assert "pip install absent-lm-gguf" in events["slm_size_report"]["students_skipped"].value["absent-lm"]
-    assert sizes["pairs_added"][1] == label_repair(mapped, read("train_pairs"), read("oracle_train_pairs"))["pairs_added"]
+    assert (sizes["pairs_added"][1]
+            == label_repair(mapped, read("train_pairs"), read("oracle_train_pairs"))["pairs_added"])
 
     # what the method would map from grounded text: the teacher's phrases, mapped onto the category documents
     # with the click-trained encoder, are mostly held-back labels (the student here is a random tiny LM)
@@ -517,8 +526,8 @@ def test_train_pairs_union_clicks_and_click_logs():
     view = TrainingView(result.value)
     assert view.queries.rows() == [("q1", "x", "train", "m1"), ("q2", "y", "train", "m2"), ("q3", "z", "train", None)]
     assert view.documents.equals(documents) and view.clicks.equals(result.value.data)
-    no_log = train_pairs(click_train_pairs=Tables(clicks), click_log_pairs=Tables(click_log), documents=Tables(documents),
-                         queries=queries)
+    no_log = train_pairs(click_train_pairs=Tables(clicks), click_log_pairs=Tables(click_log),
+                         documents=Tables(documents), queries=queries)
     assert no_log.value["impressions"].height == 0 and no_log.metadata["impressions"] == 0
     assert TrainingView(no_log.value).impressions is None and TrainingView(no_log.value).queries.height == 2
 
@@ -538,7 +547,8 @@ def test_dataset_sensor_registers_new_folders_once(storage_root, tiny_demo):
 
     (storage_root / "inputs" / "bad name!").mkdir()
     (storage_root / "inputs" / "bad name!" / "dataset.json").write_text(json.dumps({"format": "beir"}))
-    ignored = dataset_folder_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, resources=resources))
+    ignored = dataset_folder_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor,
+                                                            resources=resources))
     assert ignored.run_requests == []
 
     # a dataset registered by `skim import` is noted in the cursor but not run again by the sensor
@@ -551,11 +561,13 @@ def test_dataset_sensor_registers_new_folders_once(storage_root, tiny_demo):
 def test_teacher_demonstrations_from_an_openai_compatible_server_are_cached(storage_root, tiny_demo, httpserver,
                                                                             tiny_causal_lm):
     """A real local HTTP server stands in for the API; the second materialization sends no request."""
-    answer = {"choices": [{"message": {"role": "assistant", "content": "Queries:\n1. soothing evening drink\n- calm sleep aid\n"}}],
+    answer = {"choices": [{"message": {"role": "assistant",
+                                       "content": "Queries:\n1. soothing evening drink\n- calm sleep aid\n"}}],
               "usage": {"prompt_tokens": 300, "completion_tokens": 12}}
     httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_json(answer)
     instance = _instance("tiny")
-    assert _materialize([dataset_tables, click_log_pairs, simulated_clicks, train_pairs], storage_root, "tiny", instance).success
+    assert _materialize([dataset_tables, click_log_pairs, simulated_clicks, train_pairs], storage_root, "tiny",
+                        instance).success
     secret = "sk-test-secret-0123456789"
     resources = _resources(storage_root, tiny_causal_lm) | {"teacher": TeacherResource(
         kind="openai", base_url=httpserver.url_for("/v1"), model="gpt-test", api_key=secret,
@@ -585,13 +597,14 @@ def test_comparison_report_of_a_partial_run_leaves_untrained_models_blank(storag
     from skim_assets.assets.evaluation import comparison_report
 
     rows = []
-    for model, method, base_model in [("zero_shot", "zero_shot", "zero_shot"), ("base_retriever", "base", "dual_encoder"),
+    for model, method, base_model in [("zero_shot", "zero_shot", "zero_shot"),
+                                      ("base_retriever", "base", "dual_encoder"),
                                       ("base_ova_head", "base", "ova_head"), ("skim_ova_head", "skim", "ova_head")]:
         for test_set in ("biased", "unbiased"):
             rows.append({"model": model, "method": method, "base_model": base_model, "test_set": test_set,
                          "P@5": 0.1, "R@10": 0.2, "R@25": 0.3, "R@100": 0.4 if method != "skim" else 0.5})
-    result = comparison_report(dg.build_asset_context(partition_key="x"), storage=StorageResource(root=str(storage_root)),
-                               retrieval_metrics=pl.DataFrame(rows))
+    result = comparison_report(dg.build_asset_context(partition_key="x"),
+                               storage=StorageResource(root=str(storage_root)), retrieval_metrics=pl.DataFrame(rows))
     skim = result.value.filter(pl.col("method") == "skim").row(0, named=True)
     assert skim["dual_encoder unbiased R@100"] is None and skim["ova_head unbiased R@100"] == 0.5
     assert "skim_minus_base_unbiased_R@100" not in result.metadata  # no SKIM dual encoder to compare

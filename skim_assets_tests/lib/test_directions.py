@@ -19,7 +19,8 @@ from skim_assets_tests.lib.test_mapping import TRAIN, TRAIN_IDS, _unit
 def test_direction_follows_the_prompt_style_unless_set():
     assert DatasetSpec().direction == QUERIES_FOR_DOCUMENTS
     assert DatasetSpec(prompt_style="wiki-categories").direction == DOCUMENTS_FOR_QUERIES
-    assert DatasetSpec(prompt_style="wiki-categories", generate=QUERIES_FOR_DOCUMENTS).direction == QUERIES_FOR_DOCUMENTS
+    assert (DatasetSpec(prompt_style="wiki-categories", generate=QUERIES_FOR_DOCUMENTS).direction
+            == QUERIES_FOR_DOCUMENTS)
 
 
 def test_spec_refuses_an_unknown_direction_and_a_query_field_outside_beir(tmp_path):

@@ -154,7 +154,8 @@ def test_killed_generation_resumes_without_redoing_shards_and_matches_a_clean_ru
     again, _ = generate_sharded(doc_ids, prompts, idle, sampling, tmp_path / "resumed", shard_size=4)
     assert idle.calls == 0 and again.equals(clean)
     changed = CountingFactory(tiny_causal_lm, path)
-    generate_sharded(doc_ids, prompts, changed, SamplingSettings(max_new_tokens=6, seed=8), tmp_path / "resumed", shard_size=4)
+    generate_sharded(doc_ids, prompts, changed, SamplingSettings(max_new_tokens=6, seed=8), tmp_path / "resumed",
+                     shard_size=4)
     assert changed.prompts == 10
 
 

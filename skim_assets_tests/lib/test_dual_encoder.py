@@ -29,7 +29,8 @@ def encoder():
 
 
 @pytest.mark.parametrize("variant", [{}, {"precision": "float32", "length_buckets": False},
-                                     {"cached_negatives": True}], ids=["configured", "fp32-shuffled", "cached-negatives"])
+                                     {"cached_negatives": True}],
+                         ids=["configured", "fp32-shuffled", "cached-negatives"])
 def test_training_on_labels_raises_recall(variant):
     encoder = TextEncoder(device="cpu")
     before = evaluate_rankings(rank_documents(encoder, QUERIES, DOCUMENTS, k=6), QRELS, ks=(1,))["P@1"]

@@ -113,7 +113,8 @@ def test_extra_samples_are_checkpointed_apart_and_merged_into_one_list(tiny_caus
     assert len(calls) == 1  # one backend for every sample
     assert raw.height == 3 * len(PROMPTS) and raw["sample"].unique().sort().to_list() == [0, 1, 2]
     assert report.documents_generated == 3 * len(PROMPTS) and report.shards == 9
-    assert (tmp_path / "ck" / "shard-00000.parquet").exists() and (tmp_path / "ck" / "sample-2" / "shard-00000.parquet").exists()
+    assert ((tmp_path / "ck" / "shard-00000.parquet").exists()
+            and (tmp_path / "ck" / "sample-2" / "shard-00000.parquet").exists())
     greedy = raw.filter(pl.col("sample") == 0)["text"].to_list()
     one, _ = generate_samples(doc_ids, PROMPTS, factory, SamplingSettings(max_new_tokens=12, seed=1, samples=1),
                               tmp_path / "one", shard_size=4)
@@ -127,7 +128,8 @@ def test_extra_samples_are_checkpointed_apart_and_merged_into_one_list(tiny_caus
 
     rows = pl.DataFrame({"doc_id": ["a", "a", "b", "a", "a", "b"], "query": ["zinc cream", "Zinc  Cream!", "tea",
                                                                               "for sleep", "zinc cream", "tea bags"],
-                         "rank": [1, 2, 1, 1, 2, 1]}, schema={"doc_id": pl.String, "query": pl.String, "rank": pl.Int32})
+                         "rank": [1, 2, 1, 1, 2, 1]},
+                        schema={"doc_id": pl.String, "query": pl.String, "rank": pl.Int32})
     merged = merge_samples(rows, max_queries=5)
     assert merged.rows() == [("a", "zinc cream", 1), ("a", "for sleep", 2), ("b", "tea", 1), ("b", "tea bags", 2)]
     assert merge_samples(rows, max_queries=1)["query"].to_list() == ["zinc cream", "tea"]

@@ -388,7 +388,8 @@ def test_click_log_parquet_with_datetimes(tmp_path: Path) -> None:
     EXPECTED_CLICKS.with_columns(berlin, pl.col("clicks").cast(pl.Int32)).write_parquet(path)  # empty columns too
     assert_frame_equal(read_click_log(path), EXPECTED_CLICKS)
     iso = pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S%.f")
-    EXPECTED_CLICKS.drop("impressions", "position").with_columns(iso, pl.col("clicks").cast(pl.Float64)).write_parquet(path)
+    (EXPECTED_CLICKS.drop("impressions", "position").with_columns(iso, pl.col("clicks").cast(pl.Float64))
+     .write_parquet(path))
     assert_frame_equal(read_click_log(path), EXPECTED_CLICKS)
 
 

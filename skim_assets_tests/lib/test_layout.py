@@ -9,7 +9,8 @@ from skim_assets.lib.layout import Layout, is_artifact_folder
 def test_only_kinds_of_state_the_layout_names_get_a_folder(tmp_path):
     layout = Layout(tmp_path)
     assert layout.state(places.EMBEDDING_CACHE, "toy", "x") == tmp_path / "embedding_cache" / "toy" / "x"
-    assert layout.state(places.shards_state("synthetic_queries"), "toy") == tmp_path / "synthetic_queries_shards" / "toy"
+    assert (layout.state(places.shards_state("synthetic_queries"), "toy")
+            == tmp_path / "synthetic_queries_shards" / "toy")
     with pytest.raises(ValueError, match="no kind of step state the layout knows"):
         layout.state("my_cache", "toy")
     with pytest.raises(ValueError, match="no shared store"):

@@ -68,7 +68,8 @@ def test_embedding_cache_embeds_only_new_text(tmp_path):
 
 def test_augment_keeps_clicks_where_both_name_a_pair():
     clicks = pl.DataFrame({"query_id": ["q1"], "doc_id": ["A"], "weight": [1.0], "source": ["click"]})
-    mapped = pl.DataFrame({"query_id": ["q1", "q2"], "doc_id": ["A", "A"], "weight": [0.9, 0.85], "source": ["skim", "skim"]})
+    mapped = pl.DataFrame({"query_id": ["q1", "q2"], "doc_id": ["A", "A"], "weight": [0.9, 0.85],
+                           "source": ["skim", "skim"]})
     assert union_pairs(clicks, mapped).rows() == [("q1", "A", 1.0, "click"), ("q2", "A", 0.85, "skim")]
 
 

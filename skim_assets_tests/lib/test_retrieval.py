@@ -39,7 +39,8 @@ def test_hnsw_matches_exact_search_on_small_data():
 
 def test_topk_frame_is_long_and_ranked():
     frame = topk_frame(["q1", "q2"], ["a", "b", "c"], np.array([[2, 0], [1, 2]]), np.array([[0.9, 0.5], [0.8, 0.1]]))
-    assert frame.select("query_id", "doc_id", "rank").rows() == [("q1", "c", 1), ("q1", "a", 2), ("q2", "b", 1), ("q2", "c", 2)]
+    assert frame.select("query_id", "doc_id", "rank").rows() == [("q1", "c", 1), ("q1", "a", 2), ("q2", "b", 1),
+                                                                 ("q2", "c", 2)]
     np.testing.assert_allclose(frame["score"].to_numpy(), [0.9, 0.5, 0.8, 0.1], rtol=1e-6)
 
 

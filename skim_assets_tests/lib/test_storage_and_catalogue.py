@@ -69,7 +69,8 @@ def test_click_logs_aggregate_across_drops_and_reuse_known_query_ids(tmp_path):
     assert sorted(pairs["query_id"]) == sorted(["q1", query_id_for_text("new query")])
     assert new_queries.rows() == [(query_id_for_text("new query"), "new query", "train")]
     new = aggregate.filter(pl.col("query") == "new query").row(0, named=True)
-    assert new["clicks"] == 5 and str(new["first_seen"]).startswith("2026-01-02") and str(new["last_seen"]).startswith("2026-01-03")
+    assert (new["clicks"] == 5 and str(new["first_seen"]).startswith("2026-01-02")
+            and str(new["last_seen"]).startswith("2026-01-03"))
 
 
 def test_one_bad_drop_fails_the_whole_ingest(tmp_path):
@@ -104,7 +105,8 @@ def test_click_drops_are_validated_once_and_a_refresh_reads_only_new_files(tmp_p
     import os
     os.utime(a, ns=(a.stat().st_atime_ns, a.stat().st_mtime_ns + 1_000_000))
     changed = aggregate_click_logs([a, b], DOCS, QUERIES, cache_dir=cache)
-    assert changed.report.files_read == 1 and changed.aggregate.filter(pl.col("query") == "known query")["clicks"].item() == 7
+    assert (changed.report.files_read == 1
+            and changed.aggregate.filter(pl.col("query") == "known query")["clicks"].item() == 7)
     pruned = aggregate_click_logs([b], DOCS, QUERIES, cache_dir=cache)
     assert pruned.report.files_reused == 1 and len(list(cache.glob("*.parquet"))) == 1
     # a bad new drop fails the ingest and leaves the cache as it was

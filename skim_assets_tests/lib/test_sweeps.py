@@ -54,8 +54,8 @@ def test_tau_sweep_adds_fewer_pairs_as_tau_rises():
     features, labels = _world()
     train = labels.filter(pl.col("query_id").str.ends_with("-0") | pl.col("query_id").str.ends_with("-1"))
     test = labels.join(train.select("query_id"), on="query_id", how="anti")
-    clicks = train.filter(pl.col("doc_id").is_in([f"d{i}" for i in range(6)])).select("query_id", "doc_id", pl.lit(1.0).alias("weight"),
-                                                         pl.lit("click").alias("source"))
+    clicks = train.filter(pl.col("doc_id").is_in([f"d{i}" for i in range(6)])).select(
+        "query_id", "doc_id", pl.lit(1.0).alias("weight"), pl.lit("click").alias("source"))
     # candidates: synthetic query i of doc i%12 near its train queries, with cosines 0.9 / 0.7 / 0.5
     synthetic_doc_ids = [f"d{i}" for i in range(12)]
     candidates = pl.DataFrame({
@@ -77,7 +77,8 @@ def test_exposure_sweep_scores_four_training_sets_per_window_with_equal_label_bu
     train = labels.filter(~pl.col("query_id").str.ends_with("-2"))
     test = labels.filter(pl.col("query_id").str.ends_with("-2"))
     # a ranking that puts doc d(i) at rank i+1 for every query: window K exposes documents d0..d(K-1)
-    ranked = pl.DataFrame([(q, f"d{r}", 1.0 - r / 10, r + 1) for q in train["query_id"].unique().sort() for r in range(10)],
+    ranked = pl.DataFrame([(q, f"d{r}", 1.0 - r / 10, r + 1) for q in train["query_id"].unique().sort()
+                           for r in range(10)],
                           schema={"query_id": pl.String, "doc_id": pl.String, "score": pl.Float64, "rank": pl.Int32},
                           orient="row")
     mapped = pl.DataFrame({"query_id": ["q9-0"], "doc_id": ["d9"], "weight": [0.9], "source": ["skim"]})

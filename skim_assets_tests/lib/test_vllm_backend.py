@@ -19,7 +19,8 @@ SCRIPT = textwrap.dedent("""
     if __name__ == "__main__":  # vLLM spawns its engine processes
         base, adapter = sys.argv[1], sys.argv[2]
         backend = make_backend("auto", base, adapter, max_lora_rank=8, max_model_len=512)
-        prompts = [f"Document: Item {i}\\nText: a herbal tea for migraine made in Lyon.\\nQueries:\\n" for i in range(4)]
+        prompts = [f"Document: Item {i}\\nText: a herbal tea for migraine made in Lyon.\\nQueries:\\n"
+                   for i in range(4)]
         out = backend.generate(prompts, SamplingSettings(max_new_tokens=24, seed=3))
         print("RESULT " + json.dumps({"backend": backend.name, "texts": [o.text for o in out],
                                        "tokens": [o.generated_tokens for o in out]}))

@@ -194,7 +194,8 @@ class VLLMBackend:
         return [Generation(r.outputs[0].text, len(r.outputs[0].token_ids)) for r in results]
 
 
-def make_backend(kind: str, base_path: str | Path, adapter_path: str | Path | None = None, **settings) -> GenerationBackend:
+def make_backend(kind: str, base_path: str | Path, adapter_path: str | Path | None = None,
+                 **settings) -> GenerationBackend:
     """'auto' picks vLLM when it is installed, else transformers."""
     if kind == "auto":
         kind = "vllm" if vllm_available() else "transformers"

@@ -27,7 +27,8 @@ class SamplingSettings(Settings):
                          "decoded as above (greedy by default), the others sampled at diversity_temperature. More "
                          "samples, more distinct queries, proportionally more time.")
     diversity_temperature: float = Field(default=0.7, description="Temperature of the extra samples (top_k as "
-                                         "above). Unconstrained sampling from a small student loses grounding fast (RESULTS.md).")
+                                         "above). Unconstrained sampling from a small student loses grounding fast "
+                                         "(RESULTS.md).")
     prompt_words_only: bool = Field(default=False, description="Decode only tokens that spell words of the prompt "
                                     "(the document's title, text and known queries), line breaks and the end "
                                     "marker: a small student cannot write a fact its document lacks. Applies to the "
