@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from .lib.methods import METHODS
+from .lib.methods import METHODS, SIMULATED_PAIRS
 
 # The whole graph for one dataset partition: every method of the comparison.
 skim_pipeline_job = dg.define_asset_job(
@@ -42,13 +42,11 @@ skim_core_job = dg.define_asset_job(
 # of the synthetic queries onto the new train queries (embedding caches and mapping candidates make this cost
 # grow with the new rows only). These tables also refresh eagerly (automation conditions) when an upstream
 # model changes. Models, generation and distillation follow the model refresh condition instead (`sensors.py`).
+# The mappings' pairs, then every method's training pairs derived from the click log (`lib.methods`; not the
+# simulated oracle and MAR pairs, nor the train pairs themselves).
 CLICK_REFRESH_ASSETS = (
-    "click_log_pairs", "train_pairs",
-    "mapped_pairs", "augmented_train_pairs",
-    "mapped_pairs_no_metadata", "augmented_train_pairs_no_metadata",
-    "mapped_pairs_udapdr", "augmented_train_pairs_udapdr",
-    "ips_train_pairs", "ips_position_train_pairs", "lever_train_pairs", "lever_ips_train_pairs",
-    "gandalf_train_pairs",
+    "click_log_pairs", "train_pairs", "mapped_pairs", "mapped_pairs_no_metadata", "mapped_pairs_udapdr",
+    *dict.fromkeys(m.pairs for m in METHODS.values() if m.pairs not in (*SIMULATED_PAIRS, "train_pairs")),
 )
 # A refresh renews what a dataset already has (a branch never run, e.g. an ablation, stays unrun): job -> the
 # assets it runs even without an artifact (the click log's pairs follow the drop folder, which always exists).
