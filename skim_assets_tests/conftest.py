@@ -98,3 +98,10 @@ def materialize_selected(assets, **kwargs):
     checks = [a for a in assets if isinstance(a, dg.AssetChecksDefinition)]
     selection = [key for a in assets if not isinstance(a, dg.AssetChecksDefinition) for key in a.keys]
     return dg.materialize([*ASSETS, *checks], selection=selection, **kwargs)
+
+
+def pytest_collection_modifyitems(items):
+    """A test that reads the whole graph's run on the tiny world (`tiny_run`) shares its minutes: slow."""
+    for item in items:
+        if "tiny_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

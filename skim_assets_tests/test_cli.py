@@ -192,6 +192,7 @@ def test_the_console_prints_one_line_per_step_and_long_steps_progress_at_most_ev
     assert handler.stream.getvalue().splitlines() == ["  train: epoch 0", "  train: warning: disk almost full"]
 
 
+@pytest.mark.slow
 def test_materialize_prints_why_a_step_failed(cli_env, tmp_path):
     """A failed step's own error (file, row and field of a bad click drop) is on the console, not only in the UI."""
     source = tmp_path / "source"
@@ -210,6 +211,7 @@ def test_materialize_prints_why_a_step_failed(cli_env, tmp_path):
     assert "bad.csv" in out and "row 2" in out and "doc_id" in out and "NO-SUCH-DOC" in out, out
 
 
+@pytest.mark.slow
 def test_materialize_runs_through_the_instance_and_the_jobs_executor(cli_env, tmp_path, capfd):
     """`skim materialize` launches a run like the UI does: recorded in the instance, each step a process of its own
     (the multiprocess executor, so pools and tag limits apply), and a quiet console."""

@@ -109,6 +109,7 @@ def _materialization_metadata(result):
     return {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
 
 
+@pytest.mark.slow
 def test_click_drop_refreshes_only_tables_with_only_new_rows_and_equals_a_full_recompute(storage_root, trained_world,
                                                                                          tmp_path):
     instance, resources = trained_world
@@ -178,6 +179,7 @@ def _data_version(instance, asset: str) -> str:
     return event.asset_materialization.tags["dagster/data_version"]
 
 
+@pytest.mark.slow
 def test_data_versions_say_what_is_unsynced_and_the_model_refresh_follows_them(storage_root, trained_world):
     """Tables carry their content digest as data version, assets a code version: after new clicks the models read
     as unsynced until retrained; a table rewritten with the same content changes nothing; the model refresh
@@ -257,6 +259,7 @@ def test_data_versions_say_what_is_unsynced_and_the_model_refresh_follows_them(s
     assert not edited_tick.get_requested_partitions(dg.AssetKey("base_models"))
 
 
+@pytest.mark.slow
 def test_cheap_tables_follow_their_upstream_eagerly_and_models_do_not(storage_root, tiny_demo):
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(dataset_partitions.name, ["tiny"])
@@ -305,6 +308,7 @@ def _definitions_summary(env: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_k8s_profile_runs_steps_as_kubernetes_jobs_with_a_gpu_on_model_steps():
     pytest.importorskip("dagster_k8s")
     k8s = _definitions_summary({"SKIM_DEPLOYMENT": "k8s", "SKIM_K8S_NAMESPACE": "research"})
@@ -360,6 +364,7 @@ def _finish(process) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_generation_step_killed_with_sigkill_keeps_the_previous_artifact_and_resumes(storage_root, tiny_demo,
                                                                                        tiny_causal_lm, tmp_path):
     resources = _resources(storage_root)

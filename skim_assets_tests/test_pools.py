@@ -9,6 +9,7 @@ import sys
 import time
 
 import dagster as dg
+import pytest
 
 from skim_assets.cli import CLI_HOST_TAG, CLI_PID_TAG, reap_dead_cli_runs
 from skim_assets.deployment import install_instance_config
@@ -55,6 +56,7 @@ def _overlap(a, b) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
+@pytest.mark.slow
 def test_the_shipped_instance_config_runs_one_model_step_at_a_time_across_runs(tmp_path):
     limited, unlimited = tmp_path / "limited", tmp_path / "unlimited"
     assert install_instance_config(limited) and not install_instance_config(limited)  # an existing one stays
@@ -68,6 +70,7 @@ def test_the_shipped_instance_config_runs_one_model_step_at_a_time_across_runs(t
     assert _overlap(*_spans(unlimited / "spans.jsonl"))  # without the pool limit, both ran at once
 
 
+@pytest.mark.slow
 def test_a_killed_skim_run_gives_its_pool_slot_back(tmp_path):
     home, spans = tmp_path / "home", tmp_path / "spans.jsonl"
     install_instance_config(home)
@@ -168,6 +171,7 @@ def _wait_gone(pid, seconds):
     return not process_alive(pid)
 
 
+@pytest.mark.slow
 def test_a_killed_skims_step_still_running_keeps_the_pool_slot_and_sigterm_stops_the_steps(tmp_path):
     home = tmp_path / "home"
     install_instance_config(home)

@@ -151,6 +151,7 @@ def test_bad_config_file_root_and_deployment_are_one_line(cli_env, tmp_path, cap
     assert "SKIM_DEPLOYMENT='kubernetes'" in _one_line(capsys.readouterr().err)
 
 
+@pytest.mark.slow
 def test_a_bad_refresh_cron_stops_only_the_model_refresh(monkeypatch):
     from skim_assets.sensors import DEFAULT_MODEL_REFRESH_CRON, model_refresh_cron
 

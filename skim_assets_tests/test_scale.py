@@ -30,6 +30,7 @@ sys.exit(0 if materialize_dataset(name, _instance(), json.load(open(config)), "s
 
 
 @pytest.mark.scale
+@pytest.mark.slow
 def test_scale_profile_runs_every_core_asset_on_a_20k_catalogue(cli_env, tiny_causal_lm):
     root = cli_env
     folder = root / "inputs" / NAME

@@ -34,7 +34,7 @@ import requests
 
 from skim_assets_tests.conftest import TINY_WORLD
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 DATASET = "demo"
 CHROMIUM_ENV = "SKIM_CHROMIUM"

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from skim_assets.definitions import ASSETS, build_resources
 from skim_assets.partitions import dataset_partitions
@@ -59,6 +60,7 @@ def _most_at_once(windows) -> int:
     return most
 
 
+@pytest.mark.slow
 def test_shard_groups_run_in_parallel_within_the_pool_and_equal_a_one_step_run(tmp_path, storage_root, tiny_demo,
                                                                                tiny_causal_lm, monkeypatch):
     home = tmp_path / "home"

@@ -354,6 +354,7 @@ def clicks_height(storage_root) -> int:
     return pl.read_parquet(storage_root / "train_pairs" / "tiny" / "data.parquet").height
 
 
+@pytest.mark.slow
 def test_reverse_direction_end_to_end_writes_categories_for_queries_and_maps_them_onto_documents(
         storage_root, tiny_causal_lm, monkeypatch):
     """The categories world (products asked about as queries, their descriptions as query metadata, categories as

@@ -43,6 +43,7 @@ def gemma_folder(tmp_path_factory) -> Path:
     return workdir / "model"
 
 
+@pytest.mark.slow
 def test_gemma_exports_with_its_bos_and_our_decoding_matches_transformers_generate(gemma_folder):
     """Gemma without its BOS degenerates into repetition; transformers' GGUF conversion drops the flag, the export
     restores it. Our decoding loop (static cache, grouped attention, BOS from the tokenizer) must then write exactly

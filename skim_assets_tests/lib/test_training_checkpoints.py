@@ -155,6 +155,7 @@ def kill_after_first_checkpoint(kind: str, model: Path, checkpoint_dir: Path, tm
     return state
 
 
+@pytest.mark.slow
 def test_a_lora_sft_killed_with_sigkill_resumes_from_its_checkpoint_to_the_same_adapter(
         tiny_causal_lm, lora_reference, tmp_path):
     checkpoint_dir = tmp_path / "lora_checkpoints" / "tiny" / "lora_adapter"
@@ -171,6 +172,7 @@ def test_a_lora_sft_killed_with_sigkill_resumes_from_its_checkpoint_to_the_same_
     assert not checkpoint_dir.exists()  # finished: the adapter is the artifact, the checkpoint is gone
 
 
+@pytest.mark.slow
 def test_a_dual_encoder_killed_with_sigkill_resumes_from_its_checkpoint_to_the_same_weights(
         tiny_bert, dual_reference, tmp_path):
     checkpoint_dir = tmp_path / "retriever_checkpoints" / "tiny" / "skim_retriever"

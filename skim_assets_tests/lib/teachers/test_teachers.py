@@ -546,6 +546,7 @@ def test_keyphrase_teacher_with_nothing_to_say():
         assert response.ok and response.text == "Queries:"
 
 
+@pytest.mark.slow
 def test_keyphrase_teacher_drops_boilerplate_and_follows_the_datasets_queries(encoder):
     from skim_assets.lib.demo import FILLER, generate_demo_world
 
