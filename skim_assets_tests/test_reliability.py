@@ -325,9 +325,12 @@ def test_changed_input_under_the_same_name_is_refused_without_replace(cli_env, d
     assert main(["--root", root, "import", "mini", str(other)]) == 2
     assert "documents differ" in capsys.readouterr().err
 
+    for state in ("slm_size_students", "embedding_cache", "synthetic_queries_shards", "lora_checkpoints"):
+        (cli_env / state / "mini").mkdir(parents=True)  # a step's working state, never an artifact
     assert main(["--root", root, "import", "mini", str(other), "--replace"]) == 0
     err = capsys.readouterr().err
     assert "warning" in err and "stale" in err and "base_models, documents" in err
+    assert not any(state in err for state in ("slm_size_students", "embedding_cache", "_shards", "checkpoints"))
     assert json.loads((cli_env / "inputs" / "mini" / "dataset.json").read_text())["source"] == str(other)
 
 
