@@ -40,7 +40,7 @@ def _instance():
 
 
 def register_dataset(name: str, instance) -> None:
-    from .lib.datasets import check_dataset_name
+    from .lib.layout import check_dataset_name
     from .partitions import dataset_partitions
 
     check_dataset_name(name)
@@ -387,9 +387,9 @@ def cmd_demo(args) -> int:
 
 def cmd_import(args) -> int:
     root = _use_root(args.root)
-    from .lib.datasets import DatasetSpec, check_dataset_name, import_tables, input_changes, write_spec
+    from .lib.datasets import DatasetSpec, import_tables, input_changes, write_spec
     from .lib.formats import DataError
-    from .lib.layout import Layout
+    from .lib.layout import Layout, check_dataset_name
 
     name = check_dataset_name(args.name)
     try:
@@ -459,7 +459,7 @@ def load_run_config(path: str | None) -> dict:
 
 def cmd_materialize(args) -> int:
     """Run the job for each named dataset in turn (a backfill over datasets from the command line)."""
-    from .lib.datasets import SPEC_FILE, check_dataset_name
+    from .lib.layout import SPEC_FILE, check_dataset_name
 
     names = [check_dataset_name(name) for name in args.names]  # every name before any run
     root = _use_root(args.root)
@@ -497,7 +497,7 @@ def write_html_report(root: Path, name: str, path: Path) -> Path:
 
 
 def cmd_report(args) -> int:
-    from .lib.datasets import check_dataset_name
+    from .lib.layout import check_dataset_name
 
     root, name = _use_root(args.root), check_dataset_name(args.name)
     status = print_report(root, name)
@@ -587,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .lib.datasets import DatasetNameError
+    from .lib.layout import DatasetNameError
 
     args = build_parser().parse_args(argv)
     try:

@@ -17,8 +17,9 @@ from .jobs import (
     skim_pipeline_job,
 )
 from .lib.clicklogs import click_log_files
-from .lib.datasets import CLICKS_FOLDER, check_dataset_name, read_spec
+from .lib.datasets import CLICKS_FOLDER, read_spec
 from .lib.formats import DataError
+from .lib.layout import check_dataset_name
 from .partitions import dataset_partitions
 from .resources import StorageResource
 

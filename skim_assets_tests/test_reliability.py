@@ -175,7 +175,7 @@ def test_a_headerless_qrels_file_with_a_bad_first_score_fails(tmp_path):
 
 
 def test_a_name_with_a_trailing_newline_is_refused(cli_env, demo_source, capsys):
-    from skim_assets.lib.datasets import check_dataset_name
+    from skim_assets.lib.layout import check_dataset_name
 
     for name in ("ok\n", "ok\n\n", "\nok", "ok/x", "ok x", ""):
         with pytest.raises(ValueError, match="dataset name"):

@@ -9,7 +9,6 @@ Click-log drops live in `<root>/inputs/<name>/clicks/` as Parquet or CSV files.
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from .formats import DIRECTIONS, DOCUMENTS_FOR_QUERIES, QUERIES_FOR_DOCUMENTS, DataError, DatasetTables
 from .importers import FORMATS, IMPORTERS, detect_formats, importer_for, read_dataset
-from .layout import IMPORT_STATE, Layout
+from .layout import IMPORT_STATE, SPEC_FILE, Layout
 from .mapping import DEFAULT_TAU
 from .simulation import ClickModel, ClickSimulation
 from .storage import TableSetPins, file_digest, read_json, write_json_atomic
@@ -29,10 +28,8 @@ Format = Literal[FORMATS]  # the registered importers (lib.importers.IMPORTERS),
 DevSplit = Literal["ignore", "train", "test"]
 PromptStyle = Literal["url-queries", "wiki-categories"]
 Generate = Literal[("", *DIRECTIONS)]  # '' = by prompt style; the directions come from lib.formats, one source
-SPEC_FILE = "dataset.json"
 CLICKS_FOLDER = "clicks"
 TABLE_ASSETS = {"documents": "documents", "queries": "queries", "relevance_labels": "qrels"}  # asset -> attribute
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # matched whole (fullmatch): no trailing newline
 
 
 class DatasetSpec(BaseModel):
@@ -138,19 +135,6 @@ def _problem(error: dict) -> str:
     if wording is None:  # e.g. our own `beir_only`: its message already says what is wrong
         return error["msg"]
     return f"{wording}, got {got!r}"
-
-
-class DatasetNameError(ValueError):
-    """A dataset name that cannot be a partition key and a folder name."""
-
-
-def check_dataset_name(name: str) -> str:
-    """`name` if it is a safe partition key and folder name (letters, digits and `_.-`, starting with a letter or
-    digit: no path separator, no `..`, no trailing newline); else DatasetNameError."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise DatasetNameError(f"dataset name {name!r} must match {NAME_PATTERN.pattern} "
-                               "(it becomes a partition key and a folder)")
-    return name
 
 
 def read_spec(folder: str | Path) -> DatasetSpec:

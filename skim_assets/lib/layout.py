@@ -17,9 +17,12 @@ stale list) is derived from this module and cannot fall behind a new kind of sta
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 INPUTS = "inputs"
+SPEC_FILE = "dataset.json"  # in a registered dataset's input folder: its settings
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # matched whole (fullmatch): no trailing newline
 FIGURES = "figures"
 STAGING = ".staging"  # folders steps write before the IO manager moves them into place
 STEP_OUTPUTS = ".step_outputs"  # JSON values passed between the ops of a graph asset, per run
@@ -44,6 +47,19 @@ STUDENT_MODELS = "student_models"  # bundled small LMs exported once
 STORES = frozenset({TEACHER_CACHE, STUDENT_MODELS})
 
 NOT_ARTIFACTS = frozenset({INPUTS, FIGURES}) | STEP_STATE | STORES
+
+
+class DatasetNameError(ValueError):
+    """A dataset name that cannot be a partition key and a folder name."""
+
+
+def check_dataset_name(name: str) -> str:
+    """`name` if it is a safe partition key and folder name (letters, digits and `_.-`, starting with a letter or
+    digit: no path separator, no `..`, no trailing newline); else DatasetNameError."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise DatasetNameError(f"dataset name {name!r} must match {NAME_PATTERN.pattern} "
+                               "(it becomes a partition key and a folder)")
+    return name
 
 
 def shards_state(asset: str) -> str:
@@ -73,14 +89,10 @@ class Layout:
 
     def inputs(self, dataset: str) -> Path:
         """A registered dataset's folder: its dataset.json, raw files and click-log drops."""
-        from .datasets import check_dataset_name
-
         return self.inside(INPUTS, check_dataset_name(dataset))
 
     def datasets(self) -> list[str]:
         """The datasets registered under the root (an `inputs/<name>/dataset.json` with a valid name), sorted."""
-        from .datasets import SPEC_FILE, check_dataset_name
-
         names = []
         for spec in sorted((self.root / INPUTS).glob(f"*/{SPEC_FILE}")):
             try:
@@ -91,8 +103,6 @@ class Layout:
 
     def artifact(self, asset: str, dataset: str | None) -> Path:
         """`<root>/<asset>/<dataset>`, or `<root>/<asset>` for an asset shared by every dataset (dataset None)."""
-        from .datasets import check_dataset_name
-
         path = self.inside(asset, check_dataset_name(dataset)) if dataset is not None else self.inside(asset)
         if not is_artifact_folder(asset):
             raise ValueError(f"{asset!r} names step state, not an asset")
@@ -103,8 +113,6 @@ class Layout:
 
     def artifacts_of(self, dataset: str) -> list[str]:
         """The assets that have an artifact for `dataset`, sorted."""
-        from .datasets import check_dataset_name
-
         return sorted(path.parent.name for path in self.root.glob(f"*/{check_dataset_name(dataset)}")
                       if is_artifact_folder(path.parent.name) and path.exists())
 
@@ -120,8 +128,6 @@ class Layout:
     def state(self, kind: str, dataset: str, *parts: str) -> Path:
         """A step's own working state of a kind named in `STEP_STATE` (or a generation's shards):
         `<root>/<kind>/<dataset>/<parts...>`."""
-        from .datasets import check_dataset_name
-
         if kind not in STEP_STATE and not kind.endswith(SHARDS_SUFFIX):
             raise ValueError(f"{kind!r} is no kind of step state the layout knows: add it to lib/layout.py")
         return self.inside(kind, check_dataset_name(dataset), *parts)
@@ -135,15 +141,11 @@ class Layout:
     def figure(self, asset: str, dataset: str, name: str) -> Path:
         """Where a table asset's plot is saved (`<root>/figures/<dataset>/<asset>-<name>`); folder artifacts keep
         their plots inside the folder."""
-        from .datasets import check_dataset_name
-
         return self.inside(FIGURES, check_dataset_name(dataset), f"{asset}-{name}")
 
     def figures(self, dataset: str) -> list[Path]:
         """Every plot drawn for a dataset: table assets' (`figures/<dataset>/`) and the ones folder artifacts keep
         (`<asset>/<dataset>/*.png`, e.g. loss curves), by path."""
-        from .datasets import check_dataset_name
-
         return sorted(set(self.root.glob(f"*/{check_dataset_name(dataset)}/*.png")))
 
     @property
