@@ -104,8 +104,9 @@ def build_synthetic_queries_asset(
         written = written_queries(raw, work.sources, work.known, storage.dataset_spec(dataset).prompt_style, config)
         agreement = (student_teacher_agreement(work.adapter, written.parsed, source.data,
                                                work.sources["doc_id"].to_list()) if student else None)
-        metadata = generation_metadata(config, work.sources, raw, written, report, agreement)
-        context.log.info(generation_summary(name, metadata, agreement))
+        quality = judged_quality(written.judged, work.sources.height)  # of what was written, before the filter
+        metadata = generation_metadata(config, work.sources, raw, written, quality, report, agreement)
+        context.log.info(generation_summary(name, metadata, quality, agreement))
         return dg.Output(
             Tables(written.kept, raw=raw, judged=written.judged, settings=settings_table(config)),
             metadata=metadata | {"backend": backend or "checkpoints only", "use_metadata": use_metadata,
@@ -154,12 +155,12 @@ generation_assets = [synthetic_queries, synthetic_queries_no_metadata, synthetic
 
 
 def generation_metadata(config: GenerationSettings, sources: pl.DataFrame, raw: pl.DataFrame,
-                        written: WrittenQueries, report: ShardReport, agreement: dict | None) -> dict:
+                        written: WrittenQueries, written_quality: dict, report: ShardReport,
+                        agreement: dict | None) -> dict:
     """A generation's figures: throughput, parsing, the quality of what was written and of what was kept, and
     the student's agreement with the teacher on documents it was never trained on."""
     samples = max(1, config.samples)
-    judged = written.judged
-    kept_judged = judged.filter(pl.col("grounded")) if config.quality_filter else judged
+    kept_judged = written.judged.filter(pl.col("grounded")) if config.quality_filter else written.judged
     return {
         "documents": sources.height,
         "samples_per_document": samples,
@@ -178,23 +179,19 @@ def generation_metadata(config: GenerationSettings, sources: pl.DataFrame, raw: 
         "rejected": dg.MetadataValue.json(written.stats["rejected"]),
         "quality_filter": config.quality_filter,
         "quality_filter_dropped": dg.MetadataValue.json(written.dropped),
-        **quality_metadata(judged_quality(judged, sources.height), "written"),
+        **quality_metadata(written_quality, "written"),
         **quality_metadata(judged_quality(kept_judged, sources.height), "kept"),
         **({f"agreement_{k}": round(v, 4) for k, v in agreement.items() if k != "documents"}
            | {"agreement_documents": agreement["documents"]} if agreement else {}),
     }
 
 
-def generation_summary(name: str, metadata: dict, agreement: dict | None) -> str:
+def generation_summary(name: str, metadata: dict, written_quality: dict, agreement: dict | None) -> str:
     """The generation's log line."""
-    def value(key):
-        entry = metadata[key]
-        return entry.value if isinstance(entry, dg.MetadataValue) else entry
-
     return (f"{name}: {metadata['queries_written']} queries written for {metadata['documents']} documents "
-            f"({metadata['docs_per_second']:.2f} docs/s per step): grounded {value('written_grounded_share'):.1%}, "
-            f"junk {value('written_junk_share'):.1%}, {value('written_distinct_queries_per_document'):.1f} distinct "
-            f"per document; kept {metadata['queries_kept']} after the quality filter"
+            f"({metadata['docs_per_second']:.2f} docs/s per step): grounded {written_quality['grounded_share']:.1%}, "
+            f"junk {written_quality['junk_share']:.1%}, {written_quality['distinct_queries_per_document']:.1f} "
+            f"distinct per document; kept {metadata['queries_kept']} after the quality filter"
             + (f"; agreement with the teacher on held-out documents F1 {agreement['f1']:.3f}" if agreement else ""))
 
 

@@ -162,7 +162,7 @@ def student_sweep_task(storage: StorageResource, encoder: EncoderResource, datas
     sources, known = view.generation_sources(spec.direction)
     return StudentSweepTask(
         DistillationTask(demonstrations.data, sources, known, spec.prompt_style), lora_training_of(lora_adapter)[0],
-        sources, known, settings_of(synthetic_queries, GenerationSettings), settings_of(mapped_pairs, MappingSettings),
+        settings_of(synthetic_queries, GenerationSettings), settings_of(mapped_pairs, MappingSettings),
         click_space(storage, encoder, dataset, base_models, view.documents),
         mapping_targets(spec.direction, encoder, view.documents, view.queries), view.clicks, view.impressions)
 
@@ -187,7 +187,7 @@ def slm_size_report(context: dg.AssetExecutionContext, config: SlmSizeSweepConfi
     dataset, view = context.partition_key, TrainingView(mapped_pairs)
     task = student_sweep_task(storage, encoder, dataset, view, teacher_demonstrations, lora_adapter,
                               synthetic_queries, mapped_pairs, base_models)
-    asked = sampled_sources(task.sources, task.generation.max_documents, task.generation.seed).height
+    asked = sampled_sources(task.distillation.sources, task.generation.max_documents, task.generation.seed).height
     scorer = StudentScorer(view.clicks, oracle_train_pairs, frozen_features(storage, encoder, dataset, view.queries,
                            view.documents), unbiased_test_qrels, OvaHeadConfig.of(config), asked)
     rows, written, skipped = [scorer.clicks_only()], [], {}

@@ -16,6 +16,7 @@ import json
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -302,13 +303,12 @@ def student_teacher_agreement(adapter: Path, written: pl.DataFrame, teacher_demo
 
 @dataclass
 class StudentSweepTask:
-    """What every student of a sweep shares: its distillation task, the generation sources and settings, the
-    mapping's settings and click space (`lib.click_space.ClickSpace`), and the evidence the mapping reads."""
+    """What every student of a sweep shares: its distillation task (whose sources it also writes for), the
+    generation settings, the mapping's settings and click space (`lib.click_space.ClickSpace`), and the evidence
+    the mapping reads. The targets' vectors and the click neighbours are computed once, for every student."""
 
     distillation: DistillationTask
     lora: LoraSftConfig
-    sources: pl.DataFrame
-    known: dict
     generation: GenerationSettings
     mapping: MappingSettings
     space: object  # lib.click_space.ClickSpace
@@ -316,11 +316,19 @@ class StudentSweepTask:
     clicks: pl.DataFrame
     impressions: pl.DataFrame | None
 
+    @cached_property
+    def target_vectors(self):
+        return self.space.embed(self.targets.texts, self.targets.max_length, self.targets.role)[0]
+
+    @cached_property
+    def neighbours(self):
+        return self.space.neighbours(self.clicks)
+
 
 @dataclass
 class StudentRun:
-    """What one student wrote (judged, and kept after the filter), the pairs its queries mapped onto, how its
-    adapter trained, and its size."""
+    """What one student wrote (judged, and kept after the filter), the pairs its queries mapped onto, and how its
+    adapter trained."""
 
     judged: pl.DataFrame
     kept: pl.DataFrame
@@ -334,22 +342,21 @@ def run_student(base_model: Path, work_dir: Path, new_staging: Callable[[], Path
     live under `work_dir`."""
     training = distil_once(base_model, task.distillation, work_dir / "adapter", new_staging, task.lora,
                            device=generator.device, checkpoint_dir=work_dir / "lora_checkpoints", progress=progress)
-    work = generation_work(task.sources, task.known, task.distillation.prompt_style, True, task.generation, generator,
-                           base_model, work_dir / "adapter", work_dir / "shards")
+    sources, known, style = task.distillation.sources, task.distillation.known, task.distillation.prompt_style
+    work = generation_work(sources, known, style, True, task.generation, generator, base_model, work_dir / "adapter",
+                           work_dir / "shards")
     raw, shards = work.generate(progress)
     if progress:
         progress(f"{Path(base_model).name}: {raw.height} outputs, {shards.tokens_per_second:.1f} generated tokens/s")
-    written = written_queries(raw, work.sources, task.known, task.distillation.prompt_style, task.generation)
-    pairs = map_written(written.kept, task.space, task.targets, task.mapping, task.clicks, task.impressions)
-    return StudentRun(written.judged, written.kept, pairs, training)
+    written = written_queries(raw, work.sources, known, style, task.generation)
+    return StudentRun(written.judged, written.kept, map_written(written.kept, task), training)
 
 
-def map_written(kept: pl.DataFrame, space, targets, settings: MappingSettings, clicks: pl.DataFrame,
-                impressions: pl.DataFrame | None) -> pl.DataFrame:
-    """Pairs from written texts mapped onto `targets` in `space` (one search, no incremental state), with the
-    click-neighbour floor and the shown-not-clicked filter the settings name."""
-    vectors, _ = space.embed(kept["query"].to_list(), targets.max_length, targets.role)
-    target_vectors, _ = space.embed(targets.texts, targets.max_length, targets.role)
-    pairs, _ = map_once(kept["doc_id"].to_list(), vectors, targets.ids, target_vectors, settings, "skim",
-                        space.neighbours(clicks), impressions, targets.column)
+def map_written(kept: pl.DataFrame, task: StudentSweepTask) -> pl.DataFrame:
+    """Pairs from written texts mapped onto the task's targets in its space (one search, no incremental state),
+    with the click-neighbour floor and the shown-not-clicked filter its mapping settings name."""
+    targets = task.targets
+    vectors, _ = task.space.embed(kept["query"].to_list(), targets.max_length, targets.role)
+    pairs, _ = map_once(kept["doc_id"].to_list(), vectors, targets.ids, task.target_vectors, task.mapping, "skim",
+                        task.neighbours, task.impressions, targets.column)
     return pairs
